@@ -1,0 +1,50 @@
+# Resellio: `make run` brings the whole system up, `make test` runs every test.
+PYTHON ?= python3
+UV_VERSION := 0.13.8
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+BIN := $(VENV)/bin
+
+export ENVIRONMENT ?= development
+
+.PHONY: install run test test-unit test-integration test-e2e lint format bench clean
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(VENV)/.installed: $(UV) pyproject.toml uv.lock
+	$(UV) sync --frozen --python $(PYTHON)
+	@touch $@
+
+install: $(VENV)/.installed
+
+run: install  ## migrate, seed demo data, start every service + gateway (127.0.0.1:8080)
+	$(BIN)/resellio run
+
+test: install  ## the whole suite against the PostgreSQL and RabbitMQ of the environment
+	$(BIN)/pytest -q
+
+test-unit: install
+	$(BIN)/pytest -q tests/unit
+
+test-integration: install
+	$(BIN)/pytest -q tests/integration
+
+test-e2e: install
+	$(BIN)/pytest -q tests/e2e
+
+lint: install
+	$(BIN)/ruff check contracts services gateway tests
+	$(BIN)/ruff format --check contracts services gateway tests
+
+format: install
+	$(BIN)/ruff format contracts services gateway tests
+	$(BIN)/ruff check --fix contracts services gateway tests
+
+bench: install  ## benchmarks; writes bench/results.json and bench/results.md
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .run .pytest_cache

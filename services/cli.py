@@ -1,0 +1,294 @@
+"""`resellio`: the operator's console (migrations, running, seeding, events, dead letters)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from services.kernel import settings as settings_mod
+from services.kernel.settings import DEFAULT_PORTS, SERVICES, ConfigError
+
+APPS = {
+    "auth": "services.auth.app:create_app",
+    "catalog": "services.catalog.app:create_app",
+    "ordering": "services.ordering.app:create_app",
+    "resale": "services.resale.app:create_app",
+    "gateway": "gateway.app:create_app",
+}
+
+
+def available_services() -> list[str]:
+    root = Path(__file__).resolve().parent
+    return [s for s in SERVICES if (root / s / "app.py").exists()]
+
+
+def _fail(message: str) -> None:
+    click.secho(f"error: {message}", fg="red", err=True)
+    sys.exit(1)
+
+
+async def _preflight(cfg: settings_mod.Settings) -> None:
+    """One clear message per missing dependency, instead of a traceback."""
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    from services.kernel.broker import BrokerUnavailable, connect
+
+    url = make_url(cfg.database_url)
+    try:
+        conn = await asyncpg.connect(
+            host=url.host,
+            port=url.port or 5432,
+            user=url.username,
+            password=url.password,
+            database="postgres",
+            timeout=5,
+        )
+        await conn.close()
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        _fail(
+            f"PostgreSQL is not reachable at {url.host}:{url.port or 5432} ({exc}).\n"
+            "  Start it (e.g. `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`)"
+            " or set RESELLIO_DATABASE_URL."
+        )
+    try:
+        connection = await connect(cfg.amqp_url)
+        await connection.close()
+    except BrokerUnavailable as exc:
+        _fail(
+            f"RabbitMQ is not reachable at {cfg.amqp_url.rsplit('@', 1)[-1]} ({exc}).\n"
+            "  Start it (e.g. `rabbitmq-server -detached`) or set RESELLIO_AMQP_URL."
+        )
+
+
+def _settings() -> settings_mod.Settings:
+    try:
+        return settings_mod.load()
+    except ConfigError as exc:
+        _fail(str(exc))
+        raise
+
+
+@click.group()
+def main() -> None:
+    """Resellio operator console."""
+
+
+@main.command()
+@click.option("--service", "only", multiple=True, help="Only these services (default: all).")
+def migrate(only: tuple[str, ...]) -> None:
+    """Create the database if missing and migrate every service's schema."""
+    from services.kernel.migrate import ensure_database, upgrade
+
+    cfg = _settings()
+    asyncio.run(_preflight(cfg))
+    if asyncio.run(ensure_database(cfg.database_url)):
+        click.echo("created database")
+    for service in only or available_services():
+        upgrade(service, cfg.database_url)
+        click.echo(f"migrated {service}")
+
+
+@main.command()
+@click.argument("service", type=click.Choice(list(SERVICES)))
+@click.option("-m", "--message", required=True)
+def makemigration(service: str, message: str) -> None:
+    """Autogenerate a migration for SERVICE from its models (uses a scratch database)."""
+    from alembic import command
+    from sqlalchemy.engine import make_url
+
+    from services.kernel.migrate import alembic_config, drop_database, ensure_database, upgrade
+
+    cfg = _settings()
+    scratch = make_url(cfg.database_url).set(database=f"resellio_autogen_{service}")
+    url = scratch.render_as_string(hide_password=False)
+    asyncio.run(drop_database(url))
+    asyncio.run(ensure_database(url))
+    try:
+        upgrade(service, url)
+        command.revision(alembic_config(service, url), message=message, autogenerate=True)
+    finally:
+        asyncio.run(drop_database(url))
+
+
+@main.command()
+@click.argument("name", type=click.Choice(list(APPS)))
+@click.option("--host", default="127.0.0.1")
+@click.option("--port", type=int, default=None)
+def serve(name: str, host: str, port: int | None) -> None:
+    """Run one service (or the gateway) in the foreground."""
+    import uvicorn
+
+    port = port or int(os.environ.get(f"RESELLIO_{name.upper()}_PORT", DEFAULT_PORTS[name]))
+    uvicorn.run(
+        APPS[name],
+        factory=True,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+        backlog=2048,
+    )
+
+
+@main.command()
+@click.option("--dir", "directory", default=".run/mail", show_default=True)
+@click.option("--port", type=int, default=1025, show_default=True)
+def mailcatcher(directory: str, port: int) -> None:
+    """A development SMTP server that stores every message in a Maildir."""
+    from services.devmail import serve_forever
+
+    serve_forever(directory, port)
+
+
+@main.command()
+@click.option("--dir", "directory", default=".run/mail", show_default=True)
+@click.option("--last", type=int, default=5, show_default=True)
+def mail(directory: str, last: int) -> None:
+    """Show the newest messages the development mail catcher received."""
+    from services.devmail import read_messages
+
+    for message in read_messages(directory)[-last:]:
+        click.echo(f"--- {message['Date']}  To: {message['To']}  Subject: {message['Subject']}")
+        click.echo(
+            message.get_content() if hasattr(message, "get_content") else message.get_payload()
+        )
+
+
+@main.command()
+@click.option(
+    "--instances",
+    type=int,
+    default=int(os.environ.get("RESELLIO_INSTANCES", "1")),
+    show_default=True,
+    help="Instances of each service behind the gateway.",
+)
+@click.option("--no-seed", is_flag=True, help="Skip loading demo data.")
+def run(instances: int, no_seed: bool) -> None:
+    """Migrate, seed and run every service and the gateway in the foreground."""
+    cfg = _settings()
+    asyncio.run(_preflight(cfg))
+    env = dict(os.environ)
+    base = Path(".run")
+    base.mkdir(exist_ok=True)
+    subprocess.run([sys.executable, "-m", "services.cli", "migrate"], check=True, env=env)
+    processes: list[tuple[str, subprocess.Popen[bytes]]] = []
+    mail_port = env.get("SMTP_PORT", "1025")
+    if env.get("RESELLIO_MAILCATCHER", "1") == "1":
+        processes.append(
+            (
+                "mail",
+                subprocess.Popen(
+                    [sys.executable, "-m", "services.cli", "mailcatcher", "--port", mail_port],
+                    env=env,
+                ),
+            )
+        )
+    services = available_services()
+    for service in services:
+        port = int(env.get(f"RESELLIO_{service.upper()}_PORT", DEFAULT_PORTS[service]))
+        for i in range(instances):
+            # Extra instances listen on port + 100*i; the gateway spreads requests over them.
+            cmd = [
+                sys.executable,
+                "-m",
+                "services.cli",
+                "serve",
+                service,
+                "--port",
+                str(port + 100 * i),
+            ]
+            processes.append((f"{service}#{i}", subprocess.Popen(cmd, env=env)))
+    if instances > 1:
+        for service in services:
+            port = int(env.get(f"RESELLIO_{service.upper()}_PORT", DEFAULT_PORTS[service]))
+            env[f"RESELLIO_{service.upper()}_URL"] = ",".join(
+                f"http://127.0.0.1:{port + 100 * i}" for i in range(instances)
+            )
+    _wait_healthy(cfg, services, processes)
+    if not no_seed and "catalog" in services:
+        subprocess.run([sys.executable, "-m", "services.cli", "seed"], check=False, env=env)
+    processes.append(
+        (
+            "gateway",
+            subprocess.Popen([sys.executable, "-m", "services.cli", "serve", "gateway"], env=env),
+        )
+    )
+    click.secho(
+        f"Resellio is up: gateway on http://127.0.0.1:{env.get('RESELLIO_GATEWAY_PORT', 8080)}"
+        " (Ctrl-C stops everything)",
+        fg="green",
+    )
+    _supervise(processes)
+
+
+def _wait_healthy(
+    cfg: settings_mod.Settings,
+    services: list[str],
+    processes: list[tuple[str, subprocess.Popen[bytes]]],
+) -> None:
+    import httpx
+
+    deadline = time.monotonic() + 60
+    for service in services:
+        url = cfg.url_of(service).split(",")[0]
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or any(p.poll() is not None for _, p in processes):
+                _stop(processes)
+                _fail(f"{service} did not start; see its log above")
+            time.sleep(0.2)
+
+
+def _stop(processes: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
+    for _, process in reversed(processes):
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    for _, process in processes:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _supervise(processes: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
+    stopping = False
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    code = 0
+    while not stopping:
+        for name, process in processes:
+            if process.poll() is not None:
+                click.secho(
+                    f"{name} exited with {process.returncode}; stopping everything", fg="red"
+                )
+                stopping, code = True, 1
+                break
+        time.sleep(0.3)
+    _stop(processes)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+"""Development mail catcher: an SMTP server that keeps every message in a Maildir."""
+
+from __future__ import annotations
+
+import mailbox
+import time
+from email.message import Message
+from pathlib import Path
+
+
+def serve_forever(directory: str, port: int) -> None:
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.handlers import Mailbox
+
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    controller = Controller(Mailbox(directory), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        controller.stop()
+
+
+def read_messages(directory: str) -> list[Message]:
+    """Every stored message, oldest first."""
+    if not Path(directory, "new").exists():
+        return []
+    box = mailbox.Maildir(directory, create=False)
+    messages = [box.get_message(key) for key in box.keys()]
+    return sorted(messages, key=lambda m: m.get_date())

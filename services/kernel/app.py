@@ -1,0 +1,316 @@
+"""The app factory every service uses: runtime wiring, health, metrics, error mapping."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+from litestar import Litestar, Request, Response, get
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.types import ASGIApp, Receive, Scope, Send
+from sqlalchemy import MetaData, select
+
+from services.kernel import broker, context, metrics
+from services.kernel.catchup import CatchUp
+from services.kernel.consumer import Consumer, Handler
+from services.kernel.db import Database, DatabaseUnavailable
+from services.kernel.errors import DomainError, RequestValidationError
+from services.kernel.mail import MailSender, SmtpSettings
+from services.kernel.relay import Relay
+from services.kernel.settings import Settings
+from services.kernel.tokens import TokenVerifier
+
+log = logging.getLogger("resellio.app")
+MAX_BODY_BYTES = 1024 * 1024
+_REQUEST_ID_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:-")
+
+
+def valid_request_id(value: str | None) -> bool:
+    return bool(value) and len(value) <= 128 and all(c in _REQUEST_ID_OK for c in value)  # type: ignore[arg-type]
+
+
+@dataclass
+class Runtime:
+    """Everything a service's handlers use, built once at start-up."""
+
+    service: str
+    settings: Settings
+    db: Database
+    http: httpx.AsyncClient
+    verifier: TokenVerifier
+    catch_up: CatchUp
+    names: broker.Names
+    connection: AbstractRobustConnection | None = None
+    exchange: AbstractExchange | None = None
+    relay: Relay | None = None
+    consumer: Consumer | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+    async def broker_ok(self) -> bool:
+        return self.connection is not None and not self.connection.is_closed
+
+
+def runtime(request: Request) -> Runtime:
+    return request.app.state.runtime  # type: ignore[no-any-return]
+
+
+# ---- error mapping (one place) ----------------------------------------------------------
+
+
+def _json(status: int, body: Any, headers: Mapping[str, str] | None = None) -> Response[Any]:
+    return Response(
+        body, status_code=status, headers=dict(headers or {}), media_type="application/json"
+    )
+
+
+def _domain_error(_: Request, exc: DomainError) -> Response[Any]:
+    return _json(exc.status_code, {"detail": exc.detail}, exc.headers)
+
+
+def _validation_error(_: Request, exc: RequestValidationError) -> Response[Any]:
+    return _json(422, {"detail": exc.errors})
+
+
+def _litestar_validation(_: Request, exc: ValidationException) -> Response[Any]:
+    errors = []
+    for item in exc.extra or []:
+        if isinstance(item, dict):
+            errors.append(
+                {
+                    "loc": [item.get("source") or "body", item.get("key") or ""],
+                    "msg": item.get("message", "Invalid value"),
+                    "type": "value_error",
+                }
+            )
+    if not errors:
+        errors = [{"loc": ["body"], "msg": str(exc.detail), "type": "value_error"}]
+    return _json(422, {"detail": errors})
+
+
+_HTTP_DETAILS = {404: "Not Found", 405: "Method Not Allowed", 413: "Request body too large"}
+
+
+def _http_error(_: Request, exc: HTTPException) -> Response[Any]:
+    if exc.status_code >= 500:
+        return _json(500, {"detail": "Internal server error"})
+    detail = _HTTP_DETAILS.get(exc.status_code, exc.detail)
+    if exc.status_code == 400 and "JSON" in str(exc.detail):
+        return _json(
+            422, {"detail": [{"loc": ["body"], "msg": "JSON decode error", "type": "json_invalid"}]}
+        )
+    return _json(exc.status_code, {"detail": detail}, exc.headers)
+
+
+def _unavailable(_: Request, exc: Exception) -> Response[Any]:
+    log.warning("dependency unavailable: %s", exc)
+    return _json(503, {"detail": "Service unavailable"})
+
+
+def _internal_error(request: Request, exc: Exception) -> Response[Any]:
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return _json(500, {"detail": "Internal server error"})
+
+
+EXCEPTION_HANDLERS: dict[Any, Callable[..., Response[Any]]] = {
+    DomainError: _domain_error,
+    RequestValidationError: _validation_error,
+    ValidationException: _litestar_validation,
+    HTTPException: _http_error,
+    DatabaseUnavailable: _unavailable,
+    Exception: _internal_error,
+}
+
+
+# ---- request context middleware ----------------------------------------------------------
+
+
+def request_context_middleware(service: str) -> Callable[[ASGIApp], ASGIApp]:
+    """Keeps or makes X-Request-ID, binds it to logs and events, records metrics."""
+
+    def middleware(app: ASGIApp) -> ASGIApp:
+        async def handle(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] != "http":
+                await app(scope, receive, send)
+                return
+            incoming = None
+            for name, value in scope["headers"]:
+                if name == b"x-request-id":
+                    incoming = value.decode("latin-1")
+                    break
+            request_id = incoming if valid_request_id(incoming) else str(uuid.uuid4())
+            token = context.correlation_id.set(request_id)
+            started = time.perf_counter()
+            status = 500
+
+            async def send_with_id(message: Any) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                    message["headers"] = [
+                        *message.get("headers", []),
+                        (b"x-request-id", request_id.encode()),
+                    ]
+                await send(message)
+
+            try:
+                await app(scope, receive, send_with_id)
+            finally:
+                route = scope.get("path_template") or "unmatched"
+                metrics.http_requests.labels(service, scope["method"], route, str(status)).inc()
+                metrics.http_latency.labels(service, scope["method"], route).observe(
+                    time.perf_counter() - started
+                )
+                context.correlation_id.reset(token)
+
+        return handle
+
+    return middleware
+
+
+# ---- the factory ------------------------------------------------------------------------
+
+
+@get("/health", include_in_schema=False, sync_to_thread=False)
+def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@get("/ready", include_in_schema=False)
+async def ready(request: Request) -> Response[dict[str, str]]:
+    rt = runtime(request)
+    checks = {"database": "ok", "broker": "ok" if await rt.broker_ok() else "unreachable"}
+    try:
+        await asyncio.wait_for(rt.db.ping(), 2)
+    except Exception:
+        checks["database"] = "unreachable"
+    ok = all(v == "ok" for v in checks.values())
+    return Response(checks, status_code=200 if ok else 503)
+
+
+@get("/metrics", include_in_schema=False)
+async def metrics_endpoint() -> Response[bytes]:
+    body, content_type = metrics.render()
+    return Response(body, media_type=content_type)
+
+
+@get("/internal/events/head", include_in_schema=False)
+async def events_head(request: Request, types: str = "") -> dict[str, str | None]:
+    """The newest committed event of these types (published or not): what a consumer waits
+    for to read its own writes (services.kernel.catchup)."""
+    db = runtime(request).db
+    wanted = [t for t in types.split(",") if t]
+    async with db.engine.connect() as conn:
+        event_id = await conn.scalar(
+            select(db.outbox.c.event_id)
+            .where(db.outbox.c.type.in_(wanted))
+            .order_by(db.outbox.c.id.desc())
+            .limit(1)
+        )
+    return {"event_id": str(event_id) if event_id else None}
+
+
+StartHook = Callable[[Runtime], Awaitable[None]]
+
+
+def create_service_app(
+    *,
+    service: str,
+    settings: Settings,
+    metadata: MetaData,
+    route_handlers: Sequence[Any],
+    handlers: Mapping[str, Handler] | None = None,
+    topology: Mapping[str, Sequence[str]],
+    jwks_source: Callable[[Runtime], Callable[[], Awaitable[dict[str, Any]]]] | None = None,
+    on_startup: Sequence[StartHook] = (),
+    queue_type: str | None = None,
+    sends_mail: bool = False,
+) -> Litestar:
+    """Build a service. Nothing connects at import or construction; the lifespan does."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        db = Database(settings.database_url, service, metadata, settings.db_pool_size)
+        http = httpx.AsyncClient(
+            timeout=5.0, limits=httpx.Limits(max_connections=200, max_keepalive_connections=50)
+        )
+        names = broker.Names(settings.broker_prefix)
+
+        async def remote_jwks() -> dict[str, Any]:
+            response = await http.get(f"{settings.url_of('auth')}/api/auth/.well-known/jwks.json")
+            response.raise_for_status()
+            return response.json()  # type: ignore[no-any-return]
+
+        subscribed = list(topology.get(service, ()))
+        rt = Runtime(
+            service=service,
+            settings=settings,
+            db=db,
+            http=http,
+            verifier=TokenVerifier(remote_jwks, settings.jwt_issuer, settings.jwt_audience),
+            catch_up=CatchUp(
+                db, http, settings.service_urls, subscribed, settings.catch_up_timeout_s
+            ),
+            names=names,
+        )
+        if jwks_source is not None:
+            rt.verifier = TokenVerifier(jwks_source(rt), settings.jwt_issuer, settings.jwt_audience)
+        app.state.runtime = rt
+        rt.connection = await broker.connect(settings.amqp_url)
+        publish_channel: AbstractChannel = await rt.connection.channel(publisher_confirms=True)
+        await broker.declare_topology(
+            publish_channel,
+            names,
+            topology,
+            settings.consumer_retry_delays_ms,
+            queue_type or os.environ.get("RESELLIO_QUEUE_TYPE", "quorum"),
+        )
+        rt.exchange = await broker.declare_exchange(publish_channel, names)
+
+        async def exchange() -> AbstractExchange:
+            assert rt.exchange is not None
+            return rt.exchange
+
+        rt.relay = Relay(db, exchange, producer=service)
+        rt.tasks.append(asyncio.create_task(rt.relay.run(), name=f"{service}-relay"))
+        if handlers:
+            rt.consumer = Consumer(service, db, names, handlers, settings.consumer_retry_delays_ms)
+            consume_channel = await rt.connection.channel(publisher_confirms=True)
+            await rt.consumer.start(consume_channel)
+        if sends_mail:
+            sender = MailSender(db, SmtpSettings.from_env(dict(os.environ)))
+            rt.extras["mail_sender"] = sender
+            rt.tasks.append(asyncio.create_task(sender.run(), name=f"{service}-mail"))
+        for hook in on_startup:
+            await hook(rt)
+        try:
+            yield
+        finally:
+            if rt.consumer is not None:
+                await rt.consumer.stop()
+            for task in rt.tasks:
+                task.cancel()
+            await asyncio.gather(*rt.tasks, return_exceptions=True)
+            await rt.relay.close()
+            await rt.connection.close()
+            await http.aclose()
+            await db.dispose()
+
+    return Litestar(
+        route_handlers=[health, ready, metrics_endpoint, events_head, *route_handlers],
+        lifespan=[lifespan],
+        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[request_context_middleware(service)],
+        request_max_body_size=MAX_BODY_BYTES,
+        debug=False,
+        logging_config=None,
+    )

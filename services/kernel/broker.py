@@ -1,0 +1,103 @@
+"""RabbitMQ plumbing: one topic exchange, a durable queue per consuming service, retries, DLQ."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+
+import aio_pika
+import aiormq
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+
+log = logging.getLogger("resellio.broker")
+
+
+class BrokerUnavailable(Exception):
+    """RabbitMQ cannot be reached."""
+
+
+class Names:
+    """Every broker name, derived from one prefix so test runs stay apart."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    @property
+    def exchange(self) -> str:
+        return f"{self.prefix}.events"
+
+    def queue(self, consumer: str) -> str:
+        return f"{self.prefix}.{consumer}"
+
+    def retry_queue(self, consumer: str, delay_ms: int) -> str:
+        return f"{self.prefix}.{consumer}.retry.{delay_ms}"
+
+    def dead_letter_queue(self, consumer: str) -> str:
+        return f"{self.prefix}.{consumer}.dlq"
+
+
+async def connect(url: str) -> AbstractRobustConnection:
+    try:
+        return await aio_pika.connect_robust(
+            url, timeout=5, client_properties={"connection_name": "resellio"}
+        )
+    except (OSError, aiormq.exceptions.AMQPError, TimeoutError) as exc:
+        raise BrokerUnavailable(str(exc)) from exc
+
+
+async def declare_exchange(channel: AbstractChannel, names: Names) -> AbstractExchange:
+    return await channel.declare_exchange(names.exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+
+
+def _queue_args(queue_type: str) -> dict[str, str]:
+    return {"x-queue-type": queue_type}
+
+
+async def declare_topology(
+    channel: AbstractChannel,
+    names: Names,
+    subscriptions: Mapping[str, Iterable[str]],
+    retry_delays_ms: Iterable[int],
+    queue_type: str = "quorum",
+) -> None:
+    """Declare the exchange and, for each consumer, its queue, bindings, retry queues and DLQ.
+
+    Every process declares the whole topology before it publishes, so no event is published
+    before the queue of a consumer that needs it exists (nothing lost at start-up).
+    """
+    exchange = await declare_exchange(channel, names)
+    for consumer, event_types in subscriptions.items():
+        queue = await channel.declare_queue(
+            names.queue(consumer), durable=True, arguments=_queue_args(queue_type)
+        )
+        for event_type in event_types:
+            await queue.bind(exchange, routing_key=event_type)
+        await channel.declare_queue(
+            names.dead_letter_queue(consumer), durable=True, arguments=_queue_args(queue_type)
+        )
+        for delay in retry_delays_ms:
+            # A parked message expires after `delay` and dead-letters back to the main queue.
+            await channel.declare_queue(
+                names.retry_queue(consumer, delay),
+                durable=True,
+                arguments={
+                    "x-message-ttl": delay,
+                    "x-dead-letter-exchange": "",
+                    "x-dead-letter-routing-key": names.queue(consumer),
+                },
+            )
+
+
+async def delete_topology(
+    channel: AbstractChannel,
+    names: Names,
+    consumers: Iterable[str],
+    retry_delays_ms: Iterable[int],
+) -> None:
+    """Remove a test run's queues and exchange."""
+    for consumer in consumers:
+        for queue in [names.queue(consumer), names.dead_letter_queue(consumer)] + [
+            names.retry_queue(consumer, d) for d in retry_delays_ms
+        ]:
+            await channel.queue_delete(queue)
+    await channel.exchange_delete(names.exchange)

@@ -1,0 +1,140 @@
+"""The one database helper: an engine per service and a unit of work that owns the outbox."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, Self
+from uuid import uuid4
+
+import msgspec
+from sqlalchemy import MetaData, text
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from contracts.envelope import Event
+from contracts.timeutil import utcnow
+from services.kernel import context
+from services.kernel.outbox import messaging_tables
+
+
+class DatabaseUnavailable(Exception):
+    """PostgreSQL cannot be reached; answered as 503."""
+
+
+UNAVAILABLE_ERRORS = (OSError, ConnectionError, InterfaceError, OperationalError)
+
+
+def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=False,
+        pool_recycle=1800,
+        json_serializer=lambda obj: msgspec.json.encode(obj).decode(),
+        json_deserializer=msgspec.json.decode,
+        connect_args={"timeout": 5, "command_timeout": 30},
+    )
+
+
+class Database:
+    """A service's handle on its own schema."""
+
+    def __init__(self, url: str, schema: str, metadata: MetaData, pool_size: int = 10) -> None:
+        self.schema = schema
+        self.metadata = metadata
+        self.engine = create_engine(url, pool_size)
+        self.outbox, self.inbox = messaging_tables(metadata)
+        # Called after every commit that wrote events, so the local relay publishes at once.
+        self.on_events_committed: Callable[[], None] = lambda: None
+
+    @property
+    def notify_channel(self) -> str:
+        return f"outbox_{self.schema}"
+
+    def unit_of_work(self) -> UnitOfWork:
+        return UnitOfWork(self)
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+class UnitOfWork:
+    """One transaction. Rolls back unless `commit()` is called; events go out with the commit."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._events: list[dict[str, Any]] = []
+        self._conn: AsyncConnection | None = None
+        self.committed = False
+
+    @property
+    def conn(self) -> AsyncConnection:
+        assert self._conn is not None, "unit of work not entered"
+        return self._conn
+
+    async def __aenter__(self) -> Self:
+        try:
+            self._conn = await self.db.engine.connect()
+            await self._conn.begin()
+        except UNAVAILABLE_ERRORS as exc:
+            if self._conn is not None:
+                await self._conn.close()
+            raise DatabaseUnavailable(str(exc)) from exc
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            if not self.committed:
+                await asyncio.shield(conn.rollback())
+        finally:
+            await asyncio.shield(conn.close())
+        if isinstance(exc, UNAVAILABLE_ERRORS) or (
+            isinstance(exc, DBAPIError) and exc.connection_invalidated
+        ):
+            raise DatabaseUnavailable(str(exc)) from exc
+
+    def emit(self, event: Event, aggregate_id: object) -> None:
+        """Record an event; it is written to the outbox in this transaction."""
+        self._events.append(
+            {
+                "event_id": uuid4(),
+                "type": event.TYPE,
+                "version": event.VERSION,
+                "occurred_at": utcnow(),
+                "aggregate_id": str(aggregate_id),
+                "correlation_id": context.correlation_id.get(),
+                "causation_id": context.causation_id.get(),
+                "payload": msgspec.to_builtins(event),
+            }
+        )
+
+    async def execute(self, statement: Any, params: Any = None) -> Any:
+        return await self.conn.execute(statement, params)
+
+    async def commit(self) -> None:
+        wrote_events = bool(self._events)
+        if self._events:
+            await self.conn.execute(self.db.outbox.insert(), self._events)
+            await self.conn.execute(
+                text("SELECT pg_notify(:channel, '')"), {"channel": self.db.notify_channel}
+            )
+            self._events = []
+        await self.conn.commit()
+        self.committed = True
+        if wrote_events:
+            self.db.on_events_committed()

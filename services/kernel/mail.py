@@ -1,0 +1,142 @@
+"""Outgoing mail: queued in the service's schema in the same transaction as the change that
+causes it, sent after commit by a background sender over SMTP (a failed send never changes
+the answer to the request, and is retried)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from email.message import EmailMessage
+from typing import Any
+
+import aiosmtplib
+import msgspec
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    select,
+    text,
+    update,
+)
+
+from services.kernel.db import Database, UnitOfWork
+
+log = logging.getLogger("resellio.mail")
+
+
+class SmtpSettings(msgspec.Struct, frozen=True):
+    host: str = "127.0.0.1"
+    port: int = 1025
+    username: str | None = None
+    password: str | None = None
+    use_tls: bool = False
+    sender: str = "Resellio <no-reply@resellio.local>"
+
+    @classmethod
+    def from_env(cls, env: dict[str, str]) -> SmtpSettings:
+        return cls(
+            host=env.get("SMTP_HOST", "127.0.0.1"),
+            port=int(env.get("SMTP_PORT", "1025")),
+            username=env.get("SMTP_USERNAME") or None,
+            password=env.get("SMTP_PASSWORD") or None,
+            use_tls=env.get("SMTP_USE_TLS", "false").lower() in ("1", "true", "yes"),
+            sender=env.get("SMTP_FROM", "Resellio <no-reply@resellio.local>"),
+        )
+
+
+def mail_table(metadata: MetaData) -> Table:
+    name = f"{metadata.schema}.mail_queue"
+    if name in metadata.tables:
+        return metadata.tables[name]
+    return Table(
+        "mail_queue",
+        metadata,
+        Column("id", BigInteger, primary_key=True, autoincrement=True),
+        Column("recipient", Text, nullable=False),
+        Column("subject", Text, nullable=False),
+        Column("body", Text, nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+        Column("sent_at", DateTime(timezone=True)),
+        Column("attempts", Integer, nullable=False, server_default=text("0")),
+        Column("last_error", Text),
+    )
+
+
+async def queue_mail(uow: UnitOfWork, recipient: str, subject: str, body: str) -> None:
+    await uow.execute(
+        mail_table(uow.db.metadata).insert().values(recipient=recipient, subject=subject, body=body)
+    )
+
+
+class MailSender:
+    """Sends queued mail; safe with several instances (rows claimed with SKIP LOCKED)."""
+
+    def __init__(self, db: Database, smtp: SmtpSettings, max_attempts: int = 8) -> None:
+        self.db = db
+        self.smtp = smtp
+        self.max_attempts = max_attempts
+        self.table = mail_table(db.metadata)
+        self.wake = asyncio.Event()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                sent = await self.send_batch()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("mail sender failed: %s", exc)
+                sent = 0
+            if not sent:
+                try:
+                    await asyncio.wait_for(self.wake.wait(), 1.0)
+                except TimeoutError:
+                    pass
+                self.wake.clear()
+
+    async def send_batch(self, limit: int = 20) -> int:
+        t = self.table
+        async with self.db.engine.connect() as conn, conn.begin():
+            rows = (
+                await conn.execute(
+                    select(t)
+                    .where(t.c.sent_at.is_(None), t.c.attempts < self.max_attempts)
+                    .order_by(t.c.id)
+                    .limit(limit)
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
+            for row in rows:
+                try:
+                    await self._send(row)
+                    await conn.execute(
+                        update(t).where(t.c.id == row.id).values(sent_at=text("now()"))
+                    )
+                except (aiosmtplib.SMTPException, OSError) as exc:
+                    await conn.execute(
+                        update(t)
+                        .where(t.c.id == row.id)
+                        .values(attempts=t.c.attempts + 1, last_error=str(exc)[:500])
+                    )
+        return len(rows)
+
+    async def _send(self, row: Any) -> None:
+        message = EmailMessage()
+        message["From"] = self.smtp.sender
+        message["To"] = row.recipient
+        message["Subject"] = row.subject
+        message.set_content(row.body)
+        await aiosmtplib.send(
+            message,
+            hostname=self.smtp.host,
+            port=self.smtp.port,
+            username=self.smtp.username,
+            password=self.smtp.password,
+            start_tls=self.smtp.use_tls,
+            timeout=10,
+        )

@@ -1,0 +1,50 @@
+"""Prometheus metrics shared by every service (one registry per process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+http_requests = Counter(
+    "resellio_http_requests_total", "HTTP requests", ["service", "method", "route", "status"]
+)
+http_latency = Histogram(
+    "resellio_http_request_seconds",
+    "HTTP request latency",
+    ["service", "method", "route"],
+    buckets=LATENCY_BUCKETS,
+)
+outbox_published = Counter("resellio_outbox_published_total", "Events published", ["producer"])
+outbox_unroutable = Counter(
+    "resellio_outbox_unroutable_total", "Events no queue was bound for", ["producer", "type"]
+)
+outbox_backlog = Gauge("resellio_outbox_backlog", "Outbox rows not yet published", ["producer"])
+publish_latency = Histogram(
+    "resellio_outbox_publish_seconds",
+    "Commit-to-confirm latency of events",
+    ["producer"],
+    buckets=LATENCY_BUCKETS,
+)
+events_handled = Counter(
+    "resellio_events_handled_total", "Events handled", ["consumer", "type", "outcome"]
+)
+event_handle_seconds = Histogram(
+    "resellio_event_handle_seconds",
+    "Time to handle one event",
+    ["consumer", "type"],
+    buckets=LATENCY_BUCKETS,
+)
+consumer_lag = Histogram(
+    "resellio_consumer_lag_seconds",
+    "From an event's occurrence to its handling",
+    ["consumer"],
+    buckets=LATENCY_BUCKETS,
+)
+dead_letter_depth = Gauge(
+    "resellio_dead_letters", "Messages in the dead-letter queue", ["consumer"]
+)
+
+
+def render() -> tuple[bytes, str]:
+    return generate_latest(), CONTENT_TYPE_LATEST

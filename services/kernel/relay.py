@@ -1,0 +1,173 @@
+"""The outbox relay: publishes committed events with publisher confirms, then marks them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aio_pika
+import asyncpg
+from aio_pika.abc import AbstractExchange
+from aiormq.abc import DeliveredMessage
+from sqlalchemy import text
+
+from contracts.timeutil import utcnow
+from services.kernel import metrics
+from services.kernel.db import Database
+
+log = logging.getLogger("resellio.relay")
+
+_CLAIM = """
+SELECT id, event_id, type, version, occurred_at, aggregate_id, correlation_id, causation_id,
+       payload::text AS payload
+FROM {schema}.outbox WHERE published_at IS NULL ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED
+"""
+_MARK = """
+UPDATE {schema}.outbox AS o SET sequence = v.seq, published_at = now()
+FROM unnest(CAST(:ids AS bigint[]), CAST(:seqs AS bigint[])) AS v(id, seq) WHERE o.id = v.id
+"""
+
+
+def envelope_bytes(row: Any, producer: str, sequence: int) -> bytes:
+    """The wire form of an outbox row; the stored payload is embedded as it is."""
+    import msgspec
+
+    from contracts.codec import encode
+    from contracts.envelope import Envelope
+
+    return encode(
+        Envelope(
+            id=row.event_id,
+            type=row.type,
+            version=row.version,
+            occurred_at=row.occurred_at,
+            producer=producer,
+            aggregate_id=row.aggregate_id,
+            sequence=sequence,
+            correlation_id=row.correlation_id,
+            causation_id=row.causation_id,
+            payload=msgspec.Raw(row.payload.encode()),
+        )
+    )
+
+
+class Relay:
+    """One per service process. Several instances share the outbox: a transaction-scoped
+    advisory lock lets one publish at a time (so sequences stay gap-free and in order), and
+    rows are claimed FOR UPDATE SKIP LOCKED."""
+
+    def __init__(
+        self,
+        db: Database,
+        exchange_factory: Callable[[], Awaitable[AbstractExchange]],
+        producer: str,
+        batch_size: int = 500,
+        poll_interval: float = 1.0,
+    ) -> None:
+        self.db = db
+        self.producer = producer
+        self.exchange_factory = exchange_factory
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self._wake = asyncio.Event()
+        self._listener: asyncpg.Connection | None = None
+        # Test hook: called after the broker confirmed a batch, before the rows are marked.
+        self.after_publish: Callable[[list[Any]], Awaitable[None]] | None = None
+        db.on_events_committed = self.wake
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        backoff = 0.2
+        while True:
+            try:
+                await self._ensure_listener()
+                published = await self.publish_batch()
+                backoff = 0.2
+                if published == self.batch_size:
+                    continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the broker or database is away: retry with back-off
+                log.warning("relay failed, retrying in %.1fs: %s", backoff, exc)
+                self._wake.clear()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+
+    async def _ensure_listener(self) -> None:
+        """LISTEN for commits made by other instances, so their events go out at once too."""
+        if self._listener is not None and not self._listener.is_closed():
+            return
+        url = self.db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._listener = await asyncpg.connect(url, timeout=5)
+        await self._listener.add_listener(self.db.notify_channel, lambda *_: self.wake())
+
+    async def publish_batch(self) -> int:
+        schema = self.db.schema
+        async with self.db.engine.connect() as conn, conn.begin():
+            locked = await conn.scalar(
+                text("SELECT pg_try_advisory_xact_lock(hashtext(:key))"), {"key": f"relay:{schema}"}
+            )
+            if not locked:
+                return 0
+            rows = (
+                await conn.execute(text(_CLAIM.format(schema=schema)), {"limit": self.batch_size})
+            ).all()
+            if not rows:
+                metrics.outbox_backlog.labels(self.producer).set(0)
+                return 0
+            last = await conn.scalar(
+                text(f"SELECT coalesce(max(sequence), 0) FROM {schema}.outbox")
+            )
+            sequences = list(range(last + 1, last + 1 + len(rows)))
+            exchange = await self.exchange_factory()
+            results = await asyncio.gather(
+                *(
+                    self._publish(exchange, row, seq)
+                    for row, seq in zip(rows, sequences, strict=True)
+                )
+            )
+            if self.after_publish is not None:
+                await self.after_publish(rows)
+            await conn.execute(
+                text(_MARK.format(schema=schema)),
+                {"ids": [row.id for row in rows], "seqs": sequences},
+            )
+        now = utcnow()
+        for row, unroutable in zip(rows, results, strict=True):
+            metrics.publish_latency.labels(self.producer).observe(
+                (now - row.occurred_at).total_seconds()
+            )
+            if unroutable:
+                metrics.outbox_unroutable.labels(self.producer, row.type).inc()
+        metrics.outbox_published.labels(self.producer).inc(len(rows))
+        return len(rows)
+
+    async def _publish(self, exchange: AbstractExchange, row: Any, sequence: int) -> bool:
+        message = aio_pika.Message(
+            envelope_bytes(row, self.producer, sequence),
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=str(row.event_id),
+            type=row.type,
+            correlation_id=row.correlation_id,
+            timestamp=row.occurred_at,
+            headers={"producer": self.producer, "aggregate_id": row.aggregate_id},
+        )
+        result = await exchange.publish(message, routing_key=row.type, mandatory=True, timeout=10)
+        # A returned message had no queue bound for its type: it stays in the event log for
+        # replay, so it is marked published rather than blocking the outbox.
+        return isinstance(result, DeliveredMessage)
+
+    async def close(self) -> None:
+        if self._listener is not None and not self._listener.is_closed():
+            await self._listener.close()

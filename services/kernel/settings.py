@@ -1,0 +1,85 @@
+"""Typed settings, read from the environment once and passed down."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import msgspec
+
+SERVICES = ("auth", "catalog", "ordering", "resale")
+DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/resellio"
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+DEFAULT_PORTS = {"gateway": 8080, "auth": 8001, "catalog": 8002, "ordering": 8003, "resale": 8004}
+
+
+class ConfigError(Exception):
+    """A setting is missing or wrong; the message says which and what to do."""
+
+
+class Settings(msgspec.Struct, kw_only=True, frozen=True):
+    environment: str = "production"
+    database_url: str = DEFAULT_DATABASE_URL
+    amqp_url: str = DEFAULT_AMQP_URL
+    # Names every exchange and queue, so test runs never see another run's messages.
+    broker_prefix: str = "resellio"
+    service_urls: dict[str, str] = {}
+    jwt_issuer: str = "resellio-auth"
+    jwt_audience: str = "resellio-api"
+    access_token_minutes: int = 30
+    consumer_retry_delays_ms: tuple[int, ...] = (500, 2000, 10000)
+    log_level: str = "INFO"
+    db_pool_size: int = 10
+    # How long a service waits for another service's events before answering (API.md §1.8).
+    catch_up_timeout_s: float = 3.0
+
+    @property
+    def development(self) -> bool:
+        return self.environment == "development"
+
+    @property
+    def max_delivery_attempts(self) -> int:
+        return len(self.consumer_retry_delays_ms) + 1
+
+    def urls_of(self, service: str) -> list[str]:
+        """Every instance of a service (RESELLIO_<SERVICE>_URL may list several, comma-separated)."""
+        return [u.strip().rstrip("/") for u in self.service_urls[service].split(",") if u.strip()]
+
+    def url_of(self, service: str) -> str:
+        return self.urls_of(service)[0]
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def load(env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    environment = env.get("ENVIRONMENT", "production").strip().lower()
+    if environment not in ("production", "development"):
+        raise ConfigError("ENVIRONMENT must be 'production' or 'development'")
+    urls = {}
+    for name, port in DEFAULT_PORTS.items():
+        urls[name] = env.get(f"RESELLIO_{name.upper()}_URL", f"http://127.0.0.1:{port}").rstrip("/")
+    delays = env.get("CONSUMER_RETRY_DELAYS_MS")
+    retry = tuple(int(x) for x in delays.split(",") if x.strip()) if delays else (500, 2000, 10000)
+    return Settings(
+        environment=environment,
+        database_url=env.get("RESELLIO_DATABASE_URL", DEFAULT_DATABASE_URL),
+        amqp_url=env.get("RESELLIO_AMQP_URL", DEFAULT_AMQP_URL),
+        broker_prefix=env.get("RESELLIO_BROKER_PREFIX", "resellio"),
+        service_urls=urls,
+        jwt_issuer=env.get("JWT_ISSUER", "resellio-auth"),
+        jwt_audience=env.get("JWT_AUDIENCE", "resellio-api"),
+        access_token_minutes=_int(env, "ACCESS_TOKEN_EXPIRE_MINUTES", 30),
+        consumer_retry_delays_ms=retry,
+        log_level=env.get("LOG_LEVEL", "INFO").upper(),
+        db_pool_size=_int(env, "RESELLIO_DB_POOL_SIZE", 10),
+        catch_up_timeout_s=float(env.get("CATCH_UP_TIMEOUT_S", "3.0")),
+    )

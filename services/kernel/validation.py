@@ -1,0 +1,244 @@
+"""Request parsing with pydantic-compatible 422 entries (API.md §1.2), one per problem.
+
+Request shapes are msgspec Structs; Annotated metadata carries the bounds (msgspec.Meta) and
+extra checks (`Check`). Unknown keys are ignored: only the declared fields are read.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from datetime import UTC, date, datetime
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Annotated, Any, TypeVar, get_args, get_origin, get_type_hints
+
+import msgspec
+
+from services.kernel.errors import RequestValidationError
+
+S = TypeVar("S", bound=msgspec.Struct)
+INT32_MAX = 2**31 - 1
+
+
+class FieldError(ValueError):
+    """Raised by a check for full control over the entry's type and msg."""
+
+    def __init__(self, msg: str, type_: str = "value_error") -> None:
+        super().__init__(msg)
+        self.msg = msg
+        self.type = type_
+
+
+class Check:
+    """Annotated marker: `fn(value)` returns the (possibly normalised) value or raises
+    ValueError (reported as `Value error, <message>`) or FieldError."""
+
+    def __init__(self, fn: Callable[[Any], Any]) -> None:
+        self.fn = fn
+
+
+# ---- reusable field types -------------------------------------------------------------
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise FieldError("String should have at least 1 character", "string_too_short")
+    return value
+
+
+def _money(value: Decimal) -> Decimal:
+    if not value.is_finite():
+        raise FieldError("Input should be a finite number", "finite_number")
+    rounded = value.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    if rounded < 0:
+        raise FieldError("Input should be greater than or equal to 0", "greater_than_equal")
+    if rounded > Decimal("99999999.99"):
+        raise FieldError("Input should be less than or equal to 99999999.99", "less_than_equal")
+    return rounded
+
+
+def parse_utc_datetime(value: Any) -> datetime:
+    """ISO 8601; no offset = UTC; an offset is converted; a bare date = 00:00 UTC."""
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+                d = date.fromisoformat(text)
+                parsed = datetime(d.year, d.month, d.day)
+            else:
+                parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError as exc:
+            raise FieldError(
+                "Input should be a valid datetime or date, invalid character in year",
+                "datetime_from_date_parsing",
+            ) from exc
+    else:
+        raise FieldError("Input should be a valid datetime", "datetime_type")
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+Int32 = Annotated[int, msgspec.Meta(ge=-(2**31), le=INT32_MAX)]
+PositiveInt32 = Annotated[int, msgspec.Meta(ge=1, le=INT32_MAX)]
+NonBlank255 = Annotated[str, msgspec.Meta(min_length=1, max_length=255), Check(_not_blank)]
+Money = Annotated[Decimal, Check(_money)]
+UtcDateTime = Annotated[
+    str, msgspec.Meta(extra_json_schema={"format": "date-time"}), Check(parse_utc_datetime)
+]
+
+
+# ---- msgspec messages -> pydantic-style entries ------------------------------------------
+
+_TYPE_NAMES = {
+    "int": ("int_parsing", "Input should be a valid integer, unable to parse string as an integer"),
+    "float": (
+        "float_parsing",
+        "Input should be a valid number, unable to parse string as a number",
+    ),
+    "decimal": ("decimal_parsing", "Input should be a valid decimal"),
+    "bool": ("bool_parsing", "Input should be a valid boolean, unable to interpret input"),
+    "str": ("string_type", "Input should be a valid string"),
+    "array": ("list_type", "Input should be a valid list"),
+    "object": ("dict_type", "Input should be a valid dictionary"),
+    "datetime": ("datetime_type", "Input should be a valid datetime"),
+}
+
+
+def _entry_from_msgspec(message: str, loc: list[str | int]) -> dict[str, Any]:
+    text, _, path = message.partition(" - at `$")
+    if path:
+        for part in re.findall(r"\[(\d+)\]|\.(\w+)", path.rstrip("`")):
+            loc = [*loc, int(part[0]) if part[0] else part[1]]
+    m = re.fullmatch(r"Expected `(\w+)` of length ([<>]=) (\d+)", text)
+    if m:
+        kind, op, n = m.groups()
+        noun = "characters" if kind == "str" else "items"
+        subject = "String" if kind == "str" else "List"
+        if op == ">=":
+            return {
+                "loc": loc,
+                "msg": f"{subject} should have at least {n} {noun if n != '1' else noun[:-1]}",
+                "type": "string_too_short" if kind == "str" else "too_short",
+            }
+        return {
+            "loc": loc,
+            "msg": f"{subject} should have at most {n} {noun if n != '1' else noun[:-1]}",
+            "type": "string_too_long" if kind == "str" else "too_long",
+        }
+    m = re.fullmatch(r"Expected `\w+` ([<>]=?) (.+)", text)
+    if m:
+        op, bound = m.groups()
+        words = {
+            ">=": ("greater_than_equal", "greater than or equal to"),
+            ">": ("greater_than", "greater than"),
+            "<=": ("less_than_equal", "less than or equal to"),
+            "<": ("less_than", "less than"),
+        }[op]
+        return {"loc": loc, "msg": f"Input should be {words[1]} {bound}", "type": words[0]}
+    m = re.fullmatch(r"Expected `(\w+)(?: \| null)?`, got `(\w+)`", text)
+    if m:
+        kind = m.group(1)
+        type_, msg = _TYPE_NAMES.get(kind, ("value_error", text))
+        if m.group(2) != "str":
+            type_ = type_.replace("_parsing", "_type")
+        return {"loc": loc, "msg": msg, "type": type_}
+    return {"loc": loc, "msg": text, "type": "value_error"}
+
+
+def _checks(annotation: Any) -> list[Check]:
+    if get_origin(annotation) is Annotated:
+        return [a for a in get_args(annotation)[1:] if isinstance(a, Check)]
+    if get_origin(annotation) is not None:  # Optional[Annotated[...]] and friends
+        return [c for arg in get_args(annotation) for c in _checks(arg)]
+    return []
+
+
+_hints_cache: dict[type, dict[str, Any]] = {}
+
+
+def _hints(model: type) -> dict[str, Any]:
+    if model not in _hints_cache:
+        _hints_cache[model] = get_type_hints(model, include_extras=True)
+    return _hints_cache[model]
+
+
+def parse_mapping(data: Any, model: type[S], source: str = "body") -> S:
+    """Validate every declared field of `model` in `data`; raise 422 with all problems."""
+    if not isinstance(data, Mapping):
+        raise RequestValidationError.single(
+            [source],
+            "Input should be a valid dictionary or object to extract fields from",
+            "model_attributes_type",
+        )
+    hints = _hints(model)
+    errors: list[dict[str, Any]] = []
+    values: dict[str, Any] = {}
+    for field in msgspec.structs.fields(model):
+        loc: list[str | int] = [source, field.encode_name]
+        if field.encode_name not in data:
+            if field.required:
+                errors.append({"loc": loc, "msg": "Field required", "type": "missing"})
+            continue
+        annotation = hints[field.name]
+        raw = data[field.encode_name]
+        try:
+            value = msgspec.convert(raw, annotation, strict=False)
+        except msgspec.ValidationError as exc:
+            errors.append(_entry_from_msgspec(str(exc), loc))
+            continue
+        if value is not None:
+            try:
+                for check in _checks(annotation):
+                    value = check.fn(value)
+            except FieldError as exc:
+                errors.append({"loc": loc, "msg": exc.msg, "type": exc.type})
+                continue
+            except ValueError as exc:
+                errors.append({"loc": loc, "msg": f"Value error, {exc}", "type": "value_error"})
+                continue
+        values[field.name] = value
+    if errors:
+        raise RequestValidationError(errors)
+    return model(**values)
+
+
+def parse_json(raw: bytes, model: type[S], *, empty_ok: bool = False) -> S:
+    """Decode a JSON body into `model`; malformed JSON is a 422 like any other bad input."""
+    if not raw.strip():
+        if empty_ok:
+            return parse_mapping({}, model)
+        raise RequestValidationError.single(["body"], "Field required", "missing")
+    try:
+        data = msgspec.json.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise RequestValidationError.single(
+            ["body"], f"JSON decode error: {exc}", "json_invalid"
+        ) from exc
+    return parse_mapping(data, model)
+
+
+def parse_query(params: Mapping[str, Any], model: type[S]) -> S:
+    return parse_mapping(params, model, source="query")
+
+
+def path_id(raw: str, name: str) -> int:
+    """A path id: non-integer → 422; out of the id range → 0, which names nothing (404)."""
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise RequestValidationError.single(
+            ["path", name],
+            "Input should be a valid integer, unable to parse string as an integer",
+            "int_parsing",
+        ) from exc
+    return value if 1 <= value <= INT32_MAX else 0
+
+
+def decimal_or_none(value: Any) -> Decimal | None:
+    try:
+        return None if value is None else Decimal(str(value))
+    except InvalidOperation:
+        return None

@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+
+import contracts  # noqa: F401  (registers every event type)
+from tests.support.system import System
+
+
+@pytest.fixture(scope="session")
+def system() -> Iterator[System]:
+    """The whole system, running as real processes, shared by the end-to-end tests."""
+    running = System()
+    try:
+        running.start()
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="session")
+async def api(system: System) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client on the gateway, the one public entry point."""
+    async with httpx.AsyncClient(base_url=system.gateway_url, timeout=30) as client:
+        yield client

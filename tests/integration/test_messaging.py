@@ -1,0 +1,192 @@
+"""The messaging kernel against the real PostgreSQL and RabbitMQ: outbox, relay, inbox, DLQ."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any, ClassVar
+
+import pytest
+from sqlalchemy import Column, Integer, MetaData, Table, Text, func, select
+
+from contracts.envelope import Envelope, Event, register
+from services.kernel import broker
+from services.kernel.consumer import Consumer
+from services.kernel.db import Database, UnitOfWork
+from services.kernel.relay import Relay
+from tests.integration.conftest import Bus, drop_schema
+
+
+class NoteAdded(Event, frozen=True):
+    TYPE: ClassVar[str] = "ktest.NoteAdded"
+    note_id: int
+    text: str
+
+
+register(NoteAdded)
+DELAYS = (50, 100)
+
+
+def note_tables(schema: str) -> tuple[MetaData, Table, Table]:
+    metadata = MetaData(schema=schema)
+    notes = Table("notes", metadata, Column("id", Integer, primary_key=True), Column("text", Text))
+    applied = Table(
+        "applied", metadata, Column("note_id", Integer, primary_key=True), Column("times", Integer)
+    )
+    return metadata, notes, applied
+
+
+class Harness:
+    """One producer schema with a relay, one consumer schema with a consumer."""
+
+    def __init__(self, url: str, schema: str, bus: Bus, fail_always: bool = False) -> None:
+        self.bus = bus
+        self.fail_always = fail_always
+        self.pmeta, self.notes, _ = note_tables(f"{schema}_p")
+        self.cmeta, _, self.applied = note_tables(f"{schema}_c")
+        self.producer = Database(url, f"{schema}_p", self.pmeta, pool_size=4)
+        self.consumer_db = Database(url, f"{schema}_c", self.cmeta, pool_size=4)
+        self.deliveries = 0
+
+    async def setup(self) -> None:
+        for db in (self.producer, self.consumer_db):
+            async with db.engine.begin() as conn:
+                await conn.exec_driver_sql(f'CREATE SCHEMA "{db.schema}"')
+                await conn.run_sync(db.metadata.create_all)
+        await broker.declare_topology(
+            self.bus.channel, self.bus.names, {"kconsumer": [NoteAdded.TYPE]}, DELAYS, "classic"
+        )
+        self.exchange = await broker.declare_exchange(self.bus.channel, self.bus.names)
+
+        async def exchange() -> Any:
+            return self.exchange
+
+        self.relay = Relay(self.producer, exchange, producer="ktest", poll_interval=0.1)
+        self.consumer = Consumer(
+            "kconsumer", self.consumer_db, self.bus.names, {NoteAdded.TYPE: self.apply}, DELAYS, 2
+        )
+        await self.consumer.start(await self.bus.connection.channel(publisher_confirms=True))
+
+    async def apply(self, event: NoteAdded, envelope: Envelope, uow: UnitOfWork) -> None:
+        self.deliveries += 1
+        if self.fail_always:
+            raise RuntimeError("poison: cannot apply this note")
+        await uow.execute(self.applied.insert().values(note_id=event.note_id, times=1))
+
+    async def add_note(self, note_id: int, commit: bool = True) -> None:
+        async with self.producer.unit_of_work() as uow:
+            await uow.execute(self.notes.insert().values(id=note_id, text=f"note {note_id}"))
+            uow.emit(NoteAdded(note_id=note_id, text=f"note {note_id}"), aggregate_id=note_id)
+            if commit:
+                await uow.commit()
+
+    async def applied_times(self, note_id: int) -> int | None:
+        async with self.consumer_db.engine.connect() as conn:
+            return await conn.scalar(
+                select(self.applied.c.times).where(self.applied.c.note_id == note_id)
+            )
+
+    async def wait_applied(self, note_id: int, timeout: float = 10) -> int | None:
+        for _ in range(int(timeout / 0.05)):
+            times = await self.applied_times(note_id)
+            if times:
+                return times
+            await asyncio.sleep(0.05)
+        return None
+
+    async def close(self) -> None:
+        await self.consumer.stop()
+        await self.relay.close()
+        for db in (self.producer, self.consumer_db):
+            await drop_schema(db.engine, db.schema)
+            await db.dispose()
+        await broker.delete_topology(self.bus.channel, self.bus.names, ["kconsumer"], DELAYS)
+
+
+@pytest.fixture
+async def harness(integration_db_url: str, schema_name: str, bus: Bus) -> AsyncIterator[Harness]:
+    h = Harness(integration_db_url, schema_name, bus)
+    await h.setup()
+    yield h
+    await h.close()
+
+
+async def test_event_committed_with_its_change_reaches_the_consumer(harness: Harness) -> None:
+    relay_task = asyncio.create_task(harness.relay.run())
+    try:
+        await harness.add_note(1)
+        assert await harness.wait_applied(1) == 1
+        async with harness.producer.engine.connect() as conn:
+            row = (await conn.execute(select(harness.producer.outbox))).one()
+        assert row.published_at is not None and row.sequence == 1  # kept as the event log
+    finally:
+        relay_task.cancel()
+
+
+async def test_rolled_back_change_publishes_nothing(harness: Harness) -> None:
+    await harness.add_note(7, commit=False)
+    assert await harness.relay.publish_batch() == 0
+    async with harness.producer.engine.connect() as conn:
+        assert await conn.scalar(select(func.count()).select_from(harness.notes)) == 0
+        assert await conn.scalar(select(func.count()).select_from(harness.producer.outbox)) == 0
+    await harness.add_note(8)
+    assert await harness.relay.publish_batch() == 1
+    assert await harness.wait_applied(8) == 1
+    assert await harness.applied_times(7) is None
+
+
+async def test_relay_killed_between_publish_and_mark_republishes_and_consumer_applies_once(
+    harness: Harness,
+) -> None:
+    await harness.add_note(3)
+
+    class Killed(Exception):
+        pass
+
+    async def die(rows: list[Any]) -> None:
+        raise Killed  # the process dies after the broker confirmed, before the rows are marked
+
+    harness.relay.after_publish = die
+    with pytest.raises(Killed):
+        await harness.relay.publish_batch()
+    harness.relay.after_publish = None
+    async with harness.producer.engine.connect() as conn:
+        unpublished = await conn.scalar(
+            select(func.count())
+            .select_from(harness.producer.outbox)
+            .where(harness.producer.outbox.c.published_at.is_(None))
+        )
+    assert unpublished == 1
+    assert await harness.relay.publish_batch() == 1  # published a second time
+    assert await harness.wait_applied(3) == 1
+    for _ in range(40):  # both copies have arrived: one applied, one recognised by the inbox
+        if harness.deliveries >= 1:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.3)
+    assert harness.deliveries == 1
+    assert await harness.applied_times(3) == 1
+
+
+async def test_message_that_always_fails_is_dead_lettered_after_the_configured_attempts(
+    integration_db_url: str, schema_name: str, bus: Bus
+) -> None:
+    h = Harness(integration_db_url, schema_name, bus, fail_always=True)
+    await h.setup()
+    try:
+        await h.add_note(5)
+        assert await h.relay.publish_batch() == 1
+        dlq = await bus.channel.get_queue(bus.names.dead_letter_queue("kconsumer"))
+        message = None
+        for _ in range(200):
+            message = await dlq.get(fail=False, no_ack=True)
+            if message is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert message is not None, "nothing reached the dead-letter queue"
+        assert message.headers["x-attempts"] == len(DELAYS) + 1
+        assert "poison" in str(message.headers["x-last-error"])
+        assert h.deliveries == len(DELAYS) + 1
+        assert await h.applied_times(5) is None
+    finally:
+        await h.close()

@@ -1,0 +1,158 @@
+"""One fixture for "a running system": every service and the gateway as real processes,
+on free ports, with their own database and broker names, so runs never see each other."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from email.message import Message
+from pathlib import Path
+
+import httpx
+from sqlalchemy.engine import make_url
+
+from services.cli import APPS, available_services
+from services.devmail import read_messages
+from services.kernel import broker
+from services.kernel.migrate import drop_database
+from services.topology import subscriptions
+from tests.support.infra import amqp_url, database_url
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class System:
+    def __init__(self, extra_env: dict[str, str] | None = None) -> None:
+        self.run_id = uuid.uuid4().hex[:10]
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"resellio-{self.run_id}-"))
+        self.mail_dir = self.workdir / "mail"
+        db = make_url(database_url()).set(database=f"resellio_t_{self.run_id}")
+        self.database_url = db.render_as_string(hide_password=False)
+        self.ports = {name: free_port() for name in APPS}
+        self.mail_port = free_port()
+        self.services = available_services()
+        self.apps = [
+            *self.services,
+            *(["gateway"] if (ROOT / "gateway" / "app.py").exists() else []),
+        ]
+        self.env = {
+            **os.environ,
+            "ENVIRONMENT": "development",
+            "RESELLIO_DATABASE_URL": self.database_url,
+            "RESELLIO_AMQP_URL": amqp_url(),
+            "RESELLIO_BROKER_PREFIX": f"t_{self.run_id}",
+            "SMTP_HOST": "127.0.0.1",
+            "SMTP_PORT": str(self.mail_port),
+            "CONSUMER_RETRY_DELAYS_MS": "100,200,400",
+            "PYTHONUNBUFFERED": "1",
+            **{f"RESELLIO_{n.upper()}_URL": f"http://127.0.0.1:{p}" for n, p in self.ports.items()},
+            **(extra_env or {}),
+        }
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports[name]}"
+
+    @property
+    def gateway_url(self) -> str:
+        return self.url("gateway")
+
+    def log_path(self, name: str) -> Path:
+        return self.workdir / f"{name}.log"
+
+    def _spawn(self, name: str, args: list[str]) -> None:
+        log = open(self.log_path(name), "ab")
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", *args],
+            env=self.env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def start(self) -> None:
+        subprocess.run(
+            [sys.executable, "-m", "services.cli", "migrate"],
+            env=self.env,
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
+        self._spawn(
+            "mail", ["mailcatcher", "--dir", str(self.mail_dir), "--port", str(self.mail_port)]
+        )
+        for name in self.apps:
+            self.start_app(name, wait=False)
+        for name in self.apps:
+            self.wait_healthy(name)
+
+    def start_app(self, name: str, wait: bool = True) -> None:
+        self._spawn(name, ["serve", name, "--port", str(self.ports[name])])
+        if wait:
+            self.wait_healthy(name)
+
+    def wait_healthy(self, name: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            process = self.processes[name]
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited:\n{self.log_path(name).read_text()[-4000:]}")
+            try:
+                if httpx.get(f"{self.url(name)}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{name} not healthy:\n{self.log_path(name).read_text()[-4000:]}")
+
+    def stop_app(self, name: str, sig: int = signal.SIGTERM) -> None:
+        process = self.processes.pop(name, None)
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def stop(self) -> None:
+        for name in list(self.processes):
+            self.stop_app(name)
+        asyncio.run(self._cleanup())
+
+    async def _cleanup(self) -> None:
+        names = broker.Names(self.env["RESELLIO_BROKER_PREFIX"])
+        connection = await broker.connect(self.env["RESELLIO_AMQP_URL"])
+        async with connection:
+            channel = await connection.channel()
+            delays = [int(d) for d in self.env["CONSUMER_RETRY_DELAYS_MS"].split(",")]
+            await broker.delete_topology(channel, names, [*subscriptions(), "gateway"], delays)
+        await drop_database(self.database_url)
+
+    def mails(self, to: str | None = None) -> list[Message]:
+        messages = read_messages(str(self.mail_dir))
+        if to is None:
+            return messages
+        return [m for m in messages if to.lower() in str(m["To"]).lower()]
+
+    async def wait_for_mail(self, to: str, count: int = 1, timeout: float = 10.0) -> list[Message]:
+        deadline = time.monotonic() + timeout
+        while True:
+            messages = self.mails(to)
+            if len(messages) >= count or time.monotonic() > deadline:
+                return messages
+            await asyncio.sleep(0.05)
