@@ -34,6 +34,7 @@ class OrganizerVerified(Event, frozen=True):
     user_id: int
     organizer_id: int
     by: int | None = None
+    account_state: str | None = None  # after the decision (a ban-user ban outlives approval)
 
 
 class OrganizerRejected(Event, frozen=True):
@@ -41,6 +42,8 @@ class OrganizerRejected(Event, frozen=True):
     user_id: int
     organizer_id: int
     by: int | None = None
+    account_state: str | None = None
+    at: datetime | None = None
 
 
 class UserBanned(Event, frozen=True):

@@ -25,7 +25,7 @@ class Identity(msgspec.Struct, frozen=True):
     role_id: int
     name: str
     jti: str
-    iat: int
+    iat: float
     exp: int
     # Organizer tokens issued after an administrator verified the organizer carry True.
     verified: bool = False
