@@ -16,9 +16,12 @@ CONSUMING_SERVICES = ("auth", "catalog", "ordering", "resale")
 def subscriptions() -> dict[str, list[str]]:
     table: dict[str, list[str]] = {}
     for service in CONSUMING_SERVICES:
+        name = f"services.{service}.consumers"
         try:
-            module = importlib.import_module(f"services.{service}.consumers")
-        except ModuleNotFoundError:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name not in (name, f"services.{service}"):
+                raise  # a real import error inside the module, not a service that isn't built
             continue
         handlers = getattr(module, "HANDLERS", {})
         if handlers:
