@@ -24,6 +24,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # Names every exchange and queue, so test runs never see another run's messages.
     broker_prefix: str = "resellio"
     service_urls: dict[str, str] = {}
+    # Per-service connection strings (each service's own least-privilege role in deploy);
+    # a service without one uses database_url.
+    service_database_urls: dict[str, str] = {}
     jwt_issuer: str = "resellio-auth"
     jwt_audience: str = "resellio-api"
     access_token_minutes: int = 30
@@ -40,6 +43,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     @property
     def max_delivery_attempts(self) -> int:
         return len(self.consumer_retry_delays_ms) + 1
+
+    def database_url_for(self, service: str) -> str:
+        return self.service_database_urls.get(service, self.database_url)
 
     def urls_of(self, service: str) -> list[str]:
         """Every instance of a service (RESELLIO_<SERVICE>_URL may list several, comma-separated)."""
@@ -75,6 +81,11 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         amqp_url=env.get("RESELLIO_AMQP_URL", DEFAULT_AMQP_URL),
         broker_prefix=env.get("RESELLIO_BROKER_PREFIX", "resellio"),
         service_urls=urls,
+        service_database_urls={
+            name: env[f"RESELLIO_{name.upper()}_DATABASE_URL"]
+            for name in SERVICES
+            if env.get(f"RESELLIO_{name.upper()}_DATABASE_URL")
+        },
         jwt_issuer=env.get("JWT_ISSUER", "resellio-auth"),
         jwt_audience=env.get("JWT_AUDIENCE", "resellio-api"),
         access_token_minutes=_int(env, "ACCESS_TOKEN_EXPIRE_MINUTES", 30),
