@@ -49,8 +49,24 @@ async def declare_exchange(channel: AbstractChannel, names: Names) -> AbstractEx
     return await channel.declare_exchange(names.exchange, aio_pika.ExchangeType.TOPIC, durable=True)
 
 
-def _queue_args(queue_type: str) -> dict[str, str]:
+# Safety net beside the consumer's own retries: a message whose handling kills the process
+# again and again (so it is never acked) is dead-lettered by the broker after this many deliveries.
+BROKER_DELIVERY_LIMIT = 20
+
+
+def _queue_args(queue_type: str) -> dict[str, str | int]:
     return {"x-queue-type": queue_type}
+
+
+def main_queue_args(names: Names, consumer: str, queue_type: str) -> dict[str, str | int]:
+    args: dict[str, str | int] = {
+        "x-queue-type": queue_type,
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": names.dead_letter_queue(consumer),
+    }
+    if queue_type == "quorum":
+        args["x-delivery-limit"] = BROKER_DELIVERY_LIMIT
+    return args
 
 
 async def declare_topology(
@@ -68,7 +84,7 @@ async def declare_topology(
     exchange = await declare_exchange(channel, names)
     for consumer, event_types in subscriptions.items():
         queue = await channel.declare_queue(
-            names.queue(consumer), durable=True, arguments=_queue_args(queue_type)
+            names.queue(consumer), durable=True, arguments=main_queue_args(names, consumer, queue_type)
         )
         for event_type in event_types:
             await queue.bind(exchange, routing_key=event_type)
