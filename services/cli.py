@@ -290,5 +290,14 @@ def _supervise(processes: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
     sys.exit(code)
 
 
+def _register_operator_commands() -> None:
+    from services.ops_cli import dlq, events
+
+    main.add_command(events)
+    main.add_command(dlq)
+
+
+_register_operator_commands()
+
 if __name__ == "__main__":
     main()

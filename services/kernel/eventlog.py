@@ -1,0 +1,139 @@
+"""Reading the event log: every service's outbox rows, kept after publishing."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.kernel.settings import SERVICES
+
+COLUMNS = (
+    "id, event_id, type, version, occurred_at, aggregate_id, correlation_id, causation_id, "
+    "sequence, published_at"
+)
+
+
+@dataclass(frozen=True)
+class Filters:
+    producer: str | None = None
+    types: Sequence[str] = ()
+    aggregate_id: str | None = None
+    correlation_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    published_only: bool = False
+
+
+async def producers_with_log(engine: AsyncEngine) -> list[str]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            text(
+                "SELECT table_schema FROM information_schema.tables "
+                "WHERE table_name = 'outbox' AND table_schema = ANY(:s)"
+            ),
+            {"s": list(SERVICES)},
+        )
+        present = {r[0] for r in rows}
+    return [s for s in SERVICES if s in present]
+
+
+def _where(filters: Filters) -> tuple[str, dict[str, Any]]:
+    clauses, params = ["TRUE"], {}
+    if filters.types:
+        clauses.append("type = ANY(:types)")
+        params["types"] = list(filters.types)
+    if filters.aggregate_id:
+        clauses.append("aggregate_id = :aggregate")
+        params["aggregate"] = filters.aggregate_id
+    if filters.correlation_id:
+        clauses.append("correlation_id = :corr")
+        params["corr"] = filters.correlation_id
+    if filters.since:
+        clauses.append("occurred_at >= :since")
+        params["since"] = filters.since
+    if filters.until:
+        clauses.append("occurred_at < :until")
+        params["until"] = filters.until
+    if filters.published_only:
+        clauses.append("sequence IS NOT NULL")
+    return " AND ".join(clauses), params
+
+
+async def list_events(
+    engine: AsyncEngine, filters: Filters, limit: int = 50, after_id: dict[str, int] | None = None
+) -> list[Any]:
+    """Newest last; each row has a `producer` column."""
+    producers = [p for p in await producers_with_log(engine) if filters.producer in (None, p)]
+    if not producers:
+        return []
+    where, params = _where(filters)
+    parts = []
+    for p in producers:
+        extra = f" AND id > {int(after_id.get(p, 0))}" if after_id else ""
+        parts.append(f"(SELECT '{p}' AS producer, {COLUMNS} FROM {p}.outbox WHERE {where}{extra})")
+    sql = (
+        f"SELECT * FROM ({' UNION ALL '.join(parts)}) AS log "
+        f"ORDER BY occurred_at DESC, producer, id DESC LIMIT :limit"
+    )
+    async with engine.connect() as conn:
+        rows = (await conn.execute(text(sql), {**params, "limit": limit})).all()
+    return list(reversed(rows))
+
+
+async def find_event(engine: AsyncEngine, event_id: str) -> tuple[Any, Any] | None:
+    """(row, payload) of one event by id, from whichever log holds it."""
+    for p in await producers_with_log(engine):
+        async with engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    text(
+                        f"SELECT '{p}' AS producer, {COLUMNS}, payload FROM {p}.outbox "
+                        "WHERE event_id::text = :id"
+                    ),
+                    {"id": event_id},
+                )
+            ).first()
+        if row is not None:
+            return row, row.payload
+    return None
+
+
+async def stream_for_replay(
+    engine: AsyncEngine, producer: str, filters: Filters, batch: int = 2000
+) -> AsyncIterator[Any]:
+    """Published events of one producer in publish order, with their stored payload as text."""
+    where, params = _where(Filters(**{**filters.__dict__, "published_only": True}))
+    last = 0
+    while True:
+        async with engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    text(
+                        f"SELECT id, event_id, type, version, occurred_at, aggregate_id, "
+                        f"correlation_id, causation_id, sequence, payload::text AS payload "
+                        f"FROM {producer}.outbox WHERE {where} AND sequence > :last "
+                        f"ORDER BY sequence LIMIT :batch"
+                    ),
+                    {**params, "last": last, "batch": batch},
+                )
+            ).all()
+        if not rows:
+            return
+        for row in rows:
+            yield row
+        last = rows[-1].sequence
+
+
+async def count_for_replay(engine: AsyncEngine, producer: str, filters: Filters) -> dict[str, int]:
+    where, params = _where(Filters(**{**filters.__dict__, "published_only": True}))
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            text(f"SELECT type, count(*) FROM {producer}.outbox WHERE {where} GROUP BY type"),
+            params,
+        )
+        return {r[0]: r[1] for r in rows}
