@@ -84,7 +84,9 @@ async def declare_topology(
     exchange = await declare_exchange(channel, names)
     for consumer, event_types in subscriptions.items():
         queue = await channel.declare_queue(
-            names.queue(consumer), durable=True, arguments=main_queue_args(names, consumer, queue_type)
+            names.queue(consumer),
+            durable=True,
+            arguments=main_queue_args(names, consumer, queue_type),
         )
         for event_type in event_types:
             await queue.bind(exchange, routing_key=event_type)
