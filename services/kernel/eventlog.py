@@ -29,17 +29,19 @@ class Filters:
     published_only: bool = False
 
 
-async def producers_with_log(engine: AsyncEngine) -> list[str]:
+async def producers_with_log(
+    engine: AsyncEngine, candidates: Sequence[str] = SERVICES
+) -> list[str]:
     async with engine.connect() as conn:
         rows = await conn.execute(
             text(
                 "SELECT table_schema FROM information_schema.tables "
                 "WHERE table_name = 'outbox' AND table_schema = ANY(:s)"
             ),
-            {"s": list(SERVICES)},
+            {"s": list(candidates)},
         )
         present = {r[0] for r in rows}
-    return [s for s in SERVICES if s in present]
+    return [s for s in candidates if s in present]
 
 
 def _where(filters: Filters) -> tuple[str, dict[str, Any]]:

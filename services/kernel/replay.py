@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +19,7 @@ from services.kernel.eventlog import (
     stream_for_replay,
 )
 from services.kernel.relay import envelope_bytes
+from services.kernel.settings import SERVICES
 
 WINDOW = 500  # publishes awaiting their confirms at once
 
@@ -38,13 +39,17 @@ def _wanted(subscribed: list[str], filters: Filters) -> list[str]:
 
 
 async def plan(
-    engine: AsyncEngine, consumer: str, subscribed: list[str], filters: Filters
+    engine: AsyncEngine,
+    consumer: str,
+    subscribed: list[str],
+    filters: Filters,
+    candidates: Sequence[str] = SERVICES,
 ) -> ReplayPlan:
     result = ReplayPlan(consumer)
     types = _wanted(subscribed, filters)
     if not types:
         return result
-    for producer in await producers_with_log(engine):
+    for producer in await producers_with_log(engine, candidates):
         if filters.producer not in (None, producer):
             continue
         scoped = Filters(**{**filters.__dict__, "types": types})
@@ -82,6 +87,7 @@ async def replay(
     filters: Filters,
     reprocess: bool = False,
     on_progress: Callable[[int], None] = lambda n: None,
+    candidates: Sequence[str] = SERVICES,
 ) -> int:
     """Publish the selected events straight to the consumer's queue, with publisher confirms.
 
@@ -91,7 +97,9 @@ async def replay(
     types = _wanted(subscribed, filters)
     if not types:
         return 0
-    producers = [p for p in await producers_with_log(engine) if filters.producer in (None, p)]
+    producers = [
+        p for p in await producers_with_log(engine, candidates) if filters.producer in (None, p)
+    ]
     scoped = Filters(**{**filters.__dict__, "types": types})
     queue = names.queue(consumer)
     pending: list[asyncio.Future[Any]] = []

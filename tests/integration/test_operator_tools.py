@@ -1,0 +1,160 @@
+"""Replay and dead-letter operations on the real broker and database (issue: operators)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+
+from contracts.envelope import Envelope
+from services.kernel import deadletters
+from services.kernel.db import UnitOfWork
+from services.kernel.eventlog import Filters
+from services.kernel.replay import plan, replay
+from tests.integration.conftest import Bus
+from tests.integration.test_messaging import Harness, NoteAdded
+
+
+class VersionedConsumer(Harness):
+    """Applies notes with a handler that can be buggy, fixed, or poisonous."""
+
+    mode = "buggy"
+
+    async def apply(self, event: NoteAdded, envelope: Envelope, uow: UnitOfWork) -> None:
+        self.deliveries += 1
+        if self.mode == "poison":
+            raise ValueError("cannot parse note")
+        times = 1 if self.mode == "buggy" else 2  # the fixed handler records the right value
+        stmt = insert(self.applied).values(note_id=event.note_id, times=times)
+        await uow.execute(
+            stmt.on_conflict_do_update(index_elements=["note_id"], set_={"times": times})
+        )
+
+    async def all_applied(self) -> dict[int, int]:
+        async with self.consumer_db.engine.connect() as conn:
+            return dict(
+                (await conn.execute(select(self.applied.c.note_id, self.applied.c.times))).all()
+            )
+
+    async def drained(self) -> None:
+        """Wait until the consumer's queue is empty and its in-flight work is done."""
+        queue = await self.bus.channel.declare_queue(
+            self.bus.names.queue("kconsumer"), passive=True
+        )
+        for _ in range(200):
+            declared = await self.bus.channel.declare_queue(queue.name, passive=True)
+            if declared.declaration_result.message_count == 0:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+
+
+@pytest.fixture
+async def consumer(
+    integration_db_url: str, schema_name: str, bus: Bus
+) -> AsyncIterator[VersionedConsumer]:
+    h = VersionedConsumer(integration_db_url, schema_name, bus)
+    await h.setup()
+    yield h
+    await h.close()
+
+
+async def _publish_notes(h: VersionedConsumer, ids: range) -> None:
+    for note_id in ids:
+        await h.add_note(note_id)
+    while await h.relay.publish_batch():
+        pass
+    for note_id in ids:
+        assert await h.wait_applied(note_id)
+
+
+async def _replay(h: VersionedConsumer, reprocess: bool) -> int:
+    return await replay(
+        h.producer.engine,
+        h.bus.channel,
+        h.bus.names,
+        "kconsumer",
+        [NoteAdded.TYPE],
+        Filters(),
+        reprocess=reprocess,
+        candidates=[h.producer.schema],
+    )
+
+
+async def test_replay_without_reprocess_changes_nothing_and_with_it_applies_the_fix(
+    consumer: VersionedConsumer,
+) -> None:
+    await _publish_notes(consumer, range(1, 21))
+    before = await consumer.all_applied()
+    assert before == {i: 1 for i in range(1, 21)}
+    deliveries = consumer.deliveries
+
+    the_plan = await plan(
+        consumer.producer.engine,
+        "kconsumer",
+        [NoteAdded.TYPE],
+        Filters(),
+        candidates=[consumer.producer.schema],
+    )
+    assert the_plan.total == 20 and the_plan.counts == {NoteAdded.TYPE: 20}
+
+    consumer.mode = "fixed"
+    assert await _replay(consumer, reprocess=False) == 20
+    await consumer.drained()
+    assert await consumer.all_applied() == before  # already handled: no second effect
+    assert consumer.deliveries == deliveries
+
+    assert await _replay(consumer, reprocess=True) == 20
+    await consumer.drained()
+    assert await consumer.all_applied() == {i: 2 for i in range(1, 21)}  # the corrected state
+    assert consumer.deliveries == deliveries + 20
+
+
+async def test_poison_event_is_dead_lettered_then_requeued_after_the_fix_and_applied_once(
+    consumer: VersionedConsumer,
+) -> None:
+    consumer.mode = "poison"
+    await consumer.add_note(99)
+    assert await consumer.relay.publish_batch() == 1
+    letters: list[deadletters.DeadLetter] = []
+    for _ in range(100):
+        letters = await deadletters.inspect(consumer.bus.channel, consumer.bus.names, "kconsumer")
+        if letters:
+            break
+        await asyncio.sleep(0.05)
+    assert len(letters) == 1
+    assert letters[0].attempts == 3 and "cannot parse note" in letters[0].error
+    assert letters[0].type == NoteAdded.TYPE
+
+    consumer.mode = "fixed"
+    requeued = await deadletters.settle(
+        consumer.bus.channel,
+        consumer.bus.names,
+        "kconsumer",
+        lambda d: d.message_id == letters[0].message_id,
+        requeue=True,
+    )
+    assert requeued == 1
+    assert await consumer.wait_applied(99) == 2
+    await consumer.drained()
+    assert consumer.deliveries == 4  # three failed attempts, then exactly one successful one
+    assert await deadletters.inspect(consumer.bus.channel, consumer.bus.names, "kconsumer") == []
+
+
+async def test_dropping_a_dead_letter_removes_it_for_good(consumer: VersionedConsumer) -> None:
+    consumer.mode = "poison"
+    await consumer.add_note(7)
+    await consumer.relay.publish_batch()
+    for _ in range(100):
+        if await deadletters.inspect(consumer.bus.channel, consumer.bus.names, "kconsumer"):
+            break
+        await asyncio.sleep(0.05)
+    dropped = await deadletters.settle(
+        consumer.bus.channel, consumer.bus.names, "kconsumer", lambda d: True, requeue=False
+    )
+    assert dropped == 1
+    assert await deadletters.inspect(consumer.bus.channel, consumer.bus.names, "kconsumer") == []
+    assert await consumer.applied_times(7) is None
