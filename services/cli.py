@@ -291,10 +291,11 @@ def _supervise(processes: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
 
 
 def _register_operator_commands() -> None:
-    from services.ops_cli import dlq, events
+    from services.ops_cli import dlq, events, projections
 
     main.add_command(events)
     main.add_command(dlq)
+    main.add_command(projections)
 
 
 _register_operator_commands()

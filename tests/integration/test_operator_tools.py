@@ -158,3 +158,26 @@ async def test_dropping_a_dead_letter_removes_it_for_good(consumer: VersionedCon
     assert dropped == 1
     assert await deadletters.inspect(consumer.bus.channel, consumer.bus.names, "kconsumer") == []
     assert await consumer.applied_times(7) is None
+
+
+async def test_projection_emptied_and_rebuilt_from_the_event_log_is_the_same(
+    consumer: VersionedConsumer,
+) -> None:
+    from services.kernel.projections import Projection, rebuild
+
+    await _publish_notes(consumer, range(1, 31))
+    assert consumer.deliveries == 30
+    report = await rebuild(
+        consumer.producer.engine,
+        consumer.bus.channel,
+        consumer.bus.names,
+        "kconsumer",
+        Projection(tables=["applied"], events=[NoteAdded.TYPE]),
+        timeout_s=20,
+        candidates=[consumer.producer.schema],
+        schema=consumer.consumer_db.schema,
+    )
+    assert report.replayed == 30
+    assert report.before["applied"].rows == 30
+    assert report.matches, (report.before, report.after)
+    assert consumer.deliveries == 60  # every row was emptied and applied again from the log

@@ -1,0 +1,113 @@
+"""Rebuilding a service's projections from the producers' event logs.
+
+A service declares in its consumers.py `PROJECTION = Projection(tables=[...], events=[...])`:
+the tables that only mirror other services' events, and the event types whose handlers write
+nothing but those tables (so replaying them has no other effect: no mail, no transfer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from aio_pika.abc import AbstractChannel
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.kernel.broker import Names
+from services.kernel.eventlog import Filters
+from services.kernel.replay import plan, replay
+from services.kernel.settings import SERVICES
+
+
+@dataclass(frozen=True)
+class Projection:
+    tables: Sequence[str]
+    events: Sequence[str]
+
+
+@dataclass(frozen=True)
+class TableState:
+    rows: int
+    checksum: str
+
+
+@dataclass
+class RebuildReport:
+    service: str
+    before: dict[str, TableState]
+    after: dict[str, TableState]
+    replayed: int
+    seconds: float
+
+    @property
+    def matches(self) -> bool:
+        return self.before == self.after
+
+
+async def table_states(
+    engine: AsyncEngine, schema: str, tables: Sequence[str]
+) -> dict[str, TableState]:
+    states = {}
+    async with engine.connect() as conn:
+        for table in tables:
+            row = (
+                await conn.execute(
+                    text(
+                        f"SELECT count(*), coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') "
+                        f'FROM "{schema}"."{table}" AS t'
+                    )
+                )
+            ).one()
+            states[table] = TableState(row[0], row[1])
+    return states
+
+
+async def _handled(engine: AsyncEngine, schema: str, events: Sequence[str]) -> int:
+    async with engine.connect() as conn:
+        return int(
+            await conn.scalar(
+                text(f'SELECT count(*) FROM "{schema}".inbox WHERE type = ANY(:t)'),
+                {"t": list(events)},
+            )
+            or 0
+        )
+
+
+async def rebuild(
+    engine: AsyncEngine,
+    channel: AbstractChannel,
+    names: Names,
+    service: str,
+    projection: Projection,
+    on_progress: Callable[[int, int], None] = lambda done, total: None,
+    timeout_s: float = 600.0,
+    candidates: Sequence[str] = SERVICES,
+    schema: str | None = None,
+) -> RebuildReport:
+    """Empty the projection, replay its events into the service's queue, wait, compare."""
+    started = time.monotonic()
+    schema = schema or service
+    before = await table_states(engine, schema, projection.tables)
+    the_plan = await plan(engine, service, list(projection.events), Filters(), candidates)
+    async with engine.begin() as conn:
+        tables = ", ".join(f'"{schema}"."{t}"' for t in projection.tables)
+        await conn.execute(text(f"TRUNCATE {tables}"))
+        await conn.execute(
+            text(f'DELETE FROM "{schema}".inbox WHERE type = ANY(:t)'),
+            {"t": list(projection.events)},
+        )
+    sent = await replay(
+        engine, channel, names, service, list(projection.events), Filters(), candidates=candidates
+    )
+    deadline = time.monotonic() + timeout_s
+    done = 0
+    while done < the_plan.total and time.monotonic() < deadline:
+        done = await _handled(engine, schema, projection.events)
+        on_progress(done, the_plan.total)
+        if done < the_plan.total:
+            await asyncio.sleep(0.1)
+    after = await table_states(engine, schema, projection.tables)
+    return RebuildReport(service, before, after, sent, time.monotonic() - started)
