@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -96,6 +97,30 @@ def migrate(only: tuple[str, ...]) -> None:
         click.echo(f"migrated {service}")
 
 
+@main.group()
+def db() -> None:
+    """Database administration."""
+
+
+@db.command("roles")
+@click.option("--service", "only", multiple=True, help="Only these services (default: all).")
+def db_roles(only: tuple[str, ...]) -> None:
+    """Create or update each service's own role (from RESELLIO_<SERVICE>_DATABASE_URL),
+    with rights on its own schema only. Run as the migration owner; safe to repeat."""
+    from services.kernel.roles import RoleError, ensure_roles, roles_from_settings
+
+    cfg = _settings()
+    try:
+        roles = roles_from_settings(cfg, only or SERVICES)
+        if not roles:
+            click.echo("no RESELLIO_<SERVICE>_DATABASE_URL is set: every service uses the owner")
+            return
+        for line in asyncio.run(ensure_roles(cfg.database_url, roles)):
+            click.echo(line)
+    except RoleError as exc:
+        _fail(str(exc))
+
+
 @main.command()
 @click.argument("service", type=click.Choice(list(SERVICES)))
 @click.option("-m", "--message", required=True)
@@ -166,6 +191,24 @@ def mail(directory: str, last: int) -> None:
         )
 
 
+def _start_services(
+    env: dict[str, str], services: list[str], instances: int
+) -> list[tuple[str, subprocess.Popen[bytes]]]:
+    processes: list[tuple[str, subprocess.Popen[bytes]]] = []
+    for service in services:
+        port = int(env.get(f"RESELLIO_{service.upper()}_PORT", DEFAULT_PORTS[service]))
+        for i in range(instances):
+            # Extra instances listen on port + 100*i; the gateway spreads requests over them.
+            cmd = [sys.executable, "-m", "services.cli", "serve", service, "--port", str(port + 100 * i)]
+            processes.append((f"{service}#{i}", subprocess.Popen(cmd, env=env)))
+    return processes
+
+
+def _seed(env: dict[str, str]) -> None:
+    if "seed" in main.commands:
+        subprocess.run([sys.executable, "-m", "services.cli", "seed"], check=False, env=env)
+
+
 @main.command()
 @click.option(
     "--instances",
@@ -180,36 +223,15 @@ def run(instances: int, no_seed: bool) -> None:
     cfg = _settings()
     asyncio.run(_preflight(cfg))
     env = dict(os.environ)
-    base = Path(".run")
-    base.mkdir(exist_ok=True)
+    Path(".run").mkdir(exist_ok=True)
     subprocess.run([sys.executable, "-m", "services.cli", "migrate"], check=True, env=env)
     processes: list[tuple[str, subprocess.Popen[bytes]]] = []
-    mail_port = env.get("SMTP_PORT", "1025")
     if env.get("RESELLIO_MAILCATCHER", "1") == "1":
-        processes.append(
-            (
-                "mail",
-                subprocess.Popen(
-                    [sys.executable, "-m", "services.cli", "mailcatcher", "--port", mail_port],
-                    env=env,
-                ),
-            )
-        )
+        mail_port = env.get("SMTP_PORT", "1025")
+        cmd = [sys.executable, "-m", "services.cli", "mailcatcher", "--port", mail_port]
+        processes.append(("mail", subprocess.Popen(cmd, env=env)))
     services = available_services()
-    for service in services:
-        port = int(env.get(f"RESELLIO_{service.upper()}_PORT", DEFAULT_PORTS[service]))
-        for i in range(instances):
-            # Extra instances listen on port + 100*i; the gateway spreads requests over them.
-            cmd = [
-                sys.executable,
-                "-m",
-                "services.cli",
-                "serve",
-                service,
-                "--port",
-                str(port + 100 * i),
-            ]
-            processes.append((f"{service}#{i}", subprocess.Popen(cmd, env=env)))
+    processes += _start_services(env, services, instances)
     if instances > 1:
         for service in services:
             port = int(env.get(f"RESELLIO_{service.upper()}_PORT", DEFAULT_PORTS[service]))
@@ -217,13 +239,10 @@ def run(instances: int, no_seed: bool) -> None:
                 f"http://127.0.0.1:{port + 100 * i}" for i in range(instances)
             )
     _wait_healthy(cfg, services, processes)
-    if not no_seed and "catalog" in services:
-        subprocess.run([sys.executable, "-m", "services.cli", "seed"], check=False, env=env)
+    if not no_seed:
+        _seed(env)
     processes.append(
-        (
-            "gateway",
-            subprocess.Popen([sys.executable, "-m", "services.cli", "serve", "gateway"], env=env),
-        )
+        ("gateway", subprocess.Popen([sys.executable, "-m", "services.cli", "serve", "gateway"], env=env))
     )
     click.secho(
         f"Resellio is up: gateway on http://127.0.0.1:{env.get('RESELLIO_GATEWAY_PORT', 8080)}"
@@ -231,6 +250,45 @@ def run(instances: int, no_seed: bool) -> None:
         fg="green",
     )
     _supervise(processes)
+
+
+@main.group()
+def db() -> None:
+    """Database administration (reset; per-service roles)."""
+
+
+@db.command("reset")
+@click.option("--yes", is_flag=True, help="Really wipe every schema.")
+def reset(yes: bool) -> None:
+    """Wipe every service schema and the broker queues, migrate, and load the demo data again.
+
+    Refused in production. Stop the running system first (Ctrl-C on `make run`)."""
+    import httpx
+
+    from services.kernel.reset import wipe
+
+    cfg = _settings()
+    if not cfg.development:
+        _fail("refusing to reset: ENVIRONMENT is not 'development'")
+    if not yes:
+        _fail("this deletes every user, event, order and ticket; pass --yes to confirm")
+    asyncio.run(_preflight(cfg))
+    for service in available_services():
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{cfg.url_of(service)}/health", timeout=1).status_code == 200:
+                _fail(f"{service} is running at {cfg.url_of(service)}; stop the system first")
+    asyncio.run(wipe(cfg))
+    click.echo("wiped every schema and purged the broker queues")
+    env = dict(os.environ)
+    subprocess.run([sys.executable, "-m", "services.cli", "migrate"], check=True, env=env)
+    services = available_services()
+    processes = _start_services(env, services, 1)
+    try:
+        _wait_healthy(cfg, services, processes)
+        _seed(env)
+    finally:
+        _stop(processes)
+    click.secho("reset done: demo data loaded", fg="green")
 
 
 def _wait_healthy(
