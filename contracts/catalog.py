@@ -41,6 +41,7 @@ class EventCreated(Event, frozen=True):
     categories: list[str] = []
     resale_price_cap_percent: int | None = None
     description: str | None = None
+    total_tickets: int | None = None  # capacity: sum of the ticket types' max_count
 
 
 class EventUpdated(EventCreated, frozen=True):
@@ -75,6 +76,10 @@ class TicketTypeCreated(Event, frozen=True):
     currency: str
     available_from: datetime
     description: str | None = None
+    # The event's state when the type changed, so ordering needs no second lookup.
+    event_status: str | None = None
+    event_start_date: datetime | None = None
+    event_end_date: datetime | None = None
 
 
 class TicketTypeUpdated(TicketTypeCreated, frozen=True):
@@ -94,6 +99,9 @@ class ParticipantsNotified(Event, frozen=True):
     message: str
     urgent: bool
     recipients_affected: int
+    # Exactly the users counted (distinct holders of a valid ticket), each to be emailed once.
+    recipient_user_ids: list[int] = []
+    event_name: str | None = None
 
 
 register(

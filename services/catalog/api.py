@@ -1,0 +1,244 @@
+"""HTTP handlers of catalog: thin, they check the caller, parse, call domain, shape the answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, delete, get, post, put
+
+from services.catalog import domain
+from services.catalog.access import organizer_or_administrator, verified_organizer
+from services.catalog.listing import all_locations, event_page_of, list_events, list_ticket_types
+from services.catalog.schemas import (
+    EventChanges,
+    EventCreate,
+    EventQuery,
+    EventUpdate,
+    LocationCreate,
+    LocationUpdate,
+    Notification,
+    TicketTypeEventRef,
+    TicketTypeQuery,
+    TicketTypeUpdate,
+    event_doc,
+    location_doc,
+    ticket_type_doc,
+)
+from services.kernel.app import runtime
+from services.kernel.errors import NotFound, RequestValidationError
+from services.kernel.security import administrator, optional_identity
+from services.kernel.validation import INT32_MAX, parse_json, parse_query, path_id
+
+Doc = dict[str, Any]
+
+
+def _listed(items: list[Doc], total: int | None = None) -> Response[list[Doc]]:
+    count = len(items) if total is None else total
+    return Response(items, headers={"X-Total-Count": str(count)})
+
+
+# ---- locations (§5) ----------------------------------------------------------------------
+
+
+@get("/api/locations")
+async def get_locations(request: Request) -> Response[list[Doc]]:
+    return _listed([location_doc(r) for r in await all_locations(runtime(request).db)])
+
+
+@post("/api/locations", status_code=200)
+async def post_location(request: Request) -> Doc:
+    await administrator(request)
+    cmd = parse_json(await request.body(), LocationCreate)
+    async with runtime(request).db.unit_of_work() as uow:
+        return location_doc(await domain.create_location(cmd, uow))
+
+
+@put("/api/locations/{location_id:str}")
+async def put_location(request: Request, location_id: str) -> Doc:
+    await administrator(request)
+    lid = path_id(location_id, "location_id")
+    cmd = parse_json(await request.body(), LocationUpdate, empty_ok=True)
+    async with runtime(request).db.unit_of_work() as uow:
+        return location_doc(await domain.update_location(lid, cmd, uow))
+
+
+@delete("/api/locations/{location_id:str}", status_code=200)
+async def delete_location(request: Request, location_id: str) -> bool:
+    await administrator(request)
+    lid = path_id(location_id, "location_id")
+    async with runtime(request).db.unit_of_work() as uow:
+        await domain.delete_location(lid, uow)
+    return True
+
+
+# ---- events (§6) -------------------------------------------------------------------------
+
+
+@get("/api/events")
+async def get_events(request: Request) -> Response[list[Doc]]:
+    identity = await optional_identity(request)
+    query = parse_query(request.query_params, EventQuery)
+    rows, total = await list_events(runtime(request).db, query, identity)
+    return _listed([event_doc(r) for r in rows], total)
+
+
+@get("/api/events/{event_id:str}")
+async def get_event(request: Request, event_id: str) -> Doc:
+    """EventDetails + ticket types; the gateway overlays `available` and `resale`."""
+    identity = await optional_identity(request)
+    eid = path_id(event_id, "event_id")
+    found = await event_page_of(runtime(request).db, eid, identity)
+    if found is None:
+        raise NotFound("Event not found")
+    row, types = found
+    return {
+        **event_doc(row),
+        "ticket_types": [{**ticket_type_doc(t), "available": None} for t in types],
+        "resale": None,
+    }
+
+
+@post("/api/events", status_code=200)
+async def post_event(request: Request) -> Doc:
+    identity = await verified_organizer(request)
+    cmd = parse_json(await request.body(), EventCreate)
+    if cmd.start_date >= cmd.end_date:
+        raise domain.END_BEFORE_START
+    async with runtime(request).db.unit_of_work() as uow:
+        return event_doc(await domain.create_event(cmd, identity.role_id, uow))
+
+
+@put("/api/events/{event_id:str}")
+async def put_event(request: Request, event_id: str) -> Doc:
+    identity = await verified_organizer(request)
+    eid = path_id(event_id, "event_id")
+    errors: list[dict[str, Any]] = []
+    try:
+        from_query = parse_query(request.query_params, EventChanges)
+    except RequestValidationError as exc:
+        errors += exc.errors
+    try:
+        cmd = parse_json(await request.body(), EventUpdate, empty_ok=True)
+    except RequestValidationError as exc:
+        errors += exc.errors
+    if errors:
+        raise RequestValidationError(errors)
+    for name in EventChanges.__struct_fields__:  # the body wins where both are given
+        if getattr(cmd, name) is None:
+            setattr(cmd, name, getattr(from_query, name))
+    async with runtime(request).db.unit_of_work() as uow:
+        return event_doc(await domain.update_event(eid, cmd, identity, uow))
+
+
+@delete("/api/events/{event_id:str}", status_code=200)
+async def cancel_event(request: Request, event_id: str) -> bool:
+    identity = await organizer_or_administrator(request)
+    eid = path_id(event_id, "event_id")
+    async with runtime(request).db.unit_of_work() as uow:
+        await domain.cancel_event(eid, identity, uow)
+    return True
+
+
+async def _decide(request: Request, event_id: str, approve: bool) -> bool:
+    admin = await administrator(request)
+    eid = path_id(event_id, "event_id")
+    async with runtime(request).db.unit_of_work() as uow:
+        await domain.decide_event(eid, approve, admin, uow)
+    return True
+
+
+@post("/api/events/authorize/{event_id:str}", status_code=200)
+async def authorize_event(request: Request, event_id: str) -> bool:
+    return await _decide(request, event_id, approve=True)
+
+
+@post("/api/events/reject/{event_id:str}", status_code=200)
+async def reject_event(request: Request, event_id: str) -> bool:
+    return await _decide(request, event_id, approve=False)
+
+
+@post("/api/events/{event_id:str}/notify", status_code=200)
+async def notify_participants(request: Request, event_id: str) -> Doc:
+    identity = await verified_organizer(request)
+    eid = path_id(event_id, "event_id")
+    raw = await request.body()
+    note = (
+        parse_json(raw, Notification)
+        if raw.strip()
+        else Notification(message="Default notification")
+    )
+    rt = runtime(request)
+    await rt.catch_up("ordering")  # count every ticket issued before this request
+    async with rt.db.unit_of_work() as uow:
+        return await domain.notify_participants(eid, note, identity, uow)
+
+
+# ---- ticket types (§7) ---------------------------------------------------------------------
+
+
+@get("/api/ticket-types")
+async def get_ticket_types(request: Request) -> Response[list[Doc]]:
+    identity = await optional_identity(request)
+    query = parse_query(request.query_params, TicketTypeQuery)
+    rows = await list_ticket_types(runtime(request).db, query, identity)
+    return _listed([ticket_type_doc(r) for r in rows])
+
+
+@post("/api/ticket-types", status_code=200)
+async def post_ticket_type(request: Request) -> Doc:
+    identity = await verified_organizer(request)
+    raw = await request.body()
+    event_id = parse_json(raw, TicketTypeEventRef).event_id
+    if not 1 <= event_id <= INT32_MAX:
+        raise NotFound(f"Event with id {event_id} not found")
+    body = msgspec.json.decode(raw)
+    async with runtime(request).db.unit_of_work() as uow:
+        return ticket_type_doc(await domain.create_ticket_type(event_id, body, identity, uow))
+
+
+@put("/api/ticket-types/{type_id:str}")
+async def put_ticket_type(request: Request, type_id: str) -> Doc:
+    identity = await verified_organizer(request)
+    tid = path_id(type_id, "type_id")
+    cmd = parse_json(await request.body(), TicketTypeUpdate, empty_ok=True)
+    rt = runtime(request)
+    if cmd.max_count is not None:
+        await rt.catch_up("ordering")  # never below what has been sold, up to this moment
+    async with rt.db.unit_of_work() as uow:
+        return ticket_type_doc(await domain.update_ticket_type(tid, cmd, identity, uow))
+
+
+@delete("/api/ticket-types/{type_id:str}", status_code=200)
+async def delete_ticket_type(request: Request, type_id: str) -> bool:
+    identity = await verified_organizer(request)
+    tid = path_id(type_id, "type_id")
+    if int(type_id) < 1:  # 7.4: ids below 1 are invalid input here, not unknown ones
+        raise RequestValidationError.single(
+            ["path", "type_id"], "Input should be greater than or equal to 1", "greater_than_equal"
+        )
+    rt = runtime(request)
+    await rt.catch_up("ordering")  # any ticket ever issued, up to this moment
+    async with rt.db.unit_of_work() as uow:
+        await domain.delete_ticket_type(tid, identity, uow)
+    return True
+
+
+ROUTES = [
+    get_locations,
+    post_location,
+    put_location,
+    delete_location,
+    get_events,
+    get_event,
+    post_event,
+    put_event,
+    cancel_event,
+    authorize_event,
+    reject_event,
+    notify_participants,
+    get_ticket_types,
+    post_ticket_type,
+    put_ticket_type,
+    delete_ticket_type,
+]

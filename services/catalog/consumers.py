@@ -1,0 +1,162 @@
+"""Events catalog reacts to: auth's organizer decisions and bans (who may write), ordering's
+tickets (sold counts, who holds a valid ticket). Every handler is idempotent."""
+
+from __future__ import annotations
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert
+
+from contracts.auth import (
+    OrganizerRejected,
+    OrganizerVerified,
+    UserBanned,
+    UserRegistered,
+    UserUnbanned,
+)
+from contracts.envelope import Envelope
+from contracts.ordering import TicketPurchased, TicketRefunded, TicketTransferred
+from services.catalog.models import organizers, ticket_types, tickets
+from services.kernel.consumer import Handler
+from services.kernel.db import UnitOfWork
+
+# ---- organizers ----------------------------------------------------------------------------
+
+
+async def _set_organizer(uow: UnitOfWork, organizer_id: int, user_id: int, **state: object) -> None:
+    stmt = insert(organizers).values(
+        organizer_id=organizer_id,
+        user_id=user_id,
+        verified=state.get("verified", False),
+        account_state=state.get("account_state", "active"),
+    )
+    await uow.execute(
+        stmt.on_conflict_do_update(index_elements=[organizers.c.organizer_id], set_=state)
+    )
+
+
+async def on_user_registered(event: UserRegistered, envelope: Envelope, uow: UnitOfWork) -> None:
+    if event.role != "organizer":
+        return
+    await uow.execute(
+        insert(organizers)
+        .values(
+            organizer_id=event.role_id,
+            user_id=event.user_id,
+            verified=bool(event.is_verified),
+            account_state=event.account_state,
+        )
+        .on_conflict_do_nothing(index_elements=[organizers.c.organizer_id])
+    )
+
+
+async def on_organizer_verified(
+    event: OrganizerVerified, envelope: Envelope, uow: UnitOfWork
+) -> None:
+    state: dict[str, object] = {"verified": True}
+    if event.account_state:  # a ban-user ban outlives the approval
+        state["account_state"] = event.account_state
+    await _set_organizer(uow, event.organizer_id, event.user_id, **state)
+
+
+async def on_organizer_rejected(
+    event: OrganizerRejected, envelope: Envelope, uow: UnitOfWork
+) -> None:
+    state = {"verified": False, "account_state": event.account_state or "banned"}
+    await _set_organizer(uow, event.organizer_id, event.user_id, **state)
+
+
+async def on_ban_changed(
+    event: UserBanned | UserUnbanned, envelope: Envelope, uow: UnitOfWork
+) -> None:
+    if event.role == "organizer":
+        state = {"account_state": event.account_state}
+        await _set_organizer(uow, event.role_id, event.user_id, **state)
+
+
+# ---- tickets ---------------------------------------------------------------------------------
+
+
+async def _count(uow: UnitOfWork, type_id: int | None, sold: int, issued: int) -> None:
+    if type_id is not None:
+        await uow.execute(
+            update(ticket_types)
+            .where(ticket_types.c.type_id == type_id)
+            .values(sold=ticket_types.c.sold + sold, issued=ticket_types.c.issued + issued)
+        )
+
+
+async def on_ticket_purchased(event: TicketPurchased, envelope: Envelope, uow: UnitOfWork) -> None:
+    fresh = await uow.execute(
+        insert(tickets)
+        .values(
+            ticket_id=event.ticket_id,
+            event_id=event.event_id,
+            type_id=event.type_id,
+            owner_id=event.owner_id,
+            valid=True,
+        )
+        .on_conflict_do_nothing(index_elements=[tickets.c.ticket_id])
+        .returning(tickets.c.ticket_id)
+    )
+    if fresh.first() is not None:
+        await _count(uow, event.type_id, sold=1, issued=1)
+        return
+    # A later event of this ticket arrived first: complete the row, count it as issued once.
+    completed = await uow.execute(
+        update(tickets)
+        .where(tickets.c.ticket_id == event.ticket_id, tickets.c.type_id.is_(None))
+        .values(event_id=event.event_id, type_id=event.type_id)
+        .returning(tickets.c.valid)
+    )
+    row = completed.first()
+    if row is not None:
+        await _count(uow, event.type_id, sold=1 if row.valid else 0, issued=1)
+
+
+async def on_ticket_transferred(
+    event: TicketTransferred, envelope: Envelope, uow: UnitOfWork
+) -> None:
+    await uow.execute(
+        insert(tickets)
+        .values(ticket_id=event.ticket_id, owner_id=event.to_user_id, valid=True)
+        .on_conflict_do_update(
+            index_elements=[tickets.c.ticket_id], set_={"owner_id": event.to_user_id}
+        )
+    )
+
+
+async def on_ticket_refunded(event: TicketRefunded, envelope: Envelope, uow: UnitOfWork) -> None:
+    refunded = await uow.execute(
+        update(tickets)
+        .where(tickets.c.ticket_id == event.ticket_id, tickets.c.valid)
+        .values(valid=False)
+        .returning(tickets.c.type_id)
+    )
+    row = refunded.first()
+    if row is not None:
+        await _count(uow, row.type_id, sold=-1, issued=0)
+        return
+    known = await uow.conn.scalar(
+        select(tickets.c.ticket_id).where(tickets.c.ticket_id == event.ticket_id)
+    )
+    if known is None:  # refund seen before the purchase: the purchase will count it as issued
+        await uow.execute(
+            insert(tickets).values(
+                ticket_id=event.ticket_id,
+                event_id=event.event_id,
+                owner_id=event.owner_id,
+                valid=False,
+            )
+        )
+
+
+HANDLERS: dict[str, Handler] = {
+    "auth.UserRegistered": on_user_registered,
+    "auth.OrganizerVerified": on_organizer_verified,
+    "auth.OrganizerRejected": on_organizer_rejected,
+    "auth.UserBanned": on_ban_changed,
+    "auth.UserUnbanned": on_ban_changed,
+    "ordering.TicketPurchased": on_ticket_purchased,
+    "ordering.TicketTransferred": on_ticket_transferred,
+    "ordering.TicketRefunded": on_ticket_refunded,
+}
