@@ -1,135 +1,160 @@
-"""The gateway: the one public entry point. Routes /api/* to the services."""
+"""The gateway: the one public entry point (ARCHITECTURE.md §6), a raw ASGI app.
+
+`/`, `/health`, `/docs` and `/docs/openapi.json` are its own; everything under `/api` goes
+through gateway.edge to the services. No framework on this path: it is the hot loop.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
+import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
-import msgspec
-from litestar import Litestar, MediaType, Response, asgi, get
-from litestar.types import Receive, Scope, Send
-
-from gateway.proxy import HOP_BY_HOP, Upstreams
-from gateway.routes import service_for
+from gateway import config as config_mod
+from gateway.bus import DenyListFollower
+from gateway.cors import Cors
+from gateway.denylist import DenyList
+from gateway.edge import proxy
+from gateway.http import Reply, RequestHeaders
+from gateway.openapi import DOCS_PAGE, MergedDocument
+from gateway.ratelimit import RateLimiter
+from gateway.upstream import Upstreams
+from services.kernel import broker
 from services.kernel import settings as settings_mod
-from services.kernel.app import EXCEPTION_HANDLERS, MAX_BODY_BYTES, valid_request_id
+from services.kernel.app import valid_request_id
 from services.kernel.logs import configure
 from services.kernel.settings import SERVICES
+from services.kernel.tokens import TokenVerifier
+
+log = logging.getLogger("resellio.gateway")
+_READ_ONLY = [(b"allow", b"GET, HEAD")]
 
 
-async def _send_json(
-    send: Send, status: int, body: Any, headers: list[tuple[bytes, bytes]]
-) -> None:
-    payload = msgspec.json.encode(body)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(payload)).encode()),
-                *headers,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": payload})
+class Gateway:
+    def __init__(self, settings: settings_mod.Settings, config: config_mod.GatewayConfig):
+        self.settings = settings
+        self.config = config
+        self.cors = Cors(config.cors_origins)
+        self.limiter = RateLimiter(config.rate_limits, config.exempt(), config.proxies())
+        self.denylist = DenyList()
+        self.verifier = TokenVerifier(self._jwks, settings.jwt_issuer, settings.jwt_audience)
+        self.upstreams: Upstreams
+        self.follower: DenyListFollower
+        self.docs: MergedDocument
+        self._housekeeping: asyncio.Task[None] | None = None
 
+    async def _jwks(self) -> dict[str, Any]:
+        document = await self.upstreams.get_json("auth", "/api/auth/.well-known/jwks.json", 5.0)
+        return document if isinstance(document, dict) else {}
 
-async def _read_body(receive: Receive) -> bytes | None:
-    """The whole request body, or None when it exceeds the limit."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+    # ---- ASGI ---------------------------------------------------------------------------
 
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
 
-@asgi("/api", is_mount=True, copy_scope=False)
-async def proxy(scope: Scope, receive: Receive, send: Send) -> None:
-    upstreams: Upstreams = scope["app"].state.upstreams
-    incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-    request_id = incoming if valid_request_id(incoming) else str(uuid.uuid4())
-    rid = [(b"x-request-id", request_id.encode())]
-    path = scope["raw_path"].decode("latin-1") if scope.get("raw_path") else scope["path"]
-    path = path.split("?", 1)[0]
-    service = service_for(path)
-    if service is None:
-        await _send_json(send, 404, {"detail": "Not Found"}, rid)
-        return
-    body = await _read_body(receive)
-    if body is None:
-        await _send_json(send, 413, {"detail": "Request body too large"}, rid)
-        return
-    query = scope.get("query_string", b"").decode("latin-1")
-    client = scope.get("client")
-    headers = [(k, v) for k, v in scope["headers"] if k != b"x-request-id"]
-    headers += [(b"x-request-id", request_id.encode())]
-    if client:
-        headers.append((b"x-forwarded-for", client[0].encode()))
-    try:
-        response = await upstreams.forward(
-            service, scope["method"], path + (f"?{query}" if query else ""), headers, body
+    async def _http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        h = RequestHeaders(scope["headers"])
+        incoming = h.request_id
+        if incoming is not None and valid_request_id(incoming.decode("latin-1")):
+            request_id = incoming
+        else:
+            request_id = str(uuid.uuid4()).encode()
+        method = scope["method"]
+        if method == "OPTIONS" and h.origin and h.cors_method:
+            reply = Reply(send, request_id, self.cors.preflight_headers(h.origin, h.cors_headers))
+            await reply.send(204, [], b"")
+            return
+        reply = Reply(send, request_id, self.cors.response_headers(h.origin))
+        path: str = scope["path"]
+        try:
+            if path.startswith("/api/") or path == "/api":
+                await proxy(self, scope, receive, reply, h)
+            else:
+                await self._own(path, method, reply)
+        except Exception:
+            log.exception("gateway: unexpected error on %s %s", method, path)
+            await reply.json(500, {"detail": "Internal server error"})
+
+    async def _own(self, path: str, method: str, reply: Reply) -> None:
+        """The gateway's own read-only pages."""
+        if len(path) > 1:
+            path = path.rstrip("/") or "/"
+        if path not in ("/", "/health", "/docs", "/docs/openapi.json"):
+            await reply.json(404, {"detail": "Not Found"})
+            return
+        if method not in ("GET", "HEAD"):
+            await reply.json(405, {"detail": "Method Not Allowed"}, _READ_ONLY)
+            return
+        if path == "/":
+            await reply.text(200, "API Gateway is up")
+        elif path == "/health":
+            await reply.text(200, "API Gateway is healthy")
+        elif path == "/docs":
+            await reply.send(200, [(b"content-type", b"text/html; charset=utf-8")], DOCS_PAGE)
+        else:
+            await reply.json(200, await self.docs.get())
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.start()
+                except Exception as exc:
+                    log.exception("gateway: start-up failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # ---- start and stop -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.upstreams = Upstreams(
+            {name: self.settings.urls_of(name) for name in SERVICES},
+            connect_timeout_s=self.config.connect_timeout_s,
+            timeout_s=self.config.request_timeout_s,
+            max_connections=self.config.max_connections_per_instance,
         )
-    except httpx.HTTPError:
-        await _send_json(send, 503, {"detail": "Service unavailable"}, rid)
-        return
-    out = [
-        (k.lower().encode("latin-1"), v.encode("latin-1"))
-        for k, v in response.headers.multi_items()
-        if k.lower().encode("latin-1") not in HOP_BY_HOP and k.lower() != "x-request-id"
-    ]
-    content = response.content
-    await send(
-        {
-            "type": "http.response.start",
-            "status": response.status_code,
-            "headers": [*out, (b"content-length", str(len(content)).encode()), *rid],
-        }
-    )
-    await send({"type": "http.response.body", "body": content})
+        self.docs = MergedDocument(self.upstreams, SERVICES)
+        self.follower = DenyListFollower(
+            self.denylist,
+            self.upstreams,
+            self.settings.amqp_url,
+            broker.Names(self.settings.broker_prefix),
+        )
+        await self.follower.start(self.config.denylist_startup_wait_s)
+        self._housekeeping = asyncio.create_task(self._tidy())
+
+    async def _tidy(self) -> None:
+        """Forget what can no longer matter: expired revocations, idle rate-limit keys."""
+        while True:
+            await asyncio.sleep(30)
+            self.denylist.forget_expired()
+            self.limiter.sweep(time.monotonic())
+
+    async def stop(self) -> None:
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._housekeeping
+        await self.follower.stop()
+        self.upstreams.close()
 
 
-@get("/", media_type=MediaType.TEXT, include_in_schema=False, sync_to_thread=False)
-def root() -> str:
-    return "API Gateway is up"
-
-
-@get("/health", media_type=MediaType.TEXT, include_in_schema=False, sync_to_thread=False)
-def health() -> str:
-    return "API Gateway is healthy"
-
-
-def create_app(settings: settings_mod.Settings | None = None) -> Litestar:
+def create_app(
+    settings: settings_mod.Settings | None = None,
+    config: config_mod.GatewayConfig | None = None,
+) -> Gateway:
     settings = settings or settings_mod.load()
     configure("gateway", settings.log_level)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        app.state.upstreams = Upstreams(
-            {name: settings.urls_of(name) for name in SERVICES}, timeout_s=10.0
-        )
-        try:
-            yield
-        finally:
-            await app.state.upstreams.close()
-
-    return Litestar(
-        route_handlers=[root, health, proxy],
-        lifespan=[lifespan],
-        exception_handlers=EXCEPTION_HANDLERS,
-        debug=False,
-        logging_config=None,
-        openapi_config=None,
-    )
-
-
-__all__ = ["Response", "create_app"]
+    return Gateway(settings, config or config_mod.load())

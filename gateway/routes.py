@@ -27,3 +27,49 @@ def service_for(path: str) -> str | None:
         if path == prefix or path.startswith(prefix + "/") or path.startswith(prefix + "?"):
             return service
     return None
+
+
+# Public auth endpoints where a bad Authorization header is ignored (auth answers them
+# without a token; logout accepts an invalid one by contract).
+TOKEN_EXEMPT = frozenset(
+    "/api/auth/" + p
+    for p in (
+        "token",
+        "register/customer",
+        "register/organizer",
+        "refresh",
+        "logout",
+        "verify-email",
+        "resend-verification",
+        "request-password-reset",
+        "reset-password",
+        ".well-known/jwks.json",
+    )
+)
+_EVENT_PAGE = "/api/events/"
+_BAN = "/api/auth/ban-user/"
+_UNBAN = "/api/auth/unban-user/"
+
+
+def without_trailing_slash(path: str) -> str:
+    """Every route answers with and without a trailing slash, identically (API.md §1.2)."""
+    return path.rstrip("/") or "/" if path.endswith("/") else path
+
+
+def event_page_id(path: str) -> str | None:
+    """The id part of `GET /api/events/{event_id}`, the page the gateway composes."""
+    if path.startswith(_EVENT_PAGE):
+        rest = path[len(_EVENT_PAGE) :]
+        if rest and "/" not in rest:
+            return rest
+    return None
+
+
+def ban_target(path: str) -> tuple[bool, int] | None:
+    """(banned?, user_id) for the admin's ban-user / unban-user paths."""
+    for prefix, banned in ((_BAN, True), (_UNBAN, False)):
+        if path.startswith(prefix):
+            raw = path[len(prefix) :]
+            if raw.isascii() and raw.isdigit() and len(raw) < 11:
+                return banned, int(raw)
+    return None

@@ -1,0 +1,46 @@
+"""CORS (API.md §1.6): only the configured origins, never `*` together with credentials."""
+
+from __future__ import annotations
+
+EXPOSED = b"X-Total-Count, X-Request-ID, Retry-After"
+METHODS = b"GET, POST, PUT, PATCH, DELETE, OPTIONS"
+ALLOWED_HEADERS = b"Authorization, Content-Type, Idempotency-Key, X-Request-ID"
+
+
+class Cors:
+    def __init__(self, origins: tuple[str, ...]) -> None:
+        # "*" alone means any origin, answered without credentials.
+        self.any_origin = "*" in origins
+        self.origins = frozenset(o.encode() for o in origins if o != "*")
+
+    def response_headers(self, origin: bytes | None) -> list[tuple[bytes, bytes]]:
+        """Headers for an actual (non-preflight) response to this Origin."""
+        if not origin:
+            return []
+        if origin in self.origins:
+            return [
+                (b"access-control-allow-origin", origin),
+                (b"access-control-allow-credentials", b"true"),
+                (b"access-control-expose-headers", EXPOSED),
+                (b"vary", b"Origin"),
+            ]
+        if self.any_origin:
+            return [
+                (b"access-control-allow-origin", b"*"),
+                (b"access-control-expose-headers", EXPOSED),
+            ]
+        return []
+
+    def preflight_headers(
+        self, origin: bytes, requested_headers: bytes | None
+    ) -> list[tuple[bytes, bytes]]:
+        """Headers for a preflight answer; empty for an origin that is not allowed."""
+        allowed = self.response_headers(origin)
+        if not allowed:
+            return [(b"vary", b"Origin")]
+        return [
+            *allowed,
+            (b"access-control-allow-methods", METHODS),
+            (b"access-control-allow-headers", requested_headers or ALLOWED_HEADERS),
+            (b"access-control-max-age", b"600"),
+        ]

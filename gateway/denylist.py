@@ -1,0 +1,103 @@
+"""Who may not use a valid token any more: banned users, revoked jtis, tokens issued before a
+user's latest ban or password change (internal.md). A snapshot from auth, then auth's events."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+import msgspec
+
+from contracts import auth as events
+from contracts.envelope import Event
+from contracts.timeutil import as_utc
+from services.kernel.tokens import Identity
+
+
+class Snapshot(msgspec.Struct):
+    """auth's `GET /internal/denylist`."""
+
+    banned_user_ids: list[int] = []
+    revoked_jtis: dict[str, float] = {}
+    tokens_invalid_before: dict[int, float] = {}
+
+
+BANNED = (403, "Account banned")
+REVOKED = (401, "Token has been revoked")
+
+
+def _unix(moment: datetime) -> float:
+    return as_utc(moment).timestamp()
+
+
+class DenyList:
+    def __init__(self) -> None:
+        self.banned: set[int] = set()
+        self.revoked: dict[str, float] = {}  # jti -> its exp (forgotten after)
+        self.invalid_before: dict[int, float] = {}
+        self.loaded = False
+
+    def refusal(self, identity: Identity) -> tuple[int, str] | None:
+        """403 "Account banned" first, then 401 "Token has been revoked"; None = allowed."""
+        if identity.user_id in self.banned:
+            return BANNED
+        if identity.jti in self.revoked:
+            return REVOKED
+        before = self.invalid_before.get(identity.user_id)
+        if before is not None and identity.iat < before:
+            return REVOKED
+        return None
+
+    def load(self, snapshot: Snapshot) -> None:
+        self.banned = set(snapshot.banned_user_ids)
+        self.revoked = dict(snapshot.revoked_jtis)
+        self.invalid_before = dict(snapshot.tokens_invalid_before)
+        self.loaded = True
+
+    def ban(self, user_id: int, at: float) -> None:
+        self.banned.add(user_id)
+        self._invalidate_before(user_id, at)
+
+    def unban(self, user_id: int) -> None:
+        self.banned.discard(user_id)
+
+    def _invalidate_before(self, user_id: int, at: float) -> None:
+        if at > self.invalid_before.get(user_id, 0.0):
+            self.invalid_before[user_id] = at
+
+    def apply(self, event: Event) -> None:
+        """One auth event; applying it twice changes nothing."""
+        match event:
+            case events.UserBanned():
+                self.ban(event.user_id, _unix(event.at))
+            case events.UserUnbanned():
+                # Unban restores the state before the ban, which may still be "banned"
+                # (a rejected organizer); tokens issued before the ban stay invalid.
+                self._follow_state(event.user_id, event.account_state)
+            case events.OrganizerRejected() | events.OrganizerVerified():
+                self._follow_state(event.user_id, event.account_state or "")
+            case events.PasswordChanged():
+                self._invalidate_before(event.user_id, _unix(event.changed_at))
+            case events.AccessTokenRevoked():
+                self.revoked[event.jti] = _unix(event.expires_at)
+
+    def _follow_state(self, user_id: int, account_state: str) -> None:
+        if account_state == "banned":
+            self.banned.add(user_id)
+        elif account_state:
+            self.banned.discard(user_id)
+
+    def forget_expired(self, now: float | None = None) -> None:
+        """A revoked jti matters only until its token expires (plus the verifier's leeway)."""
+        horizon = (now or time.time()) - 60
+        self.revoked = {jti: exp for jti, exp in self.revoked.items() if exp > horizon}
+
+
+FOLLOWED = (
+    events.UserBanned,
+    events.UserUnbanned,
+    events.PasswordChanged,
+    events.AccessTokenRevoked,
+    events.OrganizerRejected,
+    events.OrganizerVerified,
+)

@@ -1,0 +1,177 @@
+"""The `/api` pipeline, in the order API.md fixes: route, rate limits (per IP before anything
+else), body size, per-account limits, token (signature, then ban, then revocation), forward."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl
+
+import msgspec
+
+from gateway.compose import event_page
+from gateway.http import Reply, RequestHeaders, read_body
+from gateway.ratelimit import Rule, client_ip
+from gateway.routes import TOKEN_EXEMPT, ban_target, event_page_id, service_for
+from gateway.upstream import Answer, UpstreamError
+from services.kernel.errors import Unauthorized
+from services.kernel.tokens import Identity, bearer_token
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+log = logging.getLogger("resellio.gateway")
+
+# Never forwarded: hop-by-hop, and what the gateway sets itself.
+_REQUEST_DROP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"host",
+        b"content-length",
+        b"expect",
+        b"x-request-id",
+        b"x-forwarded-for",
+    }
+)
+_RESPONSE_DROP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"content-length",
+        b"x-request-id",
+        b"date",
+        b"server",
+    }
+)
+_TOO_MANY = "Too many requests. Try again later."
+
+
+def _email(body: bytes, source: str) -> str | None:
+    """The account a login (form `username`) or a registration/recovery (JSON `email`) names."""
+    try:
+        if source == "form":
+            value = dict(parse_qsl(body.decode("utf-8", "replace"))).get("username")
+        else:
+            document = msgspec.json.decode(body)
+            value = document.get("email") if isinstance(document, dict) else None
+    except (msgspec.DecodeError, ValueError):
+        return None
+    return value.strip().lower() if isinstance(value, str) and value.strip() else None
+
+
+async def _too_many(reply: Reply, wait: int) -> None:
+    await reply.json(429, {"detail": _TOO_MANY}, [(b"retry-after", str(wait).encode())])
+
+
+async def proxy(gw: Gateway, scope: dict, receive: object, reply: Reply, h: RequestHeaders) -> None:
+    path = scope["path"]
+    raw = scope.get("raw_path") or path.encode()
+    if path.endswith("/") and len(path) > 1:
+        path = path.rstrip("/") or "/"
+        raw = raw.rstrip(b"/") or b"/"
+    service = service_for(path)
+    if service is None:
+        await reply.json(404, {"detail": "Not Found"})
+        return
+    method: str = scope["method"]
+    peer = scope["client"][0] if scope.get("client") else "unknown"
+    ip = client_ip(peer, h.forwarded_for, gw.limiter.proxies)
+    rule: Rule | None = gw.limiter.rule(method, path)
+    now = time.monotonic()
+    if rule is not None and (wait := gw.limiter.hit_ip(rule, ip, now)):
+        await _too_many(reply, wait)
+        return
+
+    body = await read_body(receive)  # type: ignore[arg-type]
+    if body is None:
+        await reply.json(413, {"detail": "Request body too large"})
+        return
+    email: str | None = None
+    if rule is not None and rule.email_from in ("form", "json"):
+        email = _email(body, rule.email_from)
+        if wait := gw.limiter.hit_account(rule, ip, email, now):
+            await _too_many(reply, wait)
+            return
+
+    identity: Identity | None = None
+    if h.authorization is not None and path not in TOKEN_EXEMPT:
+        token = bearer_token(h.authorization.decode("latin-1"))
+        if token is None:
+            await reply.unauthorized("Not authenticated")
+            return
+        try:
+            identity = await gw.verifier.verify(token)
+        except Unauthorized as exc:
+            await reply.unauthorized(exc.detail)
+            return
+        except Exception as exc:  # auth's JWKS unreachable: we cannot tell
+            log.warning("gateway: cannot verify tokens: %r", exc)
+            await reply.json(503, {"detail": "Service unavailable"})
+            return
+        refusal = gw.denylist.refusal(identity)
+        if refusal is not None:
+            if refusal[0] == 401:
+                await reply.unauthorized(refusal[1])
+            else:
+                await reply.json(refusal[0], {"detail": refusal[1]})
+            return
+        if rule is not None and rule.email_from == "token":
+            email = identity.sub.strip().lower()
+            if wait := gw.limiter.hit_account(rule, ip, email, now):
+                await _too_many(reply, wait)
+                return
+
+    headers = [(k, v) for k, v in scope["headers"] if k not in _REQUEST_DROP]
+    headers.append((b"x-request-id", reply.request_id))
+    headers.append((b"x-forwarded-for", ip.encode()))
+    query = scope.get("query_string")
+    target = raw + b"?" + query if query else raw
+    try:
+        if method == "GET" and (event_id := event_page_id(path)) is not None:
+            answer = await event_page(
+                gw.upstreams,
+                target,
+                event_id,
+                headers,
+                identity.user_id if identity else None,
+                gw.config.part_timeout_s,
+            )
+        else:
+            answer = await gw.upstreams.send(service, method, target, headers, body)
+    except UpstreamError as exc:
+        log.warning("gateway: %s unavailable: %s", service, exc)
+        answer = None
+    status = answer.status if answer is not None else 503
+    if rule is not None and email is not None:
+        gw.limiter.settle(rule, email, now, status)
+    if answer is None:
+        await reply.json(503, {"detail": "Service unavailable"})
+        return
+    if status == 200 and method == "POST" and (target_user := ban_target(path)) is not None:
+        # Refuse the user's tokens here at once, before auth's event arrives.
+        banned, user_id = target_user
+        if banned:
+            gw.denylist.ban(user_id, time.time())
+        else:
+            gw.denylist.unban(user_id)
+    await _relay(reply, answer, method == "HEAD")
+
+
+async def _relay(reply: Reply, answer: Answer, head: bool) -> None:
+    headers = [(k, v) for k, v in answer.headers if k not in _RESPONSE_DROP]
+    if head:
+        headers += [(k, v) for k, v in answer.headers if k == b"content-length"]
+        await reply.send(answer.status, headers, b"", length=False)
+    else:
+        await reply.send(answer.status, headers, answer.body)

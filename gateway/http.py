@@ -1,0 +1,107 @@
+"""The raw ASGI pieces the gateway answers with: one pass over the request headers, and a
+reply that always carries X-Request-ID and the CORS headers."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import msgspec
+
+from services.kernel.app import MAX_BODY_BYTES
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+
+_JSON = (b"content-type", b"application/json")
+_BEARER = (b"www-authenticate", b"Bearer")
+
+
+class RequestHeaders:
+    """The request headers the gateway itself reads."""
+
+    __slots__ = (
+        "authorization",
+        "cors_headers",
+        "cors_method",
+        "forwarded_for",
+        "origin",
+        "request_id",
+    )
+
+    def __init__(self, raw: Sequence[tuple[bytes, bytes]]) -> None:
+        self.authorization: bytes | None = None
+        self.origin: bytes | None = None
+        self.request_id: bytes | None = None
+        self.forwarded_for: str | None = None
+        self.cors_method: bytes | None = None
+        self.cors_headers: bytes | None = None
+        for name, value in raw:
+            if name == b"authorization":
+                self.authorization = value
+            elif name == b"x-request-id":
+                self.request_id = value
+            elif name == b"origin":
+                self.origin = value
+            elif name == b"x-forwarded-for":
+                self.forwarded_for = value.decode("latin-1")
+            elif name == b"access-control-request-method":
+                self.cors_method = value
+            elif name == b"access-control-request-headers":
+                self.cors_headers = value
+
+
+class Reply:
+    __slots__ = ("_extra", "_send", "request_id")
+
+    def __init__(self, send: Send, request_id: bytes, cors: list[tuple[bytes, bytes]]) -> None:
+        self._send = send
+        self.request_id = request_id
+        self._extra = [(b"x-request-id", request_id), *cors]
+
+    async def send(
+        self,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        length: bool = True,
+    ) -> None:
+        if length:
+            headers.append((b"content-length", str(len(body)).encode()))
+        headers += self._extra
+        await self._send({"type": "http.response.start", "status": status, "headers": headers})
+        await self._send({"type": "http.response.body", "body": body})
+
+    async def json(
+        self, status: int, body: Any, headers: Sequence[tuple[bytes, bytes]] = ()
+    ) -> None:
+        await self.send(status, [_JSON, *headers], msgspec.json.encode(body))
+
+    async def unauthorized(self, detail: str) -> None:
+        await self.json(401, {"detail": detail}, [_BEARER])
+
+    async def text(
+        self, status: int, text: str, headers: Sequence[tuple[bytes, bytes]] = ()
+    ) -> None:
+        await self.send(
+            status, [(b"content-type", b"text/plain; charset=utf-8"), *headers], text.encode()
+        )
+
+
+async def read_body(receive: Receive) -> bytes | None:
+    """The whole request body, or None when it exceeds 1 MiB."""
+    message = await receive()
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        return body if len(body) <= MAX_BODY_BYTES else None
+    chunks = [body]
+    size = len(body)
+    while True:
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
