@@ -97,30 +97,6 @@ def migrate(only: tuple[str, ...]) -> None:
         click.echo(f"migrated {service}")
 
 
-@main.group()
-def db() -> None:
-    """Database administration."""
-
-
-@db.command("roles")
-@click.option("--service", "only", multiple=True, help="Only these services (default: all).")
-def db_roles(only: tuple[str, ...]) -> None:
-    """Create or update each service's own role (from RESELLIO_<SERVICE>_DATABASE_URL),
-    with rights on its own schema only. Run as the migration owner; safe to repeat."""
-    from services.kernel.roles import RoleError, ensure_roles, roles_from_settings
-
-    cfg = _settings()
-    try:
-        roles = roles_from_settings(cfg, only or SERVICES)
-        if not roles:
-            click.echo("no RESELLIO_<SERVICE>_DATABASE_URL is set: every service uses the owner")
-            return
-        for line in asyncio.run(ensure_roles(cfg.database_url, roles)):
-            click.echo(line)
-    except RoleError as exc:
-        _fail(str(exc))
-
-
 @main.command()
 @click.argument("service", type=click.Choice(list(SERVICES)))
 @click.option("-m", "--message", required=True)
@@ -289,6 +265,25 @@ def reset(yes: bool) -> None:
     finally:
         _stop(processes)
     click.secho("reset done: demo data loaded", fg="green")
+
+
+@db.command("roles")
+@click.option("--service", "only", multiple=True, help="Only these services (default: all).")
+def db_roles(only: tuple[str, ...]) -> None:
+    """Create or update each service's own role (from RESELLIO_<SERVICE>_DATABASE_URL),
+    with rights on its own schema only. Run as the migration owner; safe to repeat."""
+    from services.kernel.roles import RoleError, ensure_roles, roles_from_settings
+
+    cfg = _settings()
+    try:
+        roles = roles_from_settings(cfg, only or SERVICES)
+        if not roles:
+            click.echo("no RESELLIO_<SERVICE>_DATABASE_URL is set: every service uses the owner")
+            return
+        for line in asyncio.run(ensure_roles(cfg.database_url, roles)):
+            click.echo(line)
+    except RoleError as exc:
+        _fail(str(exc))
 
 
 def _wait_healthy(
