@@ -12,7 +12,9 @@ def serve_forever(directory: str, port: int) -> None:
     from aiosmtpd.controller import Controller
     from aiosmtpd.handlers import Mailbox
 
-    Path(directory).mkdir(parents=True, exist_ok=True)
+    # mailbox.Maildir only makes tmp/new/cur when it creates the directory itself.
+    for part in ("tmp", "new", "cur"):
+        Path(directory, part).mkdir(parents=True, exist_ok=True)
     controller = Controller(Mailbox(directory), hostname="127.0.0.1", port=port)
     controller.start()
     try:

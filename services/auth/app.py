@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-import os
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from litestar import Litestar
 
 from services.auth import api
+from services.auth.config import AuthConfig, load_auth_config
 from services.auth.consumers import HANDLERS
-from services.auth.keys import load_keyring
+from services.auth.keys import load_keyring, load_pem
 from services.auth.models import metadata
+from services.auth.registration import ensure_initial_admin
 from services.kernel import settings as settings_mod
 from services.kernel.app import Runtime, create_service_app
 from services.kernel.logs import configure
+from services.kernel.settings import ConfigError
 from services.topology import subscriptions
 
 
@@ -25,15 +28,35 @@ def _local_jwks(rt: Runtime) -> Callable[[], Awaitable[dict[str, Any]]]:
     return source
 
 
-async def _load_keys(rt: Runtime) -> None:
-    rt.extras["keyring"] = await load_keyring(
-        rt.db, os.environ.get("JWT_PRIVATE_KEY") or None, rt.settings.access_token_minutes
-    )
+def _start(config: AuthConfig) -> Callable[[Runtime], Awaitable[None]]:
+    async def start(rt: Runtime) -> None:
+        rt.extras["config"] = config
+        rt.extras["keyring"] = await load_keyring(
+            rt.db, config.jwt_private_key, rt.settings.access_token_minutes
+        )
+        await ensure_initial_admin(rt, config)
+
+    return start
+
+
+def _checked_config(settings: settings_mod.Settings) -> AuthConfig:
+    """Production without its secrets stops here, with one message naming what is missing."""
+    try:
+        config = load_auth_config(settings.development)
+        if config.jwt_private_key:
+            try:
+                load_pem(config.jwt_private_key)
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(f"JWT_PRIVATE_KEY is not usable: {exc}") from exc
+        return config
+    except ConfigError as exc:
+        sys.exit(f"error: {exc}")
 
 
 def create_app(settings: settings_mod.Settings | None = None) -> Litestar:
     settings = settings or settings_mod.load()
     configure("auth", settings.log_level)
+    config = _checked_config(settings)
     return create_service_app(
         service="auth",
         settings=settings,
@@ -42,5 +65,6 @@ def create_app(settings: settings_mod.Settings | None = None) -> Litestar:
         handlers=HANDLERS,
         topology=subscriptions(),
         jwks_source=_local_jwks,
-        on_startup=[_load_keys],
+        on_startup=[_start(config)],
+        sends_mail=True,
     )

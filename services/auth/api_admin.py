@@ -1,0 +1,107 @@
+"""HTTP handlers of the administrator endpoints (API.md §3.3, §3.12–3.19)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, Response, get, post
+
+from services.auth import moderation, queries, registration
+from services.auth.guards import signed_in_administrator
+from services.auth.responses import ACTIVATED, answer, config_of
+from services.auth.schemas import AdminRegistration, OrganizerDecision, UserListQuery
+from services.kernel.app import runtime
+from services.kernel.errors import NotFound
+from services.kernel.validation import parse_json, parse_query, path_id
+
+
+@post("/api/auth/register/admin")
+async def register_admin(request: Request) -> Response[Any]:
+    admin, _ = await signed_in_administrator(request)
+    cmd = parse_json(await request.body(), AdminRegistration)
+    done = await registration.register_admin(
+        runtime(request), config_of(request), cmd, admin.user_id
+    )
+    assert done.access is not None
+    body = {"token": done.access.token, "message": "Administrator registered successfully"}
+    return answer(body, 201)
+
+
+@post("/api/auth/verify-organizer")
+async def verify_organizer(request: Request) -> Response[Any]:
+    admin, _ = await signed_in_administrator(request)
+    cmd = parse_json(await request.body(), OrganizerDecision)
+    details = await moderation.decide_organizer(
+        runtime(request), admin.user_id, cmd.organizer_id, cmd.approve
+    )
+    return answer(details)
+
+
+@get("/api/auth/pending-organizers")
+async def pending_organizers(request: Request) -> Response[Any]:
+    await signed_in_administrator(request)
+    async with runtime(request).db.engine.connect() as conn:
+        pending = await queries.pending_organizers(conn)
+    return answer(pending, headers={"X-Total-Count": str(len(pending))})
+
+
+@post("/api/auth/approve-user/{user_id:str}")
+async def approve_user(request: Request, user_id: str) -> Response[Any]:
+    admin, _ = await signed_in_administrator(request)
+    target = path_id(user_id, "user_id")
+    access = await moderation.approve_user(runtime(request), admin.user_id, target)
+    return answer({"token": access.token, "message": ACTIVATED})
+
+
+@post("/api/auth/ban-user/{user_id:str}")
+async def ban_user(request: Request, user_id: str) -> Response[Any]:
+    admin, _ = await signed_in_administrator(request)
+    await moderation.ban(runtime(request), admin.user_id, path_id(user_id, "user_id"))
+    return answer({"message": "User has been banned"})
+
+
+@post("/api/auth/unban-user/{user_id:str}")
+async def unban_user(request: Request, user_id: str) -> Response[Any]:
+    admin, _ = await signed_in_administrator(request)
+    await moderation.unban(runtime(request), admin.user_id, path_id(user_id, "user_id"))
+    return answer({"message": "User has been unbanned"})
+
+
+@get("/api/auth/users")
+async def list_users(request: Request) -> Response[Any]:
+    await signed_in_administrator(request)
+    query = parse_query(request.query_params, UserListQuery)
+    async with runtime(request).db.engine.connect() as conn:
+        page, total = await queries.list_users(conn, query)
+    return answer(page, headers={"X-Total-Count": str(total)})
+
+
+@get("/api/auth/users/stats")
+async def user_stats(request: Request) -> Response[Any]:
+    await signed_in_administrator(request)
+    async with runtime(request).db.engine.connect() as conn:
+        return answer(await queries.user_stats(conn))
+
+
+@get("/api/auth/users/{user_id:str}")
+async def user_details(request: Request, user_id: str) -> Response[Any]:
+    await signed_in_administrator(request)
+    target = path_id(user_id, "user_id")
+    async with runtime(request).db.engine.connect() as conn:
+        user = await queries.user_by_id(conn, target)
+    if user is None:
+        raise NotFound("User not found")
+    return answer(queries.user_details(user))
+
+
+ROUTES = [
+    register_admin,
+    verify_organizer,
+    pending_organizers,
+    approve_user,
+    ban_user,
+    unban_user,
+    list_users,
+    user_stats,
+    user_details,
+]
