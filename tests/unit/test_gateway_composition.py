@@ -1,0 +1,78 @@
+"""Pure parts of the gateway: the event page overlay, the merged OpenAPI, CORS."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.compose import ResaleSummary, overlay
+from gateway.cors import Cors
+from gateway.openapi import merge
+
+
+def catalog_page() -> dict[str, Any]:
+    return {
+        "event_id": 1,
+        "ticket_types": [
+            {"type_id": 10, "available": None},
+            {"type_id": 11, "available": None},
+        ],
+        "resale": None,
+    }
+
+
+def test_the_overlay_fills_in_what_ordering_and_resale_said() -> None:
+    page = overlay(catalog_page(), {"10": 5, "11": 0}, ResaleSummary(2, 12.5))
+    assert [t["available"] for t in page["ticket_types"]] == [5, 0]
+    assert page["resale"] == {"listing_count": 2, "lowest_price": 12.5}
+
+
+def test_a_missing_part_stays_null() -> None:
+    page = overlay(catalog_page(), None, None)
+    assert [t["available"] for t in page["ticket_types"]] == [None, None]
+    assert page["resale"] is None
+    partial = overlay(catalog_page(), {"10": 3}, ResaleSummary(0, None))
+    assert [t["available"] for t in partial["ticket_types"]] == [3, None]
+    assert partial["resale"] == {"listing_count": 0, "lowest_price": None}
+
+
+def ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def test_merged_openapi_keeps_every_services_paths_and_separates_clashing_schemas() -> None:
+    auth = {
+        "paths": {"/api/auth/token": {"post": {"responses": {"200": ref("Message")}}}},
+        "components": {"schemas": {"Message": {"type": "object", "title": "auth"}}},
+        "tags": [{"name": "auth"}],
+    }
+    catalog = {
+        "paths": {
+            "/api/events": {"get": {"responses": {"200": ref("Message")}}},
+            "/health": {"get": {}},
+        },
+        "components": {"schemas": {"Message": {"type": "string"}}},
+    }
+    merged = merge({"auth": auth, "catalog": catalog, "ordering": None})
+    assert set(merged["paths"]) == {"/api/auth/token", "/api/events"}
+    schemas = merged["components"]["schemas"]
+    assert schemas["Message"] == {"type": "object", "title": "auth"}
+    assert schemas["catalog_Message"] == {"type": "string"}
+    events_ref = merged["paths"]["/api/events"]["get"]["responses"]["200"]["$ref"]
+    assert events_ref == "#/components/schemas/catalog_Message"
+    assert "ordering" in merged["info"]["description"]
+
+
+def test_cors_answers_only_configured_origins_with_credentials() -> None:
+    cors = Cors(("https://app.resellio.com",))
+    allowed = dict(cors.response_headers(b"https://app.resellio.com"))
+    assert allowed[b"access-control-allow-origin"] == b"https://app.resellio.com"
+    assert allowed[b"access-control-allow-credentials"] == b"true"
+    assert b"X-Total-Count" in allowed[b"access-control-expose-headers"]
+    assert cors.response_headers(b"https://evil.example") == []
+    assert cors.response_headers(None) == []
+
+
+def test_a_wildcard_origin_never_comes_with_credentials() -> None:
+    headers = dict(Cors(("*",)).response_headers(b"https://anyone.example"))
+    assert headers[b"access-control-allow-origin"] == b"*"
+    assert b"access-control-allow-credentials" not in headers

@@ -1,0 +1,84 @@
+"""The deny-list the gateway applies to valid tokens (internal.md)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import msgspec
+
+from contracts import auth as events
+from gateway.denylist import BANNED, REVOKED, DenyList, Snapshot
+from services.kernel.tokens import Identity
+
+T0 = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+def token(user_id: int = 7, iat: float | None = None, jti: str = "j1") -> Identity:
+    issued = T0.timestamp() if iat is None else iat
+    return Identity("a@x.io", "customer", user_id, 1, "Ada", jti, issued, int(issued) + 1800)
+
+
+def test_the_snapshot_decodes_from_auths_format() -> None:
+    raw = b'{"banned_user_ids":[3],"revoked_jtis":{"j":1893456000},"tokens_invalid_before":{"5":1893456000.25}}'
+    snapshot = msgspec.json.decode(raw, type=Snapshot)
+    denylist = DenyList()
+    denylist.load(snapshot)
+    assert denylist.banned == {3}
+    assert denylist.revoked == {"j": 1893456000}
+    assert denylist.invalid_before == {5: 1893456000.25}
+
+
+def test_a_ban_is_checked_before_revocation() -> None:
+    denylist = DenyList()
+    denylist.apply(
+        events.UserBanned(user_id=7, role="customer", role_id=1, at=T0, account_state="banned")
+    )
+    assert denylist.refusal(token(iat=T0.timestamp() - 5)) == BANNED
+    assert denylist.refusal(token(user_id=8)) is None
+
+
+def test_unban_keeps_tokens_from_before_the_ban_invalid() -> None:
+    denylist = DenyList()
+    denylist.apply(
+        events.UserBanned(user_id=7, role="customer", role_id=1, at=T0, account_state="banned")
+    )
+    denylist.apply(
+        events.UserUnbanned(user_id=7, role="customer", role_id=1, at=T0, account_state="active")
+    )
+    assert denylist.refusal(token(iat=T0.timestamp() - 0.001)) == REVOKED
+    assert denylist.refusal(token(iat=T0.timestamp() + 0.001)) is None
+
+
+def test_a_password_change_revokes_older_tokens_to_the_millisecond() -> None:
+    denylist = DenyList()
+    denylist.apply(events.PasswordChanged(user_id=7, changed_at=T0))
+    assert denylist.refusal(token(iat=T0.timestamp() - 0.001)) == REVOKED
+    assert denylist.refusal(token(iat=T0.timestamp())) is None
+    # An older change arriving late never moves the line back.
+    denylist.apply(events.PasswordChanged(user_id=7, changed_at=datetime(2029, 1, 1, tzinfo=UTC)))
+    assert denylist.refusal(token(iat=T0.timestamp() - 0.001)) == REVOKED
+
+
+def test_a_logged_out_jti_is_revoked_until_it_expires() -> None:
+    denylist = DenyList()
+    denylist.apply(events.AccessTokenRevoked(jti="j1", user_id=7, expires_at=T0))
+    assert denylist.refusal(token(jti="j1")) == REVOKED
+    assert denylist.refusal(token(jti="j2")) is None
+    denylist.forget_expired(now=T0.timestamp() + 3600)
+    assert "j1" not in denylist.revoked
+
+
+def test_organizer_decisions_follow_the_account_state() -> None:
+    denylist = DenyList()
+    denylist.apply(
+        events.OrganizerRejected(user_id=9, organizer_id=2, account_state="banned", at=T0)
+    )
+    assert denylist.refusal(token(user_id=9)) == BANNED
+    denylist.apply(events.OrganizerVerified(user_id=9, organizer_id=2, account_state="active"))
+    assert denylist.refusal(token(user_id=9)) is None
+    # A ban-user ban outlives an approval: the event says the account is still banned.
+    denylist.apply(
+        events.UserBanned(user_id=9, role="organizer", role_id=2, at=T0, account_state="banned")
+    )
+    denylist.apply(events.OrganizerVerified(user_id=9, organizer_id=2, account_state="banned"))
+    assert denylist.refusal(token(user_id=9, iat=T0.timestamp() + 1)) == BANNED
