@@ -35,13 +35,21 @@ def free_port() -> int:
 
 
 class System:
-    def __init__(self, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, extra_env: dict[str, str] | None = None, instances: dict[str, int] | None = None
+    ) -> None:
         self.run_id = uuid.uuid4().hex[:10]
         self.workdir = Path(tempfile.mkdtemp(prefix=f"resellio-{self.run_id}-"))
         self.mail_dir = self.workdir / "mail"
         db = make_url(database_url()).set(database=f"resellio_t_{self.run_id}")
         self.database_url = db.render_as_string(hide_password=False)
         self.ports = {name: free_port() for name in APPS}
+        # Extra instances of an app listen on ports of their own; the gateway and the
+        # services get every instance's URL, comma-separated (they spread requests over them).
+        self.extra_ports = {
+            name: [free_port() for _ in range(count - 1)]
+            for name, count in (instances or {}).items()
+        }
         self.mail_port = free_port()
         self.services = available_services()
         self.apps = [
@@ -58,7 +66,12 @@ class System:
             "SMTP_PORT": str(self.mail_port),
             "CONSUMER_RETRY_DELAYS_MS": "100,200,400",
             "PYTHONUNBUFFERED": "1",
-            **{f"RESELLIO_{n.upper()}_URL": f"http://127.0.0.1:{p}" for n, p in self.ports.items()},
+            **{
+                f"RESELLIO_{n.upper()}_URL": ",".join(
+                    f"http://127.0.0.1:{port}" for port in [p, *self.extra_ports.get(n, [])]
+                )
+                for n, p in self.ports.items()
+            },
             **(extra_env or {}),
         }
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
@@ -99,26 +112,37 @@ class System:
         for name in self.apps:
             self.wait_healthy(name)
 
+    def instances(self, name: str) -> list[tuple[str, int]]:
+        """(process name, port) of every instance of an app: `name`, then `name#1`, ..."""
+        ports = [self.ports[name], *self.extra_ports.get(name, [])]
+        return [(name if i == 0 else f"{name}#{i}", port) for i, port in enumerate(ports)]
+
     def start_app(self, name: str, wait: bool = True) -> None:
-        self._spawn(name, ["serve", name, "--port", str(self.ports[name])])
+        for process_name, port in self.instances(name):
+            self._spawn(process_name, ["serve", name, "--port", str(port)])
         if wait:
             self.wait_healthy(name)
 
     def wait_healthy(self, name: str, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            process = self.processes[name]
-            if process.poll() is not None:
-                raise RuntimeError(f"{name} exited:\n{self.log_path(name).read_text()[-4000:]}")
-            try:
-                if httpx.get(f"{self.url(name)}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"{name} not healthy:\n{self.log_path(name).read_text()[-4000:]}")
+        for process_name, port in self.instances(name):
+            while True:
+                process = self.processes[process_name]
+                log = self.log_path(process_name)
+                if process.poll() is not None:
+                    raise RuntimeError(f"{process_name} exited:\n{log.read_text()[-4000:]}")
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{process_name} not healthy:\n{log.read_text()[-4000:]}")
+                time.sleep(0.1)
 
     def stop_app(self, name: str, sig: int = signal.SIGTERM) -> None:
+        for extra, _ in self.instances(name)[1:] if name in self.ports else []:
+            self.stop_app(extra, sig)
         process = self.processes.pop(name, None)
         if process is None or process.poll() is not None:
             return

@@ -1,0 +1,204 @@
+"""The payment-provider port (ordering and resale) and the simulated card processor that ships.
+
+A provider authorizes an amount, then captures it (the charge), voids an authorization that is
+not wanted, or refunds (part of) a capture. Every call takes an idempotency key: the same key
+always gives the same result and moves money at most once, as with a real processor, so a
+caller may safely retry after a crash or a timeout.
+
+The simulated provider keeps its ledger in the calling service's schema (`payments`,
+`payment_operations`), so it survives restarts and every instance sees the same charges.
+Test cards (the `payment_token` a client sends):
+  - `tok_card_declined` or `4000000000000002`: authorization declined (402 "Payment declined");
+  - `tok_processor_unavailable`: the processor cannot be reached (503);
+  - anything else, or no token: approved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from decimal import Decimal
+from typing import Protocol
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    MetaData,
+    Numeric,
+    Table,
+    Text,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert
+
+from services.kernel.db import Database
+
+DECLINED_TOKENS = frozenset({"tok_card_declined", "4000000000000002"})
+UNAVAILABLE_TOKENS = frozenset({"tok_processor_unavailable"})
+
+
+class PaymentDeclined(Exception):
+    """The card was declined; nothing was charged."""
+
+    def __init__(self, payment_id: str) -> None:
+        super().__init__(f"payment {payment_id} declined")
+        self.payment_id = payment_id
+
+
+class PaymentUnavailable(Exception):
+    """The processor did not answer; nothing was charged (retry later with the same key)."""
+
+
+class PaymentRejected(Exception):
+    """An operation that the payment's state does not allow (e.g. refunding more than paid)."""
+
+
+class PaymentProvider(Protocol):
+    async def authorize(
+        self, *, idempotency_key: str, amount: Decimal, currency: str, token: str | None
+    ) -> str:
+        """Reserve `amount` on the card; the payment id. Raises PaymentDeclined/Unavailable."""
+
+    async def capture(self, payment_id: str, *, idempotency_key: str) -> None:
+        """Take the authorized amount."""
+
+    async def void(self, payment_id: str, *, idempotency_key: str) -> None:
+        """Drop an authorization that was not captured."""
+
+    async def refund(self, payment_id: str, amount: Decimal, *, idempotency_key: str) -> None:
+        """Give back part or all of a captured amount."""
+
+
+def payment_tables(metadata: MetaData) -> tuple[Table, Table]:
+    """The simulated processor's ledger in the metadata's schema (created once per metadata)."""
+    schema = metadata.schema
+    if f"{schema}.payments" in metadata.tables:
+        return metadata.tables[f"{schema}.payments"], metadata.tables[
+            f"{schema}.payment_operations"
+        ]
+    payments = Table(
+        "payments",
+        metadata,
+        Column("payment_id", Text, primary_key=True),
+        Column("authorize_key", Text, nullable=False, unique=True),
+        Column("amount", Numeric(12, 2), nullable=False),
+        Column("currency", Text, nullable=False),
+        # authorized | declined | captured | voided
+        Column("state", Text, nullable=False),
+        Column("refunded", Numeric(12, 2), nullable=False, server_default=text("0")),
+        Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+        Column("updated_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    )
+    operations = Table(
+        "payment_operations",
+        metadata,
+        Column("idempotency_key", Text, primary_key=True),
+        Column("payment_id", Text, nullable=False, index=True),
+        Column("kind", Text, nullable=False),  # capture | void | refund
+        Column("amount", Numeric(12, 2)),
+        Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    )
+    return payments, operations
+
+
+class SimulatedProvider:
+    """Behaves like a card processor: it takes time, declines test cards, and is idempotent."""
+
+    def __init__(self, db: Database, latency_ms: float = 30.0) -> None:
+        self.db = db
+        self.latency_s = latency_ms / 1000
+        self.payments, self.operations = payment_tables(db.metadata)
+
+    async def _network(self) -> None:
+        if self.latency_s > 0:
+            await asyncio.sleep(self.latency_s)
+
+    async def authorize(
+        self, *, idempotency_key: str, amount: Decimal, currency: str, token: str | None
+    ) -> str:
+        await self._network()
+        if token in UNAVAILABLE_TOKENS:
+            raise PaymentUnavailable("processor unreachable")
+        p = self.payments
+        state = "declined" if token in DECLINED_TOKENS else "authorized"
+        async with self.db.engine.begin() as conn:
+            await conn.execute(
+                insert(p)
+                .values(
+                    payment_id=f"pay_{secrets.token_hex(12)}",
+                    authorize_key=idempotency_key,
+                    amount=amount,
+                    currency=currency,
+                    state=state,
+                )
+                .on_conflict_do_nothing(index_elements=[p.c.authorize_key])
+            )
+            # The same key answers what the first call answered.
+            row = (
+                await conn.execute(
+                    select(p.c.payment_id, p.c.state).where(p.c.authorize_key == idempotency_key)
+                )
+            ).one()
+        if row.state == "declined":
+            raise PaymentDeclined(row.payment_id)
+        return str(row.payment_id)
+
+    async def _operate(
+        self, payment_id: str, key: str, kind: str, amount: Decimal | None, change: object
+    ) -> None:
+        await self._network()
+        o = self.operations
+        async with self.db.engine.begin() as conn:
+            done = await conn.execute(
+                insert(o)
+                .values(idempotency_key=key, payment_id=payment_id, kind=kind, amount=amount)
+                .on_conflict_do_nothing(index_elements=[o.c.idempotency_key])
+                .returning(o.c.idempotency_key)
+            )
+            if done.first() is None:
+                return  # already applied under this key: no second movement of money
+            changed = await conn.execute(change)  # type: ignore[arg-type]
+            if changed.rowcount != 1:
+                raise PaymentRejected(f"cannot {kind} payment {payment_id}")
+
+    async def capture(self, payment_id: str, *, idempotency_key: str) -> None:
+        p = self.payments
+        await self._operate(
+            payment_id,
+            idempotency_key,
+            "capture",
+            None,
+            update(p)
+            .where(p.c.payment_id == payment_id, p.c.state == "authorized")
+            .values(state="captured", updated_at=text("now()")),
+        )
+
+    async def void(self, payment_id: str, *, idempotency_key: str) -> None:
+        p = self.payments
+        await self._operate(
+            payment_id,
+            idempotency_key,
+            "void",
+            None,
+            update(p)
+            .where(p.c.payment_id == payment_id, p.c.state == "authorized")
+            .values(state="voided", updated_at=text("now()")),
+        )
+
+    async def refund(self, payment_id: str, amount: Decimal, *, idempotency_key: str) -> None:
+        p = self.payments
+        await self._operate(
+            payment_id,
+            idempotency_key,
+            "refund",
+            amount,
+            update(p)
+            .where(
+                p.c.payment_id == payment_id,
+                p.c.state == "captured",
+                p.c.refunded + amount <= p.c.amount,
+            )
+            .values(refunded=p.c.refunded + amount, updated_at=text("now()")),
+        )

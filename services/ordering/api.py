@@ -1,0 +1,215 @@
+"""HTTP handlers of ordering (API.md §8, §9.1–9.3): thin, they parse, call the domain, answer."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
+
+import msgspec
+from litestar import Request, Response, delete, get, post
+
+from contracts.timeutil import utcnow
+from services.kernel.app import runtime
+from services.kernel.errors import BadRequest, Forbidden, NotFound
+from services.kernel.idempotency import idempotent
+from services.kernel.security import authenticated, customer, organizer
+from services.kernel.validation import Int32, parse_json, parse_query, path_id
+from services.ordering import cart, checkout, holds, orders, tickets
+from services.ordering.config import current, payment_provider
+from services.ordering.domain import QUANTITY_TOO_LOW
+
+T = TypeVar("T")
+
+
+class AddItem(msgspec.Struct, frozen=True):
+    ticket_type_id: Int32
+    quantity: Int32 = 1
+
+
+class CheckoutBody(msgspec.Struct, frozen=True):
+    payment_token: Annotated[str, msgspec.Meta(max_length=255)] | None = None
+
+
+class Page(msgspec.Struct, frozen=True):
+    page: Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)] = 1
+    limit: Annotated[int, msgspec.Meta(ge=1, le=100)] = 50
+
+
+class TicketQuery(msgspec.Struct, frozen=True):
+    ticket_id: Int32 | None = None
+    type_id: Int32 | None = None
+    is_on_resale: bool | None = None
+    status: str | None = None
+    owner_id: Int32 | None = None
+
+
+class CheckIn(msgspec.Struct, frozen=True):
+    code: str
+
+
+class AvailabilityQuery(msgspec.Struct, frozen=True):
+    event_id: Int32
+
+
+def rules() -> cart.CartRules:
+    settings = current()
+    return cart.CartRules(
+        hold_for=settings.hold_for, max_per_event=settings.max_tickets_per_customer_per_event
+    )
+
+
+async def fresh_projection(request: Request, attempt: Callable[[], Awaitable[T]]) -> T:
+    """A "no" that rests on catalog's projection is only given once it has caught up with
+    every catalog write already answered (API.md §1.8)."""
+    try:
+        return await attempt()
+    except (BadRequest, NotFound) as exc:
+        if exc.detail == QUANTITY_TOO_LOW:
+            raise
+        await runtime(request).catch_up("catalog")
+        return await attempt()
+
+
+def listing(body: list[dict[str, Any]], total: int) -> Response[Any]:
+    return Response(body, headers={"X-Total-Count": str(total)})
+
+
+# ---- cart and checkout (§8) --------------------------------------------------------------
+
+
+@get(["/api/cart/items", "/api/cart/items/"])
+async def list_cart(request: Request) -> list[dict[str, Any]]:
+    identity = await customer(request)
+    async with runtime(request).db.unit_of_work() as uow:
+        return await cart.list_items(identity.user_id, uow)
+
+
+@post(["/api/cart/items", "/api/cart/items/"], status_code=200)
+async def add_to_cart(request: Request) -> Response[Any]:
+    identity = await customer(request)
+    db = runtime(request).db
+
+    async def produce() -> Any:
+        if "ticket_type_id" in request.query_params or not (await request.body()).strip():
+            form = parse_query(request.query_params, AddItem)
+        else:
+            form = parse_json(await request.body(), AddItem)
+        cmd = cart.AddToCart(
+            user_id=identity.user_id, type_id=form.ticket_type_id, quantity=form.quantity
+        )
+
+        async def attempt() -> Any:
+            async with db.unit_of_work() as uow:
+                return await cart.add_item(cmd, uow, rules(), utcnow())
+
+        return await fresh_projection(request, attempt)
+
+    return await idempotent(request, db, identity.user_id, produce)
+
+
+@delete(
+    ["/api/cart/items/{cart_item_id:str}", "/api/cart/items/{cart_item_id:str}/"], status_code=200
+)
+async def remove_from_cart(request: Request, cart_item_id: str) -> bool:
+    identity = await customer(request)
+    item_id = path_id(cart_item_id, "cart_item_id")
+    async with runtime(request).db.unit_of_work() as uow:
+        return await cart.remove_item(identity.user_id, item_id, uow)
+
+
+@post(["/api/cart/checkout", "/api/cart/checkout/"], status_code=200)
+async def checkout_cart(request: Request) -> Response[Any]:
+    identity = await customer(request)
+    rt = runtime(request)
+
+    async def produce() -> Any:
+        body = parse_json(await request.body(), CheckoutBody, empty_ok=True)
+        cmd = checkout.Checkout(user_id=identity.user_id, payment_token=body.payment_token)
+        return await checkout.checkout(
+            cmd, rt.db, payment_provider(rt.db), rules(), utcnow, lambda: rt.catch_up("catalog")
+        )
+
+    return await idempotent(request, rt.db, identity.user_id, produce)
+
+
+# ---- orders (§8.5, §8.6) -----------------------------------------------------------------
+
+
+@get(["/api/orders", "/api/orders/"])
+async def list_orders(request: Request) -> Response[Any]:
+    identity = await customer(request)
+    page = parse_query(request.query_params, Page)
+    async with runtime(request).db.unit_of_work() as uow:
+        body, total = await orders.list_orders(identity.user_id, page.page, page.limit, uow)
+    return listing(body, total)
+
+
+@get(["/api/orders/{order_id:str}", "/api/orders/{order_id:str}/"])
+async def get_order(request: Request, order_id: str) -> dict[str, Any]:
+    identity = await customer(request)
+    oid = path_id(order_id, "order_id")
+    async with runtime(request).db.unit_of_work() as uow:
+        return await orders.get_order(oid, identity.user_id, uow)
+
+
+# ---- tickets (§9.1–9.3) ------------------------------------------------------------------
+
+
+@get(["/api/tickets", "/api/tickets/"])
+async def list_tickets(request: Request) -> Response[Any]:
+    identity = await authenticated(request)
+    q = parse_query(request.query_params, TicketQuery)
+    owner = q.owner_id if identity.role == "administrator" and q.owner_id else identity.user_id
+    f = tickets.TicketFilter(
+        owner_id=owner,
+        ticket_id=q.ticket_id,
+        type_id=q.type_id,
+        is_on_resale=q.is_on_resale,
+        status=q.status,
+    )
+    async with runtime(request).db.unit_of_work() as uow:
+        body = await tickets.list_tickets(f, uow)
+    return listing(body, len(body))
+
+
+@get(["/api/tickets/{ticket_id:str}/download", "/api/tickets/{ticket_id:str}/download/"])
+async def download_ticket(request: Request, ticket_id: str) -> dict[str, str]:
+    identity = await authenticated(request)
+    tid = path_id(ticket_id, "ticket_id")
+    async with runtime(request).db.unit_of_work() as uow:
+        return await tickets.ticket_pdf(tid, identity.user_id, identity.name, uow)
+
+
+@post(["/api/tickets/check-in", "/api/tickets/check-in/"], status_code=200)
+async def check_in(request: Request) -> dict[str, Any]:
+    identity = await organizer(request)
+    if not identity.verified:
+        raise Forbidden("Organizer not verified")
+    body = parse_json(await request.body(), CheckIn)
+
+    async with runtime(request).db.unit_of_work() as uow:
+        return await tickets.check_in(body.code, identity.role_id, identity.user_id, uow, utcnow())
+
+
+# ---- internal (gateway composition, internal.md) -----------------------------------------
+
+
+@get("/internal/availability", include_in_schema=False)
+async def availability(request: Request) -> dict[str, int]:
+    q = parse_query(request.query_params, AvailabilityQuery)
+    async with runtime(request).db.unit_of_work() as uow:
+        return await holds.availability(q.event_id, uow)
+
+
+ROUTES = [
+    list_cart,
+    add_to_cart,
+    remove_from_cart,
+    checkout_cart,
+    list_orders,
+    get_order,
+    list_tickets,
+    download_ticket,
+    check_in,
+    availability,
+]

@@ -1,0 +1,121 @@
+"""The purchase rules R1–R5 of API.md §8, checked when a line is added and again at checkout.
+
+A rule gets a ticket type joined with its event (`Offer`) and answers with the exact message.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+from sqlalchemy import func, select
+
+from contracts.timeutil import as_utc
+from services.kernel.db import UnitOfWork
+from services.kernel.errors import BadRequest, NotFound
+from services.ordering.models import cart_items, events, ticket_types, tickets
+
+QUANTITY_TOO_LOW = "Quantity must be at least 1"
+
+
+class Offer(msgspec.Struct, frozen=True):
+    """A ticket type on sale, with what the rules need of its event."""
+
+    type_id: int
+    event_id: int
+    description: str | None
+    price: Decimal
+    currency: str
+    available_from: datetime
+    max_count: int
+    sold: int
+    held: int
+    event_name: str
+    event_status: str
+    end_date: datetime
+
+    @property
+    def label(self) -> str:
+        return f"{self.event_name} - {self.description or 'selected type'}"
+
+
+OFFER_COLUMNS = [
+    ticket_types.c.type_id,
+    ticket_types.c.event_id,
+    ticket_types.c.description,
+    ticket_types.c.price,
+    ticket_types.c.currency,
+    ticket_types.c.available_from,
+    ticket_types.c.max_count,
+    ticket_types.c.sold,
+    ticket_types.c.held,
+    events.c.name.label("event_name"),
+    events.c.status.label("event_status"),
+    events.c.end_date,
+]
+
+
+def offer_from(row: Any) -> Offer:
+    return Offer(**{c.name: getattr(row, c.name) for c in OFFER_COLUMNS})
+
+
+async def find_offer(uow: UnitOfWork, type_id: int) -> Offer:
+    """404 "Ticket type with ID <id> not found" for an unknown or deleted type."""
+    row = (
+        await uow.execute(
+            select(*OFFER_COLUMNS)
+            .join(events, events.c.event_id == ticket_types.c.event_id)
+            .where(ticket_types.c.type_id == type_id, ticket_types.c.deleted.is_(False))
+        )
+    ).first()
+    if row is None:
+        raise NotFound(f"Ticket type with ID {type_id} not found")
+    return offer_from(row)
+
+
+def check_on_sale(offer: Offer, now: datetime) -> None:
+    """R1 (event approved), R2 (sale started), R3 (event not ended), in that order."""
+    name = offer.event_name
+    if offer.event_status == "pending":
+        raise BadRequest(f"Event '{name}' is not yet active.")
+    if offer.event_status == "rejected":
+        raise BadRequest(f"Event '{name}' is not available for sale.")
+    if offer.event_status == "cancelled":
+        raise BadRequest(f"Event '{name}' has been cancelled.")
+    if as_utc(offer.available_from) > now:
+        raise BadRequest(f"Ticket type with ID {offer.type_id} is not available for sale yet")
+    if as_utc(offer.end_date) <= now:
+        raise BadRequest(f"Event '{name}' has already ended.")
+
+
+def not_enough(offer: Offer, left: int) -> BadRequest:
+    """R4."""
+    return BadRequest(
+        f"Not enough tickets available for '{offer.label}'. Only {max(0, left)} left."
+    )
+
+
+def over_limit(limit: int) -> BadRequest:
+    """R5."""
+    return BadRequest(f"You can hold or buy at most {limit} tickets for this event")
+
+
+async def tickets_of_customer(uow: UnitOfWork, user_id: int, event_id: int) -> int:
+    """R5's count: what the customer holds in the cart plus owns (not refunded) of the event."""
+    held = await uow.execute(
+        select(func.coalesce(func.sum(cart_items.c.quantity), 0))
+        .join(ticket_types, ticket_types.c.type_id == cart_items.c.type_id)
+        .where(cart_items.c.user_id == user_id, ticket_types.c.event_id == event_id)
+    )
+    owned = await uow.execute(
+        select(func.count())
+        .select_from(tickets)
+        .where(
+            tickets.c.owner_id == user_id,
+            tickets.c.event_id == event_id,
+            tickets.c.status != "refunded",
+        )
+    )
+    return int(held.scalar_one()) + int(owned.scalar_one())

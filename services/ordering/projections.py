@@ -1,0 +1,176 @@
+"""Ordering's copies of other services' facts, kept from their events.
+
+Every upsert carries the producer's sequence number, so an older event that arrives late (two
+ordering instances compete on one queue) never overwrites a newer one; a cancellation, a
+deletion and a closed listing are final whatever arrives after them.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import case, select, update
+from sqlalchemy.dialects.postgresql import insert
+
+from contracts.auth import UserProfileUpdated, UserRegistered
+from contracts.catalog import (
+    EventApproved,
+    EventCreated,
+    EventRejected,
+    LocationUpdated,
+    TicketTypeCreated,
+)
+from contracts.envelope import Envelope
+from contracts.resale import ListingCancelled, ListingCreated
+from services.kernel.db import UnitOfWork
+from services.ordering.models import events, listings, ticket_types, users
+
+
+class NotProjectedYet(Exception):
+    """An event about something whose creation has not arrived yet; retried by the consumer."""
+
+
+async def on_event_saved(event: EventCreated, envelope: Envelope, uow: UnitOfWork) -> None:
+    """EventCreated and EventUpdated."""
+    values = {
+        "event_id": event.event_id,
+        "organizer_id": event.organizer_id,
+        "name": event.name,
+        "start_date": event.start_date,
+        "end_date": event.end_date,
+        "location_id": event.location_id,
+        "location_name": event.location_name,
+        "status": event.status,
+        "seq": envelope.sequence,
+    }
+    stmt = insert(events).values(**values)
+    changes: dict[str, Any] = {k: stmt.excluded[k] for k in values if k != "event_id"}
+    changes["status"] = case(
+        (events.c.status == "cancelled", "cancelled"), else_=stmt.excluded.status
+    )
+    await uow.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[events.c.event_id], set_=changes, where=events.c.seq < envelope.sequence
+        )
+    )
+
+
+async def _set_status(uow: UnitOfWork, event_id: int, status: str, seq: int) -> None:
+    changed = await uow.execute(
+        update(events)
+        .where(events.c.event_id == event_id, events.c.seq < seq, events.c.status != "cancelled")
+        .values(status=status, seq=seq)
+        .returning(events.c.event_id)
+    )
+    if changed.first() is None:
+        known = await uow.execute(select(events.c.event_id).where(events.c.event_id == event_id))
+        if known.first() is None:
+            raise NotProjectedYet(f"event {event_id}")
+
+
+async def on_event_approved(event: EventApproved, envelope: Envelope, uow: UnitOfWork) -> None:
+    await _set_status(uow, event.event_id, "created", envelope.sequence)
+
+
+async def on_event_rejected(event: EventRejected, envelope: Envelope, uow: UnitOfWork) -> None:
+    await _set_status(uow, event.event_id, "rejected", envelope.sequence)
+
+
+async def on_location_updated(event: LocationUpdated, envelope: Envelope, uow: UnitOfWork) -> None:
+    await uow.execute(
+        update(events)
+        .where(events.c.location_id == event.location_id)
+        .values(location_name=event.name)
+    )
+
+
+async def on_ticket_type_saved(
+    event: TicketTypeCreated, envelope: Envelope, uow: UnitOfWork
+) -> None:
+    """TicketTypeCreated and TicketTypeUpdated: price, capacity, sale window. A lower
+    max_count only stops new holds and sales; what is held or sold stays."""
+    values = {
+        "type_id": event.type_id,
+        "event_id": event.event_id,
+        "description": event.description,
+        "price": Decimal(event.price),
+        "currency": event.currency.upper(),
+        "available_from": event.available_from,
+        "max_count": event.max_count,
+        "seq": envelope.sequence,
+    }
+    stmt = insert(ticket_types).values(**values)
+    await uow.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[ticket_types.c.type_id],
+            set_={k: stmt.excluded[k] for k in values if k != "type_id"},
+            where=ticket_types.c.seq < envelope.sequence,
+        )
+    )
+
+
+async def on_user_registered(event: UserRegistered, envelope: Envelope, uow: UnitOfWork) -> None:
+    values = {
+        "user_id": event.user_id,
+        "email": event.email,
+        "first_name": event.first_name,
+        "last_name": event.last_name,
+    }
+    stmt = insert(users).values(**values)
+    await uow.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[users.c.user_id],
+            set_={k: stmt.excluded[k] for k in values if k != "user_id"},
+        )
+    )
+
+
+async def on_profile_updated(
+    event: UserProfileUpdated, envelope: Envelope, uow: UnitOfWork
+) -> None:
+    await uow.execute(
+        update(users)
+        .where(users.c.user_id == event.user_id)
+        .values(first_name=event.first_name, last_name=event.last_name)
+    )
+
+
+async def on_listing_saved(event: ListingCreated, envelope: Envelope, uow: UnitOfWork) -> None:
+    """ListingCreated and ListingRepriced: the ticket's resell_price while it is active."""
+    values = {
+        "listing_id": event.listing_id,
+        "ticket_id": event.ticket_id,
+        "seller_id": event.seller_id,
+        "price": Decimal(event.price),
+        "currency": event.currency,
+        "state": "active",
+        "seq": envelope.sequence,
+    }
+    stmt = insert(listings).values(**values)
+    await uow.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[listings.c.listing_id],
+            set_={k: stmt.excluded[k] for k in ("seller_id", "price", "currency", "seq")},
+            where=(listings.c.state == "active") & (listings.c.seq < envelope.sequence),
+        )
+    )
+
+
+async def close_listing(uow: UnitOfWork, listing_id: int, ticket_id: int, state: str) -> bool:
+    """Mark a listing cancelled/sold/refused; False when it was already closed (a repeat)."""
+    stmt = insert(listings).values(listing_id=listing_id, ticket_id=ticket_id, state=state)
+    closed = await uow.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[listings.c.listing_id],
+            set_={"state": state},
+            where=listings.c.state == "active",
+        ).returning(listings.c.listing_id)
+    )
+    return closed.first() is not None
+
+
+async def on_listing_cancelled(
+    event: ListingCancelled, envelope: Envelope, uow: UnitOfWork
+) -> None:
+    await close_listing(uow, event.listing_id, event.ticket_id, "cancelled")

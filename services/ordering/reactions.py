@@ -1,0 +1,226 @@
+"""What ordering does when other services act: a cancelled event is refunded, a deleted ticket
+type stops selling, a resale moves the ticket to its buyer with a new code.
+
+Each reaction is idempotent on its own (a repeat finds nothing left to do), on top of the
+kernel inbox that already drops a redelivered event.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, select, update
+
+from contracts.catalog import EventCancelled, ParticipantsNotified, TicketTypeDeleted
+from contracts.envelope import Envelope
+from contracts.ordering import (
+    HoldReleased,
+    TicketRefunded,
+    TicketTransferred,
+    TicketTransferRefused,
+)
+from contracts.resale import ListingSold
+from services.kernel.db import UnitOfWork
+from services.kernel.mail import queue_mail
+from services.ordering import holds
+from services.ordering.checkout import new_ticket_code
+from services.ordering.config import payment_provider
+from services.ordering.models import cart_items, events, orders, ticket_types, tickets, users
+from services.ordering.projections import NotProjectedYet, close_listing
+
+log = logging.getLogger("resellio.ordering.reactions")
+
+
+async def on_ticket_type_deleted(
+    event: TicketTypeDeleted, envelope: Envelope, uow: UnitOfWork
+) -> None:
+    deleted = await uow.execute(
+        update(ticket_types)
+        .where(ticket_types.c.type_id == event.type_id)
+        .values(deleted=True)
+        .returning(ticket_types.c.type_id)
+    )
+    if deleted.first() is None:
+        raise NotProjectedYet(f"ticket type {event.type_id}")
+    await holds.drop_lines(uow, cart_items.c.type_id == event.type_id, HoldReleased)
+
+
+async def on_event_cancelled(event: EventCancelled, envelope: Envelope, uow: UnitOfWork) -> None:
+    """Stop sales, release holds, refund every primary purchase, void the tickets."""
+    cancelled = await uow.execute(
+        update(events)
+        .where(events.c.event_id == event.event_id)
+        .values(status="cancelled")
+        .returning(events.c.name)
+    )
+    row = cancelled.first()
+    if row is None:
+        raise NotProjectedYet(f"event {event.event_id}")
+    type_ids = select(ticket_types.c.type_id).where(ticket_types.c.event_id == event.event_id)
+    await holds.drop_lines(uow, cart_items.c.type_id.in_(type_ids), HoldReleased)
+    to_refund = (
+        await uow.execute(
+            select(tickets, orders.c.payment_id, orders.c.user_id.label("buyer_id"))
+            .join(orders, orders.c.order_id == tickets.c.order_id)
+            .where(tickets.c.event_id == event.event_id, tickets.c.status != "refunded")
+            .order_by(tickets.c.ticket_id)
+            .with_for_update(of=tickets)
+        )
+    ).all()
+    by_order: dict[int, list[Any]] = defaultdict(list)
+    for t in to_refund:
+        by_order[t.order_id].append(t)
+    provider = payment_provider(uow.db)
+    for order_id, order_tickets in by_order.items():
+        amount = sum((t.original_price for t in order_tickets), Decimal("0.00"))
+        payment_id = order_tickets[0].payment_id
+        # One refund per order and event: a retry of this handler repeats the same key.
+        await provider.refund(
+            payment_id, amount, idempotency_key=f"refund-order-{order_id}-event-{event.event_id}"
+        )
+        await _void(uow, order_id, order_tickets)
+        await _refund_mail(
+            uow, order_tickets[0].buyer_id, row.name, order_id, amount, order_tickets
+        )
+
+
+async def _void(uow: UnitOfWork, order_id: int, order_tickets: list[Any]) -> None:
+    await uow.execute(
+        update(tickets)
+        .where(tickets.c.ticket_id.in_([t.ticket_id for t in order_tickets]))
+        .values(status="refunded")
+    )
+    for t in order_tickets:
+        uow.emit(
+            TicketRefunded(
+                ticket_id=t.ticket_id,
+                owner_id=t.owner_id,
+                event_id=t.event_id,
+                amount=str(t.original_price),
+                currency=t.currency,
+                reason="event_cancelled",
+            ),
+            aggregate_id=t.ticket_id,
+        )
+    still_valid = (
+        await uow.execute(
+            select(func.count())
+            .select_from(tickets)
+            .where(tickets.c.order_id == order_id, tickets.c.status != "refunded")
+        )
+    ).scalar_one()
+    await uow.execute(
+        update(orders)
+        .where(orders.c.order_id == order_id)
+        .values(status="partially_refunded" if still_valid else "refunded")
+    )
+
+
+async def _email_of(uow: UnitOfWork, user_id: int) -> Any:
+    return (await uow.execute(select(users).where(users.c.user_id == user_id))).first()
+
+
+async def _refund_mail(
+    uow: UnitOfWork, buyer_id: int, event_name: str, order_id: int, amount: Decimal, ts: list[Any]
+) -> None:
+    user = await _email_of(uow, buyer_id)
+    if user is None:
+        log.warning("no email known for user %s; refund notice not sent", buyer_id)
+        return
+    await queue_mail(
+        uow,
+        user.email,
+        f"Refund: {event_name} has been cancelled",
+        f"Hello {user.first_name},\n\n'{event_name}' has been cancelled by its organizer.\n"
+        f"We refunded {amount} {ts[0].currency} for {len(ts)} ticket(s) of order #{order_id}"
+        f" ({', '.join(f'#{t.ticket_id}' for t in ts)}). These tickets are no longer valid.\n",
+    )
+
+
+async def on_listing_sold(event: ListingSold, envelope: Envelope, uow: UnitOfWork) -> None:
+    """Move the ticket to its buyer with a new code (the seller's code stops working), or
+    refuse when it was checked in or refunded meanwhile. Exactly once per listing."""
+    ticket = (
+        await uow.execute(
+            select(tickets).where(tickets.c.ticket_id == event.ticket_id).with_for_update()
+        )
+    ).first()
+    if ticket is None:
+        raise NotProjectedYet(f"ticket {event.ticket_id}")
+    refusal = None
+    if ticket.status != "valid":
+        refusal = "ticket_checked_in" if ticket.status == "used" else "ticket_refunded"
+    elif ticket.owner_id != event.seller_id:
+        refusal = "seller_not_owner"
+    state = "refused" if refusal else "sold"
+    if not await close_listing(uow, event.listing_id, event.ticket_id, state):
+        return  # this sale was applied (or refused) before
+    if refusal:
+        uow.emit(
+            TicketTransferRefused(
+                ticket_id=event.ticket_id, listing_id=event.listing_id, reason=refusal
+            ),
+            aggregate_id=event.ticket_id,
+        )
+        return
+    await uow.execute(
+        update(tickets)
+        .where(tickets.c.ticket_id == event.ticket_id)
+        .values(owner_id=event.buyer_id, code=new_ticket_code())
+    )
+    uow.emit(
+        TicketTransferred(
+            ticket_id=event.ticket_id,
+            listing_id=event.listing_id,
+            from_user_id=event.seller_id,
+            to_user_id=event.buyer_id,
+            price=event.price,
+            currency=event.currency,
+        ),
+        aggregate_id=event.ticket_id,
+    )
+    await _transfer_mails(uow, event)
+
+
+async def _transfer_mails(uow: UnitOfWork, event: ListingSold) -> None:
+    buyer = await _email_of(uow, event.buyer_id)
+    seller = await _email_of(uow, event.seller_id)
+    if buyer is not None:
+        await queue_mail(
+            uow,
+            buyer.email,
+            f"Ticket #{event.ticket_id} is now yours",
+            f"Hello {buyer.first_name},\n\nticket #{event.ticket_id} has been transferred to you"
+            f" for {event.price} {event.currency}. Download it (with its new QR code) from your"
+            " account.\n",
+        )
+    if seller is not None:
+        await queue_mail(
+            uow,
+            seller.email,
+            f"Your ticket #{event.ticket_id} was sold",
+            f"Hello {seller.first_name},\n\nyour ticket #{event.ticket_id} was sold for"
+            f" {event.price} {event.currency}. Its old code no longer works.\n",
+        )
+
+
+async def on_participants_notified(
+    event: ParticipantsNotified, envelope: Envelope, uow: UnitOfWork
+) -> None:
+    """Email the organizer's message once to every holder of a valid ticket of the event."""
+    holders = await uow.execute(
+        select(users.c.email, users.c.first_name, events.c.name)
+        .select_from(tickets)
+        .join(users, users.c.user_id == tickets.c.owner_id)
+        .join(events, events.c.event_id == tickets.c.event_id)
+        .where(tickets.c.event_id == event.event_id, tickets.c.status == "valid")
+        .distinct()
+    )
+    for holder in holders:
+        subject = f"{'URGENT: ' if event.urgent else ''}News about {holder.name}"
+        await queue_mail(
+            uow, holder.email, subject, f"Hello {holder.first_name},\n\n{event.message}\n"
+        )

@@ -1,0 +1,189 @@
+"""Issued tickets: the holder's list, the PDF ticket, and check-in at the door (API.md §9)."""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from sqlalchemy import select, update
+
+from contracts.ordering import TicketCheckedIn
+from contracts.timeutil import naive_utc
+from services.kernel.db import UnitOfWork
+from services.kernel.errors import BadRequest, Conflict, Forbidden, NotFound
+from services.ordering import views
+from services.ordering.models import events, listings, ticket_types, tickets, users
+from services.ordering.pdf import TicketPrint, render_ticket
+
+STATUSES = ("valid", "used", "refunded")
+NO_LONGER_VALID = "Ticket is no longer valid"
+
+
+def active_listing_price() -> Any:
+    """The price of the holder's active resale listing of the ticket, if any."""
+    return (
+        select(listings.c.price)
+        .where(
+            listings.c.ticket_id == tickets.c.ticket_id,
+            listings.c.seller_id == tickets.c.owner_id,
+            listings.c.state == "active",
+        )
+        .order_by(listings.c.listing_id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+
+
+def details_query() -> Any:
+    return (
+        select(
+            tickets.c.ticket_id,
+            tickets.c.type_id,
+            tickets.c.seat,
+            tickets.c.owner_id,
+            tickets.c.original_price,
+            tickets.c.event_id,
+            tickets.c.status,
+            active_listing_price().label("resell_price"),
+            events.c.name.label("event_name"),
+            events.c.start_date.label("event_start_date"),
+            events.c.location_name.label("event_location"),
+            ticket_types.c.description.label("ticket_type_description"),
+        )
+        .join(events, events.c.event_id == tickets.c.event_id)
+        .join(ticket_types, ticket_types.c.type_id == tickets.c.type_id)
+    )
+
+
+class TicketFilter(msgspec.Struct, frozen=True):
+    owner_id: int
+    ticket_id: int | None = None
+    type_id: int | None = None
+    is_on_resale: bool | None = None
+    status: str | None = None
+
+
+async def list_tickets(f: TicketFilter, uow: UnitOfWork) -> list[dict[str, Any]]:
+    if f.status is not None and f.status not in STATUSES:
+        raise BadRequest("Invalid status. Must be one of: valid, used, refunded")
+    query = details_query().where(tickets.c.owner_id == f.owner_id)
+    query = query.where(
+        tickets.c.status == f.status if f.status else tickets.c.status.in_(("valid", "used"))
+    )
+    if f.ticket_id is not None:
+        query = query.where(tickets.c.ticket_id == f.ticket_id)
+    if f.type_id is not None:
+        query = query.where(tickets.c.type_id == f.type_id)
+    if f.is_on_resale is not None:
+        price = active_listing_price()
+        query = query.where(price.is_not(None) if f.is_on_resale else price.is_(None))
+    rows = await uow.execute(query.order_by(tickets.c.ticket_id))
+    return [views.ticket_details(row) for row in rows]
+
+
+async def ticket_pdf(
+    ticket_id: int, user_id: int, fallback_name: str, uow: UnitOfWork
+) -> dict[str, str]:
+    row = (
+        await uow.execute(
+            select(
+                tickets,
+                events.c.name.label("event_name"),
+                events.c.start_date,
+                events.c.location_name,
+                ticket_types.c.description,
+                users.c.first_name,
+                users.c.last_name,
+            )
+            .join(events, events.c.event_id == tickets.c.event_id)
+            .join(ticket_types, ticket_types.c.type_id == tickets.c.type_id)
+            .outerjoin(users, users.c.user_id == tickets.c.owner_id)
+            .where(tickets.c.ticket_id == ticket_id, tickets.c.owner_id == user_id)
+        )
+    ).first()
+    if row is None:
+        raise NotFound("Ticket not found")
+    if row.status == "refunded":
+        raise BadRequest(NO_LONGER_VALID)
+    holder = f"{row.first_name} {row.last_name}" if row.first_name else fallback_name
+    document = render_ticket(
+        TicketPrint(
+            ticket_id=row.ticket_id,
+            code=row.code,
+            event_name=row.event_name,
+            start_date=row.start_date,
+            venue=row.location_name,
+            ticket_type=row.description or "Standard Ticket",
+            seat=row.seat,
+            holder=holder,
+        )
+    )
+    return {
+        "pdf_data": base64.b64encode(document).decode("ascii"),
+        "filename": f"ticket-{row.ticket_id}.pdf",
+    }
+
+
+async def check_in(
+    code: str, organizer_id: int, by_user: int, uow: UnitOfWork, now: datetime
+) -> dict[str, Any]:
+    """Errors in API.md §9.3's order. The ticket row is locked, so of concurrent scans (and a
+    resale transfer) exactly one sees it valid."""
+    row = (
+        await uow.execute(
+            select(
+                tickets.c.ticket_id,
+                tickets.c.event_id,
+                tickets.c.owner_id,
+                tickets.c.status,
+                tickets.c.seat,
+                events.c.name.label("event_name"),
+                events.c.organizer_id,
+                ticket_types.c.description,
+            )
+            .join(events, events.c.event_id == tickets.c.event_id)
+            .join(ticket_types, ticket_types.c.type_id == tickets.c.type_id)
+            .where(tickets.c.code == code)
+            .with_for_update(of=tickets)
+        )
+    ).first()
+    if row is None:
+        raise NotFound("Invalid ticket code")
+    if row.organizer_id != organizer_id:
+        raise Forbidden("Not authorized to check in tickets for this event")
+    if row.status == "refunded":
+        raise BadRequest(NO_LONGER_VALID)
+    listed = await uow.execute(
+        select(listings.c.listing_id).where(
+            listings.c.ticket_id == row.ticket_id,
+            listings.c.seller_id == row.owner_id,
+            listings.c.state == "active",
+        )
+    )
+    if listed.first() is not None:
+        raise Conflict("Ticket is listed for resale")
+    if row.status == "used":
+        raise Conflict("Ticket already checked in")
+    await uow.execute(
+        update(tickets)
+        .where(tickets.c.ticket_id == row.ticket_id)
+        .values(status="used", checked_in_at=now)
+    )
+    uow.emit(
+        TicketCheckedIn(
+            ticket_id=row.ticket_id, event_id=row.event_id, checked_in_at=now, by=by_user
+        ),
+        aggregate_id=row.ticket_id,
+    )
+    await uow.commit()
+    return {
+        "ticket_id": row.ticket_id,
+        "event_id": row.event_id,
+        "event_name": row.event_name,
+        "ticket_type_description": row.description,
+        "seat": row.seat,
+        "checked_in_at": naive_utc(now),
+        "message": "Ticket checked in",
+    }

@@ -1,0 +1,106 @@
+"""Test helpers for selling: a venue, an approved event with tickets on sale, a bought ticket.
+
+Everything goes through the gateway like a real client (catalog for events, ordering for carts).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+
+from tests.support.actors import Account, bearer, unique
+
+
+@dataclass
+class OnSale:
+    event_id: int
+    type_id: int
+    name: str
+    organizer: Account
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat()
+
+
+async def location(api: httpx.AsyncClient, admin: str) -> int:
+    response = await api.post(
+        "/api/locations",
+        json={"name": unique("Hall "), "address": "1 Main St", "city": "Gdansk", "country": "PL"},
+        headers=bearer(admin),
+    )
+    assert response.status_code == 200, response.text
+    return int(response.json()["location_id"])
+
+
+async def create_event(
+    api: httpx.AsyncClient,
+    admin: str,
+    organizer: Account,
+    *,
+    tickets: int = 100,
+    price: float = 50.0,
+    sales_start: datetime | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> OnSale:
+    """A pending event with its standard ticket type."""
+    now = datetime.now(UTC)
+    start = start or now + timedelta(days=30)
+    body: dict[str, Any] = {
+        "name": unique("Concert "),
+        "description": "A night out",
+        "start_date": iso(start),
+        "end_date": iso(end or start + timedelta(hours=3)),
+        "location_id": await location(api, admin),
+        "total_tickets": tickets,
+        "standard_ticket_price": price,
+        "ticket_sales_start": iso(sales_start or now - timedelta(days=1)),
+    }
+    response = await api.post("/api/events", json=body, headers=organizer.headers)
+    assert response.status_code == 200, response.text
+    event_id = int(response.json()["event_id"])
+    types = await api.get(
+        "/api/ticket-types", params={"event_id": event_id}, headers=organizer.headers
+    )
+    assert types.status_code == 200, types.text
+    return OnSale(event_id, int(types.json()[0]["type_id"]), body["name"], organizer)
+
+
+async def approve(api: httpx.AsyncClient, admin: str, event_id: int) -> None:
+    response = await api.post(f"/api/events/authorize/{event_id}", headers=bearer(admin))
+    assert response.status_code == 200, response.text
+
+
+async def event_on_sale(
+    api: httpx.AsyncClient, admin: str, organizer: Account, **kwargs: Any
+) -> OnSale:
+    event = await create_event(api, admin, organizer, **kwargs)
+    await approve(api, admin, event.event_id)
+    return event
+
+
+async def add(
+    api: httpx.AsyncClient, buyer: Account, type_id: int, quantity: int = 1, **headers: str
+) -> httpx.Response:
+    return await api.post(
+        "/api/cart/items",
+        json={"ticket_type_id": type_id, "quantity": quantity},
+        headers={**buyer.headers, **headers},
+    )
+
+
+async def buy(
+    api: httpx.AsyncClient, buyer: Account, type_id: int, quantity: int = 1
+) -> list[dict[str, Any]]:
+    """Add to cart and check out; the buyer's valid tickets of that type afterwards."""
+    response = await add(api, buyer, type_id, quantity)
+    assert response.status_code == 200, response.text
+    response = await api.post("/api/cart/checkout", headers=buyer.headers)
+    assert response.status_code == 200, response.text
+    mine = await api.get("/api/tickets", params={"type_id": type_id}, headers=buyer.headers)
+    assert mine.status_code == 200, mine.text
+    return mine.json()  # type: ignore[no-any-return]
