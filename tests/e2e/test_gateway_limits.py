@@ -1,0 +1,150 @@
+"""Rate limits at the edge (API.md §1.7), in a system of their own with small limits.
+
+Loopback is trusted as a proxy here, so each test speaks for a client address of its own
+through `X-Forwarded-For` and the tests never share a counter.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+
+from tests.support.actors import (
+    PASSWORD,
+    active_customer,
+    admin_token,
+    login,
+    new_account_fields,
+    unique,
+)
+from tests.support.system import System
+
+TOO_MANY = {"detail": "Too many requests. Try again later."}
+_addresses = (f"198.51.100.{n}" for n in itertools.count(1))
+
+
+@pytest.fixture(scope="module")
+def limited() -> Iterator[System]:
+    system = System(
+        extra_env={
+            "RATE_LIMIT_EXEMPT_NETWORKS": "10.99.0.0/16",
+            "TRUSTED_PROXIES": "127.0.0.1/32",
+            "RATE_LIMIT_LOGIN_IP": "5/1m",
+            "RATE_LIMIT_LOGIN_FAILURES_ACCOUNT": "3/15m",
+            "RATE_LIMIT_REGISTER_IP": "3/1h",
+            "RATE_LIMIT_REGISTER_ACCOUNT": "2/1h",
+            "RATE_LIMIT_RECOVERY_IP": "off",
+            "RATE_LIMIT_REFRESH_IP": "3/1m",
+            "RATE_LIMIT_CHANGE_PASSWORD_FAILURES_ACCOUNT": "2/15m",
+        }
+    )
+    try:
+        system.start()
+        yield system
+    finally:
+        system.stop()
+
+
+@pytest.fixture
+async def client(limited: System) -> AsyncIterator[httpx.AsyncClient]:
+    """A client with an address of its own."""
+    async with httpx.AsyncClient(
+        base_url=limited.gateway_url, timeout=30, headers={"X-Forwarded-For": next(_addresses)}
+    ) as http:
+        yield http
+
+
+def assert_limited(response: httpx.Response, period_s: int) -> None:
+    assert response.status_code == 429, response.text
+    assert response.json() == TOO_MANY
+    assert 1 <= int(response.headers["retry-after"]) <= period_s
+
+
+async def test_logins_per_address_then_429_before_any_other_check(
+    client: httpx.AsyncClient, limited: System
+) -> None:
+    for _ in range(5):
+        response = await login(client, f"{unique()}@example.com", "Wrong123!")
+        assert response.status_code == 401, response.text
+    assert_limited(await login(client, f"{unique()}@example.com", "Wrong123!"), 60)
+    # Over the limit even a malformed request gets the 429, not its 422.
+    assert_limited(await client.post("/api/auth/token", json={"nonsense": True}), 60)
+    async with httpx.AsyncClient(
+        base_url=limited.gateway_url, headers={"X-Forwarded-For": next(_addresses)}
+    ) as elsewhere:
+        response = await login(elsewhere, f"{unique()}@example.com", "Wrong123!")
+        assert response.status_code == 401
+
+
+async def test_failed_logins_lock_the_account_whatever_the_address(limited: System) -> None:
+    async def from_new_address() -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=limited.gateway_url, headers={"X-Forwarded-For": next(_addresses)}
+        )
+
+    async with await from_new_address() as setup:
+        customer = await active_customer(setup, await admin_token(setup))
+    for _ in range(3):
+        async with await from_new_address() as attacker:
+            response = await login(attacker, customer.email.upper(), "Wrong123!")
+            assert response.status_code == 401
+    async with await from_new_address() as owner:
+        # Locked even with the right password: that is what stops the guessing.
+        assert_limited(await login(owner, customer.email, PASSWORD), 900)
+        other = await login(owner, f"{unique()}@example.com", "Wrong123!")
+        assert other.status_code == 401
+
+
+async def test_registrations_per_address(client: httpx.AsyncClient) -> None:
+    for _ in range(3):
+        response = await client.post("/api/auth/register/customer", json=new_account_fields())
+        assert response.status_code == 201, response.text
+    response = await client.post("/api/auth/register/organizer", json=new_account_fields())
+    assert_limited(response, 3600)
+
+
+async def test_registrations_per_email_whatever_the_address(limited: System) -> None:
+    body = new_account_fields()
+    statuses = []
+    for _ in range(3):
+        async with httpx.AsyncClient(
+            base_url=limited.gateway_url, headers={"X-Forwarded-For": next(_addresses)}
+        ) as somewhere:
+            statuses.append(await somewhere.post("/api/auth/register/customer", json=body))
+    assert [r.status_code for r in statuses[:2]] == [201, 400]
+    assert_limited(statuses[2], 3600)
+
+
+async def test_refresh_per_address(client: httpx.AsyncClient) -> None:
+    for _ in range(3):
+        response = await client.post("/api/auth/refresh", json={"refresh_token": "nope"})
+        assert response.status_code == 401, response.text
+    assert_limited(await client.post("/api/auth/refresh", json={"refresh_token": "nope"}), 60)
+
+
+async def test_failed_password_changes_per_account(client: httpx.AsyncClient) -> None:
+    customer = await active_customer(client, await admin_token(client))
+    wrong = {"current_password": "Wrong123!", "new_password": "Another123!"}
+    for _ in range(2):
+        response = await client.post(
+            "/api/user/change-password", json=wrong, headers=customer.headers
+        )
+        assert response.status_code == 400, response.text
+    right = {"current_password": PASSWORD, "new_password": "Another123!"}
+    limited = await client.post("/api/user/change-password", json=right, headers=customer.headers)
+    assert_limited(limited, 900)
+    # The token check comes first ([U] before the endpoint's own errors).
+    anonymous = await client.post("/api/user/change-password", json=right)
+    assert anonymous.status_code == 401
+
+
+async def test_exempt_networks_are_not_limited(limited: System) -> None:
+    async with httpx.AsyncClient(
+        base_url=limited.gateway_url, headers={"X-Forwarded-For": "10.99.3.4"}
+    ) as trusted:
+        for _ in range(8):
+            response = await login(trusted, f"{unique()}@example.com", "Wrong123!")
+            assert response.status_code == 401
