@@ -6,13 +6,12 @@ import asyncio
 
 import httpx
 from argon2 import extract_parameters
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.support.actors import (
     ADMIN_EMAIL,
     ADMIN_SECRET_KEY,
     PASSWORD,
+    activate_by_email,
     admin_token,
     bearer,
     claims,
@@ -22,6 +21,7 @@ from tests.support.actors import (
     register_customer,
     unique,
 )
+from tests.support.auth_db import auth_sql
 from tests.support.system import System
 
 CUSTOMER = "/api/auth/register/customer"
@@ -201,8 +201,6 @@ async def test_admin_registration_needs_an_admin_and_the_secret(api: httpx.Async
 
 async def test_a_customer_cannot_register_an_admin(api: httpx.AsyncClient, system: System) -> None:
     customer = await register_customer(api)
-    from tests.support.actors import activate_by_email
-
     await activate_by_email(api, system, customer)
     body = new_account_fields(admin_secret_key=ADMIN_SECRET_KEY)
     response = await api.post(ADMIN, json=body, headers=bearer(customer.token))
@@ -213,15 +211,9 @@ async def test_stored_password_hash_is_argon2id_with_owasp_parameters(
     api: httpx.AsyncClient, system: System
 ) -> None:
     account = await register_customer(api)
-    engine = create_async_engine(system.database_url)
-    try:
-        async with engine.connect() as conn:
-            stored = await conn.scalar(
-                text("SELECT password_hash FROM auth.users WHERE user_id = :id"),
-                {"id": account.user_id},
-            )
-    finally:
-        await engine.dispose()
+    [(stored,)] = await auth_sql(
+        system, "SELECT password_hash FROM auth.users WHERE user_id = :id", id=account.user_id
+    )
     assert stored.startswith("$argon2id$")
     parameters = extract_parameters(stored)
     assert parameters.memory_cost >= 19456

@@ -11,6 +11,7 @@ with random identifiers so tests never collide. Typical use:
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -130,11 +131,22 @@ def token_in(message: Message) -> str:
     return found.group(1)
 
 
-async def mailed_token(system: System, email: str, count: int = 1) -> str:
-    """The token of the `count`-th email sent to `email` (waits for it to arrive)."""
-    messages = await system.wait_for_mail(email, count=count)
-    assert len(messages) >= count, f"no mail #{count} for {email}"
-    return token_in(messages[count - 1])
+VERIFICATION_SUBJECT = "Activate your Resellio account"
+RESET_SUBJECT = "Reset your Resellio password"
+
+
+async def mailed_token(
+    system: System, email: str, count: int = 1, subject: str = VERIFICATION_SUBJECT
+) -> str:
+    """The token in the `count`-th email with `subject` sent to `email` (waits for it)."""
+    wanted: list[Message] = []
+    for _ in range(100):
+        messages = await system.wait_for_mail(email, count=count)
+        wanted = [m for m in messages if m["Subject"] == subject]
+        if len(wanted) >= count:
+            return token_in(wanted[count - 1])
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no mail #{count} '{subject}' for {email}")
 
 
 async def activate_by_email(api: httpx.AsyncClient, system: System, account: Account) -> Account:

@@ -1,0 +1,206 @@
+"""Login (API.md §3.4), access-token claims (§2.4), refresh rotation (§3.5), logout (§3.6),
+JWKS (§3.7)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import httpx
+import jwt
+
+from tests.support.actors import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
+    active_customer,
+    admin_token,
+    bearer,
+    claims,
+    login,
+    register_organizer,
+    verified_organizer,
+)
+
+REFRESH = "/api/auth/refresh"
+LOGOUT = "/api/auth/logout"
+INCORRECT = {"detail": "Incorrect email or password"}
+
+
+async def test_login_answers_an_access_and_a_refresh_token(api: httpx.AsyncClient) -> None:
+    admin = await admin_token(api)
+    customer = await active_customer(api, admin)
+    response = await login(api, customer.email, customer.password)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["message"] == "Login successful" and set(body) == {
+        "token",
+        "refresh_token",
+        "message",
+    }
+    assert body["refresh_token"].count(".") == 0 and len(body["refresh_token"]) >= 43
+
+
+async def test_access_token_header_and_claims(api: httpx.AsyncClient) -> None:
+    admin = await admin_token(api)
+    customer = await active_customer(api, admin)
+    header = jwt.get_unverified_header(customer.token)
+    assert header["alg"] == "EdDSA" and header["typ"] == "JWT" and header["kid"]
+    jwks = (await api.get("/api/auth/.well-known/jwks.json")).json()
+    assert header["kid"] in {key["kid"] for key in jwks["keys"]}
+    token = claims(customer.token)
+    assert token["sub"] == customer.email and token["role"] == "customer"
+    assert token["user_id"] == customer.user_id and token["name"] == customer.first_name
+    assert token["iss"] == "resellio-auth" and token["aud"] == "resellio-api"
+    assert isinstance(token["iat"], float) and round(token["iat"], 3) == token["iat"]
+    assert token["exp"] - int(token["iat"]) == 30 * 60
+    assert uuid.UUID(token["jti"]).version == 4
+    assert "verified" not in token
+
+
+async def test_login_email_ignores_case(api: httpx.AsyncClient) -> None:
+    response = await login(api, ADMIN_EMAIL.upper(), ADMIN_PASSWORD)
+    assert response.status_code == 200 and claims(response.json()["token"])["role"] == (
+        "administrator"
+    )
+
+
+async def test_wrong_password_and_unknown_email_look_the_same(api: httpx.AsyncClient) -> None:
+    wrong = await login(api, ADMIN_EMAIL, "WrongPassword1")
+    unknown = await login(api, f"nobody-{uuid.uuid4().hex}@example.com", "WrongPassword1")
+    for response in (wrong, unknown):
+        assert response.status_code == 401 and response.json() == INCORRECT
+        assert response.headers["www-authenticate"] == "Bearer"
+
+
+async def test_login_takes_a_form_not_json(api: httpx.AsyncClient) -> None:
+    as_json = await api.post(
+        "/api/auth/token", json={"username": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
+    )
+    assert as_json.status_code == 422
+    assert {tuple(e["loc"]) for e in as_json.json()["detail"]} == {
+        ("body", "username"),
+        ("body", "password"),
+    }
+    missing = await api.post("/api/auth/token", data={"username": ADMIN_EMAIL})
+    assert missing.status_code == 422
+    assert missing.json()["detail"][0]["loc"] == ["body", "password"]
+
+
+async def test_grant_type_must_be_password_when_present(api: httpx.AsyncClient) -> None:
+    form = {"username": ADMIN_EMAIL, "password": ADMIN_PASSWORD, "scope": "x", "client_id": "y"}
+    ok = await api.post("/api/auth/token", data={**form, "grant_type": "password"})
+    assert ok.status_code == 200
+    bad = await api.post("/api/auth/token", data={**form, "grant_type": "client_credentials"})
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "grant_type"]
+
+
+async def test_unverified_organizer_login_is_pending(api: httpx.AsyncClient) -> None:
+    organizer = await register_organizer(api)
+    response = await login(api, organizer.email, organizer.password)
+    assert response.status_code == 200
+    assert response.json() == {
+        "token": "",
+        "refresh_token": "",
+        "message": "Your account is pending verification by an administrator",
+    }
+
+
+async def test_verified_organizer_token_says_verified(api: httpx.AsyncClient) -> None:
+    organizer = await verified_organizer(api, await admin_token(api))
+    assert claims(organizer.token)["verified"] is True
+    assert claims(organizer.token)["role_id"] == organizer.role_id
+
+
+async def test_refresh_rotates_the_refresh_token(api: httpx.AsyncClient) -> None:
+    customer = await active_customer(api, await admin_token(api))
+    response = await api.post(REFRESH, json={"refresh_token": customer.refresh_token})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["message"] == "Token refreshed"
+    assert body["refresh_token"] != customer.refresh_token
+    assert claims(body["token"])["user_id"] == customer.user_id
+    assert (await api.get("/api/user/me", headers=bearer(body["token"]))).status_code == 200
+    again = await api.post(REFRESH, json={"refresh_token": body["refresh_token"]})
+    assert again.status_code == 200
+
+
+async def test_reusing_a_rotated_refresh_token_revokes_the_whole_chain(
+    api: httpx.AsyncClient,
+) -> None:
+    customer = await active_customer(api, await admin_token(api))
+    first = await api.post(REFRESH, json={"refresh_token": customer.refresh_token})
+    successor = first.json()["refresh_token"]
+    replay = await api.post(REFRESH, json={"refresh_token": customer.refresh_token})
+    assert replay.status_code == 401 and replay.json() == {"detail": "Invalid refresh token"}
+    assert replay.headers["www-authenticate"] == "Bearer"
+    # The thief's (or the owner's) newer token of that chain is dead too.
+    after = await api.post(REFRESH, json={"refresh_token": successor})
+    assert after.status_code == 401 and after.json() == {"detail": "Invalid refresh token"}
+
+
+async def test_concurrent_refresh_of_one_token_has_one_winner(api: httpx.AsyncClient) -> None:
+    customer = await active_customer(api, await admin_token(api))
+    responses = await asyncio.gather(
+        *(api.post(REFRESH, json={"refresh_token": customer.refresh_token}) for _ in range(2))
+    )
+    assert sorted(r.status_code for r in responses) == [200, 401]
+
+
+async def test_refresh_errors(api: httpx.AsyncClient) -> None:
+    unknown = await api.post(REFRESH, json={"refresh_token": "not-a-token"})
+    assert unknown.status_code == 401 and unknown.json() == {"detail": "Invalid refresh token"}
+    missing = await api.post(REFRESH, json={})
+    assert missing.status_code == 422
+    assert missing.json()["detail"] == [
+        {"loc": ["body", "refresh_token"], "msg": "Field required", "type": "missing"}
+    ]
+    customer = await active_customer(api, await admin_token(api))
+    as_refresh = await api.post(REFRESH, json={"refresh_token": customer.token})
+    assert as_refresh.status_code == 401
+
+
+async def test_logout_revokes_the_access_token_and_the_refresh_chain(
+    api: httpx.AsyncClient,
+) -> None:
+    customer = await active_customer(api, await admin_token(api))
+    response = await api.post(
+        LOGOUT, json={"refresh_token": customer.refresh_token}, headers=customer.headers
+    )
+    assert response.status_code == 200 and response.json() == {"message": "Logout successful"}
+    me = await api.get("/api/user/me", headers=customer.headers)
+    assert me.status_code == 401 and me.json() == {"detail": "Token has been revoked"}
+    assert me.headers["www-authenticate"] == "Bearer"
+    refresh = await api.post(REFRESH, json={"refresh_token": customer.refresh_token})
+    assert refresh.status_code == 401
+    # A new login still works.
+    assert (await login(api, customer.email, customer.password)).status_code == 200
+
+
+async def test_logout_always_answers_200(api: httpx.AsyncClient) -> None:
+    for kwargs in (
+        {},
+        {"headers": {"Authorization": "Bearer not.a.jwt"}},
+        {"content": b"{broken", "headers": {"content-type": "application/json"}},
+        {"json": {"refresh_token": "unknown"}},
+    ):
+        response = await api.post(LOGOUT, **kwargs)  # type: ignore[arg-type]
+        assert response.status_code == 200 and response.json() == {"message": "Logout successful"}
+
+
+async def test_jwks_is_public_and_cacheable(api: httpx.AsyncClient) -> None:
+    response = await api.get("/api/auth/.well-known/jwks.json")
+    assert response.status_code == 200
+    assert response.headers["cache-control"] == "public, max-age=300"
+    [key] = response.json()["keys"]
+    assert set(key) == {"kty", "crv", "x", "kid", "alg", "use"}
+    assert (key["kty"], key["crv"], key["alg"], key["use"]) == ("OKP", "Ed25519", "EdDSA", "sig")
+
+
+async def test_routes_answer_with_and_without_trailing_slash(api: httpx.AsyncClient) -> None:
+    admin = await admin_token(api)
+    for path in ("/api/user/me", "/api/user/me/", "/api/auth/users/stats/"):
+        assert (await api.get(path, headers=bearer(admin))).status_code == 200, path
+    slash = await api.post(
+        "/api/auth/token/", data={"username": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
+    )
+    assert slash.status_code == 200
