@@ -1,0 +1,221 @@
+"""HTTP handlers of resale (API.md §9.4, §9.5, §10; internal.md): parse, call the rules,
+answer. Checks against projections catch up with their producers before saying no (§1.8)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from litestar import Request, Response, delete, get, post
+
+from contracts.codec import encode
+from services.kernel.app import runtime
+from services.kernel.db import Database
+from services.kernel.errors import BadRequest, DomainError, Forbidden, NotFound
+from services.kernel.idempotency import IdempotencyKeys, fingerprint, header_key
+from services.kernel.security import authenticated, customer, optional_identity
+from services.kernel.validation import parse_json, parse_query, path_id
+from services.resale import marketplace, purchase
+from services.resale.config import current, payment_provider
+from services.resale.listings import TICKET_NOT_FOUND, ListTicket, list_ticket, withdraw
+from services.resale.models import purchases
+from services.resale.schemas import (
+    Doc,
+    ListingPrice,
+    MarketQuery,
+    MyListingsQuery,
+    PurchaseRequest,
+    SummaryQuery,
+    listing_doc,
+    ticket_doc,
+)
+from services.resale.tickets import ticket_row
+
+T = TypeVar("T")
+# Answers that do not depend on a projection: no point catching up before giving them.
+INPUT_ERRORS = frozenset({"Resell price required", "Resale price must be greater than 0"})
+PROJECTED_BY = ("ordering", "catalog")
+
+
+async def after_catch_up(request: Request, attempt: Callable[[], Awaitable[T]]) -> T:
+    """Run `attempt`; a projection-based no (404/403/400) is re-checked once caught up."""
+    try:
+        return await attempt()
+    except (NotFound, Forbidden, BadRequest) as exc:
+        if exc.detail in INPUT_ERRORS:
+            raise
+        await runtime(request).catch_up(*PROJECTED_BY)
+        return await attempt()
+
+
+async def ticket_details(db: Database, ticket_id: int) -> Doc:
+    async with db.engine.connect() as conn:
+        row = await ticket_row(conn, ticket_id)
+    if row is None:
+        raise NotFound(TICKET_NOT_FOUND)
+    return ticket_doc(row)
+
+
+def _listed(items: list[Doc], total: int) -> Response[list[Doc]]:
+    return Response(items, headers={"X-Total-Count": str(total)})
+
+
+# ---- listings (§9.4, §9.5) -----------------------------------------------------------------
+
+
+def _price_body(raw: bytes) -> ListingPrice:
+    """No body, or a JSON null, is a missing price (400 later), not a malformed request."""
+    if raw.strip() in (b"", b"null"):
+        return ListingPrice()
+    return parse_json(raw, ListingPrice)
+
+
+@post("/api/tickets/{ticket_id:str}/resell", status_code=200)
+async def resell(request: Request, ticket_id: str) -> Doc:
+    identity = await authenticated(request)
+    tid = path_id(ticket_id, "ticket_id")
+    body = _price_body(await request.body())
+    db = runtime(request).db
+    cmd = ListTicket(tid, identity.user_id, body.price)
+
+    async def attempt() -> None:
+        async with db.unit_of_work() as uow:
+            await list_ticket(cmd, uow, current().price_cap_percent)
+
+    await after_catch_up(request, attempt)
+    return await ticket_details(db, tid)
+
+
+@delete("/api/tickets/{ticket_id:str}/resell", status_code=200)
+async def withdraw_listing(request: Request, ticket_id: str) -> Doc:
+    identity = await authenticated(request)
+    tid = path_id(ticket_id, "ticket_id")
+    db = runtime(request).db
+
+    async def attempt() -> None:
+        async with db.unit_of_work() as uow:
+            await withdraw(tid, identity.user_id, uow)
+
+    await after_catch_up(request, attempt)
+    return await ticket_details(db, tid)
+
+
+# ---- marketplace (§10.1, §10.2) --------------------------------------------------------------
+
+
+@get("/api/resale/marketplace")
+async def get_marketplace(request: Request) -> Response[list[Doc]]:
+    identity = await optional_identity(request)
+    q = parse_query(request.query_params, MarketQuery)
+    where = marketplace.market_conditions(q, identity.user_id if identity else None)
+    async with runtime(request).db.engine.connect() as conn:
+        rows, total = await marketplace.page_of(
+            conn, where, q.sort_by, q.sort_order, q.page, q.limit
+        )
+    return _listed([listing_doc(r) for r in rows], total)
+
+
+@get("/api/resale/my-listings")
+async def get_my_listings(request: Request) -> Response[list[Doc]]:
+    identity = await authenticated(request)
+    q = parse_query(request.query_params, MyListingsQuery)
+    where = marketplace.my_conditions(q, identity.user_id)
+    async with runtime(request).db.engine.connect() as conn:
+        rows, total = await marketplace.page_of(
+            conn, where, q.sort_by, q.sort_order, q.page, q.limit
+        )
+    return _listed([listing_doc(r) for r in rows], total)
+
+
+@get("/internal/resale-summary", include_in_schema=False)
+async def resale_summary(request: Request) -> Doc:
+    q = parse_query(request.query_params, SummaryQuery)
+    async with runtime(request).db.engine.connect() as conn:
+        return await marketplace.summary(conn, q.event_id, q.exclude_user_id)
+
+
+# ---- purchase (§10.3) -------------------------------------------------------------------------
+
+
+async def _buy(request: Request, cmd: purchase.BuyTicket) -> tuple[int, Any]:
+    """(200, TicketDetails) once the buyer holds the ticket, else (202, how to follow it)."""
+    rt = runtime(request)
+    bought = await purchase.earlier_purchase(rt.db, cmd)
+    if bought is None:
+
+        async def attempt() -> Any:
+            async with rt.db.unit_of_work() as uow:
+                return await purchase.claim(cmd, uow)
+
+        bought = await after_catch_up(request, attempt)
+        payments = payment_provider(rt.db)
+        payment_id = await purchase.charge(bought, cmd.payment_token, rt.db, payments)
+        async with rt.db.unit_of_work() as uow:
+            await purchase.record_sale(bought, payment_id, current().fee_percent, uow)
+    status = await purchase.settle_answer(rt.db, bought, current().transfer_wait_s)
+    if status == "completed":
+        return 200, await ticket_details(rt.db, bought.ticket_id)
+    return 202, {"detail": "Purchase is being processed", "purchase_id": bought.purchase_id}
+
+
+@post("/api/resale/purchase", status_code=200)
+async def buy_ticket(request: Request) -> Response[Any]:
+    identity = await customer(request)
+    body = parse_json(await request.body(), PurchaseRequest)
+    key = header_key(request)
+    cmd = purchase.BuyTicket(
+        body.ticket_id,
+        identity.user_id,
+        body.expected_price,
+        body.payment_token,
+        key,
+    )
+    if key is None:
+        status, answer = await _buy(request, cmd)
+        return Response(answer, status_code=status)
+    # Idempotency-Key (§1.6): the kernel's store; a 202 is not kept, so a repeat of the same
+    # request follows the purchase it started (found by the key) to its final answer.
+    keys = IdempotencyKeys(runtime(request).db)
+    scope = (identity.user_id, request.method, request.url.path.rstrip("/"), key)
+    stored = await keys.claim(*scope, await fingerprint(request))
+    if stored is not None:
+        return Response(stored[1], status_code=stored[0], media_type="application/json")
+    try:
+        status, answer = await _buy(request, cmd)
+    except DomainError as exc:
+        await keys.finish(*scope, exc.status_code, encode({"detail": exc.detail}))
+        raise
+    except BaseException:
+        await keys.finish(*scope, 500, b"")
+        raise
+    await keys.finish(*scope, status, encode(answer))
+    return Response(answer, status_code=status)
+
+
+@get("/api/resale/purchases/{purchase_id:str}")
+async def get_purchase(request: Request, purchase_id: str) -> Doc:
+    identity = await authenticated(request)
+    pid = path_id(purchase_id, "purchase_id")
+    async with runtime(request).db.engine.connect() as conn:
+        row = (
+            await conn.execute(
+                purchases.select().where(
+                    purchases.c.purchase_id == pid, purchases.c.buyer_id == identity.user_id
+                )
+            )
+        ).first()
+    if row is None:
+        raise NotFound("Purchase not found")
+    status = row.status if row.status in ("completed", "failed") else "processing"
+    return {"purchase_id": row.purchase_id, "ticket_id": row.ticket_id, "status": status}
+
+
+ROUTES = [
+    resell,
+    withdraw_listing,
+    get_marketplace,
+    get_my_listings,
+    resale_summary,
+    buy_ticket,
+    get_purchase,
+]

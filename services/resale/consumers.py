@@ -1,0 +1,216 @@
+"""Events resale reacts to. Projections: tickets (ordering), events and ticket types
+(catalog), users (auth). Effects: withdraw listings whose ticket or event stops being sellable
+or whose seller is banned; settle sales; refund resale buyers of a cancelled event.
+Every handler is idempotent (the kernel's inbox also drops redeliveries)."""
+
+from __future__ import annotations
+
+from sqlalchemy import case, update
+from sqlalchemy.dialects.postgresql import insert
+
+from contracts.auth import UserBanned, UserProfileUpdated, UserRegistered
+from contracts.catalog import (
+    EventApproved,
+    EventCancelled,
+    EventCreated,
+    EventRejected,
+    LocationUpdated,
+    TicketTypeCreated,
+)
+from contracts.envelope import Envelope
+from contracts.ordering import (
+    TicketCheckedIn,
+    TicketPurchased,
+    TicketRefunded,
+    TicketTransferred,
+    TicketTransferRefused,
+)
+from services.kernel.consumer import Handler
+from services.kernel.db import UnitOfWork
+from services.kernel.projections import Projection
+from services.resale import settlement
+from services.resale.config import payment_provider
+from services.resale.listings import cancel_listings
+from services.resale.models import events, listings, purchases, ticket_types, tickets, users
+from services.resale.tickets import OPEN
+
+# ---- catalog -------------------------------------------------------------------------------
+
+
+async def on_event_saved(event: EventCreated, envelope: Envelope, uow: UnitOfWork) -> None:
+    values = {
+        "organizer_id": event.organizer_id,
+        "name": event.name,
+        "start_date": event.start_date,
+        "end_date": event.end_date,
+        "location_id": event.location_id,
+        "location_name": event.location_name,
+        "resale_price_cap_percent": event.resale_price_cap_percent,
+    }
+    # A cancellation is final: a late update never reopens the event here.
+    status = case((events.c.status == "cancelled", "cancelled"), else_=event.status)
+    await uow.execute(
+        insert(events)
+        .values(event_id=event.event_id, status=event.status, **values)
+        .on_conflict_do_update(
+            index_elements=[events.c.event_id], set_={**values, "status": status}
+        )
+    )
+    await uow.execute(
+        update(listings)
+        .where(listings.c.event_id == event.event_id, listings.c.state.in_(OPEN))
+        .values(event_name=event.name, event_start=event.start_date, event_end=event.end_date)
+    )
+
+
+async def _set_status(uow: UnitOfWork, event_id: int, status: str) -> None:
+    await uow.execute(update(events).where(events.c.event_id == event_id).values(status=status))
+
+
+async def on_event_approved(event: EventApproved, envelope: Envelope, uow: UnitOfWork) -> None:
+    await uow.execute(
+        update(events)
+        .where(events.c.event_id == event.event_id, events.c.status != "cancelled")
+        .values(status="created")
+    )
+
+
+async def on_event_rejected(event: EventRejected, envelope: Envelope, uow: UnitOfWork) -> None:
+    await _set_status(uow, event.event_id, "rejected")
+    await cancel_listings(uow, listings.c.event_id == event.event_id, "event_rejected")
+
+
+async def on_event_cancelled(event: EventCancelled, envelope: Envelope, uow: UnitOfWork) -> None:
+    await _set_status(uow, event.event_id, "cancelled")
+    await cancel_listings(uow, listings.c.event_id == event.event_id, "event_cancelled")
+    await settlement.refund_holders(
+        uow, purchases.c.event_id == event.event_id, payment_provider(uow.db)
+    )
+
+
+async def on_location_updated(event: LocationUpdated, envelope: Envelope, uow: UnitOfWork) -> None:
+    await uow.execute(
+        update(events)
+        .where(events.c.location_id == event.location_id)
+        .values(location_name=event.name)
+    )
+
+
+async def on_ticket_type_saved(
+    event: TicketTypeCreated, envelope: Envelope, uow: UnitOfWork
+) -> None:
+    values = {"event_id": event.event_id, "description": event.description}
+    await uow.execute(
+        insert(ticket_types)
+        .values(type_id=event.type_id, **values)
+        .on_conflict_do_update(index_elements=[ticket_types.c.type_id], set_=values)
+    )
+
+
+# ---- ordering ------------------------------------------------------------------------------
+
+
+async def on_ticket_purchased(event: TicketPurchased, envelope: Envelope, uow: UnitOfWork) -> None:
+    await uow.execute(
+        insert(tickets)
+        .values(
+            ticket_id=event.ticket_id,
+            event_id=event.event_id,
+            type_id=event.type_id,
+            owner_id=event.owner_id,
+            original_price=event.price,
+            currency=event.currency,
+            status="valid",
+        )
+        .on_conflict_do_nothing(index_elements=[tickets.c.ticket_id])
+    )
+
+
+async def on_ticket_transferred(
+    event: TicketTransferred, envelope: Envelope, uow: UnitOfWork
+) -> None:
+    await uow.execute(
+        update(tickets)
+        .where(tickets.c.ticket_id == event.ticket_id)
+        .values(owner_id=event.to_user_id)
+    )
+    await settlement.transfer_recorded(event.listing_id, uow)
+
+
+async def on_transfer_refused(
+    event: TicketTransferRefused, envelope: Envelope, uow: UnitOfWork
+) -> None:
+    await settlement.transfer_refused(event.listing_id, event.reason, uow, payment_provider(uow.db))
+
+
+async def on_ticket_refunded(event: TicketRefunded, envelope: Envelope, uow: UnitOfWork) -> None:
+    await uow.execute(
+        update(tickets).where(tickets.c.ticket_id == event.ticket_id).values(status="refunded")
+    )
+    await cancel_listings(uow, listings.c.ticket_id == event.ticket_id, "ticket_refunded")
+    await settlement.refund_holders(
+        uow, purchases.c.ticket_id == event.ticket_id, payment_provider(uow.db)
+    )
+
+
+async def on_ticket_checked_in(event: TicketCheckedIn, envelope: Envelope, uow: UnitOfWork) -> None:
+    await uow.execute(
+        update(tickets).where(tickets.c.ticket_id == event.ticket_id).values(status="used")
+    )
+    await cancel_listings(uow, listings.c.ticket_id == event.ticket_id, "ticket_used")
+
+
+# ---- auth ----------------------------------------------------------------------------------
+
+
+async def on_user_registered(event: UserRegistered, envelope: Envelope, uow: UnitOfWork) -> None:
+    values = {"email": event.email, "first_name": event.first_name}
+    await uow.execute(
+        insert(users)
+        .values(user_id=event.user_id, **values)
+        .on_conflict_do_update(index_elements=[users.c.user_id], set_=values)
+    )
+
+
+async def on_profile_updated(
+    event: UserProfileUpdated, envelope: Envelope, uow: UnitOfWork
+) -> None:
+    await uow.execute(
+        update(users).where(users.c.user_id == event.user_id).values(first_name=event.first_name)
+    )
+
+
+async def on_user_banned(event: UserBanned, envelope: Envelope, uow: UnitOfWork) -> None:
+    await cancel_listings(uow, listings.c.seller_id == event.user_id, "seller_banned")
+
+
+HANDLERS: dict[str, Handler] = {
+    "catalog.EventCreated": on_event_saved,
+    "catalog.EventUpdated": on_event_saved,
+    "catalog.EventApproved": on_event_approved,
+    "catalog.EventRejected": on_event_rejected,
+    "catalog.EventCancelled": on_event_cancelled,
+    "catalog.LocationUpdated": on_location_updated,
+    "catalog.TicketTypeCreated": on_ticket_type_saved,
+    "catalog.TicketTypeUpdated": on_ticket_type_saved,
+    "ordering.TicketPurchased": on_ticket_purchased,
+    "ordering.TicketTransferred": on_ticket_transferred,
+    "ordering.TicketTransferRefused": on_transfer_refused,
+    "ordering.TicketRefunded": on_ticket_refunded,
+    "ordering.TicketCheckedIn": on_ticket_checked_in,
+    "auth.UserRegistered": on_user_registered,
+    "auth.UserProfileUpdated": on_profile_updated,
+    "auth.UserBanned": on_user_banned,
+}
+
+# Tables that only mirror other services' events, and the events whose handlers write only
+# them (replaying these has no other effect): `resellio projections rebuild resale`.
+PROJECTION = Projection(
+    tables=["ticket_types", "users"],
+    events=[
+        "catalog.TicketTypeCreated",
+        "catalog.TicketTypeUpdated",
+        "auth.UserRegistered",
+        "auth.UserProfileUpdated",
+    ],
+)

@@ -1,0 +1,175 @@
+"""Listing a ticket for resale, repricing, withdrawing (API.md §9.4, §9.5), and withdrawing
+listings when their ticket or event stops being sellable."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import ROUND_DOWN, Decimal
+from typing import Any
+
+from sqlalchemy import ColumnElement, select, update
+from sqlalchemy.dialects.postgresql import insert
+
+from contracts.resale import ListingCancelled, ListingCreated, ListingRepriced
+from contracts.timeutil import utcnow
+from services.kernel.db import UnitOfWork
+from services.kernel.errors import BadRequest, Conflict, Forbidden, NotFound
+from services.kernel.mail import queue_mail
+from services.resale.models import listings, users
+from services.resale.tickets import OPEN, open_listing_of, ticket_row
+
+TICKET_NOT_FOUND = "Ticket not found"
+NOT_OWNER = "Not the ticket owner"
+BEING_PURCHASED = "Ticket is being purchased"
+
+
+@dataclass(frozen=True)
+class ListTicket:
+    ticket_id: int
+    seller_id: int
+    price: Decimal | None
+
+
+def price_cap(original: Decimal, percent: int | None) -> Decimal | None:
+    """original × percent / 100, rounded down to the cent; None = no cap."""
+    if percent is None:
+        return None
+    return (original * percent / 100).quantize(Decimal("0.01"), rounding=ROUND_DOWN)
+
+
+async def owned_ticket(uow: UnitOfWork, ticket_id: int, user_id: int) -> Any:
+    row = await ticket_row(uow.conn, ticket_id, lock=True)
+    if row is None:
+        raise NotFound(TICKET_NOT_FOUND)
+    if row.owner_id != user_id:
+        raise Forbidden(NOT_OWNER)
+    return row
+
+
+async def list_ticket(cmd: ListTicket, uow: UnitOfWork, default_cap: int | None) -> None:
+    """List the ticket, or reprice its open listing; errors in the order of §9.4."""
+    row = await owned_ticket(uow, cmd.ticket_id, cmd.seller_id)
+    if cmd.price is None:
+        raise BadRequest("Resell price required")
+    if row.status != "valid":
+        raise BadRequest("Ticket is no longer valid")
+    if row.event_status in ("cancelled", "rejected"):
+        raise BadRequest("Cannot resell tickets for a cancelled event")
+    if row.event_end_date <= utcnow():
+        raise BadRequest("Cannot resell tickets for an event that has ended")
+    if cmd.price <= 0:
+        raise BadRequest("Resale price must be greater than 0")
+    percent = row.resale_price_cap_percent
+    cap = price_cap(row.original_price, percent if percent is not None else default_cap)
+    if cap is not None and cmd.price > cap:
+        raise BadRequest(f"Resale price exceeds the cap of {cap:.2f}")
+    repriced = (
+        await uow.execute(
+            update(listings)
+            .where(open_listing_of(cmd.ticket_id))
+            .values(price=cmd.price, updated_at=utcnow())
+            .returning(listings.c.listing_id, listings.c.state)
+        )
+    ).first()
+    if repriced is not None and repriced.state != "active":
+        raise Conflict(BEING_PURCHASED)  # rolled back: the price of a claimed listing stays
+    event_type: type[ListingCreated] = ListingRepriced
+    listing_id = repriced.listing_id if repriced is not None else None
+    if listing_id is None:
+        event_type = ListingCreated
+        listing_id = await uow.conn.scalar(
+            insert(listings)
+            .values(
+                ticket_id=row.ticket_id,
+                seller_id=cmd.seller_id,
+                event_id=row.event_id,
+                type_id=row.type_id,
+                price=cmd.price,
+                currency=row.currency,
+                original_price=row.original_price,
+                seat=row.seat,
+                state="active",
+                event_name=row.event_name,
+                event_start=row.event_start_date,
+                event_end=row.event_end_date,
+            )
+            .returning(listings.c.listing_id)
+        )
+    uow.emit(
+        event_type(
+            listing_id=listing_id,
+            ticket_id=row.ticket_id,
+            seller_id=cmd.seller_id,
+            event_id=row.event_id,
+            price=str(cmd.price),
+            currency=row.currency,
+        ),
+        aggregate_id=row.ticket_id,
+    )
+    await uow.commit()
+
+
+async def withdraw(ticket_id: int, seller_id: int, uow: UnitOfWork) -> None:
+    """§9.5: the owner takes the ticket off the market."""
+    await owned_ticket(uow, ticket_id, seller_id)
+    withdrawn = await cancel_listings(uow, open_listing_of(ticket_id), "withdrawn", notify=False)
+    if not withdrawn:
+        state = await uow.conn.scalar(
+            select(listings.c.state).where(open_listing_of(ticket_id)).limit(1)
+        )
+        raise (
+            Conflict(BEING_PURCHASED)
+            if state in OPEN
+            else BadRequest("Ticket is not listed for resale")
+        )
+    await uow.commit()
+
+
+async def cancel_listings(
+    uow: UnitOfWork, which: ColumnElement[bool], reason: str, notify: bool = True
+) -> int:
+    """Withdraw the active listings matching `which` (one ListingCancelled each); a listing a
+    buyer has claimed is left to its purchase. Sellers are told by email when `notify`."""
+    cancelled = (
+        await uow.execute(
+            update(listings)
+            .where(which, listings.c.state == "active")
+            .values(state="cancelled", updated_at=utcnow())
+            .returning(
+                listings.c.listing_id,
+                listings.c.ticket_id,
+                listings.c.seller_id,
+                listings.c.event_name,
+            )
+        )
+    ).all()
+    for listing in cancelled:
+        uow.emit(
+            ListingCancelled(
+                listing_id=listing.listing_id, ticket_id=listing.ticket_id, reason=reason
+            ),
+            aggregate_id=listing.ticket_id,
+        )
+        if notify:
+            await _tell_seller(uow, listing, reason)
+    return len(cancelled)
+
+
+REASONS = {
+    "event_cancelled": "the event was cancelled",
+    "seller_banned": "your account was suspended",
+    "ticket_refunded": "the ticket was refunded",
+    "ticket_used": "the ticket was checked in",
+}
+
+
+async def _tell_seller(uow: UnitOfWork, listing: Any, reason: str) -> None:
+    seller = (await uow.execute(select(users).where(users.c.user_id == listing.seller_id))).first()
+    if seller is not None:
+        await queue_mail(
+            uow,
+            seller.email,
+            f"Your resale listing for {listing.event_name} was withdrawn",
+            f"Hello {seller.first_name},\n\nYour listing of ticket #{listing.ticket_id} for "
+            f"{listing.event_name} was withdrawn because {REASONS.get(reason, reason)}.\n",
+        )

@@ -1,0 +1,239 @@
+"""Buying a listed ticket (API.md §10.3): sold at most once under any concurrency.
+
+1. claim: one conditional UPDATE moves the listing active → purchasing (the losers of a race
+   get 409) and records the purchase as `charging`;
+2. charge the buyer through the payment port (idempotency key per purchase); a declined or
+   failed charge puts the listing back to active;
+3. sale: the purchase becomes `processing`, the seller's payout is recorded and ListingSold
+   goes out, in one transaction;
+4. ordering moves the ticket and answers TicketTransferred (or TicketTransferRefused); the
+   consumers record it (services/resale/settlement.py) and the request answers from that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from sqlalchemy import select, update
+
+from contracts.resale import ListingSold
+from contracts.timeutil import utcnow
+from services.kernel.db import Database, UnitOfWork
+from services.kernel.errors import (
+    BadRequest,
+    Conflict,
+    NotFound,
+    PaymentRequired,
+    ServiceUnavailable,
+)
+from services.kernel.payments import PaymentDeclined, PaymentProvider, PaymentUnavailable
+from services.resale.listings import TICKET_NOT_FOUND
+from services.resale.models import listings, payouts, purchases
+from services.resale.tickets import latest_listing, sellable, ticket_row
+
+NO_LONGER_FOR_SALE = "Ticket is no longer for sale"
+NOT_FOR_RESALE = "Ticket is not for resale"
+
+
+@dataclass(frozen=True)
+class BuyTicket:
+    ticket_id: int
+    buyer_id: int
+    expected_price: Decimal | None
+    payment_token: str | None
+    idempotency_key: str | None
+
+
+def payment_key(purchase_id: int, step: str) -> str:
+    return f"resale-purchase-{purchase_id}-{step}"
+
+
+async def earlier_purchase(db: Database, cmd: BuyTicket) -> Any:
+    """The purchase a repeated Idempotency-Key already started (its answer was a 202)."""
+    if cmd.idempotency_key is None:
+        return None
+    async with db.engine.connect() as conn:
+        stmt = select(purchases).where(
+            purchases.c.buyer_id == cmd.buyer_id,
+            purchases.c.idempotency_key == cmd.idempotency_key,
+        )
+        return (await conn.execute(stmt)).first()
+
+
+async def claim(cmd: BuyTicket, uow: UnitOfWork) -> Any:
+    """Errors in the order of §10.3; on success the listing is ours and a purchase exists."""
+    row = await ticket_row(uow.conn, cmd.ticket_id)
+    if row is None:
+        raise NotFound(TICKET_NOT_FOUND)
+    if row.owner_id == cmd.buyer_id:
+        raise BadRequest("Cannot buy your own ticket")
+    listing = await latest_listing(uow.conn, cmd.ticket_id)
+    if listing is None or listing.state == "cancelled":
+        raise BadRequest(NOT_FOR_RESALE)
+    if listing.state != "active":  # claimed or sold: another buyer won
+        raise Conflict(NO_LONGER_FOR_SALE)
+    if not sellable(row):
+        raise BadRequest(NOT_FOR_RESALE)
+    if cmd.expected_price is not None and cmd.expected_price != listing.price:
+        raise Conflict("Price changed")
+    claimed = (
+        await uow.execute(
+            update(listings)
+            .where(
+                listings.c.listing_id == listing.listing_id,
+                listings.c.state == "active",
+                listings.c.price == listing.price,  # a reprice in between is not bought unseen
+            )
+            .values(state="purchasing", updated_at=utcnow())
+            .returning(listings.c.listing_id)
+        )
+    ).first()
+    if claimed is None:
+        now = await latest_listing(uow.conn, cmd.ticket_id)
+        if now.state == "active":
+            raise Conflict("Price changed")
+        if now.state == "cancelled":
+            raise BadRequest(NOT_FOR_RESALE)
+        raise Conflict(NO_LONGER_FOR_SALE)
+    purchase = (
+        await uow.execute(
+            purchases.insert()
+            .values(
+                listing_id=listing.listing_id,
+                ticket_id=listing.ticket_id,
+                event_id=listing.event_id,
+                buyer_id=cmd.buyer_id,
+                seller_id=listing.seller_id,
+                price=listing.price,
+                currency=listing.currency,
+                status="charging",
+                idempotency_key=cmd.idempotency_key,
+            )
+            .returning(*purchases.c)
+        )
+    ).one()
+    await uow.commit()
+    return purchase
+
+
+async def charge(purchase: Any, token: str | None, db: Database, payments: PaymentProvider) -> str:
+    """Authorize and capture the price; on failure the listing is for sale again."""
+    payment_id = None
+    try:
+        payment_id = await payments.authorize(
+            idempotency_key=payment_key(purchase.purchase_id, "authorize"),
+            amount=purchase.price,
+            currency=purchase.currency,
+            token=token,
+        )
+        await payments.capture(
+            payment_id, idempotency_key=payment_key(purchase.purchase_id, "capture")
+        )
+        return payment_id
+    except PaymentDeclined as exc:
+        await release(db, purchase, "payment_declined")
+        raise PaymentRequired("Payment declined") from exc
+    except PaymentUnavailable as exc:
+        if payment_id is not None:
+            await payments.void(
+                payment_id, idempotency_key=payment_key(purchase.purchase_id, "void")
+            )
+        await release(db, purchase, "payment_unavailable")
+        raise ServiceUnavailable("Payment service unavailable") from exc
+
+
+async def release(db: Database, purchase: Any, reason: str) -> None:
+    """The charge did not happen: the purchase failed and the listing is active again."""
+    async with db.unit_of_work() as uow:
+        await uow.execute(
+            update(purchases)
+            .where(
+                purchases.c.purchase_id == purchase.purchase_id, purchases.c.status == "charging"
+            )
+            .values(status="failed", failure_reason=reason, completed_at=utcnow())
+        )
+        await uow.execute(
+            update(listings)
+            .where(listings.c.listing_id == purchase.listing_id, listings.c.state == "purchasing")
+            .values(state="active", updated_at=utcnow())
+        )
+        await uow.commit()
+
+
+async def record_sale(
+    purchase: Any, payment_id: str, fee_percent: Decimal, uow: UnitOfWork
+) -> None:
+    """Charged: the sale stands. Payout and ListingSold in the same transaction."""
+    await uow.execute(
+        update(purchases)
+        .where(purchases.c.purchase_id == purchase.purchase_id)
+        .values(status="processing", payment_id=payment_id)
+    )
+    fee = (purchase.price * fee_percent / 100).quantize(Decimal("0.01"), ROUND_HALF_UP)
+    await uow.execute(
+        payouts.insert().values(
+            purchase_id=purchase.purchase_id,
+            seller_id=purchase.seller_id,
+            gross=purchase.price,
+            fee=fee,
+            amount=purchase.price - fee,
+            currency=purchase.currency,
+            state="pending",
+        )
+    )
+    uow.emit(
+        ListingSold(
+            listing_id=purchase.listing_id,
+            ticket_id=purchase.ticket_id,
+            seller_id=purchase.seller_id,
+            buyer_id=purchase.buyer_id,
+            price=str(purchase.price),
+            currency=purchase.currency,
+            purchase_id=purchase.purchase_id,
+        ),
+        aggregate_id=purchase.ticket_id,
+    )
+    await uow.commit()
+
+
+async def purchase_status(db: Database, purchase_id: int) -> str | None:
+    async with db.engine.connect() as conn:
+        return await conn.scalar(
+            select(purchases.c.status).where(purchases.c.purchase_id == purchase_id)
+        )
+
+
+async def wait_for_transfer(db: Database, purchase_id: int, timeout_s: float) -> str:
+    """Poll our own record until ordering's answer has been handled here (bounded)."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.01
+    while True:
+        status = await purchase_status(db, purchase_id)
+        if status in ("completed", "failed") or time.monotonic() >= deadline:
+            return status or "processing"
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+async def settle_answer(db: Database, purchase: Any, timeout_s: float) -> str:
+    """completed (200), processing (202), or the purchase's failure as its error."""
+    status = await wait_for_transfer(db, purchase.purchase_id, timeout_s)
+    if status != "failed":
+        return status
+    reason = await _failure_reason(db, purchase.purchase_id)
+    if reason == "payment_declined":
+        raise PaymentRequired("Payment declined")
+    if reason == "payment_unavailable":
+        raise ServiceUnavailable("Payment service unavailable")
+    raise Conflict(NO_LONGER_FOR_SALE)
+
+
+async def _failure_reason(db: Database, purchase_id: int) -> str | None:
+    async with db.engine.connect() as conn:
+        return await conn.scalar(
+            select(purchases.c.failure_reason).where(purchases.c.purchase_id == purchase_id)
+        )
