@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-import httpx
+import asyncio
+import time
 
+import httpx
+import pytest
+
+from tests.support.actors import admin_token, bearer, unique, verified_organizer
 from tests.support.system import System
 
 
@@ -106,3 +111,73 @@ async def test_merged_openapi_has_every_running_services_paths(
     page = await api.get("/docs")
     assert page.status_code == 200 and "/docs/openapi.json" in page.text
     assert page.headers["content-type"].startswith("text/html")
+
+
+async def approved_event(api: httpx.AsyncClient, admin: str) -> int:
+    organizer = await verified_organizer(api, admin)
+    location = await api.post(
+        "/api/locations",
+        json={"name": unique("Hall "), "address": "1 Main St", "city": "Oslo", "country": "NO"},
+        headers=bearer(admin),
+    )
+    assert location.status_code == 200, location.text
+    event = await api.post(
+        "/api/events",
+        json={
+            "name": unique("Gig "),
+            "start_date": "2031-06-01T20:00:00",
+            "end_date": "2031-06-01T23:00:00",
+            "location_id": location.json()["location_id"],
+            "total_tickets": 10,
+            "standard_ticket_price": 20,
+            "ticket_sales_start": "2020-01-01T00:00:00",
+        },
+        headers=organizer.headers,
+    )
+    assert event.status_code == 200, event.text
+    event_id = int(event.json()["event_id"])
+    approved = await api.post(f"/api/events/authorize/{event_id}", headers=bearer(admin))
+    assert approved.status_code == 200, approved.text
+    return event_id
+
+
+async def test_event_page_overlays_live_availability_and_resale(
+    api: httpx.AsyncClient, system: System
+) -> None:
+    if "catalog" not in system.services:
+        pytest.skip("catalog is not built yet")
+    event_id = await approved_event(api, await admin_token(api))
+    async with httpx.AsyncClient(base_url=system.url("catalog")) as catalog:
+        bare = (await catalog.get(f"/api/events/{event_id}")).json()
+    assert [t["available"] for t in bare["ticket_types"]] == [None] and bare["resale"] is None
+    expected_available = 10 if "ordering" in system.services else None
+    expected_resale = (
+        {"listing_count": 0, "lowest_price": None} if "resale" in system.services else None
+    )
+    deadline = time.monotonic() + 5
+    while True:  # ordering opens the inventory when catalog's approval event reaches it
+        page = await api.get(f"/api/events/{event_id}/")
+        assert page.status_code == 200, page.text
+        body = page.json()
+        if body["ticket_types"][0]["available"] == expected_available:
+            break
+        assert time.monotonic() < deadline, body
+        await asyncio.sleep(0.05)
+    assert body["resale"] == expected_resale
+    # Everything else is catalog's answer as it was.
+    assert {k: v for k, v in body.items() if k not in ("ticket_types", "resale")} == {
+        k: v for k, v in bare.items() if k not in ("ticket_types", "resale")
+    }
+    assert [{**t, "available": None} for t in body["ticket_types"]] == bare["ticket_types"]
+
+
+async def test_event_page_passes_catalogs_errors_through(
+    api: httpx.AsyncClient, system: System
+) -> None:
+    if "catalog" not in system.services:
+        pytest.skip("catalog is not built yet")
+    missing = await api.get("/api/events/2147483647")
+    assert missing.status_code == 404 and missing.json() == {"detail": "Event not found"}
+    malformed = await api.get("/api/events/abc")
+    assert malformed.status_code == 422
+    assert malformed.json()["detail"][0]["loc"] == ["path", "event_id"]

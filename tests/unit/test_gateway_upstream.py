@@ -1,0 +1,156 @@
+"""The gateway's pooled HTTP/1.1 client against a plain socket server (no services needed)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from gateway.upstream import UpstreamError, Upstreams
+
+Answerer = Callable[[bytes], bytes | None]
+
+
+class Server:
+    """Answers each request with `answer(request)`; None closes the connection instead."""
+
+    def __init__(self, answer: Answerer) -> None:
+        self.answer = answer
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.server: asyncio.Server | None = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                request = head + await reader.readexactly(length)
+                self.requests.append(request)
+                reply = self.answer(request)
+                if reply is None:
+                    break
+                writer.write(reply)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return int(self.server.sockets[0].getsockname()[1])
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[[Answerer], asyncio.Future[Server]]]:
+    servers: list[Server] = []
+
+    async def start(answer: Answerer) -> Server:
+        server = Server(answer)
+        server.server = await asyncio.start_server(server._serve, "127.0.0.1", 0)
+        servers.append(server)
+        return server
+
+    yield start  # type: ignore[misc]
+    for server in servers:
+        assert server.server is not None
+        server.server.close()
+
+
+def upstreams(port: int, **options: float) -> Upstreams:
+    return Upstreams(
+        {"svc": [f"http://127.0.0.1:{port}"]},
+        connect_timeout_s=0.5,
+        timeout_s=options.get("timeout_s", 2.0),
+        idle_timeout_s=options.get("idle_timeout_s", 4.0),
+    )
+
+
+OK = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok"
+CHUNKED = (
+    b"HTTP/1.1 201 Created\r\ntransfer-encoding: chunked\r\nx-thing: 1\r\n\r\n"
+    b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+)
+
+
+async def test_keep_alive_connections_are_reused(serve: Callable) -> None:
+    server = await serve(lambda _: OK)
+    pool = upstreams(server.port)
+    for _ in range(5):
+        answer = await pool.send("svc", "GET", b"/x?y=1", [(b"x-request-id", b"r1")])
+        assert answer.status == 200 and answer.body == b"ok"
+    assert server.connections == 1
+    assert server.requests[0].startswith(b"GET /x?y=1 HTTP/1.1\r\n")
+    assert b"x-request-id: r1\r\n" in server.requests[0]
+    pool.close()
+
+
+async def test_chunked_bodies_are_joined_and_headers_kept(serve: Callable) -> None:
+    server = await serve(lambda _: CHUNKED)
+    pool = upstreams(server.port)
+    answer = await pool.send("svc", "POST", b"/", body=b'{"a":1}')
+    assert (answer.status, answer.body) == (201, b"abcde")
+    assert (b"x-thing", b"1") in answer.headers
+    assert server.requests[0].endswith(b'content-length: 7\r\n\r\n{"a":1}')
+    pool.close()
+
+
+async def test_head_answers_end_at_the_headers(serve: Callable) -> None:
+    server = await serve(
+        lambda r: OK.replace(b"\r\n\r\nok", b"\r\n\r\n") if r.startswith(b"HEAD") else OK
+    )
+    pool = upstreams(server.port)
+    head = await pool.send("svc", "HEAD", b"/")
+    assert (head.status, head.body) == (200, b"")
+    after = await pool.send("svc", "GET", b"/")  # same connection, parser not confused
+    assert (after.status, after.body) == (200, b"ok")
+    assert server.connections == 1
+    pool.close()
+
+
+async def test_a_connection_the_service_closed_is_retried_on_a_new_one(serve: Callable) -> None:
+    calls = 0
+
+    def answer_once_per_connection(_: bytes) -> bytes | None:
+        nonlocal calls
+        calls += 1
+        return OK if calls % 2 else None  # every second request finds its connection closing
+
+    server = await serve(answer_once_per_connection)
+    pool = upstreams(server.port)
+    for _ in range(3):
+        assert (await pool.send("svc", "GET", b"/")).status == 200
+    pool.close()
+
+
+async def test_a_dead_service_fails_fast(serve: Callable) -> None:
+    server = await serve(lambda _: OK)
+    port = server.port
+    server.server.close()
+    await server.server.wait_closed()
+    pool = upstreams(port)
+    started = time.monotonic()
+    with pytest.raises(UpstreamError):
+        await pool.send("svc", "GET", b"/")
+    assert time.monotonic() - started < 0.5
+
+
+async def test_a_silent_service_times_out(serve: Callable) -> None:
+    async def never(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(10)
+
+    silent = await asyncio.start_server(never, "127.0.0.1", 0)
+    pool = upstreams(silent.sockets[0].getsockname()[1], timeout_s=0.2)
+    started = time.monotonic()
+    with pytest.raises(UpstreamError):
+        await pool.send("svc", "GET", b"/")
+    assert time.monotonic() - started < 1.0
+    silent.close()
