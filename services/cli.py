@@ -167,6 +167,20 @@ def mail(directory: str, last: int) -> None:
         )
 
 
+@main.command()
+def seed() -> None:
+    """Load demo data through the auth and catalog APIs (idempotent); prints the credentials."""
+    import httpx
+
+    from services.seed import SeedError
+    from services.seed import main as load_demo_data
+
+    try:
+        load_demo_data(_settings())
+    except (SeedError, httpx.HTTPError) as exc:
+        _fail(f"seeding failed: {exc}")
+
+
 def _start_services(
     env: dict[str, str], services: list[str], instances: int
 ) -> list[tuple[str, subprocess.Popen[bytes]]]:
