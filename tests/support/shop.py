@@ -5,13 +5,18 @@ Everything goes through the gateway like a real client (catalog for events, orde
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from tests.support.actors import Account, bearer, unique
+from tests.support.system import System
 
 
 @dataclass
@@ -104,3 +109,61 @@ async def buy(
     mine = await api.get("/api/tickets", params={"type_id": type_id}, headers=buyer.headers)
     assert mine.status_code == 200, mine.text
     return mine.json()  # type: ignore[no-any-return]
+
+
+async def ticket_type(
+    api: httpx.AsyncClient, organizer: Account, event_id: int, **fields: Any
+) -> dict[str, Any]:
+    body = {
+        "event_id": event_id,
+        "max_count": 10,
+        "price": 20,
+        "currency": "USD",
+        "available_from": iso(datetime.now(UTC) - timedelta(days=1)),
+        "description": unique("VIP "),
+        **fields,
+    }
+    response = await api.post("/api/ticket-types", json=body, headers=organizer.headers)
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+async def available(api: httpx.AsyncClient, event_id: int, type_id: int) -> int | None:
+    """What the public event page says is left of a ticket type (ordering's availability)."""
+    response = await api.get(f"/api/events/{event_id}")
+    assert response.status_code == 200, response.text
+    for tt in response.json()["ticket_types"]:
+        if tt["type_id"] == type_id:
+            return tt["available"]  # type: ignore[no-any-return]
+    return None
+
+
+_engines: dict[str, AsyncEngine] = {}
+
+
+async def db_rows(system: System, sql: str, **params: Any) -> list[Any]:
+    """Read the running system's database (tests only: ticket codes, the payment ledger)."""
+    engine = _engines.get(system.database_url)
+    if engine is None:
+        engine = _engines[system.database_url] = create_async_engine(
+            system.database_url, poolclass=NullPool
+        )
+    async with engine.connect() as conn:
+        return list((await conn.execute(text(sql), params)).all())
+
+
+async def ticket_code(system: System, ticket_id: int) -> str:
+    rows = await db_rows(
+        system, "SELECT code FROM ordering.tickets WHERE ticket_id = :t", t=ticket_id
+    )
+    return str(rows[0].code)
+
+
+async def eventually(check: Any, timeout: float = 10.0) -> Any:
+    """Poll an async check until it returns something truthy (effects that travel as events)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = await check()
+        if result or asyncio.get_running_loop().time() > deadline:
+            return result
+        await asyncio.sleep(0.05)

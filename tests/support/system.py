@@ -123,7 +123,7 @@ class System:
         if wait:
             self.wait_healthy(name)
 
-    def wait_healthy(self, name: str, timeout: float = 30.0) -> None:
+    def wait_healthy(self, name: str, timeout: float = 90.0) -> None:
         deadline = time.monotonic() + timeout
         for process_name, port in self.instances(name):
             while True:

@@ -5,8 +5,8 @@ Revises:
 Create Date: 2026-11-25 23:04:54.349658
 """
 
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "c7ea8184f1ac"

@@ -1,0 +1,235 @@
+"""Ordering's reactions on a migrated schema in a scratch database, fed through the kernel
+consumer exactly as the broker feeds it: a delivery twice (same envelope) and an operator
+replay (same envelope, reprocessed past the inbox) change nothing the second time."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from decimal import Decimal
+from itertools import count
+from typing import Any
+
+import msgspec
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
+
+from contracts.auth import UserRegistered
+from contracts.catalog import EventApproved, EventCancelled, EventCreated, TicketTypeCreated
+from contracts.codec import encode
+from contracts.envelope import Envelope, Event
+from contracts.resale import ListingCreated, ListingSold
+from contracts.timeutil import utcnow
+from services.kernel import broker
+from services.kernel.consumer import Consumer
+from services.kernel.db import Database
+from services.kernel.migrate import drop_database, ensure_database, upgrade
+from services.kernel.payments import SimulatedProvider
+from services.ordering import cart, checkout
+from services.ordering.consumers import HANDLERS
+from services.ordering.models import (
+    carts,
+    metadata,
+    orders,
+    outbox,
+    payment_operations,
+    ticket_types,
+    tickets,
+)
+from tests.support.infra import database_url
+
+_sequence = count(1)
+RULES = cart.CartRules(hold_for=timedelta(minutes=15), max_per_event=20)
+
+
+def envelope(event: Event, aggregate_id: object) -> bytes:
+    return encode(
+        Envelope(
+            id=uuid.uuid4(),
+            type=event.TYPE,
+            version=event.VERSION,
+            occurred_at=utcnow(),
+            producer=event.TYPE.split(".")[0],
+            aggregate_id=str(aggregate_id),
+            sequence=next(_sequence),
+            payload=msgspec.Raw(encode(event)),
+        )
+    )
+
+
+class Ordering:
+    def __init__(self, url: str) -> None:
+        self.db = Database(url, "ordering", metadata, pool_size=4)
+        self.consumer = Consumer("ordering", self.db, broker.Names("unused"), HANDLERS, (50,))
+        self.payments = SimulatedProvider(self.db, latency_ms=0)
+
+    async def deliver(self, event: Event, aggregate_id: object = 1) -> bytes:
+        body = envelope(event, aggregate_id)
+        assert await self.consumer.handle(body) is True
+        return body
+
+    async def scalar(self, stmt: Any) -> Any:
+        async with self.db.engine.connect() as conn:
+            return await conn.scalar(stmt)
+
+    async def count(self, table: Any, *where: Any) -> int:
+        return int(await self.scalar(select(func.count()).select_from(table).where(*where)))
+
+    async def events_of(self, type_: str) -> list[dict[str, Any]]:
+        async with self.db.engine.connect() as conn:
+            rows = await conn.execute(select(outbox.c.payload).where(outbox.c.type == type_))
+            return [row.payload for row in rows]
+
+    async def on_sale(self, event_id: int, type_id: int, capacity: int = 10) -> None:
+        now = utcnow()
+        await self.deliver(
+            EventCreated(
+                event_id=event_id,
+                organizer_id=1,
+                name=f"Event {event_id}",
+                start_date=now + timedelta(days=5),
+                end_date=now + timedelta(days=6),
+                location_id=1,
+                location_name="Hall",
+                status="pending",
+            ),
+            event_id,
+        )
+        await self.deliver(
+            TicketTypeCreated(
+                type_id=type_id,
+                event_id=event_id,
+                max_count=capacity,
+                price="25.00",
+                currency="USD",
+                available_from=now - timedelta(days=1),
+                description="Standard Ticket",
+            ),
+            event_id,
+        )
+        await self.deliver(EventApproved(event_id=event_id, by=1), event_id)
+
+    async def customer(self, user_id: int) -> None:
+        await self.deliver(
+            UserRegistered(
+                user_id=user_id,
+                email=f"c{user_id}@example.com",
+                role="customer",
+                role_id=user_id,
+                first_name="Cy",
+                last_name="Buyer",
+                login=f"c{user_id}",
+                account_state="active",
+            ),
+            user_id,
+        )
+
+    async def buy(self, user_id: int, type_id: int, quantity: int) -> None:
+        async with self.db.unit_of_work() as uow:
+            await cart.add_item(cart.AddToCart(user_id, type_id, quantity), uow, RULES, utcnow())
+
+        async def no_refresh() -> None:
+            return None
+
+        cmd = checkout.Checkout(user_id=user_id)
+        assert await checkout.checkout(cmd, self.db, self.payments, RULES, utcnow, no_refresh)
+
+
+@pytest.fixture
+async def ordering() -> AsyncIterator[Ordering]:
+    url = make_url(database_url()).set(database=f"resellio_itord_{uuid.uuid4().hex[:8]}")
+    rendered = url.render_as_string(hide_password=False)
+    await ensure_database(rendered)
+    await asyncio.to_thread(upgrade, "ordering", rendered)
+    running = Ordering(rendered)
+    try:
+        yield running
+    finally:
+        await running.db.dispose()
+        await drop_database(rendered)
+
+
+async def test_listing_sold_delivered_twice_and_replayed_transfers_exactly_once(
+    ordering: Ordering,
+) -> None:
+    await ordering.on_sale(event_id=1, type_id=11)
+    await ordering.customer(100)
+    await ordering.customer(200)
+    await ordering.buy(100, 11, 1)
+    ticket_id = await ordering.scalar(select(tickets.c.ticket_id))
+    old_code = await ordering.scalar(select(tickets.c.code))
+    await ordering.deliver(
+        ListingCreated(
+            listing_id=5, ticket_id=ticket_id, seller_id=100, event_id=1, price="40.00",
+            currency="USD",
+        ),
+        ticket_id,
+    )  # fmt: skip
+    sold = ListingSold(
+        listing_id=5, ticket_id=ticket_id, seller_id=100, buyer_id=200, price="40.00",
+        currency="USD",
+    )  # fmt: skip
+    body = await ordering.deliver(sold, ticket_id)
+    new_code = await ordering.scalar(select(tickets.c.code))
+    assert await ordering.scalar(select(tickets.c.owner_id)) == 200
+    assert new_code != old_code
+
+    assert await ordering.consumer.handle(body) is False  # the broker delivers it again
+    assert await ordering.consumer.handle(body, reprocess=True) is True  # an operator replay
+    await ordering.deliver(sold, ticket_id)  # the same sale under a new envelope id
+
+    assert await ordering.scalar(select(tickets.c.owner_id)) == 200
+    assert await ordering.scalar(select(tickets.c.code)) == new_code
+    transfers = await ordering.events_of("ordering.TicketTransferred")
+    assert [(t["from_user_id"], t["to_user_id"]) for t in transfers] == [(100, 200)]
+    assert await ordering.events_of("ordering.TicketTransferRefused") == []
+
+
+async def test_listing_sold_after_check_in_is_refused_once(ordering: Ordering) -> None:
+    await ordering.on_sale(event_id=2, type_id=21)
+    await ordering.buy(100, 21, 1)
+    async with ordering.db.engine.begin() as conn:
+        await conn.execute(tickets.update().values(status="used"))
+    sold = ListingSold(
+        listing_id=9, ticket_id=1, seller_id=100, buyer_id=200, price="1.00", currency="USD"
+    )
+    body = await ordering.deliver(sold, 1)
+    await ordering.consumer.handle(body, reprocess=True)
+    assert await ordering.scalar(select(tickets.c.owner_id)) == 100
+    refused = await ordering.events_of("ordering.TicketTransferRefused")
+    assert [r["reason"] for r in refused] == ["ticket_checked_in"]
+
+
+async def test_event_cancelled_twice_and_replayed_refunds_each_purchase_once(
+    ordering: Ordering,
+) -> None:
+    await ordering.on_sale(event_id=3, type_id=31, capacity=10)
+    await ordering.customer(100)
+    await ordering.buy(100, 31, 2)
+    await ordering.buy(300, 31, 1)
+    async with ordering.db.unit_of_work() as uow:  # someone is still holding tickets
+        await cart.add_item(cart.AddToCart(400, 31, 3), uow, RULES, utcnow())
+
+    cancelled = EventCancelled(event_id=3, by=1, at=utcnow())
+    body = await ordering.deliver(cancelled, 3)
+    assert await ordering.consumer.handle(body) is False
+    assert await ordering.consumer.handle(body, reprocess=True) is True
+    await ordering.deliver(cancelled, 3)
+
+    assert await ordering.count(tickets, tickets.c.status == "refunded") == 3
+    assert await ordering.count(tickets, tickets.c.status != "refunded") == 0
+    refunds = await ordering.count(payment_operations, payment_operations.c.kind == "refund")
+    assert refunds == 2  # one per order, never repeated
+    refunded = await ordering.scalar(
+        select(func.sum(payment_operations.c.amount)).where(payment_operations.c.kind == "refund")
+    )
+    assert refunded == Decimal("75.00")
+    assert len(await ordering.events_of("ordering.TicketRefunded")) == 3
+    assert await ordering.count(orders, orders.c.status == "refunded") == 2
+    held = await ordering.scalar(select(ticket_types.c.held).where(ticket_types.c.type_id == 31))
+    assert held == 0  # holds released, cart lines removed
+    assert await ordering.count(carts) == 3
+    assert len(await ordering.events_of("ordering.HoldReleased")) >= 3
