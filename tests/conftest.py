@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 
+import os
+
 import httpx
 import pytest
 
@@ -11,8 +13,12 @@ from tests.support.system import System
 
 @pytest.fixture(scope="session")
 def system() -> Iterator[System]:
-    """The whole system, running as real processes, shared by the end-to-end tests."""
-    running = System()
+    """The whole system, running as real processes, shared by the end-to-end tests.
+
+    RESELLIO_TEST_INSTANCES=N runs N instances of every service behind the gateway."""
+    count = int(os.environ.get("RESELLIO_TEST_INSTANCES", "1"))
+    services = ("auth", "catalog", "ordering", "resale")
+    running = System(instances={name: count for name in services} if count > 1 else None)
     try:
         running.start()
         yield running
