@@ -21,6 +21,7 @@ from gateway.edge import proxy
 from gateway.http import Reply, RequestHeaders
 from gateway.openapi import DOCS_PAGE, MergedDocument
 from gateway.ratelimit import RateLimiter
+from gateway.routes import without_trailing_slash
 from gateway.upstream import Upstreams
 from services.kernel import broker
 from services.kernel import settings as settings_mod
@@ -83,8 +84,7 @@ class Gateway:
 
     async def _own(self, path: str, method: str, reply: Reply) -> None:
         """The gateway's own read-only pages."""
-        if len(path) > 1:
-            path = path.rstrip("/") or "/"
+        path = without_trailing_slash(path)
         if path not in ("/", "/health", "/docs", "/docs/openapi.json"):
             await reply.json(404, {"detail": "Not Found"})
             return

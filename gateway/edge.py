@@ -13,7 +13,13 @@ import msgspec
 from gateway.compose import event_page
 from gateway.http import Reply, RequestHeaders, read_body
 from gateway.ratelimit import Rule, client_ip
-from gateway.routes import TOKEN_EXEMPT, ban_target, event_page_id, service_for
+from gateway.routes import (
+    TOKEN_EXEMPT,
+    ban_target,
+    event_page_id,
+    service_for,
+    without_trailing_slash,
+)
 from gateway.upstream import Answer, UpstreamError
 from services.kernel.errors import Unauthorized
 from services.kernel.tokens import Identity, bearer_token
@@ -77,8 +83,8 @@ async def _too_many(reply: Reply, wait: int) -> None:
 async def proxy(gw: Gateway, scope: dict, receive: object, reply: Reply, h: RequestHeaders) -> None:
     path = scope["path"]
     raw = scope.get("raw_path") or path.encode()
-    if path.endswith("/") and len(path) > 1:
-        path = path.rstrip("/") or "/"
+    if path.endswith("/"):
+        path = without_trailing_slash(path)
         raw = raw.rstrip(b"/") or b"/"
     service = service_for(path)
     if service is None:
