@@ -1,0 +1,227 @@
+"""Issued tickets through the gateway (API.md §9.1–9.3): the holder's list, the PDF with its QR
+code, check-in by the event's organizer (once), and what resale and cancellation do to them."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+
+import httpx
+
+from tests.support.actors import (
+    active_customer,
+    admin_token,
+    bearer,
+    register_organizer,
+    verified_organizer,
+)
+from tests.support.shop import buy, event_on_sale, eventually, ticket_code, ticket_type
+from tests.support.system import System
+
+
+async def test_ticket_list_filters_and_only_shows_the_callers_own(api: httpx.AsyncClient) -> None:
+    admin = await admin_token(api)
+    organizer = await verified_organizer(api, admin)
+    buyer = await active_customer(api, admin)
+    other = await active_customer(api, admin)
+    event = await event_on_sale(api, admin, organizer, price=30)
+    vip = await ticket_type(api, organizer, event.event_id, price=80)
+    standard = await buy(api, buyer, event.type_id, 2)
+    [premium] = await buy(api, buyer, vip["type_id"], 1)
+    assert premium == {
+        "ticket_id": premium["ticket_id"],
+        "type_id": vip["type_id"],
+        "seat": None,
+        "owner_id": buyer.user_id,
+        "resell_price": None,
+        "original_price": 80.0,
+        "event_name": event.name,
+        "event_start_date": premium["event_start_date"],
+        "event_location": premium["event_location"],
+        "ticket_type_description": vip["description"],
+        "event_id": event.event_id,
+        "status": "valid",
+    }
+    everything = await api.get("/api/tickets/", headers=buyer.headers)
+    ids = [t["ticket_id"] for t in everything.json()]
+    assert ids == sorted([*(t["ticket_id"] for t in standard), premium["ticket_id"]])
+    assert everything.headers["X-Total-Count"] == "3"
+    by_type = await api.get(
+        "/api/tickets", params={"type_id": event.type_id}, headers=buyer.headers
+    )
+    assert len(by_type.json()) == 2
+    one = await api.get("/api/tickets", params={"ticket_id": ids[0]}, headers=buyer.headers)
+    assert [t["ticket_id"] for t in one.json()] == [ids[0]]
+    for status, expected in (("refunded", 0), ("valid", 3), ("used", 0)):
+        answer = await api.get("/api/tickets", params={"status": status}, headers=buyer.headers)
+        assert len(answer.json()) == expected
+    not_listed = await api.get(
+        "/api/tickets", params={"is_on_resale": "TRUE"}, headers=buyer.headers
+    )
+    assert not_listed.json() == []
+    bad = await api.get("/api/tickets", params={"status": "lost"}, headers=buyer.headers)
+    assert (bad.status_code, bad.json()) == (
+        400,
+        {"detail": "Invalid status. Must be one of: valid, used, refunded"},
+    )
+    assert (
+        await api.get("/api/tickets", params={"type_id": "x"}, headers=buyer.headers)
+    ).status_code == 422
+    # owner_id is honoured for administrators only.
+    snooping = await api.get(
+        "/api/tickets", params={"owner_id": buyer.user_id}, headers=other.headers
+    )
+    assert snooping.json() == []
+    as_admin = await api.get(
+        "/api/tickets", params={"owner_id": buyer.user_id}, headers=bearer(admin)
+    )
+    assert [t["ticket_id"] for t in as_admin.json()] == ids
+    assert (await api.get("/api/tickets")).status_code == 401
+
+
+async def test_pdf_ticket_for_its_owner_only(api: httpx.AsyncClient) -> None:
+    admin = await admin_token(api)
+    organizer = await verified_organizer(api, admin)
+    buyer = await active_customer(api, admin)
+    other = await active_customer(api, admin)
+    event = await event_on_sale(api, admin, organizer)
+    [ticket] = await buy(api, buyer, event.type_id)
+    tid = ticket["ticket_id"]
+    response = await api.get(f"/api/tickets/{tid}/download", headers=buyer.headers)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["filename"] == f"ticket-{tid}.pdf"
+    pdf = base64.b64decode(body["pdf_data"])
+    assert pdf.startswith(b"%PDF-") and b"/Image" in pdf  # the QR code is an embedded image
+    for who, path in ((other, tid), (buyer, 0), (buyer, 2**40)):
+        hidden = await api.get(f"/api/tickets/{path}/download", headers=who.headers)
+        assert (hidden.status_code, hidden.json()) == (404, {"detail": "Ticket not found"})
+    assert (await api.get("/api/tickets/abc/download", headers=buyer.headers)).status_code == 422
+    assert (await api.get(f"/api/tickets/{tid}/download")).status_code == 401
+
+
+async def test_check_in_by_the_events_organizer_exactly_once(
+    api: httpx.AsyncClient, system: System
+) -> None:
+    admin = await admin_token(api)
+    organizer = await verified_organizer(api, admin)
+    rival = await verified_organizer(api, admin)
+    unverified = await register_organizer(api)
+    buyer = await active_customer(api, admin)
+    event = await event_on_sale(api, admin, organizer)
+    [ticket] = await buy(api, buyer, event.type_id)
+    code = await ticket_code(system, ticket["ticket_id"])
+
+    async def scan(token: str, body: object) -> httpx.Response:
+        return await api.post("/api/tickets/check-in", json=body, headers=bearer(token))
+
+    assert (await api.post("/api/tickets/check-in", json={"code": code})).status_code == 401
+    for token, detail in (
+        (buyer.token, "Not an organizer"),
+        (unverified.token, "Organizer not verified"),
+        (rival.token, "Not authorized to check in tickets for this event"),
+    ):
+        refused = await scan(token, {"code": code})
+        assert (refused.status_code, refused.json()) == (403, {"detail": detail})
+    assert (await scan(organizer.token, {})).status_code == 422
+    unknown = await scan(organizer.token, {"code": "not-a-real-code"})
+    assert (unknown.status_code, unknown.json()) == (404, {"detail": "Invalid ticket code"})
+
+    scans = await asyncio.gather(*(scan(organizer.token, {"code": code}) for _ in range(8)))
+    ok = [s for s in scans if s.status_code == 200]
+    assert len(ok) == 1, [s.text for s in scans]
+    assert ok[0].json()["message"] == "Ticket checked in"
+    assert ok[0].json()["ticket_id"] == ticket["ticket_id"]
+    assert ok[0].json()["event_name"] == event.name
+    assert {(s.status_code, s.json()["detail"]) for s in scans if s.status_code != 200} == {
+        (409, "Ticket already checked in")
+    }
+    used = await api.get("/api/tickets", params={"status": "used"}, headers=buyer.headers)
+    assert [t["ticket_id"] for t in used.json()] == [ticket["ticket_id"]]
+
+
+async def test_cancelled_event_refunds_and_voids_tickets(
+    api: httpx.AsyncClient, system: System
+) -> None:
+    admin = await admin_token(api)
+    organizer = await verified_organizer(api, admin)
+    buyer = await active_customer(api, admin)
+    event = await event_on_sale(api, admin, organizer, price=40)
+    tickets = await buy(api, buyer, event.type_id, 2)
+    code = await ticket_code(system, tickets[0]["ticket_id"])
+    assert (await api.delete(f"/api/events/{event.event_id}", headers=organizer.headers)).json()
+
+    async def refunded() -> list:
+        answer = await api.get("/api/tickets", params={"status": "refunded"}, headers=buyer.headers)
+        return answer.json()  # type: ignore[no-any-return]
+
+    assert len(await eventually(refunded)) == 2
+    assert (await api.get("/api/tickets", headers=buyer.headers)).json() == []
+    [order] = (await api.get("/api/orders", headers=buyer.headers)).json()
+    assert order["status"] == "refunded"
+    pdf = await api.get(f"/api/tickets/{tickets[0]['ticket_id']}/download", headers=buyer.headers)
+    assert (pdf.status_code, pdf.json()) == (400, {"detail": "Ticket is no longer valid"})
+    scan = await api.post("/api/tickets/check-in", json={"code": code}, headers=organizer.headers)
+    assert (scan.status_code, scan.json()) == (400, {"detail": "Ticket is no longer valid"})
+
+    async def refund_notice() -> list:
+        return [m for m in system.mails(buyer.email) if "Refund" in str(m["Subject"])]
+
+    assert len(await eventually(refund_notice)) == 1
+
+
+async def test_resold_ticket_moves_to_its_buyer_with_a_new_code(
+    api: httpx.AsyncClient, system: System
+) -> None:
+    admin = await admin_token(api)
+    organizer = await verified_organizer(api, admin)
+    seller = await active_customer(api, admin)
+    buyer = await active_customer(api, admin)
+    event = await event_on_sale(api, admin, organizer, price=50)
+    [ticket] = await buy(api, seller, event.type_id)
+    tid = ticket["ticket_id"]
+    old_code = await ticket_code(system, tid)
+    listed = await api.post(
+        f"/api/tickets/{tid}/resell", json={"price": 60}, headers=seller.headers
+    )
+    assert listed.status_code == 200, listed.text
+
+    async def shows_listing() -> bool:
+        mine = await api.get(
+            "/api/tickets", params={"is_on_resale": "true"}, headers=seller.headers
+        )
+        return [t["resell_price"] for t in mine.json()] == [60.0]
+
+    assert await eventually(shows_listing)
+    busy = await api.post(
+        "/api/tickets/check-in", json={"code": old_code}, headers=organizer.headers
+    )
+    assert (busy.status_code, busy.json()) == (409, {"detail": "Ticket is listed for resale"})
+
+    bought = await api.post("/api/resale/purchase", json={"ticket_id": tid}, headers=buyer.headers)
+    assert bought.status_code == 200, bought.text
+    [moved] = (await api.get("/api/tickets", headers=buyer.headers)).json()
+    assert (moved["ticket_id"], moved["owner_id"], moved["resell_price"]) == (
+        tid,
+        buyer.user_id,
+        None,
+    )
+    assert moved["original_price"] == 50.0
+    assert (await api.get("/api/tickets", headers=seller.headers)).json() == []
+    new_code = await ticket_code(system, tid)
+    assert new_code != old_code
+    stale = await api.post(
+        "/api/tickets/check-in", json={"code": old_code}, headers=organizer.headers
+    )
+    assert (stale.status_code, stale.json()) == (404, {"detail": "Invalid ticket code"})
+    fresh = await api.post(
+        "/api/tickets/check-in", json={"code": new_code}, headers=organizer.headers
+    )
+    assert fresh.status_code == 200, fresh.text
+    gone = await api.get(f"/api/tickets/{tid}/download", headers=seller.headers)
+    assert gone.status_code == 404
+
+    async def transfer_notice() -> list:
+        return [m for m in system.mails(buyer.email) if "is now yours" in str(m["Subject"])]
+
+    assert len(await eventually(transfer_notice)) == 1
