@@ -37,8 +37,14 @@ INPUT_ERRORS = frozenset({"Resell price required", "Resale price must be greater
 PROJECTED_BY = ("ordering", "catalog")
 
 
-async def after_catch_up(request: Request, attempt: Callable[[], Awaitable[T]]) -> T:
-    """Run `attempt`; a projection-based no (404/403/400) is re-checked once caught up."""
+async def after_catch_up(
+    request: Request, attempt: Callable[[], Awaitable[T]], events_first: bool = False
+) -> T:
+    """Run `attempt`; a projection-based no (404/403/400) is re-checked once caught up.
+    `events_first`: a yes also depends on the event's dates and status (an organizer may just
+    have moved or cancelled it), so catch up with catalog before the first attempt too."""
+    if events_first:
+        await runtime(request).catch_up("catalog")
     try:
         return await attempt()
     except (NotFound, Forbidden, BadRequest) as exc:
@@ -82,7 +88,7 @@ async def resell(request: Request, ticket_id: str) -> Doc:
         async with db.unit_of_work() as uow:
             await list_ticket(cmd, uow, current().price_cap_percent)
 
-    await after_catch_up(request, attempt)
+    await after_catch_up(request, attempt, events_first=True)
     return await ticket_details(db, tid)
 
 
@@ -147,7 +153,7 @@ async def _buy(request: Request, cmd: purchase.BuyTicket) -> tuple[int, Any]:
             async with rt.db.unit_of_work() as uow:
                 return await purchase.claim(cmd, uow)
 
-        bought = await after_catch_up(request, attempt)
+        bought = await after_catch_up(request, attempt, events_first=True)
         payments = payment_provider(rt.db)
         payment_id = await purchase.charge(bought, cmd.payment_token, rt.db, payments)
         async with rt.db.unit_of_work() as uow:

@@ -4,6 +4,7 @@ listings when their ticket or event stops being sellable."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
@@ -46,23 +47,31 @@ async def owned_ticket(uow: UnitOfWork, ticket_id: int, user_id: int) -> Any:
     return row
 
 
+def refusal(row: Any, price: Decimal | None, default_cap: int | None, now: datetime) -> str | None:
+    """Why the owner may not list the ticket at `price` (§9.4's 400s, in order), or None."""
+    if price is None:
+        return "Resell price required"
+    if row.status != "valid":
+        return "Ticket is no longer valid"
+    if row.event_status in ("cancelled", "rejected"):
+        return "Cannot resell tickets for a cancelled event"
+    if row.event_end_date <= now:
+        return "Cannot resell tickets for an event that has ended"
+    if price <= 0:
+        return "Resale price must be greater than 0"
+    percent = row.resale_price_cap_percent
+    cap = price_cap(row.original_price, percent if percent is not None else default_cap)
+    if cap is not None and price > cap:
+        return f"Resale price exceeds the cap of {cap:.2f}"
+    return None
+
+
 async def list_ticket(cmd: ListTicket, uow: UnitOfWork, default_cap: int | None) -> None:
     """List the ticket, or reprice its open listing; errors in the order of §9.4."""
     row = await owned_ticket(uow, cmd.ticket_id, cmd.seller_id)
-    if cmd.price is None:
-        raise BadRequest("Resell price required")
-    if row.status != "valid":
-        raise BadRequest("Ticket is no longer valid")
-    if row.event_status in ("cancelled", "rejected"):
-        raise BadRequest("Cannot resell tickets for a cancelled event")
-    if row.event_end_date <= utcnow():
-        raise BadRequest("Cannot resell tickets for an event that has ended")
-    if cmd.price <= 0:
-        raise BadRequest("Resale price must be greater than 0")
-    percent = row.resale_price_cap_percent
-    cap = price_cap(row.original_price, percent if percent is not None else default_cap)
-    if cap is not None and cmd.price > cap:
-        raise BadRequest(f"Resale price exceeds the cap of {cap:.2f}")
+    refused = refusal(row, cmd.price, default_cap, utcnow())
+    if refused is not None:
+        raise BadRequest(refused)
     repriced = (
         await uow.execute(
             update(listings)

@@ -1,0 +1,207 @@
+"""Listing, repricing and withdrawing a ticket (API.md §9.4, §9.5) through the gateway."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import httpx
+
+from tests.support.actors import active_customer, admin_token
+from tests.support.resale_actors import holder, marketplace, my_tickets, resell, withdraw
+from tests.support.shop import db_rows, eventually, iso
+from tests.support.system import System
+
+TICKET_DETAILS = {
+    "ticket_id",
+    "type_id",
+    "seat",
+    "owner_id",
+    "resell_price",
+    "original_price",
+    "event_name",
+    "event_start_date",
+    "event_location",
+    "ticket_type_description",
+    "event_id",
+    "status",
+}
+
+
+async def test_buy_then_list_at_once_answers_full_ticket_details(api: httpx.AsyncClient) -> None:
+    admin = await admin_token(api)
+    seller = await holder(api, admin)  # checkout answered; no pause before listing
+    response = await resell(api, seller.account, seller.ticket_id, 60)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) == TICKET_DETAILS
+    assert body["resell_price"] == 60.0
+    assert body["owner_id"] == seller.account.user_id
+    assert body["original_price"] == 50.0
+    assert body["event_name"] == seller.event.name
+    assert body["ticket_type_description"] == "Standard Ticket"
+    assert body["status"] == "valid"
+    assert body["seat"] is None
+    assert body["event_id"] == seller.event.event_id
+    assert "+" not in body["event_start_date"] and not body["event_start_date"].endswith("Z")
+    # ordering's ticket list shows the listing too (it follows resale's events)
+    mine = await eventually(
+        lambda: my_tickets(api, seller.account, ticket_id=seller.ticket_id, is_on_resale=True)
+    )
+    assert mine and mine[0]["resell_price"] == 60.0
+
+
+async def test_relisting_reprices_the_same_listing(api: httpx.AsyncClient, system: System) -> None:
+    admin = await admin_token(api)
+    seller = await holder(api, admin)
+    assert (await resell(api, seller.account, seller.ticket_id, 60)).status_code == 200
+    again = await resell(api, seller.account, seller.ticket_id, "55.555")
+    assert again.status_code == 200, again.text
+    assert again.json()["resell_price"] == 55.56  # rounded half-up to cents
+    shown = (await marketplace(api, event_id=seller.event.event_id)).json()
+    assert [(x["ticket_id"], x["resell_price"]) for x in shown] == [(seller.ticket_id, 55.56)]
+    types = await db_rows(
+        system,
+        "SELECT type FROM resale.outbox WHERE aggregate_id = :t ORDER BY id",
+        t=str(seller.ticket_id),
+    )
+    assert [r.type for r in types] == ["resale.ListingCreated", "resale.ListingRepriced"]
+
+
+async def test_listing_errors_in_order(api: httpx.AsyncClient) -> None:
+    admin = await admin_token(api)
+    seller = await holder(api, admin)
+    other = await active_customer(api, admin)
+    tid = seller.ticket_id
+    url = f"/api/tickets/{tid}/resell"
+
+    anonymous = await api.post(url, json={"price": 10})
+    assert anonymous.status_code == 401
+    assert anonymous.json() == {"detail": "Not authenticated"}
+    bad = await api.post(url, json={"price": "ten"}, headers=seller.account.headers)
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "price"]
+    assert (
+        await api.post("/api/tickets/abc/resell", json={"price": 1}, headers=seller.account.headers)
+    ).status_code == 422
+    for missing in (0, -1, 2**31, 2**31 - 1):
+        r = await resell(api, seller.account, missing, 10)
+        assert (r.status_code, r.json()) == (404, {"detail": "Ticket not found"}), missing
+    not_mine = await resell(api, other, tid, 10)
+    assert (not_mine.status_code, not_mine.json()) == (403, {"detail": "Not the ticket owner"})
+    # a body ticket_id is ignored: the path names the ticket
+    still_not_mine = await api.post(
+        f"/api/tickets/{tid}/resell", json={"price": 10, "ticket_id": 1}, headers=other.headers
+    )
+    assert still_not_mine.status_code == 403
+    for body in (None, {}, {"price": None}):
+        r = await api.post(url, json=body, headers=seller.account.headers)
+        assert (r.status_code, r.json()) == (400, {"detail": "Resell price required"}), body
+    no_body = await api.post(url, headers=seller.account.headers)
+    assert (no_body.status_code, no_body.json()["detail"]) == (400, "Resell price required")
+    for price in (0, -5):
+        r = await resell(api, seller.account, tid, price)
+        assert (r.status_code, r.json()["detail"]) == (400, "Resale price must be greater than 0")
+    # no cap in this deployment unless the event sets one: any positive price lists
+    assert (await resell(api, seller.account, tid, 99999999.99)).status_code == 200
+
+
+async def test_price_cap_of_the_event(api: httpx.AsyncClient) -> None:
+    admin = await admin_token(api)
+    seller = await holder(api, admin, cap=150, price=33.33)
+    over = await resell(api, seller.account, seller.ticket_id, 50)
+    assert (over.status_code, over.json()) == (
+        400,
+        {"detail": "Resale price exceeds the cap of 49.99"},
+    )
+    at_cap = await resell(api, seller.account, seller.ticket_id, 49.99)
+    assert at_cap.status_code == 200 and at_cap.json()["resell_price"] == 49.99
+
+
+async def test_withdraw(api: httpx.AsyncClient, system: System) -> None:
+    admin = await admin_token(api)
+    seller = await holder(api, admin)
+    other = await active_customer(api, admin)
+    tid = seller.ticket_id
+
+    assert (await api.delete(f"/api/tickets/{tid}/resell")).status_code == 401
+    assert (
+        await api.delete("/api/tickets/x/resell", headers=seller.account.headers)
+    ).status_code == 422
+    unknown = await withdraw(api, seller.account, 0)
+    assert (unknown.status_code, unknown.json()) == (404, {"detail": "Ticket not found"})
+    not_listed = await withdraw(api, seller.account, tid)
+    assert (not_listed.status_code, not_listed.json()) == (
+        400,
+        {"detail": "Ticket is not listed for resale"},
+    )
+    assert (await resell(api, seller.account, tid, 70)).status_code == 200
+    not_mine = await withdraw(api, other, tid)
+    assert (not_mine.status_code, not_mine.json()) == (403, {"detail": "Not the ticket owner"})
+    done = await withdraw(api, seller.account, tid)
+    assert done.status_code == 200, done.text
+    assert done.json()["resell_price"] is None and set(done.json()) == TICKET_DETAILS
+    assert (await marketplace(api, event_id=seller.event.event_id)).json() == []
+    assert (await withdraw(api, seller.account, tid)).json() == {
+        "detail": "Ticket is not listed for resale"
+    }
+    types = await db_rows(
+        system,
+        "SELECT type FROM resale.outbox WHERE aggregate_id = :t ORDER BY id",
+        t=str(tid),
+    )
+    assert [r.type for r in types][-1] == "resale.ListingCancelled"
+    # a withdrawn ticket can be listed again, as a new listing
+    assert (await resell(api, seller.account, tid, 65)).status_code == 200
+
+
+async def test_ended_event_cannot_be_listed_and_leaves_the_market(api: httpx.AsyncClient) -> None:
+    admin = await admin_token(api)
+    seller = await holder(api, admin)
+    assert (await resell(api, seller.account, seller.ticket_id, 60)).status_code == 200
+    now = datetime.now(UTC)
+    moved = await api.put(
+        f"/api/events/{seller.event.event_id}",
+        json={
+            "start_date": iso(now - timedelta(hours=3)),
+            "end_date": iso(now - timedelta(hours=1)),
+        },
+        headers=seller.event.organizer.headers,
+    )
+    assert moved.status_code == 200, moved.text
+    # at once: resale catches up with catalog before answering
+    again = await resell(api, seller.account, seller.ticket_id, 61)
+    assert (again.status_code, again.json()) == (
+        400,
+        {"detail": "Cannot resell tickets for an event that has ended"},
+    )
+    assert (await marketplace(api, event_id=seller.event.event_id)).json() == []
+
+
+async def test_cancelled_event_withdraws_listings_and_tells_the_seller(
+    api: httpx.AsyncClient, system: System
+) -> None:
+    admin = await admin_token(api)
+    seller = await holder(api, admin)
+    assert (await resell(api, seller.account, seller.ticket_id, 60)).status_code == 200
+    cancelled = await api.delete(
+        f"/api/events/{seller.event.event_id}", headers=seller.event.organizer.headers
+    )
+    assert cancelled.status_code == 200, cancelled.text
+    listing_after = await resell(api, seller.account, seller.ticket_id, 61)
+    # ordering refunds the ticket asynchronously: until then the event's cancellation answers
+    assert listing_after.status_code == 400
+    assert listing_after.json()["detail"] in (
+        "Cannot resell tickets for a cancelled event",
+        "Ticket is no longer valid",
+    )
+    assert (await marketplace(api, event_id=seller.event.event_id)).json() == []
+
+    async def withdrawn_notice() -> bool:
+        return any("withdrawn" in str(m["Subject"]) for m in system.mails(seller.account.email))
+
+    assert await eventually(withdrawn_notice)
+    refunded = await eventually(
+        lambda: my_tickets(api, seller.account, ticket_id=seller.ticket_id, status="refunded")
+    )
+    assert refunded
+    final = await resell(api, seller.account, seller.ticket_id, 61)
+    assert final.json() == {"detail": "Ticket is no longer valid"}

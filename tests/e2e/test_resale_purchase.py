@@ -1,0 +1,193 @@
+"""Buying a listed ticket (API.md §10.3) through the gateway, and the full path of a resold
+ticket: the new owner sees it and enters with its new code, the old code is refused."""
+
+from __future__ import annotations
+
+import base64
+
+import httpx
+
+from tests.support.actors import active_customer, admin_token, verified_organizer
+from tests.support.resale_actors import (
+    listed,
+    marketplace,
+    my_tickets,
+    purchase,
+    resell,
+)
+from tests.support.shop import db_rows, eventually, ticket_code
+from tests.support.system import System
+
+
+async def charges_for(system: System, ticket_id: int) -> list[object]:
+    """The payment ledger rows of every resale purchase of the ticket."""
+    return await db_rows(
+        system,
+        "SELECT p.state, p.amount, p.refunded FROM resale.payments p "
+        "JOIN resale.purchases s ON p.authorize_key = 'resale-purchase-' || s.purchase_id || "
+        "'-authorize' WHERE s.ticket_id = :t",
+        t=ticket_id,
+    )
+
+
+async def test_full_path_buy_list_resell_check_in(api: httpx.AsyncClient, system: System) -> None:
+    admin = await admin_token(api)
+    seller = await listed(api, admin, price=80)
+    buyer = await active_customer(api, admin)
+    tid = seller.ticket_id
+    old_code = await ticket_code(system, tid)
+
+    response = await purchase(api, buyer, tid, expected_price=80)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["owner_id"] == buyer.user_id and body["resell_price"] is None
+    assert body["ticket_id"] == tid and body["status"] == "valid"
+    assert body["original_price"] == 50.0
+
+    # at once: the buyer sees the ticket, the seller no longer does
+    assert [t["ticket_id"] for t in await my_tickets(api, buyer, ticket_id=tid)] == [tid]
+    assert await my_tickets(api, seller.account, ticket_id=tid) == []
+    assert (await marketplace(api, event_id=seller.event.event_id)).json() == []
+    pdf = await api.get(f"/api/tickets/{tid}/download", headers=buyer.headers)
+    assert pdf.status_code == 200 and base64.b64decode(pdf.json()["pdf_data"]).startswith(b"%PDF")
+
+    new_code = await ticket_code(system, tid)
+    assert new_code != old_code
+    door = seller.event.organizer.headers
+    refused = await api.post("/api/tickets/check-in", json={"code": old_code}, headers=door)
+    assert (refused.status_code, refused.json()) == (404, {"detail": "Invalid ticket code"})
+    entered = await api.post("/api/tickets/check-in", json={"code": new_code}, headers=door)
+    assert entered.status_code == 200, entered.text
+    assert entered.json()["ticket_id"] == tid
+
+    # the seller was paid once (price minus the 5 % fee), the buyer charged once
+    payouts = await db_rows(
+        system,
+        "SELECT seller_id, amount, fee, state FROM resale.payouts p "
+        "JOIN resale.purchases s USING (purchase_id) WHERE s.ticket_id = :t",
+        t=tid,
+    )
+    assert [(p.seller_id, float(p.amount), float(p.fee), p.state) for p in payouts] == [
+        (seller.account.user_id, 76.0, 4.0, "payable")
+    ]
+    assert [(c.state, float(c.amount)) for c in await charges_for(system, tid)] == [
+        ("captured", 80.0)
+    ]
+
+    async def mailed() -> bool:
+        sold = [m for m in system.mails(seller.account.email) if "was sold" in str(m["Subject"])]
+        bought = [m for m in system.mails(buyer.email) if "Your ticket for" in str(m["Subject"])]
+        return len(sold) == 1 and len(bought) == 1
+
+    assert await eventually(mailed)
+    # the used ticket cannot be listed again by its new owner
+    relist = await resell(api, buyer, tid, 60)
+    assert (relist.status_code, relist.json()) == (400, {"detail": "Ticket is no longer valid"})
+
+
+async def test_new_owner_can_list_at_once_and_sell_on(api: httpx.AsyncClient) -> None:
+    admin = await admin_token(api)
+    seller = await listed(api, admin, price=70)
+    first, second = await active_customer(api, admin), await active_customer(api, admin)
+    assert (await purchase(api, first, seller.ticket_id)).status_code == 200
+    relisted = await resell(api, first, seller.ticket_id, 75)
+    assert relisted.status_code == 200, relisted.text
+    assert relisted.json()["owner_id"] == first.user_id
+    # the old owner can neither reprice nor withdraw it
+    assert (await resell(api, seller.account, seller.ticket_id, 10)).status_code == 403
+    bought = await purchase(api, second, seller.ticket_id, expected_price=75)
+    assert bought.status_code == 200 and bought.json()["owner_id"] == second.user_id
+
+
+async def test_purchase_errors_in_order(api: httpx.AsyncClient, system: System) -> None:
+    admin = await admin_token(api)
+    seller = await listed(api, admin, price=80)
+    buyer = await active_customer(api, admin)
+    organizer = await verified_organizer(api, admin)
+    tid = seller.ticket_id
+
+    anonymous = await api.post("/api/resale/purchase", json={"ticket_id": tid})
+    assert (anonymous.status_code, anonymous.json()) == (401, {"detail": "Not authenticated"})
+    not_customer = await purchase(api, organizer, tid)
+    assert (not_customer.status_code, not_customer.json()) == (
+        403,
+        {"detail": "Only customers can purchase tickets"},
+    )
+    for body in (
+        {},
+        {"ticket_id": "x"},
+        {"ticket_id": 2**31},
+        {"ticket_id": tid, "expected_price": -1},
+    ):
+        r = await api.post("/api/resale/purchase", json=body, headers=buyer.headers)
+        assert r.status_code == 422, body
+    bad_key = await purchase(api, buyer, tid, key="x" * 256)
+    assert bad_key.status_code == 422
+    for missing in (0, -3, 2**31 - 1):
+        r = await purchase(api, buyer, missing)
+        assert (r.status_code, r.json()) == (404, {"detail": "Ticket not found"})
+    own = await purchase(api, seller.account, tid)
+    assert (own.status_code, own.json()) == (400, {"detail": "Cannot buy your own ticket"})
+    unlisted = await listed(api, admin, price=10)
+    assert (
+        await api.delete(
+            f"/api/tickets/{unlisted.ticket_id}/resell", headers=unlisted.account.headers
+        )
+    ).status_code == 200
+    r = await purchase(api, buyer, unlisted.ticket_id)
+    assert (r.status_code, r.json()) == (400, {"detail": "Ticket is not for resale"})
+    changed = await purchase(api, buyer, tid, expected_price=79.99)
+    assert (changed.status_code, changed.json()) == (409, {"detail": "Price changed"})
+
+    declined = await purchase(api, buyer, tid, payment_token="tok_card_declined")
+    assert (declined.status_code, declined.json()) == (402, {"detail": "Payment declined"})
+    down = await purchase(api, buyer, tid, payment_token="tok_processor_unavailable")
+    assert (down.status_code, down.json()) == (503, {"detail": "Payment service unavailable"})
+    # a failed charge puts the listing back on the market; nothing was taken
+    shown = (await marketplace(api, event_id=seller.event.event_id)).json()
+    assert [x["ticket_id"] for x in shown] == [tid]
+    assert all(c.state != "captured" for c in await charges_for(system, tid))
+
+    assert (await purchase(api, buyer, tid, expected_price=80)).status_code == 200
+    late = await purchase(api, await active_customer(api, admin), tid)
+    assert (late.status_code, late.json()) == (409, {"detail": "Ticket is no longer for sale"})
+
+
+async def test_idempotency_key_gives_the_stored_answer_and_one_charge(
+    api: httpx.AsyncClient, system: System
+) -> None:
+    admin = await admin_token(api)
+    seller = await listed(api, admin, price=42)
+    buyer = await active_customer(api, admin)
+    first = await purchase(api, buyer, seller.ticket_id, key="buy-1")
+    again = await purchase(api, buyer, seller.ticket_id, key="buy-1")
+    assert first.status_code == again.status_code == 200
+    assert first.json() == again.json()
+    other = await purchase(api, buyer, seller.ticket_id, key="buy-1", expected_price=42)
+    assert (other.status_code, other.json()) == (
+        409,
+        {"detail": "Idempotency-Key reused with a different request"},
+    )
+    assert len(await charges_for(system, seller.ticket_id)) == 1
+
+
+async def test_purchase_status_is_for_the_buyer_only(
+    api: httpx.AsyncClient, system: System
+) -> None:
+    admin = await admin_token(api)
+    seller = await listed(api, admin, price=30)
+    buyer = await active_customer(api, admin)
+    assert (await purchase(api, buyer, seller.ticket_id)).status_code == 200
+    rows = await db_rows(
+        system, "SELECT purchase_id FROM resale.purchases WHERE ticket_id = :t", t=seller.ticket_id
+    )
+    pid = rows[0].purchase_id
+    mine = await api.get(f"/api/resale/purchases/{pid}", headers=buyer.headers)
+    assert mine.status_code == 200
+    assert mine.json() == {"purchase_id": pid, "ticket_id": seller.ticket_id, "status": "completed"}
+    for who in (seller.account, await active_customer(api, admin)):
+        r = await api.get(f"/api/resale/purchases/{pid}", headers=who.headers)
+        assert (r.status_code, r.json()) == (404, {"detail": "Purchase not found"})
+    assert (await api.get(f"/api/resale/purchases/{pid}")).status_code == 401
+    assert (await api.get("/api/resale/purchases/abc", headers=buyer.headers)).status_code == 422
+    assert (await api.get("/api/resale/purchases/0", headers=buyer.headers)).status_code == 404
