@@ -91,15 +91,3 @@ async def new_ticket_type(
     response = await api.post("/api/ticket-types", json=body, headers=organizer.headers)
     assert response.status_code == 200, response.text
     return response.json()  # type: ignore[no-any-return]
-
-
-async def buy(api: httpx.AsyncClient, buyer: Account, type_id: int, quantity: int = 1) -> None:
-    """A real primary purchase through ordering: cart add, then checkout."""
-    added = await api.post(
-        "/api/cart/items",
-        json={"ticket_type_id": type_id, "quantity": quantity},
-        headers=buyer.headers,
-    )
-    assert added.status_code == 200, added.text
-    paid = await api.post("/api/cart/checkout", headers=buyer.headers)
-    assert paid.status_code == 200, paid.text
