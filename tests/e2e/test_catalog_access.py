@@ -3,6 +3,7 @@ read-your-writes across services (§1.8): every refusal tested, none changes any
 
 from __future__ import annotations
 
+# ruff: noqa: F811  (test parameters name the fixtures imported from catalog_fixtures)
 from typing import Any
 
 import httpx
@@ -11,7 +12,6 @@ import pytest
 from tests.support.actors import (
     Account,
     active_customer,
-    admin_token,
     bearer,
     claims,
     register_organizer,
@@ -22,22 +22,12 @@ from tests.support.catalog_actors import (
     approved_event,
     event_body,
     iso,
-    new_location,
     ticket_types_of,
 )
+from tests.support.catalog_fixtures import admin, venue  # noqa: F401  (fixtures)
 from tests.support.system import System
 
 REFUSED_ORGANIZER = {"Organizer not verified", "Account banned"}
-
-
-@pytest.fixture(scope="module")
-async def admin(api: httpx.AsyncClient) -> str:
-    return await admin_token(api)
-
-
-@pytest.fixture(scope="module")
-async def venue(api: httpx.AsyncClient, admin: str) -> dict[str, Any]:
-    return await new_location(api, admin)
 
 
 @pytest.fixture(scope="module")

@@ -3,12 +3,13 @@ reject, notify; each with its errors in the documented order."""
 
 from __future__ import annotations
 
+# ruff: noqa: F811  (test parameters name the fixtures imported from catalog_fixtures)
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.support.actors import Account, active_customer, admin_token, bearer, verified_organizer
+from tests.support.actors import Account, active_customer, bearer, verified_organizer
 from tests.support.catalog_actors import (
     approved_event,
     event_body,
@@ -17,27 +18,13 @@ from tests.support.catalog_actors import (
     new_location,
     ticket_types_of,
 )
+from tests.support.catalog_fixtures import admin, organizer, venue  # noqa: F401  (fixtures)
 
 EVENT_KEYS = {
     "event_id", "organizer_id", "name", "description", "start_date", "end_date", "minimum_age",
     "location_id", "location_name", "status", "categories", "total_tickets",
     "resale_price_cap_percent",
 }  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-async def admin(api: httpx.AsyncClient) -> str:
-    return await admin_token(api)
-
-
-@pytest.fixture(scope="module")
-async def organizer(api: httpx.AsyncClient, admin: str) -> Account:
-    return await verified_organizer(api, admin)
-
-
-@pytest.fixture(scope="module")
-async def venue(api: httpx.AsyncClient, admin: str) -> dict[str, Any]:
-    return await new_location(api, admin)
 
 
 def detail(response: httpx.Response) -> Any:

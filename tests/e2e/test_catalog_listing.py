@@ -6,23 +6,15 @@ by other tests never change the answer.
 
 from __future__ import annotations
 
+# ruff: noqa: F811  (test parameters name the fixtures imported from catalog_fixtures)
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.support.actors import Account, admin_token, bearer, unique, verified_organizer
+from tests.support.actors import Account, bearer, unique, verified_organizer
 from tests.support.catalog_actors import approved_event, new_event, new_location, new_ticket_type
-
-
-@pytest.fixture(scope="module")
-async def admin(api: httpx.AsyncClient) -> str:
-    return await admin_token(api)
-
-
-@pytest.fixture(scope="module")
-async def organizer(api: httpx.AsyncClient, admin: str) -> Account:
-    return await verified_organizer(api, admin)
+from tests.support.catalog_fixtures import admin, organizer  # noqa: F401  (fixtures)
 
 
 async def listing(api: httpx.AsyncClient, token: str = "", **params: Any) -> httpx.Response:

@@ -3,29 +3,15 @@ with real purchases through ordering and no pause between the purchase and the r
 
 from __future__ import annotations
 
+# ruff: noqa: F811  (test parameters name the fixtures imported from catalog_fixtures)
 from typing import Any
 
 import httpx
-import pytest
 
-from tests.support.actors import Account, active_customer, admin_token, verified_organizer
-from tests.support.catalog_actors import approved_event, new_location, new_ticket_type
+from tests.support.actors import Account, active_customer
+from tests.support.catalog_actors import approved_event, new_ticket_type
+from tests.support.catalog_fixtures import admin, organizer, venue  # noqa: F401  (fixtures)
 from tests.support.shop import buy, eventually
-
-
-@pytest.fixture(scope="module")
-async def admin(api: httpx.AsyncClient) -> str:
-    return await admin_token(api)
-
-
-@pytest.fixture(scope="module")
-async def organizer(api: httpx.AsyncClient, admin: str) -> Account:
-    return await verified_organizer(api, admin)
-
-
-@pytest.fixture(scope="module")
-async def venue(api: httpx.AsyncClient, admin: str) -> dict[str, Any]:
-    return await new_location(api, admin)
 
 
 async def test_max_count_never_below_what_was_just_sold(

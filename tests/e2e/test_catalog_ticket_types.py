@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+# ruff: noqa: F811  (test parameters name the fixtures imported from catalog_fixtures)
 from typing import Any
 
 import httpx
-import pytest
 
-from tests.support.actors import Account, active_customer, admin_token, bearer, verified_organizer
+from tests.support.actors import Account, active_customer, bearer, verified_organizer
 from tests.support.catalog_actors import (
     approved_event,
     iso,
@@ -16,6 +16,7 @@ from tests.support.catalog_actors import (
     new_ticket_type,
     ticket_types_of,
 )
+from tests.support.catalog_fixtures import admin, organizer, venue  # noqa: F401  (fixtures)
 
 TYPE_KEYS = {
     "type_id",
@@ -26,21 +27,6 @@ TYPE_KEYS = {
     "currency",
     "available_from",
 }
-
-
-@pytest.fixture(scope="module")
-async def admin(api: httpx.AsyncClient) -> str:
-    return await admin_token(api)
-
-
-@pytest.fixture(scope="module")
-async def organizer(api: httpx.AsyncClient, admin: str) -> Account:
-    return await verified_organizer(api, admin)
-
-
-@pytest.fixture(scope="module")
-async def venue(api: httpx.AsyncClient, admin: str) -> dict[str, Any]:
-    return await new_location(api, admin)
 
 
 def detail(response: httpx.Response) -> Any:
