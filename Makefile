@@ -48,3 +48,7 @@ bench: install  ## benchmarks; writes bench/results.json and bench/results.md
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .run .pytest_cache
+
+.PHONY: deploy-check
+deploy-check: install  ## static checks of compose.yaml, deploy/ and the CI workflow (deploy/check.sh)
+	UV=$(abspath $(UV)) PYTHON=$(PYTHON) deploy/check.sh
