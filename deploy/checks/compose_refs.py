@@ -38,7 +38,9 @@ def problems(compose_path: Path, template_path: Path) -> list[str]:
         if "=" in line and not line.lstrip().startswith("#")
     }
     for variable in sorted(set(REQUIRED.findall(text)) - template):
-        found.append(f"{variable} is required by {compose_path.name} but missing from {template_path.name}")
+        found.append(
+            f"{variable} is required by {compose_path.name} but missing from {template_path.name}"
+        )
     return found
 
 

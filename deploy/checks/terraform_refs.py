@@ -51,4 +51,6 @@ if __name__ == "__main__":
         print(f"ERROR {problem}")
     if found:
         sys.exit(1)
-    print(f"ok -- {sys.argv[1]}: every file parses, every variable is declared, no secret has a default")
+    print(
+        f"ok -- {sys.argv[1]}: every file parses, every variable is declared, no secret has a default"
+    )
