@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -225,6 +226,47 @@ async def test_logout_and_password_change_revoke_older_tokens(
     await wait_for_status(client, old_token, 401, "Token has been revoked")
     fresh = changed.json()["token"]
     assert (await client.get(EDGE_ONLY, headers=bearer(fresh))).status_code == 503
+
+
+def drop_broker_connection(pid: int) -> None:
+    """Have RabbitMQ close the AMQP connection of one process (ours), as a network fault would;
+    its exclusive queue goes with it, so events published meanwhile never reach it."""
+    sockets = subprocess.run(
+        ["ss", "-tnpH", "state", "established", "( dport = :5672 )"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    ports = [line.split()[2].rsplit(":", 1)[1] for line in sockets if f"pid={pid}," in line]
+    assert ports, "the gateway has no broker connection"
+    connections = subprocess.run(
+        ["rabbitmqctl", "-q", "list_connections", "pid", "peer_port"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout.splitlines()
+    closing = [line.split()[0] for line in connections if line.split()[-1:] in [[p] for p in ports]]
+    assert closing, connections
+    for connection in closing:
+        subprocess.run(
+            ["rabbitmqctl", "close_connection", connection, "test"],
+            capture_output=True,
+            check=True,
+            timeout=30,
+        )
+
+
+async def test_after_a_broker_reconnect_the_deny_list_is_reloaded(
+    client: httpx.AsyncClient, edge: System, admin: str
+) -> None:
+    customer = await active_customer(client, admin)
+    drop_broker_connection(edge.processes["gateway"].pid)
+    await ban_directly(edge, admin, customer.user_id)  # the event finds no gateway queue
+    deadline = time.monotonic() + 20  # the broker client reconnects after about 5 s
+    while (await client.get(EDGE_ONLY, headers=customer.headers)).status_code != 403:
+        assert time.monotonic() < deadline, "the ban was never learnt after the reconnect"
+        await asyncio.sleep(0.1)
 
 
 async def test_a_restarted_gateway_remembers_bans_and_revocations(
