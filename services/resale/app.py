@@ -2,16 +2,36 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 from litestar import Litestar
 
 from services.kernel import settings as settings_mod
-from services.kernel.app import create_service_app
+from services.kernel.app import Runtime, create_service_app
 from services.kernel.logs import configure
 from services.resale import api
-from services.resale.config import current
+from services.resale.config import current, payment_provider
 from services.resale.consumers import HANDLERS
 from services.resale.models import metadata
+from services.resale.purchase import recover_stalled
 from services.topology import subscriptions
+
+log = logging.getLogger("resellio.resale")
+SWEEP_EVERY_S = 15.0
+
+
+async def _sweep_stalled_purchases(rt: Runtime) -> None:
+    while True:
+        await asyncio.sleep(SWEEP_EVERY_S)
+        try:
+            await recover_stalled(rt.db, payment_provider(rt.db), current().fee_percent)
+        except Exception:  # the database may be away; the next sweep retries
+            log.exception("recovering stalled purchases failed")
+
+
+async def _start(rt: Runtime) -> None:
+    rt.tasks.append(asyncio.create_task(_sweep_stalled_purchases(rt), name="resale-sweeper"))
 
 
 def create_app(settings: settings_mod.Settings | None = None) -> Litestar:
@@ -25,5 +45,6 @@ def create_app(settings: settings_mod.Settings | None = None) -> Litestar:
         route_handlers=api.ROUTES,
         handlers=HANDLERS,
         topology=subscriptions(),
+        on_startup=[_start],
         sends_mail=True,
     )

@@ -119,6 +119,13 @@ listings = Table(
     Index("market_by_original", "original_price", "ticket_id", postgresql_where=ACTIVE),
     Index("market_by_name", text('event_name COLLATE "C"'), "ticket_id", postgresql_where=ACTIVE),
     Index("market_by_event", "event_id", "price", postgresql_where=ACTIVE),
+    # X-Total-Count of the unfiltered marketplace: an index-only scan, not a table scan.
+    Index(
+        "market_count",
+        "event_end",
+        postgresql_include=["seller_id"],
+        postgresql_where=ACTIVE,
+    ),
 )
 
 # status: charging (listing claimed, card being charged) → processing (charged, ListingSold

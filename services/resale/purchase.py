@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -30,13 +31,20 @@ from services.kernel.errors import (
     PaymentRequired,
     ServiceUnavailable,
 )
-from services.kernel.payments import PaymentDeclined, PaymentProvider, PaymentUnavailable
+from services.kernel.payments import (
+    PaymentDeclined,
+    PaymentProvider,
+    PaymentRejected,
+    PaymentUnavailable,
+)
 from services.resale.listings import TICKET_NOT_FOUND
 from services.resale.models import listings, payouts, purchases
 from services.resale.tickets import latest_listing, sellable, ticket_row
 
 NO_LONGER_FOR_SALE = "Ticket is no longer for sale"
 NOT_FOR_RESALE = "Ticket is not for resale"
+# A claim whose request has not charged within this time died with its process.
+STALLED_AFTER = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -237,3 +245,40 @@ async def _failure_reason(db: Database, purchase_id: int) -> str | None:
         return await conn.scalar(
             select(purchases.c.failure_reason).where(purchases.c.purchase_id == purchase_id)
         )
+
+
+async def recover_stalled(db: Database, payments: PaymentProvider, fee_percent: Decimal) -> int:
+    """Purchases left `charging` by a crashed request (listing stuck in purchasing): void the
+    authorization and put the listing back; if the money was already captured, the sale
+    stands and is completed instead. Safe with several instances (the steps are idempotent)."""
+    async with db.engine.connect() as conn:
+        stalled = (
+            await conn.execute(
+                select(purchases).where(
+                    purchases.c.status == "charging",
+                    purchases.c.created_at < utcnow() - STALLED_AFTER,
+                )
+            )
+        ).all()
+    for purchase in stalled:
+        try:
+            # The same key answers the first authorization (or makes one, voided at once).
+            payment_id = await payments.authorize(
+                idempotency_key=payment_key(purchase.purchase_id, "authorize"),
+                amount=purchase.price,
+                currency=purchase.currency,
+                token=None,
+            )
+        except PaymentDeclined:
+            await release(db, purchase, "payment_declined")
+            continue
+        try:
+            await payments.void(
+                payment_id, idempotency_key=payment_key(purchase.purchase_id, "void")
+            )
+        except PaymentRejected:  # captured before the crash: finish the sale
+            async with db.unit_of_work() as uow:
+                await record_sale(purchase, payment_id, fee_percent, uow)
+            continue
+        await release(db, purchase, "payment_unavailable")
+    return len(stalled)

@@ -63,7 +63,7 @@ async def test_full_path_buy_list_resell_check_in(api: httpx.AsyncClient, system
     # the seller was paid once (price minus the 5 % fee), the buyer charged once
     payouts = await db_rows(
         system,
-        "SELECT seller_id, amount, fee, state FROM resale.payouts p "
+        "SELECT p.seller_id, p.amount, p.fee, p.state FROM resale.payouts p "
         "JOIN resale.purchases s USING (purchase_id) WHERE s.ticket_id = :t",
         t=tid,
     )

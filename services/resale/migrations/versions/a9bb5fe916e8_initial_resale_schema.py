@@ -1,15 +1,15 @@
 """initial resale schema
 
-Revision ID: 2930ac3e565a
+Revision ID: a9bb5fe916e8
 Revises:
-Create Date: 2026-11-25 23:09:31.257122
+Create Date: 2026-11-25 23:19:48.058163
 """
 
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision = "2930ac3e565a"
+revision = "a9bb5fe916e8"
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -152,6 +152,15 @@ def upgrade() -> None:
         ["price", "ticket_id"],
         unique=False,
         schema="resale",
+        postgresql_where=sa.text("state = 'active'"),
+    )
+    op.create_index(
+        "market_count",
+        "listings",
+        ["event_end"],
+        unique=False,
+        schema="resale",
+        postgresql_include=["seller_id"],
         postgresql_where=sa.text("state = 'active'"),
     )
     op.create_table(
@@ -400,6 +409,13 @@ def downgrade() -> None:
     op.drop_index("outbox_aggregate", table_name="outbox", schema="resale")
     op.drop_table("outbox", schema="resale")
     op.drop_table("mail_queue", schema="resale")
+    op.drop_index(
+        "market_count",
+        table_name="listings",
+        schema="resale",
+        postgresql_include=["seller_id"],
+        postgresql_where=sa.text("state = 'active'"),
+    )
     op.drop_index(
         "market_by_price",
         table_name="listings",
