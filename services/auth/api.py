@@ -110,7 +110,7 @@ async def resend_verification(request: Request) -> Response[Any]:
 @post("/api/auth/request-password-reset")
 async def request_password_reset(request: Request) -> Response[Any]:
     cmd = parse_json(await request.body(), EmailRequest)
-    await recovery.request_password_reset(runtime(request), config_of(request), cmd.email)
+    recovery.request_password_reset(runtime(request), config_of(request), cmd.email)
     message = "If your email is registered, you will receive a password reset link"
     return answer({"message": message})
 

@@ -56,8 +56,11 @@ async def user_by_id(conn: AsyncConnection, user_id: int, lock: bool = False) ->
     return (await conn.execute(query)).first()
 
 
-async def user_by_email(conn: AsyncConnection, email: str) -> Any:
+async def user_by_email(conn: AsyncConnection, email: str, lock: bool = False) -> Any:
+    """Emails compare case-insensitively (API.md §2.3). A lock serialises token issuing."""
     query = user_select().where(func.lower(users.c.email) == email.lower())
+    if lock:
+        query = query.with_for_update(of=users)
     return (await conn.execute(query)).first()
 
 

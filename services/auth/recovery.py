@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from datetime import timedelta
 from typing import Any
 
@@ -28,6 +30,8 @@ from services.kernel.db import UnitOfWork
 from services.kernel.errors import BadRequest, Forbidden
 from services.kernel.mail import queue_mail
 
+log = logging.getLogger("resellio.auth")
+
 
 async def verify_email(rt: Runtime, token: str) -> AccessToken:
     async with rt.db.unit_of_work() as uow:
@@ -53,17 +57,32 @@ async def verify_email(rt: Runtime, token: str) -> AccessToken:
 
 async def resend_verification(rt: Runtime, config: AuthConfig, email: str) -> None:
     async with rt.db.unit_of_work() as uow:
-        user = await user_by_email(uow.conn, email)
+        user = await user_by_email(uow.conn, email, lock=True)
         if user is None or user.account_state != "unverified":
             return
         await send_verification_mail(uow, config, user)
         await uow.commit()
 
 
-async def request_password_reset(rt: Runtime, config: AuthConfig, email: str) -> None:
-    """Mails a reset link to a registered email; says nothing either way."""
+def request_password_reset(rt: Runtime, config: AuthConfig, email: str) -> None:
+    """Mails a reset link to a registered email, after the answer: the answer takes the same
+    time whether or not the email exists (API.md §3.10)."""
+    task = asyncio.create_task(_mail_reset_link(rt, config, email))
+    running: set[asyncio.Task[None]] = rt.extras.setdefault("background", set())
+    running.add(task)
+    task.add_done_callback(running.discard)
+
+
+async def _mail_reset_link(rt: Runtime, config: AuthConfig, email: str) -> None:
+    try:
+        await _issue_reset_link(rt, config, email)
+    except Exception:
+        log.exception("could not issue a password reset link")
+
+
+async def _issue_reset_link(rt: Runtime, config: AuthConfig, email: str) -> None:
     async with rt.db.unit_of_work() as uow:
-        user = await user_by_email(uow.conn, email)
+        user = await user_by_email(uow.conn, email, lock=True)
         if user is None:
             return
         token = await issue_mailed_token(
