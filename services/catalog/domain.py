@@ -92,7 +92,7 @@ async def _require_location(uow: UnitOfWork, location_id: int) -> None:
     found = await uow.conn.scalar(
         select(locations.c.location_id)
         .where(locations.c.location_id == location_id)
-        .with_for_update()
+        .with_for_update(read=True)  # blocks a delete, not other events at this venue
     )
     if found is None:
         raise _location_missing(location_id)

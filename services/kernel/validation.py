@@ -165,6 +165,19 @@ def _hints(model: type) -> dict[str, Any]:
     return _hints_cache[model]
 
 
+NUL_MESSAGE = "Value error, NUL characters are not allowed"
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, list | tuple):
+        return any(_has_nul(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    return False
+
+
 def parse_mapping(data: Any, model: type[S], source: str = "body") -> S:
     """Validate every declared field of `model` in `data`; raise 422 with all problems."""
     if not isinstance(data, Mapping):
@@ -188,6 +201,9 @@ def parse_mapping(data: Any, model: type[S], source: str = "body") -> S:
             value = msgspec.convert(raw, annotation, strict=False)
         except msgspec.ValidationError as exc:
             errors.append(_entry_from_msgspec(str(exc), loc))
+            continue
+        if _has_nul(value):  # PostgreSQL text cannot hold NUL: refuse it here, not with a 500
+            errors.append({"loc": loc, "msg": NUL_MESSAGE, "type": "value_error"})
             continue
         if value is not None:
             try:

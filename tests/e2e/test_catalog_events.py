@@ -94,6 +94,8 @@ async def test_create_accepts_past_dates_and_no_categories(
         ({"name": "   "}, "name"),
         ({"name": "x" * 256}, "name"),
         ({"name": 12}, "name"),
+        ({"name": "nul\x00byte"}, "name"),
+        ({"category": ["a\x00"]}, "category"),
         ({"description": "d" * 5001}, "description"),
         ({"start_date": "not a date"}, "start_date"),
         ({"minimum_age": 151}, "minimum_age"),

@@ -235,7 +235,8 @@ async def test_bad_enumerations_are_400(
         {"page": 0}, {"page": "one"}, {"limit": 0}, {"limit": 101}, {"min_price": -1},
         {"max_price": "cheap"}, {"start_date_from": "yesterday"}, {"start_date_to": "2024-13-01"},
         {"organizer_id": "me"}, {"minimum_age": -1}, {"has_available_tickets": "maybe"},
-        {"organizer_id": 2**31}, {"status": "open", "limit": 0},
+        {"organizer_id": 2**31}, {"status": "open", "limit": 0}, {"search": "a\x00"},
+        {"location": "\x00"}, {"categories": "rock,\x00"},
     ],
 )  # fmt: skip
 async def test_bad_bounds_are_422(api: httpx.AsyncClient, params: dict[str, Any]) -> None:
