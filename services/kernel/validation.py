@@ -78,7 +78,12 @@ def parse_utc_datetime(value: Any) -> datetime:
         raise FieldError("Input should be a valid datetime", "datetime_type")
     if parsed.tzinfo is None:
         return parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError as exc:  # e.g. 0001-01-01T00:00+01:00 has no UTC equivalent
+        raise FieldError(
+            "Input should be a valid datetime, date out of range", "datetime_parsing"
+        ) from exc
 
 
 Int32 = Annotated[int, msgspec.Meta(ge=-(2**31), le=INT32_MAX)]

@@ -39,3 +39,10 @@ def test_nul_characters_are_refused_as_input_not_passed_to_postgresql() -> None:
             "type": "value_error",
         }
     ]
+
+
+def test_a_date_with_no_utc_equivalent_is_invalid_input() -> None:
+    body = {"max_count": 1, "price": 1, "available_from": "0001-01-01T00:00:00+01:00"}
+    with pytest.raises(RequestValidationError) as refused:
+        parse_mapping(body, TicketTypeCreate)
+    assert refused.value.errors[0]["loc"] == ["body", "available_from"]
