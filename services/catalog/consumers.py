@@ -18,6 +18,7 @@ from contracts.ordering import TicketPurchased, TicketRefunded, TicketTransferre
 from services.catalog.models import organizers, ticket_types, tickets
 from services.kernel.consumer import Handler
 from services.kernel.db import UnitOfWork
+from services.kernel.projections import Projection
 
 # ---- organizers ----------------------------------------------------------------------------
 
@@ -160,3 +161,16 @@ HANDLERS: dict[str, Handler] = {
     "ordering.TicketTransferred": on_ticket_transferred,
     "ordering.TicketRefunded": on_ticket_refunded,
 }
+
+# Rebuildable from auth's event log. The ticket projection is not listed: its counts live on
+# ticket_types (catalog's own rows), so emptying `tickets` alone would count sales twice.
+PROJECTION = Projection(
+    tables=["organizers"],
+    events=[
+        "auth.UserRegistered",
+        "auth.OrganizerVerified",
+        "auth.OrganizerRejected",
+        "auth.UserBanned",
+        "auth.UserUnbanned",
+    ],
+)
