@@ -4,6 +4,8 @@ JWKS (§3.7)."""
 from __future__ import annotations
 
 import asyncio
+import statistics
+import time
 import uuid
 
 import httpx
@@ -20,6 +22,7 @@ from tests.support.actors import (
     register_organizer,
     verified_organizer,
 )
+from tests.support.system import System
 
 REFRESH = "/api/auth/refresh"
 LOGOUT = "/api/auth/logout"
@@ -204,3 +207,25 @@ async def test_routes_answer_with_and_without_trailing_slash(api: httpx.AsyncCli
         "/api/auth/token/", data={"username": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
     )
     assert slash.status_code == 200
+
+
+async def test_unknown_email_costs_a_password_hash_too(system: System) -> None:
+    """Timing must not reveal whether an email exists: an unknown email is verified against a
+    dummy hash. Measured directly on auth, so the gateway's rate limits stay out of the way."""
+
+    async def median_seconds(email: str) -> float:
+        times = []
+        for _ in range(5):
+            started = time.perf_counter()
+            response = await auth.post(
+                "/api/auth/token", data={"username": email, "password": "WrongPassword1"}
+            )
+            times.append(time.perf_counter() - started)
+            assert response.status_code == 401
+        return statistics.median(times)
+
+    async with httpx.AsyncClient(base_url=system.url("auth"), timeout=30) as auth:
+        known = await median_seconds(ADMIN_EMAIL)
+        unknown = await median_seconds(f"nobody-{uuid.uuid4().hex}@example.com")
+    # Without the dummy hash an unknown email answers in a small fraction of the time.
+    assert unknown > known * 0.5, (known, unknown)
