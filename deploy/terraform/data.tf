@@ -68,10 +68,8 @@ resource "aws_mq_broker" "main" {
   subnet_ids                 = var.private_subnet_ids
   security_groups            = [aws_security_group.mq.id]
   auto_minor_version_upgrade = true
-  encryption_options {
-    kms_key_id        = aws_kms_key.main.arn
-    use_aws_owned_key = false
-  }
+  # Encrypted at rest with an AWS-owned key: Amazon MQ for RabbitMQ accepts no other.
+  #checkov:skip=CKV_AWS_209:Amazon MQ for RabbitMQ supports only AWS-owned KMS keys (encryption_options does not apply)
   logs {
     general = true
   }

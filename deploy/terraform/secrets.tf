@@ -24,8 +24,13 @@ locals {
   )
 }
 
+locals {
+  # The names alone, so for_each never depends on a sensitive value.
+  secret_names = concat(["db-owner", "amqp", "auth", "smtp"], [for s in local.data_services : "db-${s}"])
+}
+
 resource "aws_secretsmanager_secret" "main" {
-  for_each                = nonsensitive(toset(keys(local.secret_values)))
+  for_each                = toset(local.secret_names)
   name                    = "${local.name}/${each.key}"
   kms_key_id              = aws_kms_key.main.arn
   recovery_window_in_days = 7
