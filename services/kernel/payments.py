@@ -32,6 +32,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.sql.dml import Update
 
 from services.kernel.db import Database
 
@@ -146,7 +147,7 @@ class SimulatedProvider:
         return str(row.payment_id)
 
     async def _operate(
-        self, payment_id: str, key: str, kind: str, amount: Decimal | None, change: object
+        self, payment_id: str, key: str, kind: str, amount: Decimal | None, change: Update
     ) -> None:
         await self._network()
         o = self.operations
@@ -159,7 +160,7 @@ class SimulatedProvider:
             )
             if done.first() is None:
                 return  # already applied under this key: no second movement of money
-            changed = await conn.execute(change)  # type: ignore[arg-type]
+            changed = await conn.execute(change)
             if changed.rowcount != 1:
                 raise PaymentRejected(f"cannot {kind} payment {payment_id}")
 

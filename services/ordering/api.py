@@ -124,7 +124,12 @@ async def checkout_cart(request: Request) -> Response[Any]:
 
     async def produce() -> Any:
         body = parse_json(await request.body(), CheckoutBody, empty_ok=True)
-        cmd = checkout.Checkout(user_id=identity.user_id, payment_token=body.payment_token)
+        cmd = checkout.Checkout(
+            user_id=identity.user_id,
+            payment_token=body.payment_token,
+            email=identity.sub,
+            first_name=identity.name,
+        )
         return await checkout.checkout(
             cmd, rt.db, payment_provider(rt.db), rules(), utcnow, lambda: rt.catch_up("catalog")
         )

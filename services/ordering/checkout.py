@@ -67,6 +67,9 @@ Clock = Callable[[], datetime]
 class Checkout(msgspec.Struct, frozen=True):
     user_id: int
     payment_token: str | None = None
+    # From the access token: where the confirmation goes if auth's UserRegistered is not here yet.
+    email: str | None = None
+    first_name: str = ""
 
 
 class PlacedOrder(msgspec.Struct, frozen=True):
@@ -118,7 +121,7 @@ async def checkout(
         await _fail(db, cmd.user_id, order.order_id, "payment_unavailable")
         raise ServiceUnavailable("Payment service unavailable") from exc
     try:
-        await _complete(db, cmd.user_id, order, payment_id, clock())
+        await _complete(db, cmd, order, payment_id, clock())
     except BadRequest:
         # The cart changed under the payment (event cancelled, type deleted): give it back.
         await payments.refund(payment_id, order.total, idempotency_key=f"{key}-refund")
@@ -238,8 +241,9 @@ async def _fail(db: Database, user_id: int, order_id: int, reason: str) -> None:
 
 
 async def _complete(
-    db: Database, user_id: int, order: PlacedOrder, payment_id: str, now: datetime
+    db: Database, cmd: Checkout, order: PlacedOrder, payment_id: str, now: datetime
 ) -> None:
+    user_id = cmd.user_id
     async with db.unit_of_work() as uow:
         items = (
             await uow.execute(
@@ -284,7 +288,7 @@ async def _complete(
                 ),
                 aggregate_id=t.ticket_id,
             )
-        await _confirmation_mail(uow, user_id, order, items, ticket_ids)
+        await _confirmation_mail(uow, cmd, order, items, ticket_ids)
         await uow.commit()
 
 
@@ -373,12 +377,14 @@ async def _sell_line(
 
 
 async def _confirmation_mail(
-    uow: UnitOfWork, user_id: int, order: PlacedOrder, items: list[Any], ticket_ids: list[int]
+    uow: UnitOfWork, cmd: Checkout, order: PlacedOrder, items: list[Any], ticket_ids: list[int]
 ) -> None:
-    user = (await uow.execute(select(users).where(users.c.user_id == user_id))).first()
-    if user is None:
+    user = (await uow.execute(select(users).where(users.c.user_id == cmd.user_id))).first()
+    email = user.email if user else cmd.email
+    first_name = user.first_name if user else cmd.first_name
+    if not email:
         log.warning(
-            "no email known for user %s; order %s confirmation not sent", user_id, order.order_id
+            "no email known for user %s; order %s not confirmed", cmd.user_id, order.order_id
         )
         return
     lines = "\n".join(
@@ -388,9 +394,9 @@ async def _confirmation_mail(
     )
     await queue_mail(
         uow,
-        user.email,
+        email,
         f"Your Resellio order #{order.order_id}",
-        f"Hello {user.first_name},\n\nthank you for your order #{order.order_id}.\n\n{lines}\n\n"
+        f"Hello {first_name},\n\nthank you for your order #{order.order_id}.\n\n{lines}\n\n"
         f"Total: {order.total} {order.currency}\n"
         f"Tickets: {', '.join(f'#{t}' for t in ticket_ids)}\n\n"
         "Download each ticket (with its QR code) from your account.\n",

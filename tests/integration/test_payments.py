@@ -1,0 +1,94 @@
+"""The simulated card processor on the real PostgreSQL: idempotent by key, declines the test
+card, never refunds more than was captured, and shares its ledger between instances."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import MetaData, func, select
+
+from services.kernel.db import Database
+from services.kernel.payments import (
+    PaymentDeclined,
+    PaymentRejected,
+    PaymentUnavailable,
+    SimulatedProvider,
+    payment_tables,
+)
+from tests.integration.conftest import drop_schema
+
+
+@pytest.fixture
+async def ledger(integration_db_url: str, schema_name: str) -> AsyncIterator[Database]:
+    metadata = MetaData(schema=schema_name)
+    payment_tables(metadata)
+    db = Database(integration_db_url, schema_name, metadata, pool_size=4)
+    async with db.engine.begin() as conn:
+        await conn.exec_driver_sql(f'CREATE SCHEMA "{schema_name}"')
+        await conn.run_sync(metadata.create_all)
+    yield db
+    await drop_schema(db.engine, schema_name)
+    await db.dispose()
+
+
+async def test_one_key_one_charge_across_instances(ledger: Database) -> None:
+    first, second = SimulatedProvider(ledger, 5), SimulatedProvider(ledger, 5)
+    ids = await asyncio.gather(
+        *(
+            p.authorize(
+                idempotency_key="order-1", amount=Decimal("30.00"), currency="USD", token=None
+            )
+            for p in (first, second, first, second)
+        )
+    )
+    assert len(set(ids)) == 1
+    await asyncio.gather(
+        first.capture(ids[0], idempotency_key="order-1-capture"),
+        second.capture(ids[0], idempotency_key="order-1-capture"),
+    )
+    payments, operations = payment_tables(ledger.metadata)
+    async with ledger.engine.connect() as conn:
+        assert (await conn.execute(select(payments.c.state))).scalars().all() == ["captured"]
+        assert await conn.scalar(select(func.count()).select_from(operations)) == 1
+
+
+async def test_declined_and_unavailable_cards(ledger: Database) -> None:
+    provider = SimulatedProvider(ledger, 0)
+    for token in ("tok_card_declined", "4000000000000002"):
+        with pytest.raises(PaymentDeclined):
+            await provider.authorize(
+                idempotency_key=f"d-{token}", amount=Decimal(1), currency="USD", token=token
+            )
+        with pytest.raises(PaymentDeclined):  # the same key answers the same
+            await provider.authorize(
+                idempotency_key=f"d-{token}", amount=Decimal(1), currency="USD", token=None
+            )
+    with pytest.raises(PaymentUnavailable):
+        await provider.authorize(
+            idempotency_key="u",
+            amount=Decimal(1),
+            currency="USD",
+            token="tok_processor_unavailable",
+        )
+
+
+async def test_refunds_never_exceed_the_capture(ledger: Database) -> None:
+    provider = SimulatedProvider(ledger, 0)
+    pid = await provider.authorize(
+        idempotency_key="o", amount=Decimal("50.00"), currency="USD", token=None
+    )
+    with pytest.raises(PaymentRejected):
+        await provider.refund(pid, Decimal("1.00"), idempotency_key="too-early")
+    await provider.capture(pid, idempotency_key="c")
+    await provider.refund(pid, Decimal("30.00"), idempotency_key="r1")
+    await provider.refund(
+        pid, Decimal("30.00"), idempotency_key="r1"
+    )  # a retry, not a second refund
+    with pytest.raises(PaymentRejected):
+        await provider.refund(pid, Decimal("30.00"), idempotency_key="r2")
+    await provider.refund(pid, Decimal("20.00"), idempotency_key="r3")
+    with pytest.raises(PaymentRejected):
+        await provider.void(pid, idempotency_key="v")
