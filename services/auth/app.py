@@ -13,6 +13,7 @@ from services.auth.config import AuthConfig, load_auth_config
 from services.auth.consumers import HANDLERS
 from services.auth.keys import load_keyring, load_pem
 from services.auth.models import metadata
+from services.auth.passwords import warm_up_hasher
 from services.auth.registration import ensure_initial_admin
 from services.kernel import settings as settings_mod
 from services.kernel.app import Runtime, create_service_app
@@ -35,6 +36,7 @@ def _start(config: AuthConfig) -> Callable[[Runtime], Awaitable[None]]:
             rt.db, config.jwt_private_key, rt.settings.access_token_minutes
         )
         await ensure_initial_admin(rt, config)
+        await warm_up_hasher()
 
     return start
 

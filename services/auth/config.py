@@ -12,7 +12,9 @@ from collections.abc import Mapping
 import msgspec
 
 from services.auth.passwords import password_problem
+from services.auth.schemas import valid_email
 from services.kernel.settings import ConfigError
+from services.kernel.validation import FieldError
 
 DEV_ADMIN_EMAIL = "admin@resellio.com"
 DEV_ADMIN_PASSWORD = "AdminPassword123!"
@@ -59,13 +61,18 @@ def load_auth_config(development: bool, env: Mapping[str, str] | None = None) ->
         problem = password_problem(env["INITIAL_ADMIN_PASSWORD"])
         if problem:
             raise ConfigError(f"INITIAL_ADMIN_PASSWORD is too weak: {problem}")
+    admin_email = given("INITIAL_ADMIN_EMAIL") or DEV_ADMIN_EMAIL
+    try:
+        admin_email = valid_email(admin_email)
+    except FieldError as exc:
+        raise ConfigError(f"INITIAL_ADMIN_EMAIL is not usable: {exc.msg}") from exc
     base_url = (given("APP_BASE_URL") or DEFAULT_APP_BASE_URL).rstrip("/")
     try:
         refresh_days = int(given("REFRESH_TOKEN_EXPIRE_DAYS") or 14)
     except ValueError as exc:
         raise ConfigError("REFRESH_TOKEN_EXPIRE_DAYS must be an integer") from exc
     return AuthConfig(
-        initial_admin_email=given("INITIAL_ADMIN_EMAIL") or DEV_ADMIN_EMAIL,
+        initial_admin_email=admin_email,
         initial_admin_password=given("INITIAL_ADMIN_PASSWORD") or DEV_ADMIN_PASSWORD,
         admin_secret_key=given("ADMIN_SECRET_KEY") or DEV_ADMIN_SECRET_KEY,
         jwt_private_key=given("JWT_PRIVATE_KEY"),

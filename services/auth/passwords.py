@@ -69,3 +69,8 @@ async def verify_password(stored: str | None, password: str) -> bool:
         await asyncio.to_thread(_verify, _dummy_hash(), password)
         return False
     return await asyncio.to_thread(_verify, stored, password)
+
+
+async def warm_up_hasher() -> None:
+    """Make the dummy hash at start-up, so the first unknown-email login is not slower."""
+    await asyncio.to_thread(_dummy_hash)

@@ -16,7 +16,7 @@ from services.auth.config import AuthConfig
 from services.auth.models import ROLE_TABLES, users
 from services.auth.passwords import hash_password
 from services.auth.queries import user_by_email, user_by_id
-from services.auth.schemas import AdminRegistration, CustomerRegistration, valid_email
+from services.auth.schemas import AdminRegistration, CustomerRegistration
 from services.auth.tokens import AccessToken, issue_access_token, issue_mailed_token
 from services.kernel.app import Runtime
 from services.kernel.db import UnitOfWork
@@ -162,7 +162,7 @@ async def ensure_initial_admin(rt: Runtime, config: AuthConfig) -> None:
 
     Several instances may start together: an advisory lock lets one create it.
     """
-    email = valid_email(config.initial_admin_email)
+    email = config.initial_admin_email
     async with rt.db.engine.connect() as conn:
         if await user_by_email(conn, email) is not None:
             return

@@ -12,18 +12,16 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import make_url
 
-from services.auth.config import AuthConfig
+from services.auth.config import load_auth_config
 from services.auth.models import administrators, metadata, outbox, users
 from services.auth.registration import ensure_initial_admin
 from services.kernel.db import Database
 from services.kernel.migrate import drop_database, ensure_database, upgrade
 from tests.support.infra import database_url
 
-CONFIG = AuthConfig(
-    initial_admin_email="Boss@Resellio.COM",
-    initial_admin_password="BossPassword1",
-    admin_secret_key="secret",
-    jwt_private_key=None,
+CONFIG = load_auth_config(
+    development=True,
+    env={"INITIAL_ADMIN_EMAIL": "Boss@Resellio.COM", "INITIAL_ADMIN_PASSWORD": "BossPassword1"},
 )
 
 
