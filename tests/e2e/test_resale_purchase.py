@@ -75,8 +75,15 @@ async def test_full_path_buy_list_resell_check_in(api: httpx.AsyncClient, system
     ]
 
     async def mailed() -> bool:
-        sold = [m for m in system.mails(seller.account.email) if "was sold" in str(m["Subject"])]
-        bought = [m for m in system.mails(buyer.email) if "Your ticket for" in str(m["Subject"])]
+        name = seller.event.name
+        sold = [
+            m
+            for m in system.mails(seller.account.email)
+            if str(m["Subject"]) == f"Your ticket for {name} was sold"
+        ]
+        bought = [
+            m for m in system.mails(buyer.email) if str(m["Subject"]) == f"Your ticket for {name}"
+        ]
         return len(sold) == 1 and len(bought) == 1
 
     assert await eventually(mailed)

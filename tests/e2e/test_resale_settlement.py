@@ -1,0 +1,79 @@
+"""After the sale: a transfer that ordering confirms late (202, then the final answer), and
+the refund of a resale buyer when the event is cancelled (API.md §6.5, §10.3)."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.support.actors import active_customer, admin_token
+from tests.support.resale_actors import listed, my_tickets, purchase
+from tests.support.shop import db_rows, eventually
+from tests.support.system import System
+
+
+async def test_late_transfer_answers_202_then_the_same_key_gives_the_final_answer(
+    api: httpx.AsyncClient, system: System
+) -> None:
+    admin = await admin_token(api)
+    seller = await listed(api, admin, price=45)
+    buyer = await active_customer(api, admin)
+    system.stop_app("ordering")  # ListingSold waits in ordering's queue
+    try:
+        pending = await purchase(api, buyer, seller.ticket_id, key="late-1")
+        assert pending.status_code == 202, pending.text
+        body = pending.json()
+        assert body["detail"] == "Purchase is being processed"
+        status = await api.get(
+            f"/api/resale/purchases/{body['purchase_id']}", headers=buyer.headers
+        )
+        assert status.json() == {
+            "purchase_id": body["purchase_id"],
+            "ticket_id": seller.ticket_id,
+            "status": "processing",
+        }
+        # the sale stands meanwhile: nobody else can buy it
+        other = await purchase(api, await active_customer(api, admin), seller.ticket_id)
+        assert (other.status_code, other.json()) == (
+            409,
+            {"detail": "Ticket is no longer for sale"},
+        )
+    finally:
+        system.start_app("ordering")
+    final = await purchase(api, buyer, seller.ticket_id, key="late-1")
+    assert final.status_code == 200, final.text
+    assert final.json()["owner_id"] == buyer.user_id
+    assert [t["ticket_id"] for t in await my_tickets(api, buyer)] == [seller.ticket_id]
+    done = await api.get(f"/api/resale/purchases/{body['purchase_id']}", headers=buyer.headers)
+    assert done.json()["status"] == "completed"
+
+
+async def test_cancelled_event_refunds_the_resale_buyer_once(
+    api: httpx.AsyncClient, system: System
+) -> None:
+    admin = await admin_token(api)
+    seller = await listed(api, admin, price=55)
+    buyer = await active_customer(api, admin)
+    assert (await purchase(api, buyer, seller.ticket_id)).status_code == 200
+    cancelled = await api.delete(
+        f"/api/events/{seller.event.event_id}", headers=seller.event.organizer.headers
+    )
+    assert cancelled.status_code == 200
+
+    async def refunded() -> list[object]:
+        return await db_rows(
+            system,
+            "SELECT p.refunded FROM resale.payments p JOIN resale.purchases s "
+            "ON p.authorize_key = 'resale-purchase-' || s.purchase_id || '-authorize' "
+            "WHERE s.ticket_id = :t AND p.refunded > 0",
+            t=seller.ticket_id,
+        )
+
+    rows = await eventually(refunded)
+    assert [float(r.refunded) for r in rows] == [55.0]
+    events = await db_rows(
+        system,
+        "SELECT payload->>'buyer_id' AS buyer, payload->>'amount' AS amount FROM resale.outbox "
+        "WHERE type = 'resale.ResaleRefunded' AND aggregate_id = :t",
+        t=str(seller.ticket_id),
+    )
+    assert [(int(e.buyer), e.amount) for e in events] == [(buyer.user_id, "55.00")]
