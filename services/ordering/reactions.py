@@ -75,19 +75,26 @@ async def on_event_cancelled(event: EventCancelled, envelope: Envelope, uow: Uni
         by_order[t.order_id].append(t)
     provider = payment_provider(uow.db)
     for order_id, order_tickets in by_order.items():
-        amount = sum((t.original_price for t in order_tickets), Decimal("0.00"))
-        payment_id = order_tickets[0].payment_id
-        # One refund per order and event: a retry of this handler repeats the same key.
-        await provider.refund(
-            payment_id, amount, idempotency_key=f"refund-order-{order_id}-event-{event.event_id}"
-        )
-        await _void(uow, order_id, order_tickets)
-        await _refund_mail(
-            uow, order_tickets[0].buyer_id, row.name, order_id, amount, order_tickets
-        )
+        # The current holder gets back what they paid (API.md §6.5): a ticket resold since is
+        # refunded by resale to its buyer, so the primary buyer is refunded only for the tickets
+        # they still hold (they were paid by the resale buyer for the others).
+        held = [t for t in order_tickets if t.owner_id == t.buyer_id]
+        amount = sum((t.original_price for t in held), Decimal("0.00"))
+        if amount > 0:
+            # One refund per order and event: a retry of this handler repeats the same key.
+            await provider.refund(
+                order_tickets[0].payment_id,
+                amount,
+                idempotency_key=f"refund-order-{order_id}-event-{event.event_id}",
+            )
+        await _void(uow, order_id, order_tickets, {t.ticket_id for t in held})
+        if held:
+            await _refund_mail(uow, order_tickets[0].buyer_id, row.name, order_id, amount, held)
 
 
-async def _void(uow: UnitOfWork, order_id: int, order_tickets: list[Any]) -> None:
+async def _void(
+    uow: UnitOfWork, order_id: int, order_tickets: list[Any], refunded_here: set[int]
+) -> None:
     await uow.execute(
         update(tickets)
         .where(tickets.c.ticket_id.in_([t.ticket_id for t in order_tickets]))
@@ -99,9 +106,11 @@ async def _void(uow: UnitOfWork, order_id: int, order_tickets: list[Any]) -> Non
                 ticket_id=t.ticket_id,
                 owner_id=t.owner_id,
                 event_id=t.event_id,
-                amount=str(t.original_price),
+                amount=str(t.original_price if t.ticket_id in refunded_here else Decimal("0.00")),
                 currency=t.currency,
-                reason="event_cancelled",
+                reason="event_cancelled"
+                if t.ticket_id in refunded_here
+                else "event_cancelled_resold",
             ),
             aggregate_id=t.ticket_id,
         )
