@@ -13,21 +13,11 @@ from tests.support.resale_actors import (
     marketplace,
     my_tickets,
     purchase,
+    resale_charges,
     resell,
 )
 from tests.support.shop import db_rows, eventually, ticket_code
 from tests.support.system import System
-
-
-async def charges_for(system: System, ticket_id: int) -> list[object]:
-    """The payment ledger rows of every resale purchase of the ticket."""
-    return await db_rows(
-        system,
-        "SELECT p.state, p.amount, p.refunded FROM resale.payments p "
-        "JOIN resale.purchases s ON p.authorize_key = 'resale-purchase-' || s.purchase_id || "
-        "'-authorize' WHERE s.ticket_id = :t",
-        t=ticket_id,
-    )
 
 
 async def test_full_path_buy_list_resell_check_in(api: httpx.AsyncClient, system: System) -> None:
@@ -70,7 +60,7 @@ async def test_full_path_buy_list_resell_check_in(api: httpx.AsyncClient, system
     assert [(p.seller_id, float(p.amount), float(p.fee), p.state) for p in payouts] == [
         (seller.account.user_id, 76.0, 4.0, "payable")
     ]
-    assert [(c.state, float(c.amount)) for c in await charges_for(system, tid)] == [
+    assert [(c.state, float(c.amount)) for c in await resale_charges(system, tid)] == [
         ("captured", 80.0)
     ]
 
@@ -153,7 +143,7 @@ async def test_purchase_errors_in_order(api: httpx.AsyncClient, system: System) 
     # a failed charge puts the listing back on the market; nothing was taken
     shown = (await marketplace(api, event_id=seller.event.event_id)).json()
     assert [x["ticket_id"] for x in shown] == [tid]
-    assert all(c.state != "captured" for c in await charges_for(system, tid))
+    assert all(c.state != "captured" for c in await resale_charges(system, tid))
 
     assert (await purchase(api, buyer, tid, expected_price=80)).status_code == 200
     late = await purchase(api, await active_customer(api, admin), tid)
@@ -175,7 +165,7 @@ async def test_idempotency_key_gives_the_stored_answer_and_one_charge(
         409,
         {"detail": "Idempotency-Key reused with a different request"},
     )
-    assert len(await charges_for(system, seller.ticket_id)) == 1
+    assert len(await resale_charges(system, seller.ticket_id)) == 1
 
 
 async def test_purchase_status_is_for_the_buyer_only(

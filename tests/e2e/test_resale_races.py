@@ -8,7 +8,7 @@ import asyncio
 import httpx
 
 from tests.support.actors import active_customer, admin_token
-from tests.support.resale_actors import listed, my_tickets, purchase, withdraw
+from tests.support.resale_actors import listed, my_tickets, purchase, resale_charges, withdraw
 from tests.support.shop import db_rows
 from tests.support.system import System
 
@@ -27,13 +27,7 @@ async def sale_records(
         "WHERE s.ticket_id = :t",
         t=ticket_id,
     )
-    charges = await db_rows(
-        system,
-        "SELECT p.state FROM resale.payments p JOIN resale.purchases s "
-        "ON p.authorize_key = 'resale-purchase-' || s.purchase_id || '-authorize' "
-        "WHERE s.ticket_id = :t AND p.state = 'captured'",
-        t=ticket_id,
-    )
+    charges = [c for c in await resale_charges(system, ticket_id) if c.state == "captured"]
     return purchases, payouts, charges
 
 

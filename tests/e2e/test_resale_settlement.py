@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 
 from tests.support.actors import active_customer, admin_token
-from tests.support.resale_actors import listed, my_tickets, purchase
+from tests.support.resale_actors import listed, my_tickets, purchase, resale_charges
 from tests.support.shop import db_rows, eventually
 from tests.support.system import System
 
@@ -59,17 +59,12 @@ async def test_cancelled_event_refunds_the_resale_buyer_once(
     )
     assert cancelled.status_code == 200
 
-    async def refunded() -> list[object]:
-        return await db_rows(
-            system,
-            "SELECT p.refunded FROM resale.payments p JOIN resale.purchases s "
-            "ON p.authorize_key = 'resale-purchase-' || s.purchase_id || '-authorize' "
-            "WHERE s.ticket_id = :t AND p.refunded > 0",
-            t=seller.ticket_id,
-        )
+    async def refunded() -> list[float]:
+        return [
+            float(c.refunded) for c in await resale_charges(system, seller.ticket_id) if c.refunded
+        ]
 
-    rows = await eventually(refunded)
-    assert [float(r.refunded) for r in rows] == [55.0]
+    assert await eventually(refunded) == [55.0]
     events = await db_rows(
         system,
         "SELECT payload->>'buyer_id' AS buyer, payload->>'amount' AS amount FROM resale.outbox "

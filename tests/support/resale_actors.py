@@ -9,7 +9,8 @@ from typing import Any
 import httpx
 
 from tests.support.actors import Account, active_customer, verified_organizer
-from tests.support.shop import OnSale, buy, event_on_sale
+from tests.support.shop import OnSale, buy, db_rows, event_on_sale
+from tests.support.system import System
 
 
 @dataclass
@@ -92,3 +93,14 @@ async def my_tickets(api: httpx.AsyncClient, who: Account, **params: Any) -> lis
     response = await api.get("/api/tickets", params=params, headers=who.headers)
     assert response.status_code == 200, response.text
     return response.json()  # type: ignore[no-any-return]
+
+
+async def resale_charges(system: System, ticket_id: int) -> list[Any]:
+    """The payment ledger rows (state, amount, refunded) of every resale purchase of a ticket."""
+    return await db_rows(
+        system,
+        "SELECT p.state, p.amount, p.refunded FROM resale.payments p "
+        "JOIN resale.purchases s ON p.authorize_key = 'resale-purchase-' || s.purchase_id || "
+        "'-authorize' WHERE s.ticket_id = :t",
+        t=ticket_id,
+    )
