@@ -8,7 +8,7 @@ from typing import Any
 
 from litestar import Request, Response, get, post
 
-from services.auth import api_admin, api_user, recovery, registration, sessions
+from services.auth import api_admin, api_user, domain
 from services.auth.responses import ACTIVATED, answer, config_of
 from services.auth.schemas import (
     CustomerRegistration,
@@ -31,7 +31,7 @@ FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 @post("/api/auth/register/customer")
 async def register_customer(request: Request) -> Response[Any]:
     cmd = parse_json(await request.body(), CustomerRegistration)
-    done = await registration.register(runtime(request), config_of(request), cmd, "customer")
+    done = await domain.register(runtime(request), config_of(request), cmd, "customer")
     message = "User registered successfully. Please check your email to activate your account."
     return answer({"message": message, "user_id": done.user.user_id}, 201)
 
@@ -40,7 +40,7 @@ async def register_customer(request: Request) -> Response[Any]:
 async def register_organizer(request: Request) -> Response[Any]:
     cmd = parse_json(await request.body(), OrganizerRegistration)
     rt, config = runtime(request), config_of(request)
-    done = await registration.register(rt, config, cmd, "organizer", cmd.company_name)
+    done = await domain.register(rt, config, cmd, "organizer", cmd.company_name)
     assert done.access is not None
     message = "Organizer registered successfully, awaiting administrator verification"
     return answer({"token": done.access.token, "message": message}, 201)
@@ -53,9 +53,9 @@ async def login(request: Request) -> Response[Any]:
         form = await request.form()
         data = {key: form.get(key) for key in form}
     cmd = parse_mapping(data, LoginForm)
-    session = await sessions.login(runtime(request), config_of(request), cmd.username, cmd.password)
+    session = await domain.login(runtime(request), config_of(request), cmd.username, cmd.password)
     if session is None:
-        return answer({"token": "", "refresh_token": "", "message": sessions.PENDING})
+        return answer({"token": "", "refresh_token": "", "message": domain.PENDING})
     body = {"token": session.token, "refresh_token": session.refresh_token}
     return answer({**body, "message": "Login successful"})
 
@@ -63,7 +63,7 @@ async def login(request: Request) -> Response[Any]:
 @post("/api/auth/refresh")
 async def refresh(request: Request) -> Response[Any]:
     cmd = parse_json(await request.body(), RefreshRequest)
-    session = await sessions.refresh(runtime(request), config_of(request), cmd.refresh_token)
+    session = await domain.refresh(runtime(request), config_of(request), cmd.refresh_token)
     body = {"token": session.token, "refresh_token": session.refresh_token}
     return answer({**body, "message": "Token refreshed"})
 
@@ -80,7 +80,7 @@ async def logout(request: Request) -> Response[Any]:
         refresh_token = body.refresh_token
     except RequestValidationError:
         refresh_token = None
-    await sessions.logout(runtime(request), identity, refresh_token)
+    await domain.logout(runtime(request), identity, refresh_token)
     return answer({"message": "Logout successful"})
 
 
@@ -93,14 +93,14 @@ async def jwks(request: Request) -> Response[dict[str, Any]]:
 @get("/api/auth/verify-email")
 async def verify_email(request: Request) -> Response[Any]:
     query = parse_query(request.query_params, VerifyEmailQuery)
-    access = await recovery.verify_email(runtime(request), query.token)
+    access = await domain.verify_email(runtime(request), query.token)
     return answer({"token": access.token, "message": ACTIVATED})
 
 
 @post("/api/auth/resend-verification")
 async def resend_verification(request: Request) -> Response[Any]:
     cmd = parse_json(await request.body(), EmailRequest)
-    await recovery.resend_verification(runtime(request), config_of(request), cmd.email)
+    await domain.resend_verification(runtime(request), config_of(request), cmd.email)
     message = (
         "If your account is awaiting email verification, a new verification email has been sent"
     )
@@ -110,7 +110,7 @@ async def resend_verification(request: Request) -> Response[Any]:
 @post("/api/auth/request-password-reset")
 async def request_password_reset(request: Request) -> Response[Any]:
     cmd = parse_json(await request.body(), EmailRequest)
-    recovery.request_password_reset(runtime(request), config_of(request), cmd.email)
+    domain.request_password_reset(runtime(request), config_of(request), cmd.email)
     message = "If your email is registered, you will receive a password reset link"
     return answer({"message": message})
 
@@ -118,7 +118,7 @@ async def request_password_reset(request: Request) -> Response[Any]:
 @post("/api/auth/reset-password")
 async def reset_password(request: Request) -> Response[Any]:
     cmd = parse_json(await request.body(), PasswordReset)
-    await recovery.reset_password(runtime(request), cmd.token, cmd.new_password)
+    await domain.reset_password(runtime(request), cmd.token, cmd.new_password)
     return answer({"message": "Password has been reset successfully"})
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from litestar import Request, Response, get, post
 
-from services.auth import moderation, queries, registration
+from services.auth import domain
 from services.auth.guards import signed_in_administrator
 from services.auth.responses import ACTIVATED, answer, config_of
 from services.auth.schemas import AdminRegistration, OrganizerDecision, UserListQuery
@@ -19,9 +19,7 @@ from services.kernel.validation import parse_json, parse_query, path_id
 async def register_admin(request: Request) -> Response[Any]:
     admin, _ = await signed_in_administrator(request)
     cmd = parse_json(await request.body(), AdminRegistration)
-    done = await registration.register_admin(
-        runtime(request), config_of(request), cmd, admin.user_id
-    )
+    done = await domain.register_admin(runtime(request), config_of(request), cmd, admin.user_id)
     assert done.access is not None
     body = {"token": done.access.token, "message": "Administrator registered successfully"}
     return answer(body, 201)
@@ -31,7 +29,7 @@ async def register_admin(request: Request) -> Response[Any]:
 async def verify_organizer(request: Request) -> Response[Any]:
     admin, _ = await signed_in_administrator(request)
     cmd = parse_json(await request.body(), OrganizerDecision)
-    details = await moderation.decide_organizer(
+    details = await domain.decide_organizer(
         runtime(request), admin.user_id, cmd.organizer_id, cmd.approve
     )
     return answer(details)
@@ -41,7 +39,7 @@ async def verify_organizer(request: Request) -> Response[Any]:
 async def pending_organizers(request: Request) -> Response[Any]:
     await signed_in_administrator(request)
     async with runtime(request).db.engine.connect() as conn:
-        pending = await queries.pending_organizers(conn)
+        pending = await domain.pending_organizers(conn)
     return answer(pending, headers={"X-Total-Count": str(len(pending))})
 
 
@@ -49,21 +47,21 @@ async def pending_organizers(request: Request) -> Response[Any]:
 async def approve_user(request: Request, user_id: str) -> Response[Any]:
     admin, _ = await signed_in_administrator(request)
     target = path_id(user_id, "user_id")
-    access = await moderation.approve_user(runtime(request), admin.user_id, target)
+    access = await domain.approve_user(runtime(request), admin.user_id, target)
     return answer({"token": access.token, "message": ACTIVATED})
 
 
 @post("/api/auth/ban-user/{user_id:str}")
 async def ban_user(request: Request, user_id: str) -> Response[Any]:
     admin, _ = await signed_in_administrator(request)
-    await moderation.ban(runtime(request), admin.user_id, path_id(user_id, "user_id"))
+    await domain.ban(runtime(request), admin.user_id, path_id(user_id, "user_id"))
     return answer({"message": "User has been banned"})
 
 
 @post("/api/auth/unban-user/{user_id:str}")
 async def unban_user(request: Request, user_id: str) -> Response[Any]:
     admin, _ = await signed_in_administrator(request)
-    await moderation.unban(runtime(request), admin.user_id, path_id(user_id, "user_id"))
+    await domain.unban(runtime(request), admin.user_id, path_id(user_id, "user_id"))
     return answer({"message": "User has been unbanned"})
 
 
@@ -72,7 +70,7 @@ async def list_users(request: Request) -> Response[Any]:
     await signed_in_administrator(request)
     query = parse_query(request.query_params, UserListQuery)
     async with runtime(request).db.engine.connect() as conn:
-        page, total = await queries.list_users(conn, query)
+        page, total = await domain.list_users(conn, query)
     return answer(page, headers={"X-Total-Count": str(total)})
 
 
@@ -80,7 +78,7 @@ async def list_users(request: Request) -> Response[Any]:
 async def user_stats(request: Request) -> Response[Any]:
     await signed_in_administrator(request)
     async with runtime(request).db.engine.connect() as conn:
-        return answer(await queries.user_stats(conn))
+        return answer(await domain.user_stats(conn))
 
 
 @get("/api/auth/users/{user_id:str}")
@@ -88,10 +86,10 @@ async def user_details(request: Request, user_id: str) -> Response[Any]:
     await signed_in_administrator(request)
     target = path_id(user_id, "user_id")
     async with runtime(request).db.engine.connect() as conn:
-        user = await queries.user_by_id(conn, target)
+        user = await domain.user_by_id(conn, target)
     if user is None:
         raise NotFound("User not found")
-    return answer(queries.user_details(user))
+    return answer(domain.user_details(user))
 
 
 ROUTES = [

@@ -8,13 +8,12 @@ from typing import Any
 
 from litestar import Litestar
 
-from services.auth import api
+from services.auth import api, domain
 from services.auth.config import AuthConfig, load_auth_config
 from services.auth.consumers import HANDLERS
 from services.auth.keys import load_keyring, load_pem
 from services.auth.models import metadata
 from services.auth.passwords import warm_up_hasher
-from services.auth.registration import ensure_initial_admin
 from services.kernel import settings as settings_mod
 from services.kernel.app import Runtime, create_service_app
 from services.kernel.logs import configure
@@ -35,7 +34,7 @@ def _start(config: AuthConfig) -> Callable[[Runtime], Awaitable[None]]:
         rt.extras["keyring"] = await load_keyring(
             rt.db, config.jwt_private_key, rt.settings.access_token_minutes
         )
-        await ensure_initial_admin(rt, config)
+        await domain.ensure_initial_admin(rt, config)
         await warm_up_hasher()
 
     return start
