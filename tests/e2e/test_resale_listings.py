@@ -205,3 +205,18 @@ async def test_cancelled_event_withdraws_listings_and_tells_the_seller(
     assert refunded
     final = await resell(api, seller.account, seller.ticket_id, 61)
     assert final.json() == {"detail": "Ticket is no longer valid"}
+
+
+async def test_banned_sellers_listings_are_withdrawn(api: httpx.AsyncClient) -> None:
+    admin = await admin_token(api)
+    seller = await holder(api, admin)
+    assert (await resell(api, seller.account, seller.ticket_id, 60)).status_code == 200
+    banned = await api.post(
+        f"/api/auth/ban-user/{seller.account.user_id}", headers={"Authorization": f"Bearer {admin}"}
+    )
+    assert banned.status_code == 200, banned.text
+
+    async def gone() -> bool:
+        return (await marketplace(api, event_id=seller.event.event_id)).json() == []
+
+    assert await eventually(gone)
