@@ -26,6 +26,7 @@ from services.catalog.models import events, locations, ticket_types
 from services.catalog.schemas import EventQuery, TicketTypeQuery
 from services.kernel.db import Database
 from services.kernel.errors import BadRequest
+from services.kernel.search import contains
 from services.kernel.tokens import Identity
 
 STATUSES = ("pending", "created", "rejected", "cancelled")
@@ -37,12 +38,6 @@ SORTS = {
 EVENT_ROW = select(*events.c, locations.c.name.label("location_name")).join(
     locations, locations.c.location_id == events.c.location_id
 )
-
-
-def contains(column: Any, term: str) -> ColumnElement[bool]:
-    """Case-insensitive literal substring: %, _ and \\ are not wildcards."""
-    literal = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return column.ilike(f"%{literal}%", escape="\\")  # type: ignore[no-any-return]
 
 
 def _price_between(low: Any, high: Any) -> ColumnElement[bool]:

@@ -15,12 +15,12 @@ from services.kernel.validation import (
     Money,
     NonBlank255,
     UtcDateTime,
-    _not_blank,  # the kernel's own blank check
+    not_blank,
 )
 
 
 def _text(max_length: int) -> Any:
-    return Annotated[str, msgspec.Meta(min_length=1, max_length=max_length), Check(_not_blank)]
+    return Annotated[str, msgspec.Meta(min_length=1, max_length=max_length), Check(not_blank)]
 
 
 def _currency(value: str) -> str:
@@ -34,7 +34,7 @@ def _categories(values: list[str]) -> list[str]:
     seen: set[str] = set()
     kept = []
     for value in values:
-        _not_blank(value)
+        not_blank(value)
         if value.lower() not in seen:
             seen.add(value.lower())
             kept.append(value)

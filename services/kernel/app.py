@@ -22,7 +22,7 @@ from sqlalchemy import MetaData, select
 from services.kernel import broker, context, metrics
 from services.kernel.catchup import CatchUp
 from services.kernel.consumer import Consumer, Handler
-from services.kernel.db import Database, DatabaseUnavailable
+from services.kernel.db import Database, DatabaseUnavailable, is_unavailable
 from services.kernel.errors import DomainError, RequestValidationError
 from services.kernel.mail import MailSender, SmtpSettings
 from services.kernel.relay import Relay
@@ -117,6 +117,8 @@ def _unavailable(_: Request, exc: Exception) -> Response[Any]:
 
 
 def _internal_error(request: Request, exc: Exception) -> Response[Any]:
+    if is_unavailable(exc) or isinstance(exc, TimeoutError):
+        return _unavailable(request, exc)
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return _json(500, {"detail": "Internal server error"})
 

@@ -11,6 +11,7 @@ from uuid import uuid4
 import msgspec
 from sqlalchemy import MetaData, text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from contracts.envelope import Event
@@ -23,14 +24,37 @@ class DatabaseUnavailable(Exception):
     """PostgreSQL cannot be reached; answered as 503."""
 
 
-UNAVAILABLE_ERRORS = (OSError, ConnectionError, InterfaceError, OperationalError)
+# SQLSTATE classes that mean "the database cannot serve us now", not "the request is wrong":
+# connection exceptions, too many connections, shutting down, cannot connect now.
+_UNAVAILABLE_SQLSTATES = ("08", "53300", "57P01", "57P02", "57P03")
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """True when an error means PostgreSQL is unreachable or out of connections (a 503)."""
+    if isinstance(exc, DatabaseUnavailable | OSError | ConnectionError | InterfaceError):
+        return True
+    if isinstance(exc, PoolTimeout):  # every pooled connection busy for pool_timeout seconds
+        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        orig = exc.orig
+        state = str(getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None) or "")
+        cause = getattr(orig, "__cause__", None)
+        state = state or str(getattr(cause, "sqlstate", "") or "")
+        if state.startswith(_UNAVAILABLE_SQLSTATES) or isinstance(cause, OSError | ConnectionError):
+            return True
+        return isinstance(exc, OperationalError) and not state
+    return False
 
 
 def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
     return create_async_engine(
         url,
         pool_size=pool_size,
-        max_overflow=pool_size,
+        # Several services and instances share one PostgreSQL (100 connections by default).
+        max_overflow=max(2, pool_size // 2),
+        pool_timeout=5,
         pool_pre_ping=False,
         pool_recycle=1800,
         json_serializer=lambda obj: msgspec.json.encode(obj).decode(),
@@ -83,10 +107,12 @@ class UnitOfWork:
         try:
             self._conn = await self.db.engine.connect()
             await self._conn.begin()
-        except UNAVAILABLE_ERRORS as exc:
+        except Exception as exc:
             if self._conn is not None:
                 await self._conn.close()
-            raise DatabaseUnavailable(str(exc)) from exc
+            if is_unavailable(exc):
+                raise DatabaseUnavailable(str(exc)) from exc
+            raise
         return self
 
     async def __aexit__(
@@ -103,9 +129,7 @@ class UnitOfWork:
                 await asyncio.shield(conn.rollback())
         finally:
             await asyncio.shield(conn.close())
-        if isinstance(exc, UNAVAILABLE_ERRORS) or (
-            isinstance(exc, DBAPIError) and exc.connection_invalidated
-        ):
+        if exc is not None and not isinstance(exc, DatabaseUnavailable) and is_unavailable(exc):
             raise DatabaseUnavailable(str(exc)) from exc
 
     def emit(self, event: Event, aggregate_id: object) -> None:

@@ -84,14 +84,21 @@ class MailSender:
         self.wake = asyncio.Event()
 
     async def run(self) -> None:
+        backoff = 1.0
         while True:
             try:
-                sent = await self.send_batch()
+                sent, failed = await self.send_batch()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("mail sender failed: %s", exc)
-                sent = 0
+                sent, failed = 0, 1
+            if failed:
+                # The SMTP server is away or refusing: wait before spending more attempts.
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 60.0)
+                continue
+            backoff = 1.0
             if not sent:
                 try:
                     await asyncio.wait_for(self.wake.wait(), 1.0)
@@ -99,7 +106,8 @@ class MailSender:
                     pass
                 self.wake.clear()
 
-    async def send_batch(self, limit: int = 20) -> int:
+    async def send_batch(self, limit: int = 20) -> tuple[int, int]:
+        """Send up to `limit` queued messages; (sent, failed)."""
         t = self.table
         async with self.db.engine.connect() as conn, conn.begin():
             rows = (
@@ -111,6 +119,7 @@ class MailSender:
                     .with_for_update(skip_locked=True)
                 )
             ).all()
+            failed = 0
             for row in rows:
                 try:
                     await self._send(row)
@@ -118,12 +127,13 @@ class MailSender:
                         update(t).where(t.c.id == row.id).values(sent_at=text("now()"))
                     )
                 except (aiosmtplib.SMTPException, OSError) as exc:
+                    failed += 1
                     await conn.execute(
                         update(t)
                         .where(t.c.id == row.id)
                         .values(attempts=t.c.attempts + 1, last_error=str(exc)[:500])
                     )
-        return len(rows)
+        return len(rows) - failed, failed
 
     async def _send(self, row: Any) -> None:
         message = EmailMessage()

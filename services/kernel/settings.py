@@ -32,7 +32,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     access_token_minutes: int = 30
     consumer_retry_delays_ms: tuple[int, ...] = (500, 2000, 10000)
     log_level: str = "INFO"
-    db_pool_size: int = 10
+    db_pool_size: int = 8
     # How long a service waits for another service's events before answering (API.md §1.8).
     catch_up_timeout_s: float = 3.0
 
@@ -91,6 +91,6 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         access_token_minutes=_int(env, "ACCESS_TOKEN_EXPIRE_MINUTES", 30),
         consumer_retry_delays_ms=retry,
         log_level=env.get("LOG_LEVEL", "INFO").upper(),
-        db_pool_size=_int(env, "RESELLIO_DB_POOL_SIZE", 10),
+        db_pool_size=_int(env, "RESELLIO_DB_POOL_SIZE", 8),
         catch_up_timeout_s=float(env.get("CATCH_UP_TIMEOUT_S", "3.0")),
     )

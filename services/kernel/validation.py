@@ -40,7 +40,7 @@ class Check:
 # ---- reusable field types -------------------------------------------------------------
 
 
-def _not_blank(value: str) -> str:
+def not_blank(value: str) -> str:
     if not value.strip():
         raise FieldError("String should have at least 1 character", "string_too_short")
     return value
@@ -88,7 +88,7 @@ def parse_utc_datetime(value: Any) -> datetime:
 
 Int32 = Annotated[int, msgspec.Meta(ge=-(2**31), le=INT32_MAX)]
 PositiveInt32 = Annotated[int, msgspec.Meta(ge=1, le=INT32_MAX)]
-NonBlank255 = Annotated[str, msgspec.Meta(min_length=1, max_length=255), Check(_not_blank)]
+NonBlank255 = Annotated[str, msgspec.Meta(min_length=1, max_length=255), Check(not_blank)]
 Money = Annotated[Decimal, Check(_money)]
 UtcDateTime = Annotated[
     str, msgspec.Meta(extra_json_schema={"format": "date-time"}), Check(parse_utc_datetime)

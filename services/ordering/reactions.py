@@ -195,24 +195,16 @@ async def on_listing_sold(event: ListingSold, envelope: Envelope, uow: UnitOfWor
 
 
 async def _transfer_mails(uow: UnitOfWork, event: ListingSold) -> None:
+    """The transfer notice: the buyer's ticket (with its new code) is ready. The seller's sold
+    notice and the buyer's payment receipt are resale's (it knows the payout and the charge)."""
     buyer = await _email_of(uow, event.buyer_id)
-    seller = await _email_of(uow, event.seller_id)
     if buyer is not None:
         await queue_mail(
             uow,
             buyer.email,
             f"Ticket #{event.ticket_id} is now yours",
-            f"Hello {buyer.first_name},\n\nticket #{event.ticket_id} has been transferred to you"
-            f" for {event.price} {event.currency}. Download it (with its new QR code) from your"
-            " account.\n",
-        )
-    if seller is not None:
-        await queue_mail(
-            uow,
-            seller.email,
-            f"Your ticket #{event.ticket_id} was sold",
-            f"Hello {seller.first_name},\n\nyour ticket #{event.ticket_id} was sold for"
-            f" {event.price} {event.currency}. Its old code no longer works.\n",
+            f"Hello {buyer.first_name},\n\nticket #{event.ticket_id} has been transferred to you."
+            " Download it (with its new QR code) from your account.\n",
         )
 
 

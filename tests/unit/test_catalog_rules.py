@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from sqlalchemy.dialects import postgresql
 
-from services.catalog.listing import contains
 from services.catalog.models import events
 from services.catalog.schemas import EventQuery, TicketTypeCreate
 from services.kernel.errors import RequestValidationError
+from services.kernel.search import contains
 from services.kernel.validation import parse_mapping
 
 
