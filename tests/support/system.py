@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -32,15 +33,19 @@ _handed_out: set[int] = set()
 
 
 def free_port() -> int:
-    """A port nothing listens on, never the same one twice in this process (the kernel may
-    offer a just-released port again, and two apps on one port answer for each other)."""
+    """A port nothing listens on, below the kernel's ephemeral range (so no outgoing
+    connection takes it before the app binds it), never the same one twice in this process."""
     while True:
+        port = random.randint(20000, 32000)
+        if port in _handed_out:
+            continue
         with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port not in _handed_out:
-            _handed_out.add(port)
-            return port
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
 
 
 class System:
