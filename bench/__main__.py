@@ -1,0 +1,170 @@
+"""`make bench`: starts its own system, loads a dataset, runs each scenario for a bounded time,
+stops everything, writes bench/results/latest.{json,md} and prints the table.
+
+Exits non-zero when a correctness check fails (oversell, double sale, lost event)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench import scenarios
+from bench.dataset import PASSWORD, load
+from bench.measure import get_loop, have_wrk
+from bench.scenarios import CorrectnessError, Row
+from services.kernel.db import create_engine
+from services.cli import APPS
+from tests.support.system import System
+
+RESULTS = Path(__file__).resolve().parent / "results"
+BENCH_ENV = {
+    "RATE_LIMITS": "off",
+    "LOG_LEVEL": "WARNING",
+    "MAX_TICKETS_PER_CUSTOMER_PER_EVENT": "1000",
+}
+
+
+def ensure_wrk() -> None:
+    if have_wrk() or os.geteuid() != 0 or not shutil.which("apt-get"):
+        return
+    subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], capture_output=True, check=False)
+
+
+def table(rows: list[Row]) -> str:
+    lines = ["| scenario | metric | value | target | met |", "|---|---|---|---|---|"]
+    for r in rows:
+        met = "" if r.met is None else ("yes" if r.met else "**no**")
+        lines.append(f"| {r.scenario} | {r.metric} | {r.value:g} {r.unit} | {r.target} | {met} |")
+    return "\n".join(lines)
+
+
+async def run_suite(args: argparse.Namespace, instances: int) -> list[Row]:
+    extra = dict(BENCH_ENV)
+    system = System(extra_env=extra, instances={name: instances for name in APPS} if instances > 1 else None)
+    rows: list[Row] = []
+    suffix = f" [{instances} instances]" if instances > 1 else ""
+    await asyncio.to_thread(system.start)
+    engine = create_engine(system.database_url, pool_size=2)
+    try:
+        t0 = time.monotonic()
+        data = await load(system.gateway_url, args.events, args.customers)
+        print(f"dataset loaded in {time.monotonic() - t0:.0f}s", file=sys.stderr)
+        base_rows, base = scenarios.baseline(system.gateway_url, args.seconds)
+        rows += base_rows
+        wanted = set(args.scenarios.split(","))
+        if "browse" in wanted:
+            rows += scenarios.browse(system.gateway_url, data, args.seconds, base)
+        if "gateway" in wanted and instances == 1:
+            rows += scenarios.gateway_cost(system.gateway_url, system.url("catalog"), args.seconds)
+        if "drop" in wanted:
+            rows += await scenarios.ticket_drop(system.gateway_url, data, args.capacity, engine)
+        if "resale" in wanted:
+            rows += await scenarios.resale_rush(system.gateway_url, data, args.listings, args.buyers)
+        if "pipeline" in wanted:
+            rows += await scenarios.event_pipeline(system.gateway_url, data, engine, 500, args.seconds)
+        if "replay" in wanted and instances == 1:
+            rows += await replay_rows(system, engine)
+        if "login" in wanted and instances == 1:
+            rows += await login_rows(system, args)
+    finally:
+        await engine.dispose()
+        await asyncio.to_thread(system.stop)
+    for row in rows:
+        row.scenario += suffix
+    return rows
+
+
+async def replay_rows(system: System, engine: object) -> list[Row]:
+    out = subprocess.run(
+        [sys.executable, "-m", "services.cli", "projections", "rebuild", "resale"],
+        env=system.env, capture_output=True, text=True, check=False,
+    )
+    if out.returncode != 0:
+        raise CorrectnessError(f"projection rebuild differs or failed:\n{out.stdout}\n{out.stderr}")
+    line = next(l for l in out.stdout.splitlines() if l.startswith("replayed"))
+    rate = float(line.split("(")[1].split()[0].replace(",", ""))
+    return [Row("replay: rebuild resale projections", "events/s", rate, "/s", ">= 5000", rate >= 5000),
+            Row("replay: rebuild resale projections", "rebuilt state equals previous", 1, "", "yes", True)]
+
+
+async def login_rows(system: System, args: argparse.Namespace) -> list[Row]:
+    import httpx
+
+    from bench.dataset import bearer
+
+    async with httpx.AsyncClient(base_url=system.gateway_url, timeout=60) as client:
+        me = await client.get("/api/user/me", headers=bearer((await _one_customer(system))))
+        emails = [me.json()["email"]]
+    rows, _ = await scenarios.login_load(system.gateway_url, args.seconds, emails, PASSWORD)
+    url = f"{system.gateway_url}/api/events?limit=20"
+    alone = get_loop(url, 16, args.seconds)
+    login_task = asyncio.create_task(scenarios.login_load(system.gateway_url, args.seconds, emails, PASSWORD))
+    together = await asyncio.to_thread(get_loop, url, 16, args.seconds)
+    await login_task
+    rows.append(Row("login: browse c=16 while logins run", "rps ratio to browse alone",
+                    round(together.rps / alone.rps, 3) if alone.rps else 0, "x"))
+    return rows
+
+
+async def _one_customer(system: System) -> str:
+    import httpx
+
+    from bench.dataset import ADMIN, login, new_customer
+
+    async with httpx.AsyncClient(base_url=system.gateway_url, timeout=60) as client:
+        admin = await login(client, *ADMIN)
+        return await new_customer(client, admin, "login")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--seconds", type=int, default=10, help="per timed scenario")
+    parser.add_argument("--events", type=int, default=200)
+    parser.add_argument("--customers", type=int, default=1000)
+    parser.add_argument("--capacity", type=int, default=300)
+    parser.add_argument("--listings", type=int, default=10)
+    parser.add_argument("--buyers", type=int, default=20)
+    parser.add_argument("--scenarios", default="browse,gateway,drop,resale,pipeline,replay,login")
+    parser.add_argument("--instances", default="1,2", help="comma-separated instance counts to run")
+    args = parser.parse_args()
+    ensure_wrk()
+    rows: list[Row] = []
+    failed: str | None = None
+    started = time.time()
+    for n in [int(x) for x in args.instances.split(",")]:
+        try:
+            rows += asyncio.run(run_suite(args, n))
+        except CorrectnessError as exc:
+            failed = str(exc)
+            break
+    RESULTS.mkdir(exist_ok=True)
+    meta = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "load_tool": "wrk" if have_wrk() else "python async client",
+        "command": "make bench " + " ".join(sys.argv[1:]),
+        "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
+        "seconds": round(time.time() - started),
+    }
+    (RESULTS / "latest.json").write_text(
+        json.dumps({"meta": meta, "rows": [r.as_dict() for r in rows], "failed": failed}, indent=2)
+    )
+    md = f"Machine: {meta['machine']}; Python {meta['python']}; load: {meta['load_tool']}; " \
+         f"{meta['started']}; `{meta['command']}`\n\n{table(rows)}\n"
+    (RESULTS / "latest.md").write_text(md)
+    print(md)
+    if failed:
+        print(f"CORRECTNESS CHECK FAILED: {failed}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
