@@ -12,6 +12,10 @@ import logging
 import time
 import uuid
 from typing import Any
+from urllib.parse import unquote
+
+from litestar import Litestar, asgi
+from litestar.types import Receive, Scope, Send
 
 from gateway import config as config_mod
 from gateway.bus import DenyListFollower
@@ -154,7 +158,27 @@ class Gateway:
 def create_app(
     settings: settings_mod.Settings | None = None,
     config: config_mod.GatewayConfig | None = None,
-) -> Gateway:
+) -> Litestar:
+    """The gateway as a litestar application whose one route, mounted at the root, is the raw
+    ASGI edge: litestar owns the process (lifespan, server integration), the hot path stays
+    free of per-request framework work."""
     settings = settings or settings_mod.load()
     configure("gateway", settings.log_level)
-    return Gateway(settings, config or config_mod.load())
+    gateway = Gateway(settings, config or config_mod.load())
+
+    @asgi("/", is_mount=True, copy_scope=False)
+    async def edge(scope: Scope, receive: Receive, send: Send) -> None:
+        # A root mount rewrites scope["path"]; the edge routes on the request's own path.
+        scope["path"] = unquote(scope["raw_path"].decode("latin-1"))
+        await gateway._http(scope, receive, send)  # type: ignore[arg-type]
+
+    app = Litestar(
+        route_handlers=[edge],
+        on_startup=[gateway.start],
+        on_shutdown=[gateway.stop],
+        openapi_config=None,
+        logging_config=None,
+        debug=False,
+    )
+    app.state.gateway = gateway
+    return app
