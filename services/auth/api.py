@@ -22,6 +22,7 @@ from services.auth.schemas import (
 )
 from services.kernel.app import runtime
 from services.kernel.errors import RequestValidationError, Unauthorized
+from services.kernel.openapi import accepts
 from services.kernel.security import optional_identity
 from services.kernel.validation import parse_json, parse_mapping, parse_query
 
@@ -29,6 +30,7 @@ FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
 @post("/api/auth/register/customer")
+@accepts(body=CustomerRegistration)
 async def register_customer(request: Request) -> Response[Any]:
     cmd = parse_json(await request.body(), CustomerRegistration)
     done = await domain.register(runtime(request), config_of(request), cmd, "customer")
@@ -37,6 +39,7 @@ async def register_customer(request: Request) -> Response[Any]:
 
 
 @post("/api/auth/register/organizer")
+@accepts(body=OrganizerRegistration)
 async def register_organizer(request: Request) -> Response[Any]:
     cmd = parse_json(await request.body(), OrganizerRegistration)
     rt, config = runtime(request), config_of(request)
@@ -46,7 +49,8 @@ async def register_organizer(request: Request) -> Response[Any]:
     return answer({"token": done.access.token, "message": message}, 201)
 
 
-@post("/api/auth/token")
+@post("/api/auth/token", status_code=200)
+@accepts(form=LoginForm)
 async def login(request: Request) -> Response[Any]:
     data: dict[str, Any] = {}
     if request.headers.get("content-type", "").split(";")[0].strip().lower() in FORM_TYPES:
@@ -60,7 +64,8 @@ async def login(request: Request) -> Response[Any]:
     return answer({**body, "message": "Login successful"})
 
 
-@post("/api/auth/refresh")
+@post("/api/auth/refresh", status_code=200)
+@accepts(body=RefreshRequest)
 async def refresh(request: Request) -> Response[Any]:
     cmd = parse_json(await request.body(), RefreshRequest)
     session = await domain.refresh(runtime(request), config_of(request), cmd.refresh_token)
@@ -68,7 +73,8 @@ async def refresh(request: Request) -> Response[Any]:
     return answer({**body, "message": "Token refreshed"})
 
 
-@post("/api/auth/logout")
+@post("/api/auth/logout", status_code=200)
+@accepts(body=LogoutRequest, body_required=False)
 async def logout(request: Request) -> Response[Any]:
     """Always 200: whatever was presented and valid is revoked, the rest ignored."""
     try:
@@ -91,13 +97,15 @@ async def jwks(request: Request) -> Response[dict[str, Any]]:
 
 
 @get("/api/auth/verify-email")
+@accepts(query=VerifyEmailQuery)
 async def verify_email(request: Request) -> Response[Any]:
     query = parse_query(request.query_params, VerifyEmailQuery)
     access = await domain.verify_email(runtime(request), query.token)
     return answer({"token": access.token, "message": ACTIVATED})
 
 
-@post("/api/auth/resend-verification")
+@post("/api/auth/resend-verification", status_code=200)
+@accepts(body=EmailRequest)
 async def resend_verification(request: Request) -> Response[Any]:
     cmd = parse_json(await request.body(), EmailRequest)
     await domain.resend_verification(runtime(request), config_of(request), cmd.email)
@@ -107,7 +115,8 @@ async def resend_verification(request: Request) -> Response[Any]:
     return answer({"message": message})
 
 
-@post("/api/auth/request-password-reset")
+@post("/api/auth/request-password-reset", status_code=200)
+@accepts(body=EmailRequest)
 async def request_password_reset(request: Request) -> Response[Any]:
     cmd = parse_json(await request.body(), EmailRequest)
     domain.request_password_reset(runtime(request), config_of(request), cmd.email)
@@ -115,7 +124,8 @@ async def request_password_reset(request: Request) -> Response[Any]:
     return answer({"message": message})
 
 
-@post("/api/auth/reset-password")
+@post("/api/auth/reset-password", status_code=200)
+@accepts(body=PasswordReset)
 async def reset_password(request: Request) -> Response[Any]:
     cmd = parse_json(await request.body(), PasswordReset)
     await domain.reset_password(runtime(request), cmd.token, cmd.new_password)

@@ -12,10 +12,12 @@ from services.auth.responses import ACTIVATED, answer, config_of
 from services.auth.schemas import AdminRegistration, OrganizerDecision, UserListQuery
 from services.kernel.app import runtime
 from services.kernel.errors import NotFound
+from services.kernel.openapi import accepts
 from services.kernel.validation import parse_json, parse_query, path_id
 
 
 @post("/api/auth/register/admin")
+@accepts(body=AdminRegistration)
 async def register_admin(request: Request) -> Response[Any]:
     admin, _ = await signed_in_administrator(request)
     cmd = parse_json(await request.body(), AdminRegistration)
@@ -25,7 +27,8 @@ async def register_admin(request: Request) -> Response[Any]:
     return answer(body, 201)
 
 
-@post("/api/auth/verify-organizer")
+@post("/api/auth/verify-organizer", status_code=200)
+@accepts(body=OrganizerDecision)
 async def verify_organizer(request: Request) -> Response[Any]:
     admin, _ = await signed_in_administrator(request)
     cmd = parse_json(await request.body(), OrganizerDecision)
@@ -43,7 +46,7 @@ async def pending_organizers(request: Request) -> Response[Any]:
     return answer(pending, headers={"X-Total-Count": str(len(pending))})
 
 
-@post("/api/auth/approve-user/{user_id:str}")
+@post("/api/auth/approve-user/{user_id:str}", status_code=200)
 async def approve_user(request: Request, user_id: str) -> Response[Any]:
     admin, _ = await signed_in_administrator(request)
     target = path_id(user_id, "user_id")
@@ -51,14 +54,14 @@ async def approve_user(request: Request, user_id: str) -> Response[Any]:
     return answer({"token": access.token, "message": ACTIVATED})
 
 
-@post("/api/auth/ban-user/{user_id:str}")
+@post("/api/auth/ban-user/{user_id:str}", status_code=200)
 async def ban_user(request: Request, user_id: str) -> Response[Any]:
     admin, _ = await signed_in_administrator(request)
     await domain.ban(runtime(request), admin.user_id, path_id(user_id, "user_id"))
     return answer({"message": "User has been banned"})
 
 
-@post("/api/auth/unban-user/{user_id:str}")
+@post("/api/auth/unban-user/{user_id:str}", status_code=200)
 async def unban_user(request: Request, user_id: str) -> Response[Any]:
     admin, _ = await signed_in_administrator(request)
     await domain.unban(runtime(request), admin.user_id, path_id(user_id, "user_id"))
@@ -66,6 +69,7 @@ async def unban_user(request: Request, user_id: str) -> Response[Any]:
 
 
 @get("/api/auth/users")
+@accepts(query=UserListQuery)
 async def list_users(request: Request) -> Response[Any]:
     await signed_in_administrator(request)
     query = parse_query(request.query_params, UserListQuery)

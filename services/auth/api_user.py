@@ -11,6 +11,7 @@ from services.auth.guards import signed_in
 from services.auth.responses import answer, config_of
 from services.auth.schemas import PasswordChange, ProfileUpdate
 from services.kernel.app import runtime
+from services.kernel.openapi import accepts
 from services.kernel.validation import parse_json, path_id
 
 
@@ -21,6 +22,7 @@ async def me(request: Request) -> Response[Any]:
 
 
 @put("/api/user/update-profile")
+@accepts(body=ProfileUpdate, body_required=False)
 async def update_profile(request: Request) -> Response[Any]:
     identity, _ = await signed_in(request)
     cmd = parse_json(await request.body(), ProfileUpdate, empty_ok=True)
@@ -34,7 +36,8 @@ async def profile(request: Request, user_id: str) -> Response[Any]:
     return answer(await domain.public_profile(runtime(request), identity, target))
 
 
-@post("/api/user/change-password")
+@post("/api/user/change-password", status_code=200)
+@accepts(body=PasswordChange)
 async def change_password(request: Request) -> Response[Any]:
     _, user = await signed_in(request)
     cmd = parse_json(await request.body(), PasswordChange)

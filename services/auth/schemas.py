@@ -19,7 +19,7 @@ def valid_email(value: str) -> str:
         raise FieldError(f"value is not a valid email address: {exc}") from exc
 
 
-Email = Annotated[str, Check(valid_email)]
+Email = Annotated[str, msgspec.Meta(extra_json_schema={"format": "email"}), Check(valid_email)]
 Password = Annotated[str, Check(strong_password)]
 
 

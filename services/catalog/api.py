@@ -17,6 +17,7 @@ from services.catalog.schemas import (
     EventUpdate,
     LocationCreate,
     LocationUpdate,
+    NewTicketType,
     Notification,
     TicketTypeEventRef,
     TicketTypeQuery,
@@ -27,6 +28,7 @@ from services.catalog.schemas import (
 )
 from services.kernel.app import runtime
 from services.kernel.errors import NotFound, RequestValidationError
+from services.kernel.openapi import accepts
 from services.kernel.security import administrator, optional_identity
 from services.kernel.validation import INT32_MAX, parse_json, parse_query, path_id
 
@@ -47,6 +49,7 @@ async def get_locations(request: Request) -> Response[list[Doc]]:
 
 
 @post("/api/locations", status_code=200)
+@accepts(body=LocationCreate)
 async def post_location(request: Request) -> Doc:
     await administrator(request)
     cmd = parse_json(await request.body(), LocationCreate)
@@ -55,6 +58,7 @@ async def post_location(request: Request) -> Doc:
 
 
 @put("/api/locations/{location_id:str}")
+@accepts(body=LocationUpdate, body_required=False)
 async def put_location(request: Request, location_id: str) -> Doc:
     await administrator(request)
     lid = path_id(location_id, "location_id")
@@ -76,6 +80,7 @@ async def delete_location(request: Request, location_id: str) -> bool:
 
 
 @get("/api/events")
+@accepts(query=EventQuery)
 async def get_events(request: Request) -> Response[list[Doc]]:
     identity = await optional_identity(request)
     query = parse_query(request.query_params, EventQuery)
@@ -100,6 +105,7 @@ async def get_event(request: Request, event_id: str) -> Doc:
 
 
 @post("/api/events", status_code=200)
+@accepts(body=EventCreate)
 async def post_event(request: Request) -> Doc:
     identity = await verified_organizer(request)
     cmd = parse_json(await request.body(), EventCreate)
@@ -110,6 +116,7 @@ async def post_event(request: Request) -> Doc:
 
 
 @put("/api/events/{event_id:str}")
+@accepts(body=EventUpdate, query=EventChanges, body_required=False)
 async def put_event(request: Request, event_id: str) -> Doc:
     identity = await verified_organizer(request)
     eid = path_id(event_id, "event_id")
@@ -159,6 +166,7 @@ async def reject_event(request: Request, event_id: str) -> bool:
 
 
 @post("/api/events/{event_id:str}/notify", status_code=200)
+@accepts(body=Notification, body_required=False)
 async def notify_participants(request: Request, event_id: str) -> Doc:
     identity = await verified_organizer(request)
     eid = path_id(event_id, "event_id")
@@ -178,6 +186,7 @@ async def notify_participants(request: Request, event_id: str) -> Doc:
 
 
 @get("/api/ticket-types")
+@accepts(query=TicketTypeQuery)
 async def get_ticket_types(request: Request) -> Response[list[Doc]]:
     identity = await optional_identity(request)
     query = parse_query(request.query_params, TicketTypeQuery)
@@ -186,6 +195,7 @@ async def get_ticket_types(request: Request) -> Response[list[Doc]]:
 
 
 @post("/api/ticket-types", status_code=200)
+@accepts(body=NewTicketType)
 async def post_ticket_type(request: Request) -> Doc:
     identity = await verified_organizer(request)
     raw = await request.body()
@@ -198,6 +208,7 @@ async def post_ticket_type(request: Request) -> Doc:
 
 
 @put("/api/ticket-types/{type_id:str}")
+@accepts(body=TicketTypeUpdate, body_required=False)
 async def put_ticket_type(request: Request, type_id: str) -> Doc:
     identity = await verified_organizer(request)
     tid = path_id(type_id, "type_id")

@@ -147,6 +147,12 @@ class TicketTypeCreate(msgspec.Struct, kw_only=True):
     description: Annotated[str, msgspec.Meta(max_length=255)] | None = None
 
 
+class NewTicketType(TicketTypeCreate, kw_only=True):
+    """7.2's whole body as documented (the handler reads `event_id` first, then the rest)."""
+
+    event_id: Int32
+
+
 class TicketTypeUpdate(msgspec.Struct, kw_only=True):
     price: Money | None = None
     description: Annotated[str, msgspec.Meta(max_length=255)] | None = None

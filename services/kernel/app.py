@@ -25,6 +25,7 @@ from services.kernel.consumer import Consumer, Handler
 from services.kernel.db import Database, DatabaseUnavailable, is_unavailable
 from services.kernel.errors import DomainError, RequestValidationError
 from services.kernel.mail import MailSender, SmtpSettings
+from services.kernel.openapi import describe_requests
 from services.kernel.relay import Relay
 from services.kernel.settings import Settings
 from services.kernel.tokens import TokenVerifier
@@ -307,7 +308,7 @@ def create_service_app(
             await http.aclose()
             await db.dispose()
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[health, ready, metrics_endpoint, events_head, *route_handlers],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
@@ -316,3 +317,5 @@ def create_service_app(
         debug=False,
         logging_config=None,
     )
+    describe_requests(app)  # the shapes handlers declare with @accepts, in /schema/openapi.json
+    return app

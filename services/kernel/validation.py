@@ -49,12 +49,12 @@ def not_blank(value: str) -> str:
 def _money(value: Decimal) -> Decimal:
     if not value.is_finite():
         raise FieldError("Input should be a finite number", "finite_number")
-    rounded = value.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
-    if rounded < 0:
+    # Bounds first: quantize raises InvalidOperation (a 500) past 28 digits, e.g. 1e300.
+    if value <= Decimal("-0.005"):  # rounds half-up to -0.01
         raise FieldError("Input should be greater than or equal to 0", "greater_than_equal")
-    if rounded > Decimal("99999999.99"):
+    if value >= Decimal("99999999.995"):  # rounds half-up to 100000000.00
         raise FieldError("Input should be less than or equal to 99999999.99", "less_than_equal")
-    return rounded
+    return value.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
 
 
 def parse_utc_datetime(value: Any) -> datetime:
@@ -89,7 +89,9 @@ def parse_utc_datetime(value: Any) -> datetime:
 Int32 = Annotated[int, msgspec.Meta(ge=-(2**31), le=INT32_MAX)]
 PositiveInt32 = Annotated[int, msgspec.Meta(ge=1, le=INT32_MAX)]
 NonBlank255 = Annotated[str, msgspec.Meta(min_length=1, max_length=255), Check(not_blank)]
-Money = Annotated[Decimal, Check(_money)]
+# The documented range (services.kernel.openapi documents decimals as JSON numbers).
+_MONEY_SCHEMA = {"minimum": 0, "maximum": 99999999.99}
+Money = Annotated[Decimal, msgspec.Meta(extra_json_schema=_MONEY_SCHEMA), Check(_money)]
 UtcDateTime = Annotated[
     str, msgspec.Meta(extra_json_schema={"format": "date-time"}), Check(parse_utc_datetime)
 ]

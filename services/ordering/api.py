@@ -12,6 +12,7 @@ from contracts.timeutil import utcnow
 from services.kernel.app import runtime
 from services.kernel.errors import BadRequest, Forbidden, NotFound
 from services.kernel.idempotency import idempotent
+from services.kernel.openapi import accepts
 from services.kernel.security import authenticated, customer, organizer
 from services.kernel.validation import Int32, parse_json, parse_query, path_id
 from services.ordering import cart, checkout, holds, orders, tickets
@@ -85,6 +86,7 @@ async def list_cart(request: Request) -> list[dict[str, Any]]:
 
 
 @post(["/api/cart/items", "/api/cart/items/"], status_code=200)
+@accepts(body=AddItem, query=AddItem, body_required=False)
 async def add_to_cart(request: Request) -> Response[Any]:
     identity = await customer(request)
     db = runtime(request).db
@@ -118,6 +120,7 @@ async def remove_from_cart(request: Request, cart_item_id: str) -> bool:
 
 
 @post(["/api/cart/checkout", "/api/cart/checkout/"], status_code=200)
+@accepts(body=CheckoutBody, body_required=False)
 async def checkout_cart(request: Request) -> Response[Any]:
     identity = await customer(request)
     rt = runtime(request)
@@ -141,6 +144,7 @@ async def checkout_cart(request: Request) -> Response[Any]:
 
 
 @get(["/api/orders", "/api/orders/"])
+@accepts(query=Page)
 async def list_orders(request: Request) -> Response[Any]:
     identity = await customer(request)
     page = parse_query(request.query_params, Page)
@@ -161,6 +165,7 @@ async def get_order(request: Request, order_id: str) -> dict[str, Any]:
 
 
 @get(["/api/tickets", "/api/tickets/"])
+@accepts(query=TicketQuery)
 async def list_tickets(request: Request) -> Response[Any]:
     identity = await authenticated(request)
     q = parse_query(request.query_params, TicketQuery)
@@ -186,6 +191,7 @@ async def download_ticket(request: Request, ticket_id: str) -> dict[str, str]:
 
 
 @post(["/api/tickets/check-in", "/api/tickets/check-in/"], status_code=200)
+@accepts(body=CheckIn)
 async def check_in(request: Request) -> dict[str, Any]:
     identity = await organizer(request)
     if not identity.verified:

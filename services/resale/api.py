@@ -7,12 +7,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from litestar import Request, Response, delete, get, post
+from litestar.openapi import ResponseSpec
 
 from contracts.codec import encode
 from services.kernel.app import runtime
 from services.kernel.db import Database
 from services.kernel.errors import BadRequest, DomainError, Forbidden, NotFound
 from services.kernel.idempotency import IdempotencyKeys, fingerprint, header_key
+from services.kernel.openapi import accepts
 from services.kernel.security import authenticated, customer, optional_identity
 from services.kernel.validation import parse_json, parse_query, path_id
 from services.resale import marketplace, purchase
@@ -35,6 +37,7 @@ T = TypeVar("T")
 # Answers that do not depend on a projection: no point catching up before giving them.
 INPUT_ERRORS = frozenset({"Resell price required", "Resale price must be greater than 0"})
 PROJECTED_BY = ("ordering", "catalog")
+PROCESSING = ResponseSpec(data_container=dict[str, Any], description="Purchase is being processed")
 
 
 async def after_catch_up(
@@ -77,6 +80,7 @@ def _price_body(raw: bytes) -> ListingPrice:
 
 
 @post("/api/tickets/{ticket_id:str}/resell", status_code=200)
+@accepts(body=ListingPrice, body_required=False)
 async def resell(request: Request, ticket_id: str) -> Doc:
     identity = await authenticated(request)
     tid = path_id(ticket_id, "ticket_id")
@@ -110,6 +114,7 @@ async def withdraw_listing(request: Request, ticket_id: str) -> Doc:
 
 
 @get("/api/resale/marketplace")
+@accepts(query=MarketQuery)
 async def get_marketplace(request: Request) -> Response[list[Doc]]:
     identity = await optional_identity(request)
     q = parse_query(request.query_params, MarketQuery)
@@ -122,6 +127,7 @@ async def get_marketplace(request: Request) -> Response[list[Doc]]:
 
 
 @get("/api/resale/my-listings")
+@accepts(query=MyListingsQuery)
 async def get_my_listings(request: Request) -> Response[list[Doc]]:
     identity = await authenticated(request)
     q = parse_query(request.query_params, MyListingsQuery)
@@ -164,7 +170,8 @@ async def _buy(request: Request, cmd: purchase.BuyTicket) -> tuple[int, Any]:
     return 202, {"detail": "Purchase is being processed", "purchase_id": bought.purchase_id}
 
 
-@post("/api/resale/purchase", status_code=200)
+@post("/api/resale/purchase", status_code=200, responses={202: PROCESSING})
+@accepts(body=PurchaseRequest)
 async def buy_ticket(request: Request) -> Response[Any]:
     identity = await customer(request)
     body = parse_json(await request.body(), PurchaseRequest)

@@ -19,10 +19,12 @@ def _price(value: Decimal) -> Decimal:
     """A number, rounded half-up to cents; a price of zero or below is the domain's 400."""
     if not value.is_finite():
         raise FieldError("Input should be a finite number", "finite_number")
-    rounded = value.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
-    if rounded > Decimal("99999999.99"):
+    # Bounds before quantize, which raises InvalidOperation (a 500) past 28 digits (1e300).
+    if value >= Decimal("99999999.995"):
         raise FieldError("Input should be less than or equal to 99999999.99", "less_than_equal")
-    return rounded
+    if value < 0:
+        return value  # the domain's 400, whatever its size
+    return value.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
 
 
 class ListingPrice(msgspec.Struct, kw_only=True):

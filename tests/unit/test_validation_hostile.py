@@ -1,0 +1,41 @@
+"""Hostile values the fuzzer found: each is a 422 (or the domain's answer), never a 500."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from services.catalog.schemas import EventQuery
+from services.kernel.errors import RequestValidationError
+from services.kernel.validation import parse_json, parse_query
+from services.resale.schemas import ListingPrice
+
+
+@pytest.mark.parametrize(
+    ("raw", "kind"),
+    [
+        ("-3.3544372732793314e+307", "greater_than_equal"),
+        ("3.0342070021829465e+129", "less_than_equal"),
+        ("-0.005", "greater_than_equal"),
+        ("99999999.995", "less_than_equal"),
+    ],
+)
+def test_money_out_of_range_at_any_magnitude_is_a_422(raw: str, kind: str) -> None:
+    with pytest.raises(RequestValidationError) as caught:
+        parse_query({"min_price": raw}, EventQuery)
+    assert [e["type"] for e in caught.value.errors] == [kind]
+
+
+def test_money_in_range_still_rounds_half_up() -> None:
+    assert parse_query({"min_price": "12.345"}, EventQuery).min_price == Decimal("12.35")
+    assert parse_query({"min_price": "99999999.994"}, EventQuery).min_price == Decimal(
+        "99999999.99"
+    )
+
+
+def test_huge_resale_prices() -> None:
+    with pytest.raises(RequestValidationError):
+        parse_json(b'{"price": 1e300}', ListingPrice)
+    # Below zero is the domain's 400 ("must be greater than 0"), whatever the size.
+    assert parse_json(b'{"price": -1e300}', ListingPrice).price == Decimal("-1e300")
