@@ -71,7 +71,7 @@ def _email(body: bytes, source: str) -> str | None:
         else:
             document = msgspec.json.decode(body)
             value = document.get("email") if isinstance(document, dict) else None
-    except (msgspec.DecodeError, ValueError):
+    except (msgspec.DecodeError, ValueError, RecursionError):  # RecursionError: nested too deep
         return None
     return value.strip().lower() if isinstance(value, str) and value.strip() else None
 
