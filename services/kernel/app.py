@@ -17,7 +17,7 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnec
 from litestar import Litestar, Request, Response, get
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import ASGIApp, Receive, Scope, Send
-from sqlalchemy import MetaData, select
+from sqlalchemy import MetaData, func, select
 
 from services.kernel import broker, context, metrics
 from services.kernel.catchup import CatchUp
@@ -200,8 +200,36 @@ async def ready(request: Request) -> Response[dict[str, str]]:
     return Response(checks, status_code=200 if ok else 503)
 
 
+async def _sample_gauges(rt: Runtime) -> None:
+    """Gauges are read when Prometheus scrapes: the outbox backlog, the dead-letter depth, and
+    whatever the service adds (ordering: holds in force)."""
+    async with rt.db.engine.connect() as conn:
+        backlog = await conn.scalar(
+            select(func.count())
+            .select_from(rt.db.outbox)
+            .where(rt.db.outbox.c.published_at.is_(None))
+        )
+    metrics.outbox_backlog.labels(rt.service).set(backlog or 0)
+    if rt.consumer is not None and rt.connection is not None:
+        channel = await rt.connection.channel()
+        try:
+            queue = await channel.declare_queue(
+                rt.names.dead_letter_queue(rt.service), passive=True
+            )
+            metrics.dead_letter_depth.labels(rt.service).set(queue.declaration_result.message_count)
+        finally:
+            await channel.close()
+    sampler = rt.extras.get("gauges")
+    if sampler is not None:
+        await sampler(rt)
+
+
 @get("/metrics", include_in_schema=False)
-async def metrics_endpoint() -> Response[bytes]:
+async def metrics_endpoint(request: Request) -> Response[bytes]:
+    try:
+        await asyncio.wait_for(_sample_gauges(runtime(request)), 2.0)
+    except Exception as exc:  # a scrape still answers with what it has
+        log.warning("could not sample gauges: %s", exc)
     body, content_type = metrics.render()
     return Response(body, media_type=content_type)
 

@@ -48,3 +48,6 @@ dead_letter_depth = Gauge(
 
 def render() -> tuple[bytes, str]:
     return generate_latest(), CONTENT_TYPE_LATEST
+
+
+holds_active = Gauge("resellio_holds", "Cart holds in force (lines, tickets)", ["service", "unit"])
