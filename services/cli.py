@@ -121,12 +121,13 @@ def makemigration(service: str, message: str) -> None:
 
 @main.command()
 @click.argument("name", type=click.Choice(list(APPS)))
-@click.option("--host", default="127.0.0.1")
+@click.option("--host", default=os.environ.get("RESELLIO_HOST", "127.0.0.1"), show_default=True)
 @click.option("--port", type=int, default=None)
 def serve(name: str, host: str, port: int | None) -> None:
     """Run one service (or the gateway) in the foreground."""
     import uvicorn
 
+    asyncio.run(_preflight(_settings()))
     port = port or int(os.environ.get(f"RESELLIO_{name.upper()}_PORT", DEFAULT_PORTS[name]))
     uvicorn.run(
         APPS[name],
@@ -189,7 +190,15 @@ def _start_services(
         port = int(env.get(f"RESELLIO_{service.upper()}_PORT", DEFAULT_PORTS[service]))
         for i in range(instances):
             # Extra instances listen on port + 100*i; the gateway spreads requests over them.
-            cmd = [sys.executable, "-m", "services.cli", "serve", service, "--port", str(port + 100 * i)]
+            cmd = [
+                sys.executable,
+                "-m",
+                "services.cli",
+                "serve",
+                service,
+                "--port",
+                str(port + 100 * i),
+            ]
             processes.append((f"{service}#{i}", subprocess.Popen(cmd, env=env)))
     return processes
 
@@ -232,7 +241,10 @@ def run(instances: int, no_seed: bool) -> None:
     if not no_seed:
         _seed(env)
     processes.append(
-        ("gateway", subprocess.Popen([sys.executable, "-m", "services.cli", "serve", "gateway"], env=env))
+        (
+            "gateway",
+            subprocess.Popen([sys.executable, "-m", "services.cli", "serve", "gateway"], env=env),
+        )
     )
     click.secho(
         f"Resellio is up: gateway on http://127.0.0.1:{env.get('RESELLIO_GATEWAY_PORT', 8080)}"
