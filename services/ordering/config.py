@@ -20,6 +20,8 @@ class OrderingSettings(msgspec.Struct, frozen=True):
     max_tickets_per_customer_per_event: int = 20
     payment_latency_ms: float = 30.0
     hold_sweep_interval_s: float = 1.0
+    # A checkout still pending after this long died with its process (see recovery.py).
+    checkout_stalled_after_s: float = 120.0
 
     @property
     def hold_for(self) -> timedelta:
@@ -52,6 +54,7 @@ def load(env: Mapping[str, str] | None = None) -> OrderingSettings:
         hold_sweep_interval_s=_number(
             env, "HOLD_SWEEP_INTERVAL_S", min(1.0, max(0.1, hold * 60 / 4))
         ),
+        checkout_stalled_after_s=_number(env, "CHECKOUT_STALLED_AFTER_S", 120.0),
     )
 
 

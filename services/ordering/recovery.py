@@ -1,0 +1,88 @@
+"""Checkouts a crashed process left half done (API.md §8.4: charged once, nothing lost).
+
+A checkout whose process died (kill -9, OOM, a lost machine) leaves its order `pending`, its
+cart flagged "in progress" and maybe money authorized or captured. Once such an order is older
+than any live checkout can be, it is finished here, like resale's stalled purchases:
+authorize again with the order's key (the provider answers the first authorization, or makes
+one), then void it. A void the provider refuses means the money was captured before the
+crash: the sale stands and the order is completed (refunded if its holds are gone). Otherwise
+the order fails, nothing is charged, and the cart (with its holds) can be checked out again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+
+from sqlalchemy import select, text
+
+from contracts.timeutil import utcnow
+from services.kernel.db import Database
+from services.kernel.errors import BadRequest
+from services.kernel.payments import PaymentDeclined, PaymentProvider, PaymentRejected
+from services.ordering.checkout import Checkout, PlacedOrder, _complete, _fail
+from services.ordering.models import orders
+
+log = logging.getLogger("resellio.ordering.recovery")
+
+
+async def recover_stalled(db: Database, payments: PaymentProvider, after: timedelta) -> int:
+    async with db.engine.connect() as conn:
+        stalled = (
+            await conn.execute(
+                select(orders).where(
+                    orders.c.status == "pending", orders.c.created_at < utcnow() - after
+                )
+            )
+        ).all()
+    for order in stalled:
+        # One instance per order: a session lock held while this instance finishes it.
+        async with db.engine.connect() as lock:
+            key = f"order-recovery-{order.order_id}"
+            if not await lock.scalar(text("SELECT pg_try_advisory_lock(hashtext(:k))"), {"k": key}):
+                continue
+            try:
+                await _finish(db, payments, order.order_id)
+            finally:
+                await lock.execute(text("SELECT pg_advisory_unlock(hashtext(:k))"), {"k": key})
+    return len(stalled)
+
+
+async def _finish(db: Database, payments: PaymentProvider, order_id: int) -> None:
+    async with db.engine.connect() as conn:
+        order = (await conn.execute(select(orders).where(orders.c.order_id == order_id))).one()
+    if order.status != "pending":  # finished meanwhile
+        return
+    key = f"order-{order_id}"
+    try:
+        payment_id = await payments.authorize(
+            idempotency_key=key, amount=order.total_amount, currency=order.currency, token=None
+        )
+    except PaymentDeclined:
+        await _fail(db, order.user_id, order_id, "payment_declined")
+        return
+    try:
+        await payments.void(payment_id, idempotency_key=f"{key}-void")
+    except PaymentRejected:  # captured before the crash: the sale stands
+        placed = PlacedOrder(order_id=order_id, total=order.total_amount, currency=order.currency)
+        try:
+            await _complete(db, Checkout(user_id=order.user_id), placed, payment_id, utcnow())
+        except BadRequest:
+            await payments.refund(payment_id, order.total_amount, idempotency_key=f"{key}-refund")
+            await _fail(db, order.user_id, order_id, "cart_changed")
+        log.info("completed order %s that a crashed checkout had charged", order_id)
+        return
+    await _fail(db, order.user_id, order_id, "checkout_interrupted")
+    log.info("failed order %s that a crashed checkout left uncharged", order_id)
+
+
+async def recover_forever(db: Database, payments: PaymentProvider, after: timedelta) -> None:
+    while True:
+        try:
+            await recover_stalled(db, payments, after)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("checkout recovery failed")
+        await asyncio.sleep(min(30.0, max(0.5, after.total_seconds() / 2)))
