@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 
 from litestar import Litestar
 
@@ -22,10 +23,11 @@ SWEEP_EVERY_S = 15.0
 
 
 async def _sweep_stalled_purchases(rt: Runtime) -> None:
+    after = timedelta(seconds=current().purchase_stalled_after_s)
     while True:
-        await asyncio.sleep(SWEEP_EVERY_S)
+        await asyncio.sleep(min(SWEEP_EVERY_S, max(0.5, after.total_seconds() / 2)))
         try:
-            await recover_stalled(rt.db, payment_provider(rt.db), current().fee_percent)
+            await recover_stalled(rt.db, payment_provider(rt.db), current().fee_percent, after)
         except Exception:  # the database may be away; the next sweep retries
             log.exception("recovering stalled purchases failed")
 

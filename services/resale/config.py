@@ -22,6 +22,8 @@ class ResaleSettings(msgspec.Struct, frozen=True):
     # How long a purchase waits for ordering to move the ticket before answering 202.
     transfer_wait_s: float = 10.0
     payment_latency_ms: float = 30.0
+    # A purchase still `charging` after this long died with its request (purchase.py).
+    purchase_stalled_after_s: float = 60.0
 
 
 def _decimal(env: Mapping[str, str], name: str, default: str) -> Decimal:
@@ -47,6 +49,7 @@ def load(env: Mapping[str, str] | None = None) -> ResaleSettings:
         fee_percent=fee,
         transfer_wait_s=float(_decimal(env, "RESALE_TRANSFER_WAIT_S", "10")),
         payment_latency_ms=float(_decimal(env, "PAYMENT_LATENCY_MS", "30")),
+        purchase_stalled_after_s=float(_decimal(env, "PURCHASE_STALLED_AFTER_S", "60")),
     )
 
 

@@ -247,7 +247,12 @@ async def _failure_reason(db: Database, purchase_id: int) -> str | None:
         )
 
 
-async def recover_stalled(db: Database, payments: PaymentProvider, fee_percent: Decimal) -> int:
+async def recover_stalled(
+    db: Database,
+    payments: PaymentProvider,
+    fee_percent: Decimal,
+    after: timedelta = STALLED_AFTER,
+) -> int:
     """Purchases left `charging` by a crashed request (listing stuck in purchasing): void the
     authorization and put the listing back; if the money was already captured, the sale
     stands and is completed instead. Safe with several instances (the steps are idempotent)."""
@@ -256,7 +261,7 @@ async def recover_stalled(db: Database, payments: PaymentProvider, fee_percent: 
             await conn.execute(
                 select(purchases).where(
                     purchases.c.status == "charging",
-                    purchases.c.created_at < utcnow() - STALLED_AFTER,
+                    purchases.c.created_at < utcnow() - after,
                 )
             )
         ).all()
