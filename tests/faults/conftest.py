@@ -31,6 +31,7 @@ def rig() -> Iterator[Rig]:
     system = System(
         extra_env={
             "CHECKOUT_STALLED_AFTER_S": str(STALLED_CHECKOUT_S),
+            "PURCHASE_STALLED_AFTER_S": str(STALLED_CHECKOUT_S),
             "GATEWAY_REQUEST_TIMEOUT_S": str(GATEWAY_TIMEOUT_S),
             "RATE_LIMITS": "off",
         }

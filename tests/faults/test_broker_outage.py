@@ -10,8 +10,8 @@ import httpx
 
 from tests.faults.conftest import Rig
 from tests.faults.workload import Outcomes, buy_listed, checkout_once, checkouts_until, market
-from tests.support.invariants import check_invariants
-from tests.support.shop import db_rows, eventually
+from tests.support.invariants import check_invariants, db_rows
+from tests.support.shop import eventually
 
 OUTAGE_S = 6.0
 

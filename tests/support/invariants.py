@@ -15,13 +15,29 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.exc import DBAPIError
 
 from services.kernel import broker, deadletters
 from services.kernel.settings import SERVICES
 from services.topology import subscriptions
 from tests.support.infra import amqp_url
-from tests.support.shop import db_rows
+from tests.support.shop import db_rows as _db_rows
 from tests.support.system import System
+
+
+async def db_rows(system: System, sql: str, **params: Any) -> list[Any]:
+    """Read the database, waiting out "too many clients" (other test runs share PostgreSQL)."""
+    for attempt in range(40):
+        try:
+            return await _db_rows(system, sql, **params)
+        except DBAPIError as exc:
+            if "too many clients" not in str(exc) or attempt == 39:
+                raise
+            await asyncio.sleep(0.5)
+    raise AssertionError("unreachable")
+
 
 Rule = Callable[[System], Awaitable[tuple[str, list[str]]]]
 
