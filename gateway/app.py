@@ -36,6 +36,7 @@ from services.kernel.tokens import TokenVerifier
 
 log = logging.getLogger("resellio.gateway")
 _READ_ONLY = [(b"allow", b"GET, HEAD")]
+HEADERS_TOO_LARGE = "Request header fields too large"
 
 
 class Gateway:
@@ -65,6 +66,13 @@ class Gateway:
 
     async def _http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         h = RequestHeaders(scope["headers"])
+        if len(scope["headers"]) > self.config.max_header_count or (
+            h.size > self.config.max_header_bytes
+        ):
+            request_id = str(uuid.uuid4()).encode()  # theirs is not worth reading
+            reply = Reply(send, request_id, self.cors.response_headers(h.origin))
+            await reply.json(431, {"detail": HEADERS_TOO_LARGE})
+            return
         incoming = h.request_id
         if incoming is not None and valid_request_id(incoming.decode("latin-1")):
             request_id = incoming

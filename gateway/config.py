@@ -26,6 +26,11 @@ class GatewayConfig(msgspec.Struct, kw_only=True, frozen=True):
     trusted_proxies: str = ""
     # Start-up waits this long for auth's deny-list before serving without it (then retries).
     denylist_startup_wait_s: float = 10.0
+    # Header limits: more header fields, or more bytes of names and values in all, is a 431
+    # "Request header fields too large" before anything else (the server itself has no limit,
+    # and every header would be forwarded to the services). Browsers send ~20 fields, a few KiB.
+    max_header_count: int = 100
+    max_header_bytes: int = 32 * 1024
 
     def exempt(self) -> Networks:
         return Networks(self.exempt_networks)
@@ -63,6 +68,8 @@ def load(env: Mapping[str, str] | None = None) -> GatewayConfig:
         exempt_networks=env.get("RATE_LIMIT_EXEMPT_NETWORKS", LOOPBACK if development else ""),
         trusted_proxies=env.get("TRUSTED_PROXIES", ""),
         denylist_startup_wait_s=_float(env, "DENYLIST_STARTUP_WAIT_S", 10.0),
+        max_header_count=int(_float(env, "GATEWAY_MAX_HEADER_COUNT", 100)),
+        max_header_bytes=int(_float(env, "GATEWAY_MAX_HEADER_BYTES", 32 * 1024)),
     )
     config.exempt(), config.proxies()  # fail at start-up on a malformed network
     return config

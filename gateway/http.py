@@ -27,6 +27,7 @@ class RequestHeaders:
         "forwarded_for",
         "origin",
         "request_id",
+        "size",
     )
 
     def __init__(self, raw: Sequence[tuple[bytes, bytes]]) -> None:
@@ -36,7 +37,10 @@ class RequestHeaders:
         self.forwarded_for: str | None = None
         self.cors_method: bytes | None = None
         self.cors_headers: bytes | None = None
+        # Bytes of every name and value (what the header limits of GatewayConfig bound).
+        self.size = 0
         for name, value in raw:
+            self.size += len(name) + len(value)
             if name == b"authorization":
                 self.authorization = value
             elif name == b"x-request-id":

@@ -240,6 +240,10 @@ def parse_json(raw: bytes, model: type[S], *, empty_ok: bool = False) -> S:
         raise RequestValidationError.single(
             ["body"], f"JSON decode error: {exc}", "json_invalid"
         ) from exc
+    except RecursionError as exc:  # msgspec's nesting limit (~1000 levels): bad input, not a 500
+        raise RequestValidationError.single(
+            ["body"], "JSON decode error: nested too deeply", "json_invalid"
+        ) from exc
     return parse_mapping(data, model)
 
 
