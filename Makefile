@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 
 export ENVIRONMENT ?= development
 
-.PHONY: install run test test-unit test-integration test-e2e lint format bench clean
+.PHONY: install run test test-unit test-integration test-e2e test-faults lint format bench clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -34,6 +34,9 @@ test-integration: install
 
 test-e2e: install
 	$(BIN)/pytest -q tests/e2e
+
+test-faults: install  ## outages, kill -9, slow downstream, secrets; each ends with the invariant check
+	$(BIN)/pytest -q -s tests/faults
 
 lint: install
 	$(BIN)/ruff check contracts services gateway tests

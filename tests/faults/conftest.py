@@ -17,6 +17,7 @@ from tests.support.system import System
 # Short enough for a test to see it, long enough for any live checkout (see ordering's config).
 STALLED_CHECKOUT_S = 5
 GATEWAY_TIMEOUT_S = 13  # above resale's 10 s wait for a transfer
+PART_TIMEOUT_S = 2  # the composed page's wait for a part
 
 
 @dataclass
@@ -33,6 +34,7 @@ def rig() -> Iterator[Rig]:
             "CHECKOUT_STALLED_AFTER_S": str(STALLED_CHECKOUT_S),
             "PURCHASE_STALLED_AFTER_S": str(STALLED_CHECKOUT_S),
             "GATEWAY_REQUEST_TIMEOUT_S": str(GATEWAY_TIMEOUT_S),
+            "GATEWAY_PART_TIMEOUT_S": str(PART_TIMEOUT_S),
             "RATE_LIMITS": "off",
         }
     )
