@@ -58,6 +58,21 @@ def load_auth_config(development: bool, env: Mapping[str, str] | None = None) ->
                 + ", ".join(missing)
                 + " (set them, or ENVIRONMENT=development for local defaults)"
             )
+        # The development defaults are public (they are in this file): never in production.
+        published = [
+            name
+            for name, default in (
+                ("INITIAL_ADMIN_PASSWORD", DEV_ADMIN_PASSWORD),
+                ("ADMIN_SECRET_KEY", DEV_ADMIN_SECRET_KEY),
+            )
+            if given(name) == default
+        ]
+        if published:
+            raise ConfigError(
+                "auth refuses to start in production with the development default of "
+                + ", ".join(published)
+                + " (choose your own secret)"
+            )
         problem = password_problem(env["INITIAL_ADMIN_PASSWORD"])
         if problem:
             raise ConfigError(f"INITIAL_ADMIN_PASSWORD is too weak: {problem}")
