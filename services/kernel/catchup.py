@@ -35,11 +35,32 @@ class CatchUp:
         self.urls = service_urls
         self.timeout_s = timeout_s
         self.types_by_producer: dict[str, list[str]] = {}
+        # Lookups are numbered in the order they start; the newest per producer is kept.
+        self._started = 0
+        self._lookups: dict[str, tuple[int, asyncio.Future[UUID | None]]] = {}
         for event_type in subscriptions:
             producer = event_type.split(".", 1)[0]
             self.types_by_producer.setdefault(producer, []).append(event_type)
 
     async def head(self, producer: str) -> UUID | None:
+        """The producer's newest event as of some moment after this call began. Callers that
+        arrive while a lookup is on its way wait for the next one, and share it: a burst of
+        refusals (a sold-out drop) costs a lookup per round trip, not one per request."""
+        asked_after = self._started
+        while True:
+            running = self._lookups.get(producer)
+            if running is not None and running[0] > asked_after:
+                return await asyncio.shield(running[1])
+            if running is not None and not running[1].done():
+                # Started before we asked: it may miss a write answered meanwhile.
+                await asyncio.wait([running[1]])
+                continue
+            self._started += 1
+            lookup = asyncio.ensure_future(self._fetch_head(producer))
+            self._lookups[producer] = (self._started, lookup)
+            return await asyncio.shield(lookup)
+
+    async def _fetch_head(self, producer: str) -> UUID | None:
         types = self.types_by_producer.get(producer)
         if not types:
             return None

@@ -96,6 +96,7 @@ class UnitOfWork:
         self.db = db
         self._events: list[dict[str, Any]] = []
         self._conn: AsyncConnection | None = None
+        self._wrote_events = False
         self.committed = False
 
     @property
@@ -150,15 +151,23 @@ class UnitOfWork:
     async def execute(self, statement: Any, params: Any = None) -> Any:
         return await self.conn.execute(statement, params)
 
-    async def commit(self) -> None:
-        wrote_events = bool(self._events)
-        if self._events:
-            await self.conn.execute(self.db.outbox.insert(), self._events)
+    async def write_events(self) -> None:
+        """Write the events recorded so far to the outbox now (commit writes any later ones).
+        A use case that ends on a contended row lock calls this first, so that nothing but
+        the COMMIT runs while it holds the lock."""
+        if not self._events:
+            return
+        await self.conn.execute(self.db.outbox.insert(), self._events)
+        self._events = []
+        if not self._wrote_events:
             await self.conn.execute(
                 text("SELECT pg_notify(:channel, '')"), {"channel": self.db.notify_channel}
             )
-            self._events = []
+            self._wrote_events = True
+
+    async def commit(self) -> None:
+        await self.write_events()
         await self.conn.commit()
         self.committed = True
-        if wrote_events:
+        if self._wrote_events:
             self.db.on_events_committed()

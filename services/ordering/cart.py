@@ -85,15 +85,18 @@ async def add_item(cmd: AddToCart, uow: UnitOfWork, rules: CartRules, now: datet
             ).returning(*cart_items.c)
         )
     ).one()
+    result = (
+        await uow.execute(lines_query().where(cart_items.c.cart_item_id == line.cart_item_id))
+    ).one()
+    uow.emit(holds.hold_event(HoldPlaced, line), aggregate_id=line.cart_item_id)
+    await uow.write_events()
+    # The claim locks the ticket type's inventory row, which every buyer of the type needs:
+    # it comes last, so that only the COMMIT runs while this transaction holds that lock.
     if not await holds.claim(uow, cmd.type_id, cmd.quantity):
         # Expired holds the sweeper has not reached yet are back on sale right now.
         await holds.release_expired(uow, now, type_id=cmd.type_id)
         if not await holds.claim(uow, cmd.type_id, cmd.quantity):
             raise not_enough(offer, await holds.left(uow, cmd.type_id))
-    uow.emit(holds.hold_event(HoldPlaced, line), aggregate_id=line.cart_item_id)
-    result = (
-        await uow.execute(lines_query().where(cart_items.c.cart_item_id == line.cart_item_id))
-    ).one()
     await uow.commit()
     return views.cart_item(result)
 

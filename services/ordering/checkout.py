@@ -260,8 +260,11 @@ async def _complete(
             .with_for_update(read=True)
         )
         issued: list[Any] = []
+        sales: list[tuple[Any, Offer]] = []
         for item in items:
-            issued += await _sell_line(uow, user_id, order.order_id, item, now)
+            tickets_of_line, offer = await _issue_line(uow, user_id, order.order_id, item, now)
+            issued += tickets_of_line
+            sales.append((item, offer))
         await uow.execute(
             update(orders)
             .where(orders.c.order_id == order.order_id)
@@ -289,13 +292,33 @@ async def _complete(
                 aggregate_id=t.ticket_id,
             )
         await _confirmation_mail(uow, cmd, order, items, ticket_ids)
+        await uow.write_events()
+        # The inventory rows are what every buyer of these types waits for: they are locked
+        # last (in type order, as items are sorted), so only the COMMIT runs under the locks.
+        for item, offer in sales:
+            await _sell(uow, item, offer)
         await uow.commit()
 
 
-async def _sell_line(
+async def _sell(uow: UnitOfWork, item: Any, offer: Offer) -> None:
+    """The line's held tickets become sold, unless the capacity was lowered meanwhile below
+    what is already sold plus this line (then the whole completion rolls back)."""
+    tt = ticket_types.c
+    sold = await uow.execute(
+        update(ticket_types)
+        .where(tt.type_id == item.ticket_type_id, tt.sold + item.quantity <= tt.max_count)
+        .values(held=tt.held - item.quantity, sold=tt.sold + item.quantity)
+        .returning(tt.type_id)
+    )
+    if sold.first() is None:
+        raise not_enough(offer, offer.max_count - offer.sold)
+
+
+async def _issue_line(
     uow: UnitOfWork, user_id: int, order_id: int, item: Any, now: datetime
-) -> list[Any]:
-    """Turn one order line's hold into sold tickets, or refuse if the cart changed meanwhile."""
+) -> tuple[list[Any], Offer]:
+    """Issue one order line's tickets from its hold, or refuse if the cart changed meanwhile;
+    the hold becomes a sale in `_sell`."""
     row = (
         await uow.execute(
             _cart_lines(user_id)
@@ -318,15 +341,6 @@ async def _sell_line(
     check_on_sale(offer, now)
     if row.quantity < item.quantity:
         raise not_enough(offer, offer.max_count - offer.sold - offer.held + row.quantity)
-    tt = ticket_types.c
-    sold = await uow.execute(
-        update(ticket_types)
-        .where(tt.type_id == item.ticket_type_id, tt.sold + item.quantity <= tt.max_count)
-        .values(held=tt.held - item.quantity, sold=tt.sold + item.quantity)
-        .returning(tt.type_id)
-    )
-    if sold.first() is None:  # capacity lowered below what is already sold plus this line
-        raise not_enough(offer, offer.max_count - offer.sold)
     remaining = row.quantity - item.quantity
     if remaining:
         await uow.execute(
@@ -346,34 +360,33 @@ async def _sell_line(
         ),
         aggregate_id=row.cart_item_id,
     )
-    return list(
-        (
-            await uow.execute(
-                tickets.insert()
-                .values(
-                    [
-                        {
-                            "order_id": order_id,
-                            "type_id": item.ticket_type_id,
-                            "event_id": item.event_id,
-                            "owner_id": user_id,
-                            "original_price": item.unit_price,
-                            "currency": offer.currency,
-                            "code": new_ticket_code(),
-                        }
-                        for _ in range(item.quantity)
-                    ]
-                )
-                .returning(
-                    tickets.c.ticket_id,
-                    tickets.c.type_id,
-                    tickets.c.event_id,
-                    tickets.c.original_price,
-                    tickets.c.currency,
-                )
+    issued = (
+        await uow.execute(
+            tickets.insert()
+            .values(
+                [
+                    {
+                        "order_id": order_id,
+                        "type_id": item.ticket_type_id,
+                        "event_id": item.event_id,
+                        "owner_id": user_id,
+                        "original_price": item.unit_price,
+                        "currency": offer.currency,
+                        "code": new_ticket_code(),
+                    }
+                    for _ in range(item.quantity)
+                ]
             )
-        ).all()
-    )
+            .returning(
+                tickets.c.ticket_id,
+                tickets.c.type_id,
+                tickets.c.event_id,
+                tickets.c.original_price,
+                tickets.c.currency,
+            )
+        )
+    ).all()
+    return list(issued), offer
 
 
 async def _confirmation_mail(
