@@ -54,7 +54,7 @@ def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
         pool_size=pool_size,
         # Several services and instances share one PostgreSQL (100 connections by default).
         max_overflow=max(2, pool_size // 2),
-        pool_timeout=5,
+        pool_timeout=30,  # waiting for a busy pool under a burst beats failing the request
         pool_pre_ping=False,
         pool_recycle=1800,
         json_serializer=lambda obj: msgspec.json.encode(obj).decode(),

@@ -80,7 +80,7 @@ class System:
             "SMTP_PORT": str(self.mail_port),
             "CONSUMER_RETRY_DELAYS_MS": "100,200,400",
             # Several test systems share one PostgreSQL: small pools keep them under its limit.
-            "RESELLIO_DB_POOL_SIZE": "5",
+            "RESELLIO_DB_POOL_SIZE": "6",
             # A loaded CI machine can be slow; the composed page's parts get time to answer.
             "GATEWAY_PART_TIMEOUT_S": "5",
             "PYTHONUNBUFFERED": "1",
