@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from bench import scenarios
@@ -46,53 +47,63 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-async def run_suite(args: argparse.Namespace, instances: int) -> list[Row]:
+async def run_suite(args: argparse.Namespace, instances: int, rows: list[Row]) -> None:
+    """One system with `instances` of every app; appends its rows as they are measured (so a
+    correctness failure still leaves what was measured before it)."""
     extra = dict(BENCH_ENV)
+    # PostgreSQL allows 100 connections: the instances share them.
+    extra["RESELLIO_DB_POOL_SIZE"] = str(max(4, 10 // instances))
     system = System(extra_env=extra, instances={name: instances for name in APPS} if instances > 1 else None)
-    rows: list[Row] = []
     suffix = f" [{instances} instances]" if instances > 1 else ""
+    first = len(rows)
     await asyncio.to_thread(system.start)
     engine = create_engine(system.database_url, pool_size=2)
+    gateways = [f"http://127.0.0.1:{port}" for _, port in system.instances("gateway")]
     try:
         t0 = time.monotonic()
         data = await load(system.gateway_url, args.events, args.customers)
         print(f"dataset loaded in {time.monotonic() - t0:.0f}s", file=sys.stderr)
-        base_rows, base = scenarios.baseline(system.gateway_url, args.seconds)
+        base_rows, base = scenarios.baseline(gateways, args.seconds)
         rows += base_rows
         wanted = set(args.scenarios.split(","))
-        if "browse" in wanted:
-            rows += scenarios.browse(system.gateway_url, data, args.seconds, base)
-        if "gateway" in wanted and instances == 1:
-            rows += scenarios.gateway_cost(system.gateway_url, system.url("catalog"), args.seconds)
-        if "drop" in wanted:
-            rows += await scenarios.ticket_drop(system.gateway_url, data, args.capacity, engine)
-        if "resale" in wanted:
-            rows += await scenarios.resale_rush(system.gateway_url, data, args.listings, args.buyers)
-        if "pipeline" in wanted:
-            rows += await scenarios.event_pipeline(system.gateway_url, data, engine, 500, args.seconds)
-        if "replay" in wanted and instances == 1:
-            rows += await replay_rows(system, engine)
-        if "login" in wanted and instances == 1:
-            rows += await login_rows(system, args)
+        steps: list[tuple[str, bool, Callable[[], Awaitable[list[Row]]]]] = [
+            ("browse", True, lambda: asyncio.to_thread(scenarios.browse, gateways, data, args.seconds, base)),
+            ("gateway", instances == 1,
+             lambda: asyncio.to_thread(scenarios.gateway_cost, system.gateway_url, system.url("catalog"), args.seconds)),
+            ("drop", True, lambda: scenarios.ticket_drop(gateways, data, args.capacity, engine)),
+            ("resale", True, lambda: scenarios.resale_rush(gateways, data, args.listings, args.buyers, engine)),
+            ("pipeline", True, lambda: scenarios.event_pipeline(gateways, data, engine, 500, args.seconds)),
+            ("replay", instances == 1, lambda: replay_rows(system)),
+            ("login", instances == 1, lambda: login_rows(system, args)),
+        ]
+        for name, applies, step in steps:
+            if name in wanted and applies:
+                t0 = time.monotonic()
+                rows += await step()
+                print(f"{name}: {time.monotonic() - t0:.0f}s", file=sys.stderr)
     finally:
+        for row in rows[first:]:
+            row.scenario += suffix
         await engine.dispose()
         await asyncio.to_thread(system.stop)
-    for row in rows:
-        row.scenario += suffix
-    return rows
 
 
-async def replay_rows(system: System, engine: object) -> list[Row]:
-    out = subprocess.run(
+async def replay_rows(system: System) -> list[Row]:
+    out = await asyncio.to_thread(
+        subprocess.run,
         [sys.executable, "-m", "services.cli", "projections", "rebuild", "resale"],
         env=system.env, capture_output=True, text=True, check=False,
     )
     if out.returncode != 0:
         raise CorrectnessError(f"projection rebuild differs or failed:\n{out.stdout}\n{out.stderr}")
-    line = next(l for l in out.stdout.splitlines() if l.startswith("replayed"))
+    # "replayed N events in S s (R events/s)"
+    line = next(line for line in out.stdout.splitlines() if line.startswith("replayed"))
+    count = int(line.split()[1])
     rate = float(line.split("(")[1].split()[0].replace(",", ""))
-    return [Row("replay: rebuild resale projections", "events/s", rate, "/s", ">= 5000", rate >= 5000),
-            Row("replay: rebuild resale projections", "rebuilt state equals previous", 1, "", "yes", True)]
+    name = "replay: rebuild resale projections"
+    return [Row(name, "events replayed", count, "count"),
+            Row(name, "events/s", rate, "/s", ">= 5000", rate >= 5000),
+            Row(name, "rebuilt state equals previous", 1, "", "yes", True)]
 
 
 async def login_rows(system: System, args: argparse.Namespace) -> list[Row]:
@@ -141,9 +152,9 @@ def main() -> None:
     started = time.time()
     for n in [int(x) for x in args.instances.split(",")]:
         try:
-            rows += asyncio.run(run_suite(args, n))
+            asyncio.run(run_suite(args, n, rows))
         except CorrectnessError as exc:
-            failed = str(exc)
+            failed = f"[{n} instance(s)] {exc}"
             break
     RESULTS.mkdir(exist_ok=True)
     meta = {

@@ -49,7 +49,10 @@ def wrk(url: str, concurrency: int, seconds: int, headers: dict[str, str] | None
     cmd = ["wrk", "-t2", f"-c{concurrency}", f"-d{seconds}s", "--latency", "-s", str(HERE / "wrk_report.lua")]
     for k, v in (headers or {}).items():
         cmd += ["-H", f"{k}: {v}"]
-    out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
+    return _wrk_result(subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout)
+
+
+def _wrk_result(out: str) -> Result:
     data = json.loads(out.strip().splitlines()[-1])
     return Result(data["requests"], data["seconds"], data["errors"], data["p50_ms"], data["p99_ms"])
 
@@ -58,16 +61,20 @@ async def run_async(
     work: Callable[[httpx.AsyncClient, int], Awaitable[bool]],
     concurrency: int,
     seconds: float,
-    base_url: str,
+    base_url: str | list[str],
     max_iterations: int | None = None,
 ) -> Result:
-    """Call `work(client, i)` from `concurrency` workers for `seconds` (or `max_iterations`)."""
+    """Call `work(client, i)` from `concurrency` workers for `seconds` (or `max_iterations`).
+    With several base URLs (one per gateway instance) the calls go round-robin over them."""
     latencies: list[float] = []
     errors = 0
     counter = 0
     deadline = time.monotonic() + seconds
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30) as client:
+    urls = [base_url] if isinstance(base_url, str) else base_url
+    per_url = max(1, concurrency // len(urls))
+    limits = httpx.Limits(max_connections=per_url, max_keepalive_connections=per_url)
+    clients = [httpx.AsyncClient(base_url=u, limits=limits, timeout=60) for u in urls]
+    try:
 
         async def worker() -> None:
             nonlocal errors, counter
@@ -78,7 +85,7 @@ async def run_async(
                 counter += 1
                 started = time.perf_counter()
                 try:
-                    ok = await work(client, i)
+                    ok = await work(clients[i % len(clients)], i)
                 except httpx.HTTPError:
                     ok = False
                 latencies.append((time.perf_counter() - started) * 1000)
@@ -87,16 +94,49 @@ async def run_async(
         started = time.monotonic()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.monotonic() - started
+    finally:
+        for client in clients:
+            await client.aclose()
     return Result(len(latencies), elapsed, errors, percentile(latencies, 50), percentile(latencies, 99))
 
 
-def get_loop(url: str, concurrency: int, seconds: int, headers: dict[str, str] | None = None) -> Result:
-    """GET load from a separate process: wrk when installed, else the async client."""
+def get_loop(
+    url: str | list[str], concurrency: int, seconds: int, headers: dict[str, str] | None = None
+) -> Result:
+    """GET load from separate processes: wrk when installed, else the async client. With
+    several URLs (one per gateway instance) one load process per URL runs at the same time,
+    each with its share of the connections; their p50/p99 are combined as the worst of them."""
+    urls = [url] if isinstance(url, str) else url
+    share = max(1, concurrency // len(urls))
     if have_wrk():
-        return wrk(url, concurrency, seconds, headers)
-    cmd = [sys.executable, "-m", "bench.getload", url, str(concurrency), str(seconds), json.dumps(headers or {})]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    return Result(**json.loads(out.strip().splitlines()[-1]))
+        cmds = []
+        for u in urls:
+            cmd = ["wrk", "-t2", f"-c{share}", f"-d{seconds}s", "--latency", "-s", str(HERE / "wrk_report.lua")]
+            for k, v in (headers or {}).items():
+                cmd += ["-H", f"{k}: {v}"]
+            cmds.append([*cmd, u])
+        parse = _wrk_result
+    else:
+        cmds = [[sys.executable, "-m", "bench.getload", u, str(share), str(seconds), json.dumps(headers or {})]
+                for u in urls]
+
+        def parse(out: str) -> Result:
+            return Result(**json.loads(out.strip().splitlines()[-1]))
+
+    procs = [subprocess.Popen(c, stdout=subprocess.PIPE, text=True) for c in cmds]
+    results = []
+    for proc in procs:
+        out, _ = proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"load generator failed: {proc.args}")
+        results.append(parse(out))
+    return Result(
+        sum(r.requests for r in results),
+        max(r.seconds for r in results),
+        sum(r.errors for r in results),
+        max(r.p50_ms for r in results),
+        max(r.p99_ms for r in results),
+    )
 
 
 def median_of(values: list[float]) -> float:
