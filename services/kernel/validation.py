@@ -163,6 +163,12 @@ def _checks(annotation: Any) -> list[Check]:
     return []
 
 
+def _not_none(annotation: Any) -> Any:
+    """`X | None` → X: what a present value must be."""
+    kept = [a for a in get_args(annotation) if a is not type(None)]
+    return kept[0] if len(kept) == 1 else annotation
+
+
 _hints_cache: dict[type, dict[str, Any]] = {}
 
 
@@ -209,6 +215,12 @@ def parse_mapping(data: Any, model: type[S], source: str = "body") -> S:
         except msgspec.ValidationError as exc:
             errors.append(_entry_from_msgspec(str(exc), loc))
             continue
+        if value is None and isinstance(raw, str):  # lax mode reads the text "null" as None
+            try:
+                msgspec.convert(raw, _not_none(annotation), strict=False)
+            except msgspec.ValidationError as exc:
+                errors.append(_entry_from_msgspec(str(exc), loc))
+                continue
         if _has_nul(value):  # PostgreSQL text cannot hold NUL: refuse it here, not with a 500
             errors.append({"loc": loc, "msg": NUL_MESSAGE, "type": "value_error"})
             continue

@@ -39,3 +39,15 @@ def test_huge_resale_prices() -> None:
         parse_json(b'{"price": 1e300}', ListingPrice)
     # Below zero is the domain's 400 ("must be greater than 0"), whatever the size.
     assert parse_json(b'{"price": -1e300}', ListingPrice).price == Decimal("-1e300")
+
+
+def test_the_text_null_is_not_an_absent_value() -> None:
+    """Only JSON null is null; `?min_price=null` or `"organizer_id": "null"` are bad input."""
+    with pytest.raises(RequestValidationError) as caught:
+        parse_query({"min_price": "null", "organizer_id": "null"}, EventQuery)
+    assert [e["loc"] for e in caught.value.errors] == [
+        ["query", "min_price"],
+        ["query", "organizer_id"],
+    ]
+    assert parse_query({"search": "null"}, EventQuery).search == "null"
+    assert parse_json(b'{"price": null}', ListingPrice).price is None
