@@ -200,13 +200,24 @@ def events_replay(
         started = time.monotonic()
         async with connection:
             channel = await connection.channel(publisher_confirms=True)
+            done = [0]
+
+            def rate(_: object) -> str:
+                return f"{done[0] / max(time.monotonic() - started, 1e-6):,.0f} events/s"
+
             with click.progressbar(
                 length=the_plan.total,
                 label="replaying",
                 show_eta=True,
                 show_pos=True,
+                item_show_func=rate,
                 file=click.get_text_stream("stderr"),
             ) as bar:
+
+                def progress(n: int) -> None:
+                    done[0] += n
+                    bar.update(n, done[0])
+
                 sent = await replay(
                     engine,
                     channel,
@@ -215,7 +226,7 @@ def events_replay(
                     table[consumer],
                     filters,
                     reprocess,
-                    bar.update,
+                    progress,
                 )
         elapsed = max(time.monotonic() - started, 1e-6)
         click.echo(f"replayed {sent} events in {elapsed:.2f}s ({sent / elapsed:,.0f} events/s)")
