@@ -100,7 +100,7 @@ async def list_events(
     db: Database, q: EventQuery, identity: Identity | None
 ) -> tuple[list[Any], int]:
     where = event_conditions(q, identity)
-    async with db.engine.connect() as conn:
+    async with db.reader.connect() as conn:
         total = await conn.scalar(select(func.count()).select_from(events).where(and_(*where)))
         rows = (await conn.execute(event_page(q, where))).all()
     return rows, int(total or 0)
@@ -124,7 +124,7 @@ async def list_ticket_types(
         .where(*where)
         .order_by(ticket_types.c.type_id)
     )
-    async with db.engine.connect() as conn:
+    async with db.reader.connect() as conn:
         return list((await conn.execute(stmt)).all())
 
 
@@ -132,7 +132,7 @@ async def event_page_of(
     db: Database, event_id: int, identity: Identity | None
 ) -> tuple[Any, list[Any]] | None:
     """6.2: the visible event and its ticket types, or None."""
-    async with db.engine.connect() as conn:
+    async with db.reader.connect() as conn:
         row = (
             await conn.execute(EVENT_ROW.where(events.c.event_id == event_id, visible_to(identity)))
         ).first()
@@ -147,6 +147,6 @@ async def event_page_of(
 
 
 async def all_locations(db: Database) -> list[Any]:
-    async with db.engine.connect() as conn:
+    async with db.reader.connect() as conn:
         stmt = select(locations).order_by(locations.c.name.collate("C"), locations.c.location_id)
         return list((await conn.execute(stmt)).all())

@@ -240,7 +240,7 @@ async def events_head(request: Request, types: str = "") -> dict[str, str | None
     for to read its own writes (services.kernel.catchup)."""
     db = runtime(request).db
     wanted = [t for t in types.split(",") if t]
-    async with db.engine.connect() as conn:
+    async with db.reader.connect() as conn:
         event_id = await conn.scalar(
             select(db.outbox.c.event_id)
             .where(db.outbox.c.type.in_(wanted))

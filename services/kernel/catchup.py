@@ -74,7 +74,7 @@ class CatchUp:
         return UUID(event_id) if event_id else None
 
     async def handled(self, event_id: UUID) -> bool:
-        async with self.db.engine.connect() as conn:
+        async with self.db.reader.connect() as conn:
             found = await conn.scalar(
                 select(self.db.inbox.c.event_id).where(self.db.inbox.c.event_id == event_id)
             )

@@ -70,6 +70,9 @@ class Database:
         self.schema = schema
         self.metadata = metadata
         self.engine = create_engine(url, pool_size)
+        # For reads outside a unit of work: no BEGIN/ROLLBACK round trips around a query
+        # (each statement still sees one consistent snapshot, as in READ COMMITTED).
+        self.reader = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self.outbox, self.inbox = messaging_tables(metadata)
         # Called after every commit that wrote events, so the local relay publishes at once.
         self.on_events_committed: Callable[[], None] = lambda: None

@@ -53,13 +53,14 @@ async def left(uow: UnitOfWork, type_id: int) -> int:
     return max(0, int(row[0])) if row else 0
 
 
-async def availability(event_id: int, uow: UnitOfWork) -> dict[str, int]:
+async def availability(event_id: int, db: Database) -> dict[str, int]:
     """What the gateway shows per ticket type of an event: max(0, max_count - sold - held)."""
-    rows = await uow.execute(
-        select(tt.type_id, tt.max_count - tt.sold - tt.held).where(
-            tt.event_id == event_id, tt.deleted.is_(False)
+    async with db.reader.connect() as conn:
+        rows = await conn.execute(
+            select(tt.type_id, tt.max_count - tt.sold - tt.held).where(
+                tt.event_id == event_id, tt.deleted.is_(False)
+            )
         )
-    )
     return {str(type_id): max(0, int(n)) for type_id, n in rows}
 
 
