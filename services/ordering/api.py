@@ -208,8 +208,7 @@ async def check_in(request: Request) -> dict[str, Any]:
 @get("/internal/availability", include_in_schema=False)
 async def availability(request: Request) -> dict[str, int]:
     q = parse_query(request.query_params, AvailabilityQuery)
-    async with runtime(request).db.unit_of_work() as uow:
-        return await holds.availability(q.event_id, uow)
+    return await holds.availability(q.event_id, runtime(request).db)
 
 
 ROUTES = [

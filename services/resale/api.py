@@ -142,7 +142,7 @@ async def get_my_listings(request: Request) -> Response[list[Doc]]:
 @get("/internal/resale-summary", include_in_schema=False)
 async def resale_summary(request: Request) -> Doc:
     q = parse_query(request.query_params, SummaryQuery)
-    async with runtime(request).db.engine.connect() as conn:
+    async with runtime(request).db.reader.connect() as conn:
         return await marketplace.summary(conn, q.event_id, q.exclude_user_id)
 
 
