@@ -9,11 +9,11 @@ from typing import Any
 import msgspec
 from sqlalchemy import select, update
 
+from contracts.http import ticket_details
 from contracts.ordering import TicketCheckedIn
 from contracts.timeutil import naive_utc
 from services.kernel.db import UnitOfWork
 from services.kernel.errors import BadRequest, Conflict, Forbidden, NotFound
-from services.ordering import views
 from services.ordering.models import events, listings, ticket_types, tickets, users
 from services.ordering.pdf import TicketPrint, render_ticket
 
@@ -80,7 +80,7 @@ async def list_tickets(f: TicketFilter, uow: UnitOfWork) -> list[dict[str, Any]]
         price = active_listing_price()
         query = query.where(price.is_not(None) if f.is_on_resale else price.is_(None))
     rows = await uow.execute(query.order_by(tickets.c.ticket_id))
-    return [views.ticket_details(row) for row in rows]
+    return [ticket_details(row) for row in rows]
 
 
 async def ticket_pdf(

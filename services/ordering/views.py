@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
+from contracts.http import money
 from contracts.timeutil import naive_utc
-
-
-def money(value: Decimal | None) -> float | None:
-    return None if value is None else float(value)
 
 
 def ticket_type(row: Any) -> dict[str, Any]:
@@ -52,21 +48,4 @@ def order(row: Any, items: list[Any], ticket_ids: list[int]) -> dict[str, Any]:
             for item in items
         ],
         "ticket_ids": ticket_ids,
-    }
-
-
-def ticket_details(row: Any) -> dict[str, Any]:
-    return {
-        "ticket_id": row.ticket_id,
-        "type_id": row.type_id,
-        "seat": row.seat,
-        "owner_id": row.owner_id,
-        "resell_price": money(row.resell_price),
-        "original_price": money(row.original_price),
-        "event_name": row.event_name,
-        "event_start_date": naive_utc(row.event_start_date),
-        "event_location": row.event_location,
-        "ticket_type_description": row.ticket_type_description,
-        "event_id": row.event_id,
-        "status": row.status,
     }

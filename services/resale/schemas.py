@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from contracts.http import ticket_details
 from contracts.timeutil import naive_utc
 from services.kernel.validation import INT32_MAX, Check, FieldError, Int32, Money
 
@@ -71,26 +72,9 @@ class SummaryQuery(msgspec.Struct, kw_only=True):
     exclude_user_id: Int32 | None = None
 
 
-def money(value: Decimal | None) -> float | None:
-    return None if value is None else float(value)
-
-
 def ticket_doc(row: Any) -> Doc:
     """TicketDetails (API.md §9)."""
-    return {
-        "ticket_id": row.ticket_id,
-        "type_id": row.type_id,
-        "seat": row.seat,
-        "owner_id": row.owner_id,
-        "resell_price": money(row.resell_price),
-        "original_price": float(row.original_price),
-        "event_name": row.event_name,
-        "event_start_date": naive_utc(row.event_start_date),
-        "event_location": row.event_location,
-        "ticket_type_description": row.ticket_type_description,
-        "event_id": row.event_id,
-        "status": row.status,
-    }
+    return ticket_details(row)
 
 
 def listing_doc(row: Any) -> Doc:
