@@ -156,6 +156,9 @@ def main() -> None:
         except CorrectnessError as exc:
             failed = f"[{n} instance(s)] {exc}"
             break
+        except Exception as exc:  # noqa: BLE001 - the table so far is still written, and the exit is non-zero
+            failed = f"[{n} instance(s)] benchmark could not finish: {exc!r}"
+            break
     RESULTS.mkdir(exist_ok=True)
     meta = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
@@ -170,10 +173,12 @@ def main() -> None:
     )
     md = f"Machine: {meta['machine']}; Python {meta['python']}; load: {meta['load_tool']}; " \
          f"{meta['started']}; `{meta['command']}`\n\n{table(rows)}\n"
+    if failed:
+        md += f"\n**FAILED**: {failed}\n"
     (RESULTS / "latest.md").write_text(md)
     print(md)
     if failed:
-        print(f"CORRECTNESS CHECK FAILED: {failed}", file=sys.stderr)
+        print(f"FAILED: {failed}", file=sys.stderr)
         sys.exit(1)
 
 

@@ -242,12 +242,16 @@ async def event_pipeline(gateways: list[str], data: Dataset, engine: Any, rate: 
         async def one(i: int) -> None:
             client = clients[i % len(clients)]
             h = bearer(data.customers[i % len(data.customers)])
-            r = await client.post("/api/cart/items", params={"ticket_type_id": type_id, "quantity": per_checkout},
-                                  headers=h)
-            if r.status_code == 200:
-                r = await client.post("/api/cart/checkout", headers=h)
-            if r.status_code != 200:
-                failed[r.status_code] = failed.get(r.status_code, 0) + 1
+            try:
+                r = await client.post("/api/cart/items", params={"ticket_type_id": type_id,
+                                      "quantity": per_checkout}, headers=h)
+                if r.status_code == 200:
+                    r = await client.post("/api/cart/checkout", headers=h)
+                status = r.status_code
+            except httpx.HTTPError:  # counted; what was committed is still checked below
+                status = 0
+            if status != 200:
+                failed[status] = failed.get(status, 0) + 1
 
         tasks = []
         t0 = time.monotonic()
