@@ -45,11 +45,11 @@ def have_wrk() -> bool:
     return shutil.which("wrk") is not None
 
 
-def wrk(url: str, concurrency: int, seconds: int, headers: dict[str, str] | None = None) -> Result:
+def _wrk_command(url: str, concurrency: int, seconds: int, headers: dict[str, str] | None) -> list[str]:
     cmd = ["wrk", "-t2", f"-c{concurrency}", f"-d{seconds}s", "--latency", "-s", str(HERE / "wrk_report.lua")]
     for k, v in (headers or {}).items():
         cmd += ["-H", f"{k}: {v}"]
-    return _wrk_result(subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout)
+    return [*cmd, url]
 
 
 def _wrk_result(out: str) -> Result:
@@ -109,12 +109,7 @@ def get_loop(
     urls = [url] if isinstance(url, str) else url
     share = max(1, concurrency // len(urls))
     if have_wrk():
-        cmds = []
-        for u in urls:
-            cmd = ["wrk", "-t2", f"-c{share}", f"-d{seconds}s", "--latency", "-s", str(HERE / "wrk_report.lua")]
-            for k, v in (headers or {}).items():
-                cmd += ["-H", f"{k}: {v}"]
-            cmds.append([*cmd, u])
+        cmds = [_wrk_command(u, share, seconds, headers) for u in urls]
         parse = _wrk_result
     else:
         cmds = [[sys.executable, "-m", "bench.getload", u, str(share), str(seconds), json.dumps(headers or {})]
