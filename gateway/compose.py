@@ -37,6 +37,13 @@ def overlay(
     return page
 
 
+def _missing_types(page: dict[str, Any], availability: dict[str, int]) -> bool:
+    types = page.get("ticket_types")
+    return isinstance(types, list) and any(
+        isinstance(t, dict) and str(t.get("type_id")) not in availability for t in types
+    )
+
+
 async def _part(upstreams: Upstreams, service: str, target: str, timeout: float, type_: Any) -> Any:
     try:
         async with asyncio.timeout(timeout):
@@ -91,5 +98,15 @@ async def event_page(
     availability, resale = await asyncio.gather(*parts)
     if not isinstance(page, dict):
         return answer
+    if availability is not None and _missing_types(page, availability):
+        # Ordering has not yet seen a ticket type catalog just answered with (API.md §1.8):
+        # ask again, letting ordering catch up with catalog first. Only the stale path pays.
+        availability = await _part(
+            upstreams,
+            "ordering",
+            f"/internal/availability?event_id={int(event_id)}&catch_up=true",
+            part_timeout_s,
+            dict[str, int],
+        )
     body = msgspec.json.encode(overlay(page, availability, resale))
     return Answer(200, answer.headers, body)

@@ -16,6 +16,10 @@ class BrokerUnavailable(Exception):
     """RabbitMQ cannot be reached."""
 
 
+class TopologyMismatch(Exception):
+    """A queue was declared earlier with other arguments (an older version's topology)."""
+
+
 class Names:
     """Every broker name, derived from one prefix so test runs stay apart."""
 
@@ -58,11 +62,15 @@ def _queue_args(queue_type: str) -> dict[str, str | int]:
     return {"x-queue-type": queue_type}
 
 
-def main_queue_args(names: Names, consumer: str, queue_type: str) -> dict[str, str | int]:
-    args: dict[str, str | int] = {
+def main_queue_args(names: Names, consumer: str, queue_type: str) -> dict[str, str | int | bool]:
+    args: dict[str, str | int | bool] = {
         "x-queue-type": queue_type,
         "x-dead-letter-exchange": "",
         "x-dead-letter-routing-key": names.dead_letter_queue(consumer),
+        # One instance of a service consumes at a time (the others are hot standbys that take
+        # over when it goes away), so a service applies its events in publish order however
+        # many instances run; inside that instance, aggregates are handled in parallel.
+        "x-single-active-consumer": True,
     }
     if queue_type == "quorum":
         args["x-delivery-limit"] = BROKER_DELIVERY_LIMIT
@@ -83,11 +91,18 @@ async def declare_topology(
     """
     exchange = await declare_exchange(channel, names)
     for consumer, event_types in subscriptions.items():
-        queue = await channel.declare_queue(
-            names.queue(consumer),
-            durable=True,
-            arguments=main_queue_args(names, consumer, queue_type),
-        )
+        try:
+            queue = await channel.declare_queue(
+                names.queue(consumer),
+                durable=True,
+                arguments=main_queue_args(names, consumer, queue_type),
+            )
+        except aiormq.exceptions.ChannelPreconditionFailed as exc:
+            raise TopologyMismatch(
+                f"queue {names.queue(consumer)} exists with other arguments ({exc}); let its "
+                f"consumers drain it, then `rabbitmqctl delete_queue {names.queue(consumer)}` "
+                "and start the service again (it declares the queue anew)"
+            ) from exc
         for event_type in event_types:
             await queue.bind(exchange, routing_key=event_type)
         await channel.declare_queue(

@@ -50,6 +50,8 @@ class CheckIn(msgspec.Struct, frozen=True):
 
 class AvailabilityQuery(msgspec.Struct, frozen=True):
     event_id: Int32
+    # The gateway sets it when catalog named a ticket type this answer lacked (API.md §1.8).
+    catch_up: bool = False
 
 
 def rules() -> cart.CartRules:
@@ -208,7 +210,10 @@ async def check_in(request: Request) -> dict[str, Any]:
 @get("/internal/availability", include_in_schema=False)
 async def availability(request: Request) -> dict[str, int]:
     q = parse_query(request.query_params, AvailabilityQuery)
-    return await holds.availability(q.event_id, runtime(request).db)
+    rt = runtime(request)
+    if q.catch_up:
+        await rt.catch_up("catalog")
+    return await holds.availability(q.event_id, rt.db)
 
 
 ROUTES = [

@@ -15,7 +15,6 @@ from typing import Any
 from urllib.parse import quote
 
 import aio_pika
-import aiormq
 import pytest
 
 from services.kernel import broker
@@ -112,7 +111,7 @@ async def test_a_definition_that_disagrees_with_the_services_is_refused(
     try:
         channel = await connection.channel()
         await preload(channel, definitions(prefix, **{f"{prefix}.auth": {"x-delivery-limit": 5}}))
-        with pytest.raises(aiormq.exceptions.ChannelPreconditionFailed):
+        with pytest.raises(broker.TopologyMismatch):
             await declare_like_a_service(channel, prefix)
     finally:
         await cleanup(connection, prefix)
