@@ -72,7 +72,7 @@ async def run_suite(args: argparse.Namespace, instances: int, rows: list[Row]) -
              lambda: asyncio.to_thread(scenarios.gateway_cost, system.gateway_url, system.url("catalog"), args.seconds)),
             ("drop", True, lambda: scenarios.ticket_drop(gateways, data, args.capacity, engine)),
             ("resale", True, lambda: scenarios.resale_rush(gateways, data, args.listings, args.buyers, engine)),
-            ("pipeline", True, lambda: scenarios.event_pipeline(gateways, data, engine, 500, args.seconds)),
+            ("pipeline", True, lambda: scenarios.event_pipeline(gateways, data, engine, args.pipeline_rate, args.seconds)),
             ("replay", instances == 1, lambda: replay_rows(system)),
             ("login", instances == 1, lambda: login_rows(system, args)),
         ]
@@ -143,6 +143,7 @@ def main() -> None:
     parser.add_argument("--capacity", type=int, default=300)
     parser.add_argument("--listings", type=int, default=10)
     parser.add_argument("--buyers", type=int, default=20)
+    parser.add_argument("--pipeline-rate", type=int, default=500, help="TicketPurchased events/s offered")
     parser.add_argument("--scenarios", default="browse,gateway,drop,resale,pipeline,replay,login")
     parser.add_argument("--instances", default="1,2", help="comma-separated instance counts to run")
     args = parser.parse_args()
