@@ -73,6 +73,8 @@ class Database:
         # For reads outside a unit of work: no BEGIN/ROLLBACK round trips around a query
         # (each statement still sees one consistent snapshot, as in READ COMMITTED).
         self.reader = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        # The same for writes that are single statements (each is its own transaction).
+        self.autocommit = self.reader
         self.outbox, self.inbox = messaging_tables(metadata)
         # Called after every commit that wrote events, so the local relay publishes at once.
         self.on_events_committed: Callable[[], None] = lambda: None

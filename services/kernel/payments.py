@@ -124,7 +124,8 @@ class SimulatedProvider:
             raise PaymentUnavailable("processor unreachable")
         p = self.payments
         state = "declined" if token in DECLINED_TOKENS else "authorized"
-        async with self.db.engine.begin() as conn:
+        # Two idempotent statements: no transaction block (and no BEGIN/COMMIT round trips).
+        async with self.db.autocommit.connect() as conn:
             await conn.execute(
                 insert(p)
                 .values(
