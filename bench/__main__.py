@@ -21,8 +21,8 @@ from bench import scenarios
 from bench.dataset import PASSWORD, load
 from bench.measure import get_loop, have_wrk
 from bench.scenarios import CorrectnessError, Row
-from services.kernel.db import create_engine
 from services.cli import APPS
+from services.kernel.db import create_engine
 from tests.support.system import System
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -53,7 +53,9 @@ async def run_suite(args: argparse.Namespace, instances: int, rows: list[Row]) -
     extra = dict(BENCH_ENV)
     # PostgreSQL allows 100 connections: the instances share them.
     extra["RESELLIO_DB_POOL_SIZE"] = str(max(4, 10 // instances))
-    system = System(extra_env=extra, instances={name: instances for name in APPS} if instances > 1 else None)
+    system = System(
+        extra_env=extra, instances={name: instances for name in APPS} if instances > 1 else None
+    )
     suffix = f" [{instances} instances]" if instances > 1 else ""
     first = len(rows)
     await asyncio.to_thread(system.start)
@@ -67,12 +69,31 @@ async def run_suite(args: argparse.Namespace, instances: int, rows: list[Row]) -
         rows += base_rows
         wanted = set(args.scenarios.split(","))
         steps: list[tuple[str, bool, Callable[[], Awaitable[list[Row]]]]] = [
-            ("browse", True, lambda: asyncio.to_thread(scenarios.browse, gateways, data, args.seconds, base)),
-            ("gateway", instances == 1,
-             lambda: asyncio.to_thread(scenarios.gateway_cost, system.gateway_url, system.url("catalog"), args.seconds)),
+            (
+                "browse",
+                True,
+                lambda: asyncio.to_thread(scenarios.browse, gateways, data, args.seconds, base),
+            ),
+            (
+                "gateway",
+                instances == 1,
+                lambda: asyncio.to_thread(
+                    scenarios.gateway_cost, system.gateway_url, system.url("catalog"), args.seconds
+                ),
+            ),
             ("drop", True, lambda: scenarios.ticket_drop(gateways, data, args.capacity, engine)),
-            ("resale", True, lambda: scenarios.resale_rush(gateways, data, args.listings, args.buyers, engine)),
-            ("pipeline", True, lambda: scenarios.event_pipeline(gateways, data, engine, args.pipeline_rate, args.seconds)),
+            (
+                "resale",
+                True,
+                lambda: scenarios.resale_rush(gateways, data, args.listings, args.buyers, engine),
+            ),
+            (
+                "pipeline",
+                True,
+                lambda: scenarios.event_pipeline(
+                    gateways, data, engine, args.pipeline_rate, args.seconds
+                ),
+            ),
             ("replay", instances == 1, lambda: replay_rows(system)),
             ("login", instances == 1, lambda: login_rows(system, args)),
         ]
@@ -92,7 +113,10 @@ async def replay_rows(system: System) -> list[Row]:
     out = await asyncio.to_thread(
         subprocess.run,
         [sys.executable, "-m", "services.cli", "projections", "rebuild", "resale"],
-        env=system.env, capture_output=True, text=True, check=False,
+        env=system.env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if out.returncode != 0:
         raise CorrectnessError(f"projection rebuild differs or failed:\n{out.stdout}\n{out.stderr}")
@@ -101,9 +125,11 @@ async def replay_rows(system: System) -> list[Row]:
     count = int(line.split()[1])
     rate = float(line.split("(")[1].split()[0].replace(",", ""))
     name = "replay: rebuild resale projections"
-    return [Row(name, "events replayed", count, "count"),
-            Row(name, "events/s", rate, "/s", ">= 5000", rate >= 5000),
-            Row(name, "rebuilt state equals previous", 1, "", "yes", True)]
+    return [
+        Row(name, "events replayed", count, "count"),
+        Row(name, "events/s", rate, "/s", ">= 5000", rate >= 5000),
+        Row(name, "rebuilt state equals previous", 1, "", "yes", True),
+    ]
 
 
 async def login_rows(system: System, args: argparse.Namespace) -> list[Row]:
@@ -112,16 +138,24 @@ async def login_rows(system: System, args: argparse.Namespace) -> list[Row]:
     from bench.dataset import bearer
 
     async with httpx.AsyncClient(base_url=system.gateway_url, timeout=60) as client:
-        me = await client.get("/api/user/me", headers=bearer((await _one_customer(system))))
+        me = await client.get("/api/user/me", headers=bearer(await _one_customer(system)))
         emails = [me.json()["email"]]
     rows, _ = await scenarios.login_load(system.gateway_url, args.seconds, emails, PASSWORD)
     url = f"{system.gateway_url}/api/events?limit=20"
     alone = get_loop(url, 16, args.seconds)
-    login_task = asyncio.create_task(scenarios.login_load(system.gateway_url, args.seconds, emails, PASSWORD))
+    login_task = asyncio.create_task(
+        scenarios.login_load(system.gateway_url, args.seconds, emails, PASSWORD)
+    )
     together = await asyncio.to_thread(get_loop, url, 16, args.seconds)
     await login_task
-    rows.append(Row("login: browse c=16 while logins run", "rps ratio to browse alone",
-                    round(together.rps / alone.rps, 3) if alone.rps else 0, "x"))
+    rows.append(
+        Row(
+            "login: browse c=16 while logins run",
+            "rps ratio to browse alone",
+            round(together.rps / alone.rps, 3) if alone.rps else 0,
+            "x",
+        )
+    )
     return rows
 
 
@@ -143,7 +177,9 @@ def main() -> None:
     parser.add_argument("--capacity", type=int, default=300)
     parser.add_argument("--listings", type=int, default=10)
     parser.add_argument("--buyers", type=int, default=20)
-    parser.add_argument("--pipeline-rate", type=int, default=500, help="TicketPurchased events/s offered")
+    parser.add_argument(
+        "--pipeline-rate", type=int, default=500, help="TicketPurchased events/s offered"
+    )
     parser.add_argument("--scenarios", default="browse,gateway,drop,resale,pipeline,replay,login")
     parser.add_argument("--instances", default="1,2", help="comma-separated instance counts to run")
     args = parser.parse_args()
@@ -157,7 +193,7 @@ def main() -> None:
         except CorrectnessError as exc:
             failed = f"[{n} instance(s)] {exc}"
             break
-        except Exception as exc:  # noqa: BLE001 - the table so far is still written, and the exit is non-zero
+        except Exception as exc:
             failed = f"[{n} instance(s)] benchmark could not finish: {exc!r}"
             break
     RESULTS.mkdir(exist_ok=True)
@@ -172,8 +208,10 @@ def main() -> None:
     (RESULTS / "latest.json").write_text(
         json.dumps({"meta": meta, "rows": [r.as_dict() for r in rows], "failed": failed}, indent=2)
     )
-    md = f"Machine: {meta['machine']}; Python {meta['python']}; load: {meta['load_tool']}; " \
-         f"{meta['started']}; `{meta['command']}`\n\n{table(rows)}\n"
+    md = (
+        f"Machine: {meta['machine']}; Python {meta['python']}; load: {meta['load_tool']}; "
+        f"{meta['started']}; `{meta['command']}`\n\n{table(rows)}\n"
+    )
     if failed:
         md += f"\n**FAILED**: {failed}\n"
     (RESULTS / "latest.md").write_text(md)

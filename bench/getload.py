@@ -13,7 +13,12 @@ from bench.measure import run_async
 
 
 def main() -> None:
-    url, concurrency, seconds, headers = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4])
+    url, concurrency, seconds, headers = (
+        sys.argv[1],
+        int(sys.argv[2]),
+        int(sys.argv[3]),
+        json.loads(sys.argv[4]),
+    )
 
     async def one(client: httpx.AsyncClient, _: int) -> bool:
         return (await client.get(url, headers=headers)).status_code < 400

@@ -45,8 +45,18 @@ def have_wrk() -> bool:
     return shutil.which("wrk") is not None
 
 
-def _wrk_command(url: str, concurrency: int, seconds: int, headers: dict[str, str] | None) -> list[str]:
-    cmd = ["wrk", "-t2", f"-c{concurrency}", f"-d{seconds}s", "--latency", "-s", str(HERE / "wrk_report.lua")]
+def _wrk_command(
+    url: str, concurrency: int, seconds: int, headers: dict[str, str] | None
+) -> list[str]:
+    cmd = [
+        "wrk",
+        "-t2",
+        f"-c{concurrency}",
+        f"-d{seconds}s",
+        "--latency",
+        "-s",
+        str(HERE / "wrk_report.lua"),
+    ]
     for k, v in (headers or {}).items():
         cmd += ["-H", f"{k}: {v}"]
     return [*cmd, url]
@@ -97,7 +107,9 @@ async def run_async(
     finally:
         for client in clients:
             await client.aclose()
-    return Result(len(latencies), elapsed, errors, percentile(latencies, 50), percentile(latencies, 99))
+    return Result(
+        len(latencies), elapsed, errors, percentile(latencies, 50), percentile(latencies, 99)
+    )
 
 
 def get_loop(
@@ -112,8 +124,18 @@ def get_loop(
         cmds = [_wrk_command(u, share, seconds, headers) for u in urls]
         parse = _wrk_result
     else:
-        cmds = [[sys.executable, "-m", "bench.getload", u, str(share), str(seconds), json.dumps(headers or {})]
-                for u in urls]
+        cmds = [
+            [
+                sys.executable,
+                "-m",
+                "bench.getload",
+                u,
+                str(share),
+                str(seconds),
+                json.dumps(headers or {}),
+            ]
+            for u in urls
+        ]
 
         def parse(out: str) -> Result:
             return Result(**json.loads(out.strip().splitlines()[-1]))

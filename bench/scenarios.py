@@ -33,13 +33,27 @@ class Row:
         return self.__dict__.copy()
 
 
-def _rows(name: str, r: Result, p99_target_ms: float | None = None, rps_target: float | None = None) -> list[Row]:
+def _rows(
+    name: str, r: Result, p99_target_ms: float | None = None, rps_target: float | None = None
+) -> list[Row]:
     return [
-        Row(name, "requests/s", round(r.rps, 1), "req/s", f">= {rps_target:g}" if rps_target else "",
-            r.rps >= rps_target if rps_target else None),
+        Row(
+            name,
+            "requests/s",
+            round(r.rps, 1),
+            "req/s",
+            f">= {rps_target:g}" if rps_target else "",
+            r.rps >= rps_target if rps_target else None,
+        ),
         Row(name, "p50", round(r.p50_ms, 2), "ms"),
-        Row(name, "p99", round(r.p99_ms, 2), "ms", f"< {p99_target_ms:g}" if p99_target_ms else "",
-            r.p99_ms < p99_target_ms if p99_target_ms else None),
+        Row(
+            name,
+            "p99",
+            round(r.p99_ms, 2),
+            "ms",
+            f"< {p99_target_ms:g}" if p99_target_ms else "",
+            r.p99_ms < p99_target_ms if p99_target_ms else None,
+        ),
         Row(name, "errors", r.errors, "count", "0", r.errors == 0),
     ]
 
@@ -47,22 +61,41 @@ def _rows(name: str, r: Result, p99_target_ms: float | None = None, rps_target: 
 def baseline(gateways: list[str], seconds: int) -> tuple[list[Row], Result]:
     """The gateway answering by itself (GET /health): what every ratio is measured against."""
     r = get_loop([f"{g}/health" for g in gateways], 64, seconds)
-    return [Row("baseline: gateway /health c=64", "requests/s", round(r.rps, 1), "req/s"),
-            Row("baseline: gateway /health c=64", "p50", round(r.p50_ms, 2), "ms")], r
+    return [
+        Row("baseline: gateway /health c=64", "requests/s", round(r.rps, 1), "req/s"),
+        Row("baseline: gateway /health c=64", "p50", round(r.p50_ms, 2), "ms"),
+    ], r
 
 
 def browse(gateways: list[str], data: Dataset, seconds: int, base: Result) -> list[Row]:
     rows: list[Row] = []
-    listing = [f"{g}/api/events?search=Concert&sort_by=start_date&limit=20&page=2" for g in gateways]
+    listing = [
+        f"{g}/api/events?search=Concert&sort_by=start_date&limit=20&page=2" for g in gateways
+    ]
     page = [f"{g}/api/events/{data.event_ids[0]}" for g in gateways]
     for c in (16, 64):
         r = get_loop(listing, c, seconds)
-        rows += _rows(f"browse: GET /api/events c={c}", r, 100 if c == 64 else None, 1500 if c == 64 else None)
-        rows.append(Row(f"browse: GET /api/events c={c}", "ratio to baseline rps", round(r.rps / base.rps, 3), "x"))
+        rows += _rows(
+            f"browse: GET /api/events c={c}", r, 100 if c == 64 else None, 1500 if c == 64 else None
+        )
+        rows.append(
+            Row(
+                f"browse: GET /api/events c={c}",
+                "ratio to baseline rps",
+                round(r.rps / base.rps, 3),
+                "x",
+            )
+        )
         r = get_loop(page, c, seconds)
         rows += _rows(f"browse: GET /api/events/{{id}} (composed) c={c}", r)
-        rows.append(Row(f"browse: GET /api/events/{{id}} (composed) c={c}", "ratio to baseline rps",
-                        round(r.rps / base.rps, 3), "x"))
+        rows.append(
+            Row(
+                f"browse: GET /api/events/{{id}} (composed) c={c}",
+                "ratio to baseline rps",
+                round(r.rps / base.rps, 3),
+                "x",
+            )
+        )
     return rows
 
 
@@ -72,11 +105,32 @@ def gateway_cost(gateway: str, catalog: str, seconds: int) -> list[Row]:
     direct = get_loop(catalog + path, 16, seconds)
     added = through.p50_ms - direct.p50_ms
     return [
-        Row("gateway cost: GET /api/events c=16", "p50 through gateway", round(through.p50_ms, 2), "ms"),
-        Row("gateway cost: GET /api/events c=16", "p50 direct to catalog", round(direct.p50_ms, 2), "ms"),
-        Row("gateway cost: GET /api/events c=16", "added p50", round(added, 2), "ms", "< 1", added < 1),
-        Row("gateway cost: GET /api/events c=16", "rps ratio gateway/direct",
-            round(through.rps / direct.rps, 3) if direct.rps else 0, "x"),
+        Row(
+            "gateway cost: GET /api/events c=16",
+            "p50 through gateway",
+            round(through.p50_ms, 2),
+            "ms",
+        ),
+        Row(
+            "gateway cost: GET /api/events c=16",
+            "p50 direct to catalog",
+            round(direct.p50_ms, 2),
+            "ms",
+        ),
+        Row(
+            "gateway cost: GET /api/events c=16",
+            "added p50",
+            round(added, 2),
+            "ms",
+            "< 1",
+            added < 1,
+        ),
+        Row(
+            "gateway cost: GET /api/events c=16",
+            "rps ratio gateway/direct",
+            round(through.rps / direct.rps, 3) if direct.rps else 0,
+            "x",
+        ),
     ]
 
 
@@ -92,12 +146,16 @@ async def ticket_drop(gateways: list[str], data: Dataset, capacity: int, engine:
 
     async def buy(client: httpx.AsyncClient, i: int) -> bool:
         h = bearer(data.customers[i % len(data.customers)])
-        r = await client.post("/api/cart/items", params={"ticket_type_id": type_id, "quantity": 1}, headers=h)
+        r = await client.post(
+            "/api/cart/items", params={"ticket_type_id": type_id, "quantity": 1}, headers=h
+        )
         if r.status_code != 200:
             key = f"add {r.status_code}"
             outcomes[key] = outcomes.get(key, 0) + 1
             return r.status_code == 400 and "Not enough tickets available" in r.text
-        r = await client.post("/api/cart/checkout", headers={**h, "Idempotency-Key": uuid.uuid4().hex})
+        r = await client.post(
+            "/api/cart/checkout", headers={**h, "Idempotency-Key": uuid.uuid4().hex}
+        )
         key = f"checkout {r.status_code}"
         outcomes[key] = outcomes.get(key, 0) + 1
         if r.status_code == 200:
@@ -107,9 +165,15 @@ async def ticket_drop(gateways: list[str], data: Dataset, capacity: int, engine:
     buyers = len(data.customers)
     result = await run_async(buy, 64, 600, gateways, max_iterations=buyers)
     async with engine.connect() as conn:
-        issued = await conn.scalar(text("SELECT count(*) FROM ordering.tickets WHERE type_id = :t"), {"t": type_id})
-        sold, held = (await conn.execute(
-            text("SELECT sold, held FROM ordering.ticket_types WHERE type_id = :t"), {"t": type_id})).one()
+        issued = await conn.scalar(
+            text("SELECT count(*) FROM ordering.tickets WHERE type_id = :t"), {"t": type_id}
+        )
+        sold, held = (
+            await conn.execute(
+                text("SELECT sold, held FROM ordering.ticket_types WHERE type_id = :t"),
+                {"t": type_id},
+            )
+        ).one()
     won = outcomes.get("checkout 200", 0)
     # Oversold, a ticket without a paid checkout (or the reverse), or inventory that does not
     # add up is a failure whatever the speed. A checkout that failed (5xx) leaves its hold in
@@ -117,14 +181,24 @@ async def ticket_drop(gateways: list[str], data: Dataset, capacity: int, engine:
     if issued > capacity or issued != won or sold != issued or sold + held > capacity:
         raise CorrectnessError(
             f"ticket drop: capacity {capacity}, tickets issued {issued}, checkouts won {won}, "
-            f"inventory sold {sold} held {held}; {outcomes}")
+            f"inventory sold {sold} held {held}; {outcomes}"
+        )
     if buyers >= capacity and sold + held != capacity:
-        raise CorrectnessError(f"ticket drop: {sold} sold + {held} held of {capacity} with {buyers} buyers")
+        raise CorrectnessError(
+            f"ticket drop: {sold} sold + {held} held of {capacity} with {buyers} buyers"
+        )
     sell_out = max(won_at) if won_at else result.seconds
     checkouts_per_s = won / sell_out if sell_out else 0.0
     name = f"ticket drop: {buyers} buyers, {capacity} tickets"
     return [
-        Row(name, "checkouts/s (until sold out)", round(checkouts_per_s, 1), "/s", ">= 300", checkouts_per_s >= 300),
+        Row(
+            name,
+            "checkouts/s (until sold out)",
+            round(checkouts_per_s, 1),
+            "/s",
+            ">= 300",
+            checkouts_per_s >= 300,
+        ),
         Row(name, "p50 (add + checkout)", round(result.p50_ms, 1), "ms"),
         Row(name, "p99 (add + checkout)", round(result.p99_ms, 1), "ms"),
         Row(name, "tickets issued", issued, "count", f"== {capacity}", issued == capacity),
@@ -138,7 +212,9 @@ async def _wait_on_sale(engine: Any, type_id: int, capacity: int, timeout: float
     while time.monotonic() < deadline:
         async with engine.connect() as conn:
             found = await conn.scalar(
-                text("SELECT max_count FROM ordering.ticket_types WHERE type_id = :t"), {"t": type_id})
+                text("SELECT max_count FROM ordering.ticket_types WHERE type_id = :t"),
+                {"t": type_id},
+            )
         if found == capacity:
             return
         await asyncio.sleep(0.1)
@@ -149,8 +225,15 @@ async def _event(gateway: str, data: Dataset, capacity: int, tag: str) -> int:
     async with httpx.AsyncClient(base_url=gateway, timeout=60) as client:
         r = await client.get("/api/locations")
         location_id = r.json()[0]["location_id"]
-        return await new_event(client, data.admin, data.organizer, location_id,
-                               f"{tag} {uuid.uuid4().hex[:6]}", capacity, 50.0)
+        return await new_event(
+            client,
+            data.admin,
+            data.organizer,
+            location_id,
+            f"{tag} {uuid.uuid4().hex[:6]}",
+            capacity,
+            50.0,
+        )
 
 
 async def _standard_type(gateway: str, event_id: int) -> int:
@@ -171,10 +254,16 @@ async def resale_rush(
         ticket_ids = []
         for seller in sellers:
             h = bearer(seller)
-            (await client.post("/api/cart/items", params={"ticket_type_id": type_id}, headers=h)).raise_for_status()
+            (
+                await client.post("/api/cart/items", params={"ticket_type_id": type_id}, headers=h)
+            ).raise_for_status()
             (await client.post("/api/cart/checkout", headers=h)).raise_for_status()
             ticket = (await client.get("/api/tickets", headers=h)).json()[0]
-            (await client.post(f"/api/tickets/{ticket['ticket_id']}/resell", json={"price": 60}, headers=h)).raise_for_status()
+            (
+                await client.post(
+                    f"/api/tickets/{ticket['ticket_id']}/resell", json={"price": 60}, headers=h
+                )
+            ).raise_for_status()
             ticket_ids.append(ticket["ticket_id"])
     wins: dict[int, int] = {t: 0 for t in ticket_ids}
     winners: dict[int, int] = {}
@@ -183,14 +272,18 @@ async def resale_rush(
     async def attempt(client: httpx.AsyncClient, i: int) -> bool:
         ticket_id = ticket_ids[i % listings]
         buyer = data.customers[i % len(data.customers)]
-        r = await client.post("/api/resale/purchase", json={"ticket_id": ticket_id}, headers=bearer(buyer))
+        r = await client.post(
+            "/api/resale/purchase", json={"ticket_id": ticket_id}, headers=bearer(buyer)
+        )
         outcomes[r.status_code] = outcomes.get(r.status_code, 0) + 1
         if r.status_code in (200, 202):  # 202: sold, the transfer is still being recorded
             wins[ticket_id] += 1
             winners[ticket_id] = i % len(data.customers)
         return r.status_code in (200, 202, 409, 400)
 
-    result = await run_async(attempt, 64, 600, gateways, max_iterations=listings * buyers_per_listing)
+    result = await run_async(
+        attempt, 64, 600, gateways, max_iterations=listings * buyers_per_listing
+    )
     if any(n != 1 for n in wins.values()):
         raise CorrectnessError(f"resale rush: winners per listing {wins}; answers {outcomes}")
     # The books must agree: one standing purchase per ticket, and (once ordering has applied
@@ -198,13 +291,29 @@ async def resale_rush(
     deadline = time.monotonic() + 30
     while True:
         async with engine.connect() as conn:
-            sales = dict((await conn.execute(text(
-                "SELECT ticket_id, count(*) FROM resale.purchases WHERE status <> 'failed' "
-                "AND ticket_id = ANY(:t) GROUP BY ticket_id"), {"t": ticket_ids})).all())
-            moved = dict((await conn.execute(text(
-                "SELECT t.ticket_id, t.owner_id = p.buyer_id FROM ordering.tickets t "
-                "JOIN resale.purchases p ON p.ticket_id = t.ticket_id AND p.status <> 'failed' "
-                "WHERE t.ticket_id = ANY(:t)"), {"t": ticket_ids})).all())
+            sales = dict(
+                (
+                    await conn.execute(
+                        text(
+                            "SELECT ticket_id, count(*) FROM resale.purchases WHERE status <> 'failed' "
+                            "AND ticket_id = ANY(:t) GROUP BY ticket_id"
+                        ),
+                        {"t": ticket_ids},
+                    )
+                ).all()
+            )
+            moved = dict(
+                (
+                    await conn.execute(
+                        text(
+                            "SELECT t.ticket_id, t.owner_id = p.buyer_id FROM ordering.tickets t "
+                            "JOIN resale.purchases p ON p.ticket_id = t.ticket_id AND p.status <> 'failed' "
+                            "WHERE t.ticket_id = ANY(:t)"
+                        ),
+                        {"t": ticket_ids},
+                    )
+                ).all()
+            )
         if any(sales.get(t) != 1 for t in ticket_ids):
             raise CorrectnessError(f"resale rush: standing purchases per ticket {sales}")
         if all(moved.get(t) for t in ticket_ids):
@@ -217,12 +326,20 @@ async def resale_rush(
         Row(name, "purchase attempts/s", round(result.rps, 1), "/s"),
         Row(name, "p50", round(result.p50_ms, 1), "ms"),
         Row(name, "p99", round(result.p99_ms, 1), "ms"),
-        Row(name, "listings with exactly one winner", sum(1 for n in wins.values() if n == 1), "count",
-            f"== {listings}", True),
+        Row(
+            name,
+            "listings with exactly one winner",
+            sum(1 for n in wins.values() if n == 1),
+            "count",
+            f"== {listings}",
+            True,
+        ),
     ]
 
 
-async def event_pipeline(gateways: list[str], data: Dataset, engine: Any, rate: int, seconds: int) -> list[Row]:
+async def event_pipeline(
+    gateways: list[str], data: Dataset, engine: Any, rate: int, seconds: int
+) -> list[Row]:
     """TicketPurchased committed by ordering → handled by resale, at a steady event rate
     (checkouts of `per_checkout` tickets started at a fixed interval)."""
     # Each checkout needs a customer of its own (one checkout per cart at a time).
@@ -243,8 +360,11 @@ async def event_pipeline(gateways: list[str], data: Dataset, engine: Any, rate: 
             client = clients[i % len(clients)]
             h = bearer(data.customers[i % len(data.customers)])
             try:
-                r = await client.post("/api/cart/items", params={"ticket_type_id": type_id,
-                                      "quantity": per_checkout}, headers=h)
+                r = await client.post(
+                    "/api/cart/items",
+                    params={"ticket_type_id": type_id, "quantity": per_checkout},
+                    headers=h,
+                )
                 if r.status_code == 200:
                     r = await client.post("/api/cart/checkout", headers=h)
                 status = r.status_code
@@ -267,7 +387,8 @@ async def event_pipeline(gateways: list[str], data: Dataset, engine: Any, rate: 
         "extract(epoch FROM o.occurred_at), "
         "extract(epoch FROM (o.published_at - o.occurred_at)) * 1000 "
         "FROM ordering.outbox o LEFT JOIN resale.inbox i ON i.event_id = o.event_id "
-        "WHERE o.type = 'ordering.TicketPurchased' AND o.occurred_at >= :t")
+        "WHERE o.type = 'ordering.TicketPurchased' AND o.occurred_at >= :t"
+    )
     deadline = time.monotonic() + 60  # every committed event must arrive: wait for the tail
     while True:
         async with engine.connect() as conn:
@@ -277,7 +398,9 @@ async def event_pipeline(gateways: list[str], data: Dataset, engine: Any, rate: 
             break
         await asyncio.sleep(0.5)
     if lost:
-        raise CorrectnessError(f"event pipeline: {lost} TicketPurchased events never reached resale")
+        raise CorrectnessError(
+            f"event pipeline: {lost} TicketPurchased events never reached resale"
+        )
     lags = [float(r[0]) for r in rows]
     # Where the time goes: ordering's relay (committed -> published) vs resale's consumer.
     relay_lags = [float(r[2]) for r in rows if r[2] is not None]
@@ -288,21 +411,38 @@ async def event_pipeline(gateways: list[str], data: Dataset, engine: Any, rate: 
     name = f"event pipeline: TicketPurchased -> resale, offered {rate} events/s"
     return [
         Row(name, "events", len(lags), "count"),
-        Row(name, "achieved events/s", round(achieved, 1), "/s", f">= {0.9 * rate:g} (90%)", achieved >= 0.9 * rate),
+        Row(
+            name,
+            "achieved events/s",
+            round(achieved, 1),
+            "/s",
+            f">= {0.9 * rate:g} (90%)",
+            achieved >= 0.9 * rate,
+        ),
         Row(name, "checkouts refused or failed", sum(failed.values()), "count", "0", not failed),
         Row(name, "p50", round(percentile(lags, 50), 1), "ms"),
         Row(name, "p99", round(p99, 1), "ms", "< 100", p99 < 100),
-        Row(name, "p50 of it in ordering's relay (committed -> published)",
-            round(percentile(relay_lags, 50), 1), "ms"),
+        Row(
+            name,
+            "p50 of it in ordering's relay (committed -> published)",
+            round(percentile(relay_lags, 50), 1),
+            "ms",
+        ),
         Row(name, "p99 of it in ordering's relay", round(percentile(relay_lags, 99), 1), "ms"),
     ]
 
 
-async def login_load(gateway: str, seconds: int, emails: list[str], password: str) -> tuple[list[Row], Result]:
+async def login_load(
+    gateway: str, seconds: int, emails: list[str], password: str
+) -> tuple[list[Row], Result]:
     async def one(client: httpx.AsyncClient, i: int) -> bool:
-        r = await client.post("/api/auth/token", data={"username": emails[i % len(emails)], "password": password})
+        r = await client.post(
+            "/api/auth/token", data={"username": emails[i % len(emails)], "password": password}
+        )
         return r.status_code == 200
 
     r = await run_async(one, 8, seconds, gateway)
-    return [Row("login: POST /api/auth/token c=8", "logins/s", round(r.rps, 1), "/s"),
-            Row("login: POST /api/auth/token c=8", "p99", round(r.p99_ms, 1), "ms")], r
+    return [
+        Row("login: POST /api/auth/token c=8", "logins/s", round(r.rps, 1), "/s"),
+        Row("login: POST /api/auth/token c=8", "p99", round(r.p99_ms, 1), "ms"),
+    ], r

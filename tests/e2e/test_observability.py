@@ -66,4 +66,6 @@ async def test_metrics_count_handled_events_and_their_lag(
         assert 'resellio_event_handle_seconds_bucket{consumer="ordering"' in text
         auth = (await client.get(f"{system.url('auth')}/metrics")).text
         assert 'resellio_outbox_published_total{producer="auth"}' in auth
-        assert re.search(r'resellio_outbox_publish_seconds_bucket\{le="[^"]+",producer="auth"\}', auth)
+        assert re.search(
+            r'resellio_outbox_publish_seconds_bucket\{le="[^"]+",producer="auth"\}', auth
+        )

@@ -65,7 +65,9 @@ async def test_rebuilt_catalog_projection_equals_the_one_it_replaced(
     assert result.returncode == 0, result.stdout + result.stderr
     assert "projection matches what was there before" in result.stdout
     assert "checksum same" in result.stdout
-    rows = next(line for line in result.stdout.splitlines() if line.strip().startswith("organizers"))
+    rows = next(
+        line for line in result.stdout.splitlines() if line.strip().startswith("organizers")
+    )
     before, after = int(rows.split()[2]), int(rows.split()[4])
     assert before == after >= 1
 
