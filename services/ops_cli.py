@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -84,9 +85,23 @@ _filter_options = [
 
 
 def filter_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Adds the event-log filter options; the command receives them as one `filters`."""
+
+    @functools.wraps(fn)
+    def command(
+        producer: str | None,
+        types: tuple[str, ...],
+        aggregate: str | None,
+        correlation: str | None,
+        since: str | None,
+        until: str | None,
+        **rest: Any,
+    ) -> Any:
+        return fn(filters=_filters(producer, types, aggregate, correlation, since, until), **rest)
+
     for option in reversed(_filter_options):
-        fn = option(fn)
-    return fn
+        command = option(command)
+    return command
 
 
 @click.group()
@@ -98,16 +113,10 @@ def events() -> None:
 @filter_options
 @click.option("--limit", type=int, default=50, show_default=True)
 def events_list(
-    producer: str | None,
-    types: tuple[str, ...],
-    aggregate: str | None,
-    correlation: str | None,
-    since: str | None,
-    until: str | None,
+    filters: Filters,
     limit: int,
 ) -> None:
     """List events, oldest first (the newest LIMIT that match)."""
-    filters = _filters(producer, types, aggregate, correlation, since, until)
     rows = _run(lambda _s, engine: list_events(engine, filters, limit))
     for row in rows:
         click.echo(_line(row))
@@ -132,16 +141,10 @@ def events_show(event_id: str) -> None:
 @filter_options
 @click.option("--interval", type=float, default=0.5, show_default=True)
 def events_tail(
-    producer: str | None,
-    types: tuple[str, ...],
-    aggregate: str | None,
-    correlation: str | None,
-    since: str | None,
-    until: str | None,
+    filters: Filters,
     interval: float,
 ) -> None:
     """Follow new events as they are committed (Ctrl-C to stop)."""
-    filters = _filters(producer, types, aggregate, correlation, since, until)
 
     async def follow(_s: Settings, engine: AsyncEngine) -> None:
         seen: dict[str, int] = {}
@@ -171,12 +174,7 @@ def events_tail(
 @click.option("--reprocess", is_flag=True, help="Handle again events the consumer already handled.")
 def events_replay(
     consumer: str,
-    producer: str | None,
-    types: tuple[str, ...],
-    aggregate: str | None,
-    correlation: str | None,
-    since: str | None,
-    until: str | None,
+    filters: Filters,
     dry_run: bool,
     reprocess: bool,
 ) -> None:
@@ -184,7 +182,6 @@ def events_replay(
     table = subscriptions()
     if consumer not in table:
         raise click.ClickException(f"unknown consumer {consumer!r}; consumers: {', '.join(table)}")
-    filters = _filters(producer, types, aggregate, correlation, since, until)
 
     async def go(settings: Settings, engine: AsyncEngine) -> None:
         the_plan = await plan(engine, consumer, table[consumer], filters)

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import aio_pika
 import aiormq
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractRobustConnection,
+)
 
 log = logging.getLogger("resellio.broker")
 
@@ -134,3 +140,23 @@ async def delete_topology(
         ]:
             await channel.queue_delete(queue)
     await channel.exchange_delete(names.exchange)
+
+
+async def resend(
+    channel: AbstractChannel, message: AbstractIncomingMessage, queue: str, headers: dict[str, Any]
+) -> None:
+    """Publish a received message again, unchanged but for its headers, straight to `queue`
+    (a retry queue, the dead-letter queue, or back to the consumer's queue)."""
+    await channel.default_exchange.publish(
+        aio_pika.Message(
+            message.body,
+            headers=headers,
+            content_type=message.content_type,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=message.message_id,
+            type=message.type,
+            correlation_id=message.correlation_id,
+            timestamp=message.timestamp,
+        ),
+        routing_key=queue,
+    )

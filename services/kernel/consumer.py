@@ -9,7 +9,6 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from sqlalchemy.dialects.postgresql import insert
 
@@ -17,7 +16,7 @@ from contracts.codec import decode_envelope, decode_payload
 from contracts.envelope import Envelope, Event
 from contracts.timeutil import utcnow
 from services.kernel import context, metrics
-from services.kernel.broker import Names
+from services.kernel.broker import Names, resend
 from services.kernel.db import Database, DatabaseUnavailable, UnitOfWork
 
 log = logging.getLogger("resellio.consumer")
@@ -160,16 +159,4 @@ class Consumer:
             target = self.names.dead_letter_queue(self.name)
             outcome = "dead_lettered"
         metrics.events_handled.labels(self.name, message.type or "?", outcome).inc()
-        await self._channel.default_exchange.publish(
-            aio_pika.Message(
-                message.body,
-                headers=headers,
-                content_type=message.content_type,
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                message_id=message.message_id,
-                type=message.type,
-                correlation_id=message.correlation_id,
-                timestamp=message.timestamp,
-            ),
-            routing_key=target,
-        )
+        await resend(self._channel, message, target, headers)

@@ -6,10 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
-from services.kernel.broker import Names
+from services.kernel.broker import Names, resend
 
 
 @dataclass(frozen=True)
@@ -73,18 +72,7 @@ async def settle(
         if requeue:
             headers = {k: v for k, v in letter.headers.items() if not k.startswith("x-")}
             headers["x-requeued"] = True
-            await channel.default_exchange.publish(
-                aio_pika.Message(
-                    message.body,
-                    headers=headers,
-                    content_type=message.content_type,
-                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                    message_id=message.message_id,
-                    type=message.type,
-                    correlation_id=message.correlation_id,
-                ),
-                routing_key=names.queue(consumer),
-            )
+            await resend(channel, message, names.queue(consumer), headers)
         await message.ack()
         done += 1
     return done
