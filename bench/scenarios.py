@@ -421,7 +421,8 @@ async def event_pipeline(
         ),
         Row(name, "checkouts refused or failed", sum(failed.values()), "count", "0", not failed),
         Row(name, "p50", round(percentile(lags, 50), 1), "ms"),
-        Row(name, "p99", round(p99, 1), "ms", "< 100", p99 < 100),
+        # The target is set at 500 events/s; at other rates the row only informs.
+        Row(name, "p99", round(p99, 1), "ms", *(("< 100", p99 < 100) if rate >= 500 else ())),
         Row(
             name,
             "p50 of it in ordering's relay (committed -> published)",

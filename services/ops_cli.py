@@ -360,8 +360,8 @@ def projections_rebuild(service: str, timeout: float) -> None:
             )
         click.echo("", err=True)
         click.echo(
-            f"replayed {report.replayed} events in {report.seconds:.2f}s "
-            f"({report.replayed / max(report.seconds, 1e-6):,.0f} events/s)"
+            f"replayed {report.replayed} events in {report.replay_seconds:.2f}s "
+            f"({report.rate:,.0f} events/s); the rebuild took {report.seconds:.2f}s in all"
         )
         for table, state in report.after.items():
             was = report.before[table]

@@ -3,6 +3,8 @@ tickets (sold counts, who holds a valid ticket). Every handler is idempotent."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 
@@ -16,7 +18,7 @@ from contracts.auth import (
 from contracts.envelope import Envelope
 from contracts.ordering import TicketPurchased, TicketRefunded, TicketTransferred
 from services.catalog.models import organizers, ticket_types, tickets
-from services.kernel.consumer import Handler
+from services.kernel.consumer import Handler, bulk
 from services.kernel.db import UnitOfWork
 from services.kernel.projections import Projection
 
@@ -35,19 +37,24 @@ async def _set_organizer(uow: UnitOfWork, organizer_id: int, user_id: int, **sta
     )
 
 
-async def on_user_registered(event: UserRegistered, envelope: Envelope, uow: UnitOfWork) -> None:
-    if event.role != "organizer":
-        return
-    await uow.execute(
-        insert(organizers)
-        .values(
-            organizer_id=event.role_id,
-            user_id=event.user_id,
-            verified=bool(event.is_verified),
-            account_state=event.account_state,
+@bulk
+async def on_user_registered(items: list[tuple[UserRegistered, Envelope]], uow: UnitOfWork) -> None:
+    rows = [
+        {
+            "organizer_id": e.role_id,
+            "user_id": e.user_id,
+            "verified": bool(e.is_verified),
+            "account_state": e.account_state,
+        }
+        for e, _ in items
+        if e.role == "organizer"
+    ]
+    if rows:
+        await uow.execute(
+            insert(organizers)
+            .values(rows)
+            .on_conflict_do_nothing(index_elements=[organizers.c.organizer_id])
         )
-        .on_conflict_do_nothing(index_elements=[organizers.c.organizer_id])
-    )
 
 
 async def on_organizer_verified(
@@ -86,32 +93,49 @@ async def _count(uow: UnitOfWork, type_id: int | None, sold: int, issued: int) -
         )
 
 
-async def on_ticket_purchased(event: TicketPurchased, envelope: Envelope, uow: UnitOfWork) -> None:
-    fresh = await uow.execute(
-        insert(tickets)
-        .values(
-            ticket_id=event.ticket_id,
-            event_id=event.event_id,
-            type_id=event.type_id,
-            owner_id=event.owner_id,
-            valid=True,
+@bulk
+async def on_ticket_purchased(
+    items: list[tuple[TicketPurchased, Envelope]], uow: UnitOfWork
+) -> None:
+    purchases = {e.ticket_id: e for e, _ in items}
+    fresh = set(
+        (
+            await uow.execute(
+                insert(tickets)
+                .values(
+                    [
+                        {
+                            "ticket_id": e.ticket_id,
+                            "event_id": e.event_id,
+                            "type_id": e.type_id,
+                            "owner_id": e.owner_id,
+                            "valid": True,
+                        }
+                        for e in purchases.values()
+                    ]
+                )
+                .on_conflict_do_nothing(index_elements=[tickets.c.ticket_id])
+                .returning(tickets.c.ticket_id)
+            )
+        ).scalars()
+    )
+    sold = Counter(purchases[t].type_id for t in fresh)
+    issued = Counter(sold)
+    # A later event of a ticket arrived first: complete its row, count it as issued once.
+    for ticket_id in sorted(purchases.keys() - fresh):
+        event = purchases[ticket_id]
+        completed = await uow.execute(
+            update(tickets)
+            .where(tickets.c.ticket_id == ticket_id, tickets.c.type_id.is_(None))
+            .values(event_id=event.event_id, type_id=event.type_id)
+            .returning(tickets.c.valid)
         )
-        .on_conflict_do_nothing(index_elements=[tickets.c.ticket_id])
-        .returning(tickets.c.ticket_id)
-    )
-    if fresh.first() is not None:
-        await _count(uow, event.type_id, sold=1, issued=1)
-        return
-    # A later event of this ticket arrived first: complete the row, count it as issued once.
-    completed = await uow.execute(
-        update(tickets)
-        .where(tickets.c.ticket_id == event.ticket_id, tickets.c.type_id.is_(None))
-        .values(event_id=event.event_id, type_id=event.type_id)
-        .returning(tickets.c.valid)
-    )
-    row = completed.first()
-    if row is not None:
-        await _count(uow, event.type_id, sold=1 if row.valid else 0, issued=1)
+        row = completed.first()
+        if row is not None:
+            issued[event.type_id] += 1
+            sold[event.type_id] += 1 if row.valid else 0
+    for type_id in sorted(issued):  # one counter update per type, in a fixed order
+        await _count(uow, type_id, sold=sold[type_id], issued=issued[type_id])
 
 
 async def on_ticket_transferred(

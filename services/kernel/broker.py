@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
-from typing import Any
+from datetime import datetime
+from typing import Any, Protocol
 
 import aio_pika
 import aiormq
 from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
-    AbstractIncomingMessage,
     AbstractRobustConnection,
 )
 
@@ -142,8 +142,29 @@ async def delete_topology(
     await channel.exchange_delete(names.exchange)
 
 
+class Resendable(Protocol):
+    """What resend() needs of a message: a received one, or one event out of a replay pack."""
+
+    @property
+    def body(self) -> bytes: ...
+    @property
+    def content_type(self) -> str | None: ...
+    @property
+    def message_id(self) -> str | None: ...
+    @property
+    def type(self) -> str | None: ...
+    @property
+    def correlation_id(self) -> str | None: ...
+    @property
+    def timestamp(self) -> datetime | None: ...
+    @property
+    def routing_key(self) -> str | None: ...
+    @property
+    def headers(self) -> Any: ...
+
+
 async def resend(
-    channel: AbstractChannel, message: AbstractIncomingMessage, queue: str, headers: dict[str, Any]
+    channel: AbstractChannel, message: Resendable, queue: str, headers: dict[str, Any]
 ) -> None:
     """Publish a received message again, unchanged but for its headers, straight to `queue`
     (a retry queue, the dead-letter queue, or back to the consumer's queue)."""

@@ -1,5 +1,11 @@
 """Consumers: one durable queue per service, an inbox for exactly-once effects,
-bounded retries with back-off, then the dead-letter queue."""
+bounded retries with back-off, then the dead-letter queue.
+
+A worker that finds several messages waiting applies them in one transaction (one inbox
+insert, the handlers in order, one commit, then the acks): under load or in a replay the
+per-event cost is the handler's own statements, not a transaction each. If anything in such
+a batch fails, it is rolled back and its messages are handled again one by one, so a failing
+event is retried and dead-lettered on its own exactly as before."""
 
 from __future__ import annotations
 
@@ -7,21 +13,50 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
+from uuid import UUID
 
+import msgspec
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import insert
 
 from contracts.codec import decode_envelope, decode_payload
 from contracts.envelope import Envelope, Event
 from contracts.timeutil import utcnow
 from services.kernel import context, metrics
-from services.kernel.broker import Names, resend
+from services.kernel.broker import Names, Resendable, resend
 from services.kernel.db import Database, DatabaseUnavailable, UnitOfWork
+from services.kernel.replay import PACK_CONTENT_TYPE
 
 log = logging.getLogger("resellio.consumer")
 
 Handler = Callable[[Any, Envelope, UnitOfWork], Awaitable[None]]
+# Applies a run of consecutive events of one type at once (a replay, a burst of purchases).
+BulkHandler = Callable[[list[tuple[Any, Envelope]], UnitOfWork], Awaitable[None]]
+
+
+def bulk(apply_many: BulkHandler) -> Handler:
+    """A handler that a batch can call once for a run of its events instead of once each.
+    Only for projections: it writes its own rows in event order and emits nothing."""
+
+    async def one(payload: Any, envelope: Envelope, uow: UnitOfWork) -> None:
+        await apply_many([(payload, envelope)], uow)
+
+    one.many = apply_many  # type: ignore[attr-defined]
+    one.__name__ = one.__qualname__ = apply_many.__name__
+    return one
+
+
+def last_per_key(
+    items: list[tuple[Any, Envelope]], key: Callable[[Any], object]
+) -> list[tuple[Any, Envelope]]:
+    """The last event per key, in event order: what a run of upserts leaves behind (one
+    statement may not upsert the same row twice)."""
+    latest = {key(payload): (payload, envelope) for payload, envelope in items}
+    return list(latest.values())
 
 
 class Consumer:
@@ -36,6 +71,7 @@ class Consumer:
         handlers: Mapping[str, Handler],
         retry_delays_ms: tuple[int, ...],
         concurrency: int = 8,
+        batch_size: int = 64,
     ) -> None:
         self.name = name
         self.db = db
@@ -43,13 +79,15 @@ class Consumer:
         self.handlers = dict(handlers)
         self.retry_delays_ms = retry_delays_ms
         self.concurrency = concurrency
+        self.batch_size = batch_size
         self._workers: list[asyncio.Queue[AbstractIncomingMessage]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._channel: AbstractChannel | None = None
 
     async def start(self, channel: AbstractChannel) -> None:
         self._channel = channel
-        await channel.set_qos(prefetch_count=self.concurrency * 8)
+        # Enough in flight for every worker to fill a batch while the previous one commits.
+        await channel.set_qos(prefetch_count=self.concurrency * max(8, self.batch_size // 2))
         self._workers = [asyncio.Queue() for _ in range(self.concurrency)]
         self._tasks = [asyncio.create_task(self._work(q)) for q in self._workers]
         queue = await channel.get_queue(self.names.queue(self.name), ensure=True)
@@ -66,15 +104,106 @@ class Consumer:
 
     async def _work(self, queue: asyncio.Queue[AbstractIncomingMessage]) -> None:
         while True:
-            message = await queue.get()
+            batch = [await queue.get()]
+            while len(batch) < self.batch_size and not queue.empty():
+                batch.append(queue.get_nowait())
             try:
-                await self._process(message)
+                if len(batch) == 1 or not await self._process_batch(batch):
+                    for message in batch:
+                        await self._process(message)
             except asyncio.CancelledError:
                 raise
             except Exception:  # never let one message stop the worker
                 log.exception("consumer %s could not settle a message", self.name)
 
+    async def _process_batch(self, messages: list[AbstractIncomingMessage]) -> bool:
+        """Apply single-event messages in one transaction and ack them; False (nothing applied,
+        nothing acked) when they must go one by one: a redelivery with its own retry count, a
+        reprocessing, a pack, or any failure."""
+        if any(
+            m.headers.get("x-attempts")
+            or m.headers.get("x-reprocess")
+            or m.content_type == PACK_CONTENT_TYPE
+            for m in messages
+        ):
+            return False
+        if not await self._apply_batch([m.body for m in messages], reprocess=False):
+            return False
+        for message in messages:
+            await message.ack()
+        return True
+
+    async def _apply_batch(self, bodies: list[bytes], reprocess: bool) -> bool:
+        """Apply the events in one transaction; False when anything failed (all rolled back)."""
+        try:
+            envelopes = [decode_envelope(body) for body in bodies]
+            if any(e.type not in self.handlers for e in envelopes):
+                return False
+            payloads: list[Event] = [decode_payload(e) for e in envelopes]
+        except Exception:
+            return False
+        started = time.perf_counter()
+        try:
+            async with self.db.unit_of_work() as uow:
+                uow.commit_allowed = False  # a handler's own commit would split the batch
+                fresh = await self._record_many(uow, envelopes, reprocess)
+                duplicates = {e.id for e in envelopes} - fresh
+                todo: list[tuple[Any, Envelope]] = []
+                for envelope, payload in zip(envelopes, payloads, strict=True):
+                    if envelope.id in fresh:
+                        fresh.discard(envelope.id)  # the same event twice in one batch: once
+                        todo.append((payload, envelope))
+                await self._apply_in_order(todo, uow)
+                uow.commit_allowed = True
+                await uow.commit()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.info("batch of %d failed (%r); handling one by one", len(bodies), exc)
+            return False
+        elapsed = (time.perf_counter() - started) / len(bodies)
+        now = utcnow()
+        for envelope in envelopes:
+            if envelope.id in duplicates:
+                metrics.events_handled.labels(self.name, envelope.type, "duplicate").inc()
+                continue
+            metrics.events_handled.labels(self.name, envelope.type, "ok").inc()
+            metrics.event_handle_seconds.labels(self.name, envelope.type).observe(elapsed)
+            metrics.consumer_lag.labels(self.name).observe(
+                (now - envelope.occurred_at).total_seconds()
+            )
+        return True
+
+    async def _process_pack(self, message: AbstractIncomingMessage) -> None:
+        """A replay's pack of events: all in one transaction, or else one by one in order,
+        each failing event parked on its own for retry (the others are not held back)."""
+        reprocess = bool(message.headers.get("x-reprocess"))
+        try:
+            bodies = [
+                bytes(raw) for raw in msgspec.json.decode(message.body, type=list[msgspec.Raw])
+            ]
+        except msgspec.DecodeError as exc:
+            await self._park(message, int(message.headers.get("x-attempts", 0) or 0) + 1, exc)
+            await message.ack()
+            return
+        if not await self._apply_batch(bodies, reprocess):
+            for body in bodies:
+                try:
+                    await self.handle(body, reprocess=reprocess)
+                except DatabaseUnavailable as exc:
+                    log.warning("database unavailable while handling, requeueing: %s", exc)
+                    await asyncio.sleep(1.0)
+                    await message.nack(requeue=True)  # the inbox skips what is done already
+                    return
+                except Exception as exc:
+                    log.warning("handling a replayed event failed: %r", exc, exc_info=True)
+                    await self._park(_unpacked(message, body), 1, exc)
+        await message.ack()
+
     async def _process(self, message: AbstractIncomingMessage) -> None:
+        if message.content_type == PACK_CONTENT_TYPE:
+            await self._process_pack(message)
+            return
         attempts = int(message.headers.get("x-attempts", 0) or 0) + 1
         reprocess = bool(message.headers.get("x-reprocess"))
         try:
@@ -138,7 +267,54 @@ class Consumer:
         result = await uow.execute(stmt.returning(inbox.c.event_id))
         return result.first() is not None
 
-    async def _park(self, message: AbstractIncomingMessage, attempts: int, exc: Exception) -> None:
+    async def _apply_in_order(self, todo: list[tuple[Any, Envelope]], uow: UnitOfWork) -> None:
+        """Each event's handler in turn; a run of events whose handler is `bulk` in one call."""
+        i = 0
+        while i < len(todo):
+            payload, envelope = todo[i]
+            handler = self.handlers[envelope.type]
+            many: BulkHandler | None = getattr(handler, "many", None)
+            end = i + 1
+            if many is not None:
+                while end < len(todo) and self.handlers[todo[end][1].type] is handler:
+                    end += 1
+            corr = context.correlation_id.set(envelope.correlation_id)
+            cause = context.causation_id.set(str(envelope.id))
+            try:
+                if many is not None and end - i > 1:
+                    await many(todo[i:end], uow)
+                else:
+                    await handler(payload, envelope, uow)
+            finally:
+                context.correlation_id.reset(corr)
+                context.causation_id.reset(cause)
+            i = end
+
+    async def _record_many(
+        self, uow: UnitOfWork, envelopes: list[Envelope], reprocess: bool
+    ) -> set[Any]:
+        """Insert the events into the inbox at once (one statement whatever their number);
+        the ids to handle (with `reprocess`, all of them, counted again)."""
+        conflict = (
+            "DO UPDATE SET handled_count = inbox.handled_count + 1, handled_at = now()"
+            if reprocess
+            else "DO NOTHING"
+        )
+        stmt = text(
+            f'INSERT INTO "{self.db.schema}".inbox (event_id, producer, type, sequence) '
+            "SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:producers AS text[]), "
+            "CAST(:types AS text[]), CAST(:sequences AS bigint[])) "
+            f"ON CONFLICT (event_id) {conflict} RETURNING event_id"
+        )
+        params = {
+            "ids": [e.id for e in envelopes],
+            "producers": [e.producer for e in envelopes],
+            "types": [e.type for e in envelopes],
+            "sequences": [e.sequence for e in envelopes],
+        }
+        return {UUID(str(i)) for i in (await uow.execute(stmt, params)).scalars()}
+
+    async def _park(self, message: Resendable, attempts: int, exc: Exception) -> None:
         """Send a failed message to the next retry queue, or to the DLQ when attempts run out."""
         assert self._channel is not None
         headers = dict(message.headers)
@@ -160,3 +336,31 @@ class Consumer:
             outcome = "dead_lettered"
         metrics.events_handled.labels(self.name, message.type or "?", outcome).inc()
         await resend(self._channel, message, target, headers)
+
+
+@dataclass(frozen=True)
+class _Unpacked:
+    """One event taken out of a replay pack, to be retried (or dead-lettered) on its own."""
+
+    body: bytes
+    headers: dict[str, Any]
+    routing_key: str | None
+    message_id: str | None
+    type: str | None
+    correlation_id: str | None
+    content_type: str = "application/json"
+    timestamp: datetime | None = None
+
+
+def _unpacked(pack: AbstractIncomingMessage, body: bytes) -> _Unpacked:
+    envelope = decode_envelope(body)
+    headers = {k: v for k, v in pack.headers.items() if k != "x-events"}
+    headers.update({"producer": envelope.producer, "aggregate_id": envelope.aggregate_id})
+    return _Unpacked(
+        body=body,
+        headers=headers,
+        routing_key=pack.routing_key,
+        message_id=str(envelope.id),
+        type=envelope.type,
+        correlation_id=envelope.correlation_id,
+    )

@@ -103,6 +103,9 @@ class UnitOfWork:
         self._conn: AsyncConnection | None = None
         self._wrote_events = False
         self.committed = False
+        # False while a consumer applies a batch of events: each handler's work must commit
+        # with the batch, never on its own.
+        self.commit_allowed = True
 
     @property
     def conn(self) -> AsyncConnection:
@@ -171,6 +174,8 @@ class UnitOfWork:
             self._wrote_events = True
 
     async def commit(self) -> None:
+        if not self.commit_allowed:
+            raise RuntimeError("this unit of work is committed by its owner, not here")
         await self.write_events()
         await self.conn.commit()
         self.committed = True

@@ -1,4 +1,9 @@
-"""Replaying the event log into one consumer's queue (other consumers see nothing)."""
+"""Replaying the event log into one consumer's queue (other consumers see nothing).
+
+Replayed events travel in packs: one message carries up to PACK events in log order (a JSON
+array of envelopes), so a replay costs a publish per pack rather than per event. Every pack of
+a replay names the same aggregate, so the consumer applies the packs in order, each in one
+transaction (its inbox still records, and deduplicates, every event)."""
 
 from __future__ import annotations
 
@@ -21,7 +26,9 @@ from services.kernel.eventlog import (
 from services.kernel.relay import envelope_bytes
 from services.kernel.settings import SERVICES
 
-WINDOW = 500  # publishes awaiting their confirms at once
+WINDOW = 50  # packs awaiting their confirms at once
+PACK = 100  # events per message
+PACK_CONTENT_TYPE = "application/vnd.resellio.events+json"
 
 
 @dataclass
@@ -102,31 +109,46 @@ async def replay(
     ]
     scoped = Filters(**{**filters.__dict__, "types": types})
     queue = names.queue(consumer)
-    pending: list[asyncio.Future[Any]] = []
+    pending: list[tuple[asyncio.Future[Any], int]] = []
     sent = 0
-    headers_base: dict[str, Any] = {"x-replay": True}
+    headers: dict[str, Any] = {"x-replay": True, "aggregate_id": f"replay:{consumer}"}
     if reprocess:
-        headers_base["x-reprocess"] = True
+        headers["x-reprocess"] = True
+    pack: list[bytes] = []
+    first_id = ""
+
+    async def confirmed() -> None:
+        nonlocal pending, sent
+        await asyncio.gather(*(future for future, _ in pending))
+        n = sum(count for _, count in pending)
+        sent += n
+        on_progress(n)
+        pending = []
+
     async for producer, row in _merged(engine, producers, scoped):
-        message = aio_pika.Message(
-            envelope_bytes(row, producer, row.sequence),
-            content_type="application/json",
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            message_id=str(row.event_id),
-            type=row.type,
-            correlation_id=row.correlation_id,
-            headers={**headers_base, "producer": producer, "aggregate_id": row.aggregate_id},
-        )
-        pending.append(
-            asyncio.ensure_future(channel.default_exchange.publish(message, routing_key=queue))
-        )
-        if len(pending) >= WINDOW:
-            await asyncio.gather(*pending)
-            sent += len(pending)
-            on_progress(len(pending))
-            pending = []
-    if pending:
-        await asyncio.gather(*pending)
-        sent += len(pending)
-        on_progress(len(pending))
+        if not pack:
+            first_id = str(row.event_id)
+        pack.append(envelope_bytes(row, producer, row.sequence))
+        if len(pack) >= PACK:
+            pending.append(_publish_pack(channel, queue, pack, first_id, headers))
+            pack = []
+            if len(pending) >= WINDOW:
+                await confirmed()
+    if pack:
+        pending.append(_publish_pack(channel, queue, pack, first_id, headers))
+    await confirmed()
     return sent
+
+
+def _publish_pack(
+    channel: AbstractChannel, queue: str, pack: list[bytes], first_id: str, headers: dict[str, Any]
+) -> tuple[asyncio.Future[Any], int]:
+    message = aio_pika.Message(
+        b"[" + b",".join(pack) + b"]",
+        content_type=PACK_CONTENT_TYPE,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=f"pack:{first_id}",
+        headers={**headers, "x-events": len(pack)},
+    )
+    publish = channel.default_exchange.publish(message, routing_key=queue)
+    return asyncio.ensure_future(publish), len(pack)

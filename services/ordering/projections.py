@@ -23,6 +23,7 @@ from contracts.catalog import (
 )
 from contracts.envelope import Envelope
 from contracts.resale import ListingCancelled, ListingCreated
+from services.kernel.consumer import bulk, last_per_key
 from services.kernel.db import UnitOfWork
 from services.ordering.models import events, listings, ticket_types, users
 
@@ -110,18 +111,23 @@ async def on_ticket_type_saved(
     )
 
 
-async def on_user_registered(event: UserRegistered, envelope: Envelope, uow: UnitOfWork) -> None:
-    values = {
-        "user_id": event.user_id,
-        "email": event.email,
-        "first_name": event.first_name,
-        "last_name": event.last_name,
-    }
-    stmt = insert(users).values(**values)
+@bulk
+async def on_user_registered(items: list[tuple[UserRegistered, Envelope]], uow: UnitOfWork) -> None:
+    stmt = insert(users).values(
+        [
+            {
+                "user_id": e.user_id,
+                "email": e.email,
+                "first_name": e.first_name,
+                "last_name": e.last_name,
+            }
+            for e, _ in last_per_key(items, lambda e: e.user_id)
+        ]
+    )
     await uow.execute(
         stmt.on_conflict_do_update(
             index_elements=[users.c.user_id],
-            set_={k: stmt.excluded[k] for k in values if k != "user_id"},
+            set_={k: stmt.excluded[k] for k in ("email", "first_name", "last_name")},
         )
     )
 

@@ -25,7 +25,7 @@ from contracts.ordering import (
     TicketTransferred,
     TicketTransferRefused,
 )
-from services.kernel.consumer import Handler
+from services.kernel.consumer import Handler, bulk, last_per_key
 from services.kernel.db import UnitOfWork
 from services.kernel.projections import Projection
 from services.resale import settlement
@@ -96,31 +96,46 @@ async def on_location_updated(event: LocationUpdated, envelope: Envelope, uow: U
     )
 
 
+@bulk
 async def on_ticket_type_saved(
-    event: TicketTypeCreated, envelope: Envelope, uow: UnitOfWork
+    items: list[tuple[TicketTypeCreated, Envelope]], uow: UnitOfWork
 ) -> None:
-    values = {"event_id": event.event_id, "description": event.description}
+    stmt = insert(ticket_types).values(
+        [
+            {"type_id": e.type_id, "event_id": e.event_id, "description": e.description}
+            for e, _ in last_per_key(items, lambda e: e.type_id)
+        ]
+    )
     await uow.execute(
-        insert(ticket_types)
-        .values(type_id=event.type_id, **values)
-        .on_conflict_do_update(index_elements=[ticket_types.c.type_id], set_=values)
+        stmt.on_conflict_do_update(
+            index_elements=[ticket_types.c.type_id],
+            set_={"event_id": stmt.excluded.event_id, "description": stmt.excluded.description},
+        )
     )
 
 
 # ---- ordering ------------------------------------------------------------------------------
 
 
-async def on_ticket_purchased(event: TicketPurchased, envelope: Envelope, uow: UnitOfWork) -> None:
+@bulk
+async def on_ticket_purchased(
+    items: list[tuple[TicketPurchased, Envelope]], uow: UnitOfWork
+) -> None:
     await uow.execute(
         insert(tickets)
         .values(
-            ticket_id=event.ticket_id,
-            event_id=event.event_id,
-            type_id=event.type_id,
-            owner_id=event.owner_id,
-            original_price=event.price,
-            currency=event.currency,
-            status="valid",
+            [
+                {
+                    "ticket_id": e.ticket_id,
+                    "event_id": e.event_id,
+                    "type_id": e.type_id,
+                    "owner_id": e.owner_id,
+                    "original_price": e.price,
+                    "currency": e.currency,
+                    "status": "valid",
+                }
+                for e, _ in items
+            ]
         )
         .on_conflict_do_nothing(index_elements=[tickets.c.ticket_id])
     )
@@ -163,12 +178,19 @@ async def on_ticket_checked_in(event: TicketCheckedIn, envelope: Envelope, uow: 
 # ---- auth ----------------------------------------------------------------------------------
 
 
-async def on_user_registered(event: UserRegistered, envelope: Envelope, uow: UnitOfWork) -> None:
-    values = {"email": event.email, "first_name": event.first_name}
+@bulk
+async def on_user_registered(items: list[tuple[UserRegistered, Envelope]], uow: UnitOfWork) -> None:
+    stmt = insert(users).values(
+        [
+            {"user_id": e.user_id, "email": e.email, "first_name": e.first_name}
+            for e, _ in last_per_key(items, lambda e: e.user_id)
+        ]
+    )
     await uow.execute(
-        insert(users)
-        .values(user_id=event.user_id, **values)
-        .on_conflict_do_update(index_elements=[users.c.user_id], set_=values)
+        stmt.on_conflict_do_update(
+            index_elements=[users.c.user_id],
+            set_={"email": stmt.excluded.email, "first_name": stmt.excluded.first_name},
+        )
     )
 
 

@@ -72,7 +72,8 @@ async def scratch() -> AsyncIterator[Scratch]:
         yield scratch
     finally:
         await drop_database(owner_url)  # drops the grants and default privileges with it
-        conn = await connect(database_url())
+        # Roles are cluster-wide: any database will do, and "postgres" is always there.
+        conn = await connect(make_url(database_url()).set(database="postgres"))
         try:
             for role in (scratch.auth, scratch.catalog):
                 await conn.execute(f'DROP ROLE IF EXISTS "{role.name}"')

@@ -39,9 +39,19 @@ def note_tables(schema: str) -> tuple[MetaData, Table, Table]:
 class Harness:
     """One producer schema with a relay, one consumer schema with a consumer."""
 
-    def __init__(self, url: str, schema: str, bus: Bus, fail_always: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        schema: str,
+        bus: Bus,
+        fail_always: bool = False,
+        poison: frozenset[int] = frozenset(),
+        commits_itself: bool = False,
+    ) -> None:
         self.bus = bus
         self.fail_always = fail_always
+        self.poison = poison
+        self.commits_itself = commits_itself
         self.pmeta, self.notes, _ = note_tables(f"{schema}_p")
         self.cmeta, _, self.applied = note_tables(f"{schema}_c")
         self.producer = Database(url, f"{schema}_p", self.pmeta, pool_size=4)
@@ -69,9 +79,37 @@ class Harness:
 
     async def apply(self, event: NoteAdded, envelope: Envelope, uow: UnitOfWork) -> None:
         self.deliveries += 1
-        if self.fail_always:
+        if self.fail_always or event.note_id in self.poison:
             raise RuntimeError("poison: cannot apply this note")
         await uow.execute(self.applied.insert().values(note_id=event.note_id, times=1))
+        if self.commits_itself:
+            await uow.commit()
+
+    async def add_notes(self, note_ids: range) -> None:
+        async with self.producer.unit_of_work() as uow:
+            for note_id in note_ids:
+                await uow.execute(self.notes.insert().values(id=note_id, text=f"n{note_id}"))
+                uow.emit(NoteAdded(note_id=note_id, text=f"n{note_id}"), aggregate_id=note_id)
+            await uow.commit()
+
+    async def wait_all_applied(self, count: int, timeout: float = 20) -> int:
+        """How many notes are applied, once `count` are or the time is up."""
+        for _ in range(int(timeout / 0.05)):
+            async with self.consumer_db.engine.connect() as conn:
+                done = await conn.scalar(select(func.count()).select_from(self.applied))
+            if done >= count:
+                return int(done)
+            await asyncio.sleep(0.05)
+        return int(done)
+
+    async def transactions_used(self) -> int:
+        """Distinct inbox handled_at values: now() is the transaction's start time."""
+        async with self.consumer_db.engine.connect() as conn:
+            return int(
+                await conn.scalar(
+                    select(func.count(self.consumer_db.inbox.c.handled_at.distinct()))
+                )
+            )
 
     async def add_note(self, note_id: int, commit: bool = True) -> None:
         async with self.producer.unit_of_work() as uow:
@@ -188,5 +226,73 @@ async def test_message_that_always_fails_is_dead_lettered_after_the_configured_a
         assert "poison" in str(message.headers["x-last-error"])
         assert h.deliveries == len(DELAYS) + 1
         assert await h.applied_times(5) is None
+    finally:
+        await h.close()
+
+
+async def _dead_letters(bus: Bus) -> list[Any]:
+    dlq = await bus.channel.get_queue(bus.names.dead_letter_queue("kconsumer"))
+    found = []
+    while (message := await dlq.get(fail=False, no_ack=True)) is not None:
+        found.append(message)
+    return found
+
+
+async def test_a_burst_is_applied_in_batches_each_event_once(harness: Harness) -> None:
+    await harness.add_notes(range(1, 301))
+    assert await harness.relay.publish_batch() == 300
+    assert await harness.wait_all_applied(300) == 300
+    async with harness.consumer_db.engine.connect() as conn:
+        times = (await conn.execute(select(harness.applied.c.times))).scalars().all()
+        inbox = await conn.scalar(select(func.count()).select_from(harness.consumer_db.inbox))
+    assert sorted(times) == [1] * 300 and inbox == 300
+    assert harness.deliveries == 300
+    # Far fewer transactions than events: the waiting messages were applied together.
+    assert await harness.transactions_used() < 150
+
+
+async def test_a_failing_event_in_a_batch_fails_alone_and_the_rest_apply_once(
+    integration_db_url: str, schema_name: str, bus: Bus
+) -> None:
+    poison = frozenset({40, 160})
+    h = Harness(integration_db_url, schema_name, bus, poison=poison)
+    await h.setup()
+    try:
+        await h.add_notes(range(1, 201))
+        assert await h.relay.publish_batch() == 200
+        assert await h.wait_all_applied(198) == 198
+        dead: list[Any] = []
+        for _ in range(200):
+            dead += await _dead_letters(bus)
+            if len(dead) == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert sorted(int(m.headers["aggregate_id"]) for m in dead) == [40, 160]
+        assert all(m.headers["x-attempts"] == len(DELAYS) + 1 for m in dead)
+        async with h.consumer_db.engine.connect() as conn:
+            rows = dict((await conn.execute(select(h.applied.c.note_id, h.applied.c.times))).all())
+        assert set(rows) == set(range(1, 201)) - poison
+        assert set(rows.values()) == {1}
+        assert await h.applied_times(40) is None
+    finally:
+        await h.close()
+
+
+async def test_a_handler_that_commits_itself_is_never_batched(
+    integration_db_url: str, schema_name: str, bus: Bus
+) -> None:
+    """A batch cannot let one handler commit the others' inbox rows before they ran: it
+    falls back to one transaction per event, and every event is still applied once."""
+    h = Harness(integration_db_url, schema_name, bus, commits_itself=True)
+    await h.setup()
+    try:
+        await h.add_notes(range(1, 101))
+        assert await h.relay.publish_batch() == 100
+        assert await h.wait_all_applied(100) == 100
+        async with h.consumer_db.engine.connect() as conn:
+            times = (await conn.execute(select(h.applied.c.times))).scalars().all()
+        assert sorted(times) == [1] * 100
+        assert await h.transactions_used() == 100
+        assert await _dead_letters(bus) == []
     finally:
         await h.close()

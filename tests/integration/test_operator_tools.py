@@ -6,14 +6,14 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 
 from contracts.envelope import Envelope
 from services.kernel import deadletters
 from services.kernel.db import UnitOfWork
 from services.kernel.eventlog import Filters
-from services.kernel.replay import plan, replay
+from services.kernel.replay import PACK, plan, replay
 from tests.integration.conftest import Bus
 from tests.integration.test_messaging import Harness, NoteAdded
 
@@ -22,10 +22,11 @@ class VersionedConsumer(Harness):
     """Applies notes with a handler that can be buggy, fixed, or poisonous."""
 
     mode = "buggy"
+    poison_ids: frozenset[int] = frozenset()
 
     async def apply(self, event: NoteAdded, envelope: Envelope, uow: UnitOfWork) -> None:
         self.deliveries += 1
-        if self.mode == "poison":
+        if self.mode == "poison" or event.note_id in self.poison_ids:
             raise ValueError("cannot parse note")
         times = 1 if self.mode == "buggy" else 2  # the fixed handler records the right value
         stmt = insert(self.applied).values(note_id=event.note_id, times=times)
@@ -38,6 +39,13 @@ class VersionedConsumer(Harness):
             return dict(
                 (await conn.execute(select(self.applied.c.note_id, self.applied.c.times))).all()
             )
+
+    async def eventually_applied(self, expected: dict[int, int], timeout: float = 20) -> bool:
+        for _ in range(int(timeout / 0.05)):
+            if await self.all_applied() == expected:
+                return True
+            await asyncio.sleep(0.05)
+        return False
 
     async def drained(self) -> None:
         """Wait until the consumer's queue is empty and its in-flight work is done."""
@@ -111,6 +119,45 @@ async def test_replay_without_reprocess_changes_nothing_and_with_it_applies_the_
     await consumer.drained()
     assert await consumer.all_applied() == {i: 2 for i in range(1, 21)}  # the corrected state
     assert consumer.deliveries == deliveries + 20
+
+
+async def test_a_replay_travels_in_packs_each_applied_in_one_transaction(
+    consumer: VersionedConsumer,
+) -> None:
+    await consumer.add_notes(range(1, 601))
+    while await consumer.relay.publish_batch():
+        pass
+    assert await consumer.wait_all_applied(600) == 600
+    consumer.mode = "fixed"
+    assert await _replay(consumer, reprocess=True) == 600
+    assert await consumer.eventually_applied({i: 2 for i in range(1, 601)})
+    inbox = consumer.consumer_db.inbox
+    async with consumer.consumer_db.engine.connect() as conn:
+        counts = (await conn.execute(select(inbox.c.handled_count))).scalars().all()
+        batches = await conn.scalar(select(func.count(inbox.c.handled_at.distinct())))
+    assert sorted(counts) == [2] * 600
+    assert batches == -(-600 // PACK)  # one transaction per pack of the replay
+
+
+async def test_a_failing_event_in_a_replayed_pack_is_retried_alone(
+    consumer: VersionedConsumer,
+) -> None:
+    await consumer.add_notes(range(1, 301))
+    while await consumer.relay.publish_batch():
+        pass
+    assert await consumer.wait_all_applied(300) == 300
+    consumer.mode, consumer.poison_ids = "fixed", frozenset({120})
+    assert await _replay(consumer, reprocess=True) == 300
+    letters: list[deadletters.DeadLetter] = []
+    for _ in range(200):
+        letters = await deadletters.inspect(consumer.bus.channel, consumer.bus.names, "kconsumer")
+        if letters:
+            break
+        await asyncio.sleep(0.05)
+    assert len(letters) == 1 and letters[0].attempts == 3
+    assert letters[0].type == NoteAdded.TYPE and letters[0].headers["aggregate_id"] == "120"
+    # The rest of the pack went on without it.
+    assert await consumer.eventually_applied({i: 1 if i == 120 else 2 for i in range(1, 301)})
 
 
 async def test_poison_event_is_dead_lettered_then_requeued_after_the_fix_and_applied_once(
