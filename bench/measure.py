@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
@@ -46,17 +48,10 @@ def have_wrk() -> bool:
 
 
 def _wrk_command(
-    url: str, concurrency: int, seconds: int, headers: dict[str, str] | None
+    url: str, concurrency: int, seconds: int, headers: dict[str, str] | None, varied: bool
 ) -> list[str]:
-    cmd = [
-        "wrk",
-        "-t2",
-        f"-c{concurrency}",
-        f"-d{seconds}s",
-        "--latency",
-        "-s",
-        str(HERE / "wrk_report.lua"),
-    ]
+    script = "wrk_paths.lua" if varied else "wrk_report.lua"
+    cmd = ["wrk", "-t2", f"-c{concurrency}", f"-d{seconds}s", "--latency", "-s", str(HERE / script)]
     for k, v in (headers or {}).items():
         cmd += ["-H", f"{k}: {v}"]
     return [*cmd, url]
@@ -113,17 +108,30 @@ async def run_async(
 
 
 def get_loop(
-    url: str | list[str], concurrency: int, seconds: int, headers: dict[str, str] | None = None
+    url: str | list[str],
+    concurrency: int,
+    seconds: int,
+    headers: dict[str, str] | None = None,
+    paths: list[str] | None = None,
 ) -> Result:
     """GET load from separate processes: wrk when installed, else the async client. With
     several URLs (one per gateway instance) one load process per URL runs at the same time,
-    each with its share of the connections; their p50/p99 are combined as the worst of them."""
+    each with its share of the connections; their p50/p99 are combined as the worst of them.
+    With `paths`, each request takes the next of them (the URLs are then base URLs)."""
     urls = [url] if isinstance(url, str) else url
     share = max(1, concurrency // len(urls))
+    env = dict(os.environ)
+    if paths:
+        listing = tempfile.NamedTemporaryFile("w", suffix=".paths", delete=False)
+        listing.write("\n".join(paths) + "\n")
+        listing.close()
+        env.update(WRK_PATHS=listing.name, WRK_REPORT=str(HERE / "wrk_report.lua"))
     if have_wrk():
-        cmds = [_wrk_command(u, share, seconds, headers) for u in urls]
+        cmds = [_wrk_command(u, share, seconds, headers, bool(paths)) for u in urls]
         parse = _wrk_result
     else:
+        if paths:  # the async client requests one path: install wrk for the varied run
+            urls = [u + paths[0] for u in urls]
         cmds = [
             [
                 sys.executable,
@@ -140,7 +148,7 @@ def get_loop(
         def parse(out: str) -> Result:
             return Result(**json.loads(out.strip().splitlines()[-1]))
 
-    procs = [subprocess.Popen(c, stdout=subprocess.PIPE, text=True) for c in cmds]
+    procs = [subprocess.Popen(c, stdout=subprocess.PIPE, text=True, env=env) for c in cmds]
     results = []
     for proc in procs:
         out, _ = proc.communicate()

@@ -68,13 +68,18 @@ def baseline(gateways: list[str], seconds: int) -> tuple[list[Row], Result]:
 
 
 def browse(gateways: list[str], data: Dataset, seconds: int, base: Result) -> list[Row]:
+    """Anonymous browsing over many pages: the listing with 45 combinations of search, sort
+    and page (20 events each), and the composed page of every event, in turn."""
     rows: list[Row] = []
     listing = [
-        f"{g}/api/events?search=Concert&sort_by=start_date&limit=20&page=2" for g in gateways
+        f"/api/events?{search}sort_by={sort}&sort_order={order}&limit=20&page={page}"
+        for search in ("", "search=Concert&", "search=Concert%201&")
+        for sort, order in (("start_date", "asc"), ("name", "asc"), ("creation_date", "desc"))
+        for page in range(1, 6)
     ]
-    page = [f"{g}/api/events/{data.event_ids[0]}" for g in gateways]
+    pages = [f"/api/events/{event_id}" for event_id in data.event_ids]
     for c in (16, 64):
-        r = get_loop(listing, c, seconds)
+        r = get_loop(gateways, c, seconds, paths=listing)
         rows += _rows(
             f"browse: GET /api/events c={c}", r, 100 if c == 64 else None, 1500 if c == 64 else None
         )
@@ -86,7 +91,7 @@ def browse(gateways: list[str], data: Dataset, seconds: int, base: Result) -> li
                 "x",
             )
         )
-        r = get_loop(page, c, seconds)
+        r = get_loop(gateways, c, seconds, paths=pages)
         rows += _rows(f"browse: GET /api/events/{{id}} (composed) c={c}", r)
         rows.append(
             Row(

@@ -26,26 +26,39 @@ from services.catalog.schemas import (
     location_doc,
     ticket_type_doc,
 )
+from services.kernel.answers import AnswerCache, respond
 from services.kernel.app import runtime
 from services.kernel.errors import NotFound, RequestValidationError
 from services.kernel.openapi import accepts
 from services.kernel.security import administrator, optional_identity
+from services.kernel.tokens import Identity
 from services.kernel.validation import INT32_MAX, parse_json, parse_query, path_id
 
 Doc = dict[str, Any]
 
 
-def _listed(items: list[Doc], total: int | None = None) -> Response[list[Doc]]:
-    count = len(items) if total is None else total
-    return Response(items, headers={"X-Total-Count": str(count)})
-
-
 # ---- locations (§5) ----------------------------------------------------------------------
 
 
+def _public(identity: Identity | None) -> bool:
+    """Anonymous callers and customers see the same catalog (public events only)."""
+    return identity is None or identity.role == "customer"
+
+
+def _answers(request: Request) -> AnswerCache | None:
+    return runtime(request).extras.get("answers")  # type: ignore[no-any-return]
+
+
+def _counted(items: list[Doc], total: int | None = None) -> tuple[list[Doc], dict[str, str]]:
+    return items, {"X-Total-Count": str(len(items) if total is None else total)}
+
+
 @get("/api/locations")
-async def get_locations(request: Request) -> Response[list[Doc]]:
-    return _listed([location_doc(r) for r in await all_locations(runtime(request).db)])
+async def get_locations(request: Request) -> Response[Any]:
+    async def build() -> tuple[list[Doc], dict[str, str]]:
+        return _counted([location_doc(r) for r in await all_locations(runtime(request).db)])
+
+    return await respond(request, _answers(request), True, build)
 
 
 @post("/api/locations", status_code=200)
@@ -81,27 +94,36 @@ async def delete_location(request: Request, location_id: str) -> bool:
 
 @get("/api/events")
 @accepts(query=EventQuery)
-async def get_events(request: Request) -> Response[list[Doc]]:
+async def get_events(request: Request) -> Response[Any]:
     identity = await optional_identity(request)
     query = parse_query(request.query_params, EventQuery)
-    rows, total = await list_events(runtime(request).db, query, identity)
-    return _listed([event_doc(r) for r in rows], total)
+
+    async def build() -> tuple[list[Doc], dict[str, str]]:
+        rows, total = await list_events(runtime(request).db, query, identity)
+        return _counted([event_doc(r) for r in rows], total)
+
+    return await respond(request, _answers(request), _public(identity), build)
 
 
 @get("/api/events/{event_id:str}")
-async def get_event(request: Request, event_id: str) -> Doc:
+async def get_event(request: Request, event_id: str) -> Response[Any]:
     """EventDetails + ticket types; the gateway overlays `available` and `resale`."""
     identity = await optional_identity(request)
     eid = path_id(event_id, "event_id")
-    found = await event_page_of(runtime(request).db, eid, identity)
-    if found is None:
-        raise NotFound("Event not found")
-    row, types = found
-    return {
-        **event_doc(row),
-        "ticket_types": [{**ticket_type_doc(t), "available": None} for t in types],
-        "resale": None,
-    }
+
+    async def build() -> tuple[Doc, dict[str, str]]:
+        found = await event_page_of(runtime(request).db, eid, identity)
+        if found is None:
+            raise NotFound("Event not found")
+        row, types = found
+        doc = {
+            **event_doc(row),
+            "ticket_types": [{**ticket_type_doc(t), "available": None} for t in types],
+            "resale": None,
+        }
+        return doc, {}
+
+    return await respond(request, _answers(request), _public(identity), build)
 
 
 @post("/api/events", status_code=200)
@@ -187,11 +209,15 @@ async def notify_participants(request: Request, event_id: str) -> Doc:
 
 @get("/api/ticket-types")
 @accepts(query=TicketTypeQuery)
-async def get_ticket_types(request: Request) -> Response[list[Doc]]:
+async def get_ticket_types(request: Request) -> Response[Any]:
     identity = await optional_identity(request)
     query = parse_query(request.query_params, TicketTypeQuery)
-    rows = await list_ticket_types(runtime(request).db, query, identity)
-    return _listed([ticket_type_doc(r) for r in rows])
+
+    async def build() -> tuple[list[Doc], dict[str, str]]:
+        rows = await list_ticket_types(runtime(request).db, query, identity)
+        return _counted([ticket_type_doc(r) for r in rows])
+
+    return await respond(request, _answers(request), _public(identity), build)
 
 
 @post("/api/ticket-types", status_code=200)

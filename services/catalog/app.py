@@ -23,4 +23,5 @@ def create_app(settings: settings_mod.Settings | None = None) -> Litestar:
         route_handlers=api.ROUTES,
         handlers=HANDLERS,
         topology=subscriptions(),
+        caches_answers=True,
     )

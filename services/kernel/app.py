@@ -20,6 +20,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from sqlalchemy import MetaData, func, select
 
 from services.kernel import broker, context, metrics
+from services.kernel.answers import AnswerCache, ChangeFeed
 from services.kernel.catchup import CatchUp
 from services.kernel.consumer import Consumer, Handler
 from services.kernel.db import Database, DatabaseUnavailable, is_unavailable
@@ -265,6 +266,7 @@ def create_service_app(
     on_startup: Sequence[StartHook] = (),
     queue_type: str | None = None,
     sends_mail: bool = False,
+    caches_answers: bool = False,
 ) -> Litestar:
     """Build a service. Nothing connects at import or construction; the lifespan does."""
 
@@ -311,6 +313,11 @@ def create_service_app(
             assert rt.exchange is not None
             return rt.exchange
 
+        if caches_answers and settings.answer_cache:
+            feed = ChangeFeed(db)
+            db.on_committed = feed.changed
+            rt.extras["answers"] = AnswerCache(feed)
+            rt.tasks.append(asyncio.create_task(feed.run(), name=f"{service}-changes"))
         rt.relay = Relay(db, exchange, producer=service)
         rt.tasks.append(asyncio.create_task(rt.relay.run(), name=f"{service}-relay"))
         if handlers:
@@ -331,6 +338,8 @@ def create_service_app(
             for task in rt.tasks:
                 task.cancel()
             await asyncio.gather(*rt.tasks, return_exceptions=True)
+            if "answers" in rt.extras:
+                await rt.extras["answers"].feed.close()
             await rt.relay.close()
             await rt.connection.close()
             await http.aclose()

@@ -78,6 +78,8 @@ class Database:
         self.outbox, self.inbox = messaging_tables(metadata)
         # Called after every commit that wrote events, so the local relay publishes at once.
         self.on_events_committed: Callable[[], None] = lambda: None
+        # Called after every commit (the answer cache forgets what this instance changed).
+        self.on_committed: Callable[[], None] = lambda: None
 
     @property
     def notify_channel(self) -> str:
@@ -179,5 +181,6 @@ class UnitOfWork:
         await self.write_events()
         await self.conn.commit()
         self.committed = True
+        self.db.on_committed()
         if self._wrote_events:
             self.db.on_events_committed()

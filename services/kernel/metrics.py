@@ -15,6 +15,11 @@ http_latency = Histogram(
     ["service", "method", "route"],
     buckets=LATENCY_BUCKETS,
 )
+answers_served = Counter(
+    "resellio_answers_total",
+    "Public read answers, from memory (hit) or built (miss)",
+    ["schema", "outcome"],
+)
 outbox_published = Counter("resellio_outbox_published_total", "Events published", ["producer"])
 outbox_unroutable = Counter(
     "resellio_outbox_unroutable_total", "Events no queue was bound for", ["producer", "type"]

@@ -35,6 +35,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     db_pool_size: int = 8
     # How long a service waits for another service's events before answering (API.md §1.8).
     catch_up_timeout_s: float = 3.0
+    # Public read answers kept in memory until their tables change (services/kernel/answers.py).
+    answer_cache: bool = True
 
     @property
     def development(self) -> bool:
@@ -65,6 +67,17 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
 
 
+def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("on", "true", "1", "yes"):
+        return True
+    if raw in ("off", "false", "0", "no"):
+        return False
+    raise ConfigError(f"{name} must be 'on' or 'off', got {raw!r}")
+
+
 def load(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     environment = env.get("ENVIRONMENT", "production").strip().lower()
@@ -93,4 +106,5 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         log_level=env.get("LOG_LEVEL", "INFO").upper(),
         db_pool_size=_int(env, "RESELLIO_DB_POOL_SIZE", 8),
         catch_up_timeout_s=float(env.get("CATCH_UP_TIMEOUT_S", "3.0")),
+        answer_cache=_switch(env, "ANSWER_CACHE", True),
     )

@@ -9,6 +9,7 @@ import msgspec
 from litestar import Request, Response, delete, get, post
 
 from contracts.timeutil import utcnow
+from services.kernel.answers import respond
 from services.kernel.app import runtime
 from services.kernel.errors import BadRequest, Forbidden, NotFound
 from services.kernel.idempotency import idempotent
@@ -208,12 +209,17 @@ async def check_in(request: Request) -> dict[str, Any]:
 
 
 @get("/internal/availability", include_in_schema=False)
-async def availability(request: Request) -> dict[str, int]:
+async def availability(request: Request) -> Response[Any]:
+    """Live: a remembered answer is dropped by the next change of the inventory rows."""
     q = parse_query(request.query_params, AvailabilityQuery)
     rt = runtime(request)
-    if q.catch_up:
-        await rt.catch_up("catalog")
-    return await holds.availability(q.event_id, rt.db)
+
+    async def build() -> tuple[dict[str, int], dict[str, str]]:
+        if q.catch_up:
+            await rt.catch_up("catalog")
+        return await holds.availability(q.event_id, rt.db), {}
+
+    return await respond(request, rt.extras.get("answers"), not q.catch_up, build)
 
 
 ROUTES = [

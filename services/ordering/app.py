@@ -63,4 +63,5 @@ def create_app(settings: settings_mod.Settings | None = None) -> Litestar:
         topology=subscriptions(),
         on_startup=[_start_hold_sweeper, _start_checkout_recovery],
         sends_mail=True,
+        caches_answers=True,
     )

@@ -233,5 +233,6 @@ async def test_event_page_shows_live_availability(api: httpx.AsyncClient) -> Non
     admin, organizer, buyer = await people(api)
     event = await event_on_sale(api, admin, organizer, tickets=7)
     assert await available(api, event.event_id, event.type_id) == 7
+    assert await available(api, event.event_id, event.type_id) == 7  # remembered by ordering
     assert (await add(api, buyer, event.type_id, 3)).status_code == 200
-    assert await available(api, event.event_id, event.type_id) == 4
+    assert await available(api, event.event_id, event.type_id) == 4  # and forgotten at once

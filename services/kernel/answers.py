@@ -1,0 +1,155 @@
+"""Public answers kept in memory until the data under them changes.
+
+A read-mostly page (the event listing, an event page) is the same for every anonymous caller
+until one of the tables it is built from changes. PostgreSQL says when: statement-level
+triggers on those tables NOTIFY `changed_<schema>`, whoever writes (a handler, a consumer
+applying events, an operator's SQL), and the notification is delivered after the commit. Every
+instance LISTENs on its own connection; each notification moves its generation on, and an
+answer is served from memory only while the generation it was computed under is current.
+
+A request takes the generation *before* it reads, so an answer built from data that changed
+while it was being built is stored under an old generation and never served. A commit made by
+this instance moves the generation on at once (before its answer leaves); a commit made by
+another instance is seen when its notification arrives, normally well under a millisecond
+later. While the listening connection is down nothing is served from memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from litestar import Request, Response
+from litestar.serialization import encode_json
+
+from services.kernel import metrics
+from services.kernel.db import Database
+
+log = logging.getLogger("resellio.answers")
+
+
+def channel_of(schema: str) -> str:
+    return f"changed_{schema}"
+
+
+def notify_trigger_sql(schema: str, tables: list[str]) -> list[str]:
+    """The migration's statements: one function, and a statement-level trigger per table."""
+    function = f'"{schema}".notify_changed'
+    statements = [
+        f"CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$ "
+        f"BEGIN PERFORM pg_notify('{channel_of(schema)}', ''); RETURN NULL; END $$"
+    ]
+    for table in tables:
+        statements.append(
+            f"CREATE TRIGGER {table}_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE "
+            f'ON "{schema}"."{table}" FOR EACH STATEMENT EXECUTE FUNCTION {function}()'
+        )
+    return statements
+
+
+def drop_trigger_sql(schema: str, tables: list[str]) -> list[str]:
+    statements = [f'DROP TRIGGER IF EXISTS {t}_changed ON "{schema}"."{t}"' for t in tables]
+    return [*statements, f'DROP FUNCTION IF EXISTS "{schema}".notify_changed()']
+
+
+class ChangeFeed:
+    """This instance's view of when its schema last changed."""
+
+    def __init__(self, db: Database, reconnect_s: float = 1.0) -> None:
+        self.db = db
+        self.channel = channel_of(db.schema)
+        self.reconnect_s = reconnect_s
+        self.generation = 0
+        self.live = False
+        self._conn: asyncpg.Connection | None = None
+
+    def changed(self, *_: object) -> None:
+        self.generation += 1
+
+    async def run(self) -> None:
+        while True:
+            try:
+                url = self.db.engine.url.set(drivername="postgresql")
+                self._conn = await asyncpg.connect(
+                    url.render_as_string(hide_password=False), timeout=5
+                )
+                lost = asyncio.Event()
+                self._conn.add_termination_listener(lambda _, lost=lost: lost.set())
+                await self._conn.add_listener(self.channel, self.changed)
+                self.changed()  # anything may have changed while nobody listened
+                self.live = True
+                await lost.wait()
+                log.warning("change feed %s lost its connection", self.channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("change feed %s unavailable: %s", self.channel, exc)
+            finally:
+                self.live = False
+                self.changed()
+                await self.close()
+            await asyncio.sleep(self.reconnect_s)
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed():
+            await conn.close()
+
+
+@dataclass(frozen=True)
+class Answer:
+    generation: int
+    body: bytes
+    headers: dict[str, str]
+
+
+class AnswerCache:
+    """At most `size` answers, least recently used first out."""
+
+    def __init__(self, feed: ChangeFeed, size: int = 2048) -> None:
+        self.feed = feed
+        self.size = size
+        self._answers: OrderedDict[str, Answer] = OrderedDict()
+
+    def get(self, key: str) -> Answer | None:
+        answer = self._answers.get(key)
+        if answer is None or answer.generation != self.feed.generation or not self.feed.live:
+            metrics.answers_served.labels(self.feed.db.schema, "miss").inc()
+            return None
+        self._answers.move_to_end(key)
+        metrics.answers_served.labels(self.feed.db.schema, "hit").inc()
+        return answer
+
+    def put(self, key: str, generation: int, body: bytes, headers: dict[str, str]) -> None:
+        if generation != self.feed.generation or not self.feed.live:
+            return  # built from data that changed meanwhile (or unobserved): not kept
+        self._answers[key] = Answer(generation, body, headers)
+        self._answers.move_to_end(key)
+        while len(self._answers) > self.size:
+            self._answers.popitem(last=False)
+
+
+Build = Callable[[], Awaitable[tuple[Any, dict[str, str]]]]
+
+
+async def respond(
+    request: Request, cache: AnswerCache | None, shared: bool, build: Build
+) -> Response[Any]:
+    """The 200 answer `build` gives (body, headers); from memory when `shared` (the same for
+    every caller who gets it, e.g. anonymous) and nothing under it changed since."""
+    if cache is None or not shared:
+        body, headers = await build()
+        return Response(body, headers=headers)
+    key = f"{request.url.path}?{request.url.query}"
+    answer = cache.get(key)
+    if answer is None:
+        generation = cache.feed.generation  # taken before reading, see the module's notes
+        body, headers = await build()
+        answer = Answer(generation, encode_json(body), headers)
+        cache.put(key, answer.generation, answer.body, answer.headers)
+    return Response(answer.body, headers=answer.headers, media_type="application/json")

@@ -1,0 +1,61 @@
+"""The answer cache's rules, without a database: what may be kept, and when it is served."""
+
+from __future__ import annotations
+
+from sqlalchemy import MetaData
+
+from services.kernel.answers import AnswerCache, ChangeFeed, notify_trigger_sql
+from services.kernel.db import Database
+
+
+def cache(size: int = 2048) -> AnswerCache:
+    db = Database("postgresql+asyncpg://u@127.0.0.1:1/x", "catalog", MetaData(schema="catalog"))
+    feed = ChangeFeed(db)
+    feed.live = True
+    return AnswerCache(feed, size)
+
+
+def test_an_answer_is_served_until_the_next_change() -> None:
+    c = cache()
+    c.put("/a?", c.feed.generation, b"[1]", {"X-Total-Count": "1"})
+    hit = c.get("/a?")
+    assert hit is not None and hit.body == b"[1]" and hit.headers == {"X-Total-Count": "1"}
+    c.feed.changed()
+    assert c.get("/a?") is None
+
+
+def test_an_answer_built_while_the_data_changed_is_not_kept() -> None:
+    c = cache()
+    taken = c.feed.generation  # before reading
+    c.feed.changed()  # a commit lands while the answer is being built
+    c.put("/a?", taken, b"[old]", {})
+    assert c.get("/a?") is None
+
+
+def test_nothing_is_served_or_kept_while_nobody_listens() -> None:
+    c = cache()
+    c.put("/a?", c.feed.generation, b"[1]", {})
+    c.feed.live = False
+    assert c.get("/a?") is None
+    c.put("/b?", c.feed.generation, b"[2]", {})
+    c.feed.live = True
+    assert c.get("/b?") is None
+
+
+def test_the_least_recently_used_answer_goes_first() -> None:
+    c = cache(size=2)
+    g = c.feed.generation
+    c.put("/a?", g, b"a", {})
+    c.put("/b?", g, b"b", {})
+    assert c.get("/a?") is not None  # /a is now the most recent
+    c.put("/c?", g, b"c", {})
+    assert c.get("/b?") is None and c.get("/a?") is not None and c.get("/c?") is not None
+
+
+def test_every_listed_table_notifies_on_every_kind_of_write() -> None:
+    sql = notify_trigger_sql("catalog", ["events", "locations"])
+    assert "pg_notify('changed_catalog', '')" in sql[0]
+    for table, statement in zip(["events", "locations"], sql[1:], strict=True):
+        assert f'ON "catalog"."{table}"' in statement
+        assert "AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE" in statement
+        assert "FOR EACH STATEMENT" in statement
