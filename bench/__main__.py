@@ -146,10 +146,13 @@ async def repair_replay_rows(system: System, engine: Any) -> list[Row]:
     from services.kernel.eventlog import Filters
     from services.kernel.replay import replay
 
+    # Each reprocessed event counts one more handling on its inbox row.
     handled = text(
-        "SELECT count(*) FROM resale.inbox "
-        "WHERE type = 'ordering.TicketPurchased' AND handled_count >= 2"
+        "SELECT coalesce(sum(handled_count), 0) FROM resale.inbox "
+        "WHERE type = 'ordering.TicketPurchased'"
     )
+    async with engine.connect() as conn:
+        before = int(await conn.scalar(handled) or 0)
     connection = await broker.connect(system.env["RESELLIO_AMQP_URL"])
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
@@ -166,7 +169,7 @@ async def repair_replay_rows(system: System, engine: Any) -> list[Row]:
         deadline = started + 300
         while True:
             async with engine.connect() as conn:
-                done = int(await conn.scalar(handled) or 0)
+                done = int(await conn.scalar(handled) or 0) - before
             if done >= sent or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.01)

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable
+from datetime import datetime, timedelta
 from uuid import UUID
 
 import httpx
@@ -19,6 +20,7 @@ from sqlalchemy import select
 from services.kernel.db import Database
 
 log = logging.getLogger("resellio.catchup")
+CLOCK_MARGIN = timedelta(seconds=1)
 
 
 class CatchUp:
@@ -73,28 +75,52 @@ class CatchUp:
         event_id = response.json().get("event_id")
         return UUID(event_id) if event_id else None
 
-    async def handled(self, event_id: UUID) -> bool:
+    async def handled_at(self, event_id: UUID) -> datetime | None:
+        """When this service's inbox recorded the event; None if it has not yet."""
         async with self.db.reader.connect() as conn:
-            found = await conn.scalar(
-                select(self.db.inbox.c.event_id).where(self.db.inbox.c.event_id == event_id)
+            return await conn.scalar(  # type: ignore[no-any-return]
+                select(self.db.inbox.c.handled_at).where(self.db.inbox.c.event_id == event_id)
             )
-        return found is not None
+
+    async def handled(self, event_id: UUID) -> bool:
+        return await self.handled_at(event_id) is not None
+
+    async def _caught_up(self, producer: str, deadline: float) -> datetime | bool | None:
+        """Wait (until `deadline`) for the producer's newest event: when it was handled here,
+        None when the producer has no such event, False when unreachable or out of time."""
+        try:
+            event_id = await self.head(producer)
+        except (httpx.HTTPError, ValueError) as exc:
+            log.warning("catch-up: %s unreachable: %s", producer, exc)
+            return False
+        if event_id is None:
+            return None
+        delay = 0.005
+        while (handled_at := await self.handled_at(event_id)) is None:
+            if time.monotonic() > deadline:
+                log.warning("catch-up: %s event %s not handled in time", producer, event_id)
+                return False
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        return handled_at
 
     async def __call__(self, *producers: str) -> None:
         """Wait until every event the producers had committed is handled here (bounded)."""
         deadline = time.monotonic() + self.timeout_s
         for producer in producers:
-            try:
-                event_id = await self.head(producer)
-            except (httpx.HTTPError, ValueError) as exc:
-                log.warning("catch-up: %s unreachable: %s", producer, exc)
-                continue
-            if event_id is None:
-                continue
-            delay = 0.005
-            while not await self.handled(event_id):
-                if time.monotonic() > deadline:
-                    log.warning("catch-up: %s event %s not handled in time", producer, event_id)
-                    return
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.05)
+            await self._caught_up(producer, deadline)  # bounded: later ones find no time left
+
+    async def changed_since(self, started: datetime, *producers: str) -> bool:
+        """Catch up, then say whether the projection may differ from what a read begun at
+        `started` saw: False only when every producer's newest event had been handled here
+        well before then (asking again would give the same answer)."""
+        deadline = time.monotonic() + self.timeout_s
+        changed = False
+        for producer in producers:
+            handled_at = await self._caught_up(producer, deadline)
+            if handled_at is False:
+                return True
+            # A margin for the clocks of this process and of PostgreSQL.
+            if handled_at is not None and handled_at > started - CLOCK_MARGIN:  # type: ignore[operator]
+                changed = True
+        return changed

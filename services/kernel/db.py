@@ -96,6 +96,21 @@ class Database:
         await self.engine.dispose()
 
 
+_WRITE_EVENTS = """
+WITH written AS (
+  INSERT INTO "{schema}".outbox
+    (event_id, type, version, occurred_at, aggregate_id, correlation_id, causation_id, payload)
+  SELECT e, t, v, o, a, c, k, CAST(p AS jsonb)
+  FROM unnest(CAST(:ids AS uuid[]), CAST(:types AS text[]), CAST(:versions AS integer[]),
+              CAST(:occurred AS timestamptz[]), CAST(:aggregates AS text[]),
+              CAST(:correlations AS text[]), CAST(:causations AS text[]),
+              CAST(:payloads AS text[])) AS u(e, t, v, o, a, c, k, p)
+  RETURNING 1
+)
+SELECT pg_notify(:channel, '')
+"""
+
+
 class UnitOfWork:
     """One transaction. Rolls back unless `commit()` is called; events go out with the commit."""
 
@@ -167,13 +182,24 @@ class UnitOfWork:
         the COMMIT runs while it holds the lock."""
         if not self._events:
             return
-        await self.conn.execute(self.db.outbox.insert(), self._events)
-        self._events = []
-        if not self._wrote_events:
-            await self.conn.execute(
-                text("SELECT pg_notify(:channel, '')"), {"channel": self.db.notify_channel}
-            )
-            self._wrote_events = True
+        events, self._events = self._events, []
+        # One round trip: the rows, and the wake-up for relays listening in other instances
+        # (delivered at commit, once per transaction however often it is sent).
+        await self.conn.execute(
+            text(_WRITE_EVENTS.format(schema=self.db.schema)),
+            {
+                "ids": [e["event_id"] for e in events],
+                "types": [e["type"] for e in events],
+                "versions": [e["version"] for e in events],
+                "occurred": [e["occurred_at"] for e in events],
+                "aggregates": [e["aggregate_id"] for e in events],
+                "correlations": [e["correlation_id"] for e in events],
+                "causations": [e["causation_id"] for e in events],
+                "payloads": [msgspec.json.encode(e["payload"]).decode() for e in events],
+                "channel": self.db.notify_channel,
+            },
+        )
+        self._wrote_events = True
 
     async def commit(self) -> None:
         if not self.commit_allowed:

@@ -5,7 +5,9 @@ the answer to the request, and is retried)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import socket
 from email.message import EmailMessage
 from typing import Any
 
@@ -107,8 +109,10 @@ class MailSender:
                 self.wake.clear()
 
     async def send_batch(self, limit: int = 20) -> tuple[int, int]:
-        """Send up to `limit` queued messages; (sent, failed)."""
+        """Send up to `limit` queued messages over one SMTP connection; (sent, failed)."""
         t = self.table
+        failed = 0
+        smtp: aiosmtplib.SMTP | None = None
         async with self.db.engine.connect() as conn, conn.begin():
             rows = (
                 await conn.execute(
@@ -119,34 +123,59 @@ class MailSender:
                     .with_for_update(skip_locked=True)
                 )
             ).all()
-            failed = 0
-            for row in rows:
-                try:
-                    await self._send(row)
-                    await conn.execute(
-                        update(t).where(t.c.id == row.id).values(sent_at=text("now()"))
-                    )
-                except (aiosmtplib.SMTPException, OSError) as exc:
-                    failed += 1
-                    await conn.execute(
-                        update(t)
-                        .where(t.c.id == row.id)
-                        .values(attempts=t.c.attempts + 1, last_error=str(exc)[:500])
-                    )
+            try:
+                for row in rows:
+                    try:
+                        if smtp is None:
+                            smtp = self._client()
+                            await smtp.connect()
+                        await smtp.send_message(self._message(row))
+                        await conn.execute(
+                            update(t).where(t.c.id == row.id).values(sent_at=text("now()"))
+                        )
+                    except (aiosmtplib.SMTPException, OSError) as exc:
+                        failed += 1
+                        _drop(smtp)  # the next message gets a fresh connection
+                        smtp = None
+                        await conn.execute(
+                            update(t)
+                            .where(t.c.id == row.id)
+                            .values(attempts=t.c.attempts + 1, last_error=str(exc)[:500])
+                        )
+            finally:
+                if smtp is not None:
+                    try:
+                        await smtp.quit()
+                    except (aiosmtplib.SMTPException, OSError):
+                        _drop(smtp)
         return len(rows) - failed, failed
 
-    async def _send(self, row: Any) -> None:
-        message = EmailMessage()
-        message["From"] = self.smtp.sender
-        message["To"] = row.recipient
-        message["Subject"] = row.subject
-        message.set_content(row.body)
-        await aiosmtplib.send(
-            message,
+    def _client(self) -> aiosmtplib.SMTP:
+        return aiosmtplib.SMTP(
             hostname=self.smtp.host,
             port=self.smtp.port,
             username=self.smtp.username,
             password=self.smtp.password,
             start_tls=self.smtp.use_tls,
             timeout=10,
+            local_hostname=_local_hostname(),
         )
+
+    def _message(self, row: Any) -> EmailMessage:
+        message = EmailMessage()
+        message["From"] = self.smtp.sender
+        message["To"] = row.recipient
+        message["Subject"] = row.subject
+        message.set_content(row.body)
+        return message
+
+
+def _drop(smtp: aiosmtplib.SMTP | None) -> None:
+    if smtp is not None:
+        smtp.close()
+
+
+@functools.cache
+def _local_hostname() -> str:
+    """The name this host gives in EHLO, looked up once (not in a thread per message)."""
+    return socket.getfqdn()

@@ -19,9 +19,12 @@ from services.kernel.db import Database
 
 log = logging.getLogger("resellio.relay")
 
+# Run under the advisory lock (a statement of its own, so this one's snapshot is taken after
+# it): the batch, and the last sequence any relay gave out, in one round trip.
 _CLAIM = """
 SELECT id, event_id, type, version, occurred_at, aggregate_id, correlation_id, causation_id,
-       payload::text AS payload
+       payload::text AS payload,
+       (SELECT coalesce(max(sequence), 0) FROM {schema}.outbox) AS last_sequence
 FROM {schema}.outbox WHERE published_at IS NULL ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED
 """
 _MARK = """
@@ -125,9 +128,7 @@ class Relay:
             if not rows:
                 metrics.outbox_backlog.labels(self.producer).set(0)
                 return 0
-            last = await conn.scalar(
-                text(f"SELECT coalesce(max(sequence), 0) FROM {schema}.outbox")
-            )
+            last = rows[0].last_sequence
             sequences = list(range(last + 1, last + 1 + len(rows)))
             exchange = await self.exchange_factory()
             results = await asyncio.gather(

@@ -27,7 +27,7 @@ from services.kernel.relay import envelope_bytes
 from services.kernel.settings import SERVICES
 
 WINDOW = 50  # packs awaiting their confirms at once
-PACK = 100  # events per message
+PACK = 250  # events per message
 PACK_CONTENT_TYPE = "application/vnd.resellio.events+json"
 
 

@@ -64,13 +64,17 @@ def rules() -> cart.CartRules:
 
 async def fresh_projection(request: Request, attempt: Callable[[], Awaitable[T]]) -> T:
     """A "no" that rests on catalog's projection is only given once it has caught up with
-    every catalog write already answered (API.md §1.8)."""
+    every catalog write already answered (API.md §1.8). It is asked again only if catalog's
+    newest event may have arrived after the first attempt began (a sold-out drop's refusals
+    do not each run twice)."""
+    started = utcnow()
     try:
         return await attempt()
     except (BadRequest, NotFound) as exc:
         if exc.detail == QUANTITY_TOO_LOW:
             raise
-        await runtime(request).catch_up("catalog")
+        if not await runtime(request).catch_up.changed_since(started, "catalog"):
+            raise
         return await attempt()
 
 

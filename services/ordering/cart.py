@@ -69,6 +69,11 @@ async def add_item(cmd: AddToCart, uow: UnitOfWork, rules: CartRules, now: datet
     limit = rules.max_per_event
     if await tickets_of_customer(uow, cmd.user_id, offer.event_id) + cmd.quantity > limit:
         raise over_limit(limit)
+    # Sold out or fully held: refused without queueing for the inventory row every buyer of
+    # the type needs (the claim below re-checks under its lock whatever this read saw).
+    if offer.sold + offer.held + cmd.quantity > offer.max_count:
+        if not await holds.release_expired(uow, now, type_id=cmd.type_id):
+            raise not_enough(offer, offer.max_count - offer.sold - offer.held)
     expires_at = now + rules.hold_for
     stmt = insert(cart_items).values(
         user_id=cmd.user_id, type_id=cmd.type_id, quantity=cmd.quantity, hold_expires_at=expires_at
