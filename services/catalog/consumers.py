@@ -51,9 +51,8 @@ async def on_user_registered(items: list[tuple[UserRegistered, Envelope]], uow: 
     ]
     if rows:
         await uow.execute(
-            insert(organizers)
-            .values(rows)
-            .on_conflict_do_nothing(index_elements=[organizers.c.organizer_id])
+            insert(organizers).on_conflict_do_nothing(index_elements=[organizers.c.organizer_id]),
+            rows,
         )
 
 
@@ -102,20 +101,18 @@ async def on_ticket_purchased(
         (
             await uow.execute(
                 insert(tickets)
-                .values(
-                    [
-                        {
-                            "ticket_id": e.ticket_id,
-                            "event_id": e.event_id,
-                            "type_id": e.type_id,
-                            "owner_id": e.owner_id,
-                            "valid": True,
-                        }
-                        for e in purchases.values()
-                    ]
-                )
                 .on_conflict_do_nothing(index_elements=[tickets.c.ticket_id])
-                .returning(tickets.c.ticket_id)
+                .returning(tickets.c.ticket_id),
+                [
+                    {
+                        "ticket_id": e.ticket_id,
+                        "event_id": e.event_id,
+                        "type_id": e.type_id,
+                        "owner_id": e.owner_id,
+                        "valid": True,
+                    }
+                    for e in purchases.values()
+                ],
             )
         ).scalars()
     )

@@ -115,7 +115,7 @@ async def rebuild(
         done = await _handled(engine, schema, projection.events)
         on_progress(done, the_plan.total)
         if done < the_plan.total:
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.005)
     replay_seconds = time.monotonic() - replay_started
     after = await table_states(engine, schema, projection.tables)
     return RebuildReport(service, before, after, sent, time.monotonic() - started, replay_seconds)

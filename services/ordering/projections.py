@@ -113,7 +113,12 @@ async def on_ticket_type_saved(
 
 @bulk
 async def on_user_registered(items: list[tuple[UserRegistered, Envelope]], uow: UnitOfWork) -> None:
-    stmt = insert(users).values(
+    stmt = insert(users)
+    await uow.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[users.c.user_id],
+            set_={k: stmt.excluded[k] for k in ("email", "first_name", "last_name")},
+        ),
         [
             {
                 "user_id": e.user_id,
@@ -122,13 +127,7 @@ async def on_user_registered(items: list[tuple[UserRegistered, Envelope]], uow: 
                 "last_name": e.last_name,
             }
             for e, _ in last_per_key(items, lambda e: e.user_id)
-        ]
-    )
-    await uow.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[users.c.user_id],
-            set_={k: stmt.excluded[k] for k in ("email", "first_name", "last_name")},
-        )
+        ],
     )
 
 

@@ -100,17 +100,16 @@ async def on_location_updated(event: LocationUpdated, envelope: Envelope, uow: U
 async def on_ticket_type_saved(
     items: list[tuple[TicketTypeCreated, Envelope]], uow: UnitOfWork
 ) -> None:
-    stmt = insert(ticket_types).values(
-        [
-            {"type_id": e.type_id, "event_id": e.event_id, "description": e.description}
-            for e, _ in last_per_key(items, lambda e: e.type_id)
-        ]
-    )
+    stmt = insert(ticket_types)
     await uow.execute(
         stmt.on_conflict_do_update(
             index_elements=[ticket_types.c.type_id],
             set_={"event_id": stmt.excluded.event_id, "description": stmt.excluded.description},
-        )
+        ),
+        [
+            {"type_id": e.type_id, "event_id": e.event_id, "description": e.description}
+            for e, _ in last_per_key(items, lambda e: e.type_id)
+        ],
     )
 
 
@@ -122,22 +121,19 @@ async def on_ticket_purchased(
     items: list[tuple[TicketPurchased, Envelope]], uow: UnitOfWork
 ) -> None:
     await uow.execute(
-        insert(tickets)
-        .values(
-            [
-                {
-                    "ticket_id": e.ticket_id,
-                    "event_id": e.event_id,
-                    "type_id": e.type_id,
-                    "owner_id": e.owner_id,
-                    "original_price": e.price,
-                    "currency": e.currency,
-                    "status": "valid",
-                }
-                for e, _ in items
-            ]
-        )
-        .on_conflict_do_nothing(index_elements=[tickets.c.ticket_id])
+        insert(tickets).on_conflict_do_nothing(index_elements=[tickets.c.ticket_id]),
+        [
+            {
+                "ticket_id": e.ticket_id,
+                "event_id": e.event_id,
+                "type_id": e.type_id,
+                "owner_id": e.owner_id,
+                "original_price": e.price,
+                "currency": e.currency,
+                "status": "valid",
+            }
+            for e, _ in items
+        ],
     )
 
 
@@ -180,17 +176,16 @@ async def on_ticket_checked_in(event: TicketCheckedIn, envelope: Envelope, uow: 
 
 @bulk
 async def on_user_registered(items: list[tuple[UserRegistered, Envelope]], uow: UnitOfWork) -> None:
-    stmt = insert(users).values(
-        [
-            {"user_id": e.user_id, "email": e.email, "first_name": e.first_name}
-            for e, _ in last_per_key(items, lambda e: e.user_id)
-        ]
-    )
+    stmt = insert(users)
     await uow.execute(
         stmt.on_conflict_do_update(
             index_elements=[users.c.user_id],
             set_={"email": stmt.excluded.email, "first_name": stmt.excluded.first_name},
-        )
+        ),
+        [
+            {"user_id": e.user_id, "email": e.email, "first_name": e.first_name}
+            for e, _ in last_per_key(items, lambda e: e.user_id)
+        ],
     )
 
 
