@@ -82,9 +82,6 @@ class CatchUp:
                 select(self.db.inbox.c.handled_at).where(self.db.inbox.c.event_id == event_id)
             )
 
-    async def handled(self, event_id: UUID) -> bool:
-        return await self.handled_at(event_id) is not None
-
     async def _caught_up(self, producer: str, deadline: float) -> datetime | bool | None:
         """Wait (until `deadline`) for the producer's newest event: when it was handled here,
         None when the producer has no such event, False when unreachable or out of time."""

@@ -21,7 +21,6 @@ from uuid import UUID
 import msgspec
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from sqlalchemy import text
-from sqlalchemy.dialects.postgresql import insert
 
 from contracts.codec import decode_envelope, decode_payload
 from contracts.envelope import Envelope, Event
@@ -183,7 +182,7 @@ class Consumer:
                 bytes(raw) for raw in msgspec.json.decode(message.body, type=list[msgspec.Raw])
             ]
         except msgspec.DecodeError as exc:
-            await self._park(message, int(message.headers.get("x-attempts", 0) or 0) + 1, exc)
+            await self._park(message, _attempt(message), exc)
             await message.ack()
             return
         if not await self._apply_batch(bodies, reprocess):
@@ -204,7 +203,7 @@ class Consumer:
         if message.content_type == PACK_CONTENT_TYPE:
             await self._process_pack(message)
             return
-        attempts = int(message.headers.get("x-attempts", 0) or 0) + 1
+        attempts = _attempt(message)
         reprocess = bool(message.headers.get("x-reprocess"))
         try:
             await self.handle(message.body, reprocess=reprocess)
@@ -250,22 +249,7 @@ class Consumer:
         return True
 
     async def _record(self, uow: UnitOfWork, envelope: Envelope, reprocess: bool) -> bool:
-        inbox = self.db.inbox
-        stmt = insert(inbox).values(
-            event_id=envelope.id,
-            producer=envelope.producer,
-            type=envelope.type,
-            sequence=envelope.sequence,
-        )
-        if reprocess:
-            stmt = stmt.on_conflict_do_update(
-                index_elements=[inbox.c.event_id],
-                set_={"handled_count": inbox.c.handled_count + 1, "handled_at": utcnow()},
-            )
-        else:
-            stmt = stmt.on_conflict_do_nothing(index_elements=[inbox.c.event_id])
-        result = await uow.execute(stmt.returning(inbox.c.event_id))
-        return result.first() is not None
+        return bool(await self._record_many(uow, [envelope], reprocess))
 
     async def _apply_in_order(self, todo: list[tuple[Any, Envelope]], uow: UnitOfWork) -> None:
         """Each event's handler in turn; a run of events whose handler is `bulk` in one call."""
@@ -336,6 +320,11 @@ class Consumer:
             outcome = "dead_lettered"
         metrics.events_handled.labels(self.name, message.type or "?", outcome).inc()
         await resend(self._channel, message, target, headers)
+
+
+def _attempt(message: AbstractIncomingMessage) -> int:
+    """Which attempt at handling this delivery is (1 for the first)."""
+    return int(message.headers.get("x-attempts", 0) or 0) + 1  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
