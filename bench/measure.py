@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import httpx
+from bench.client import Client, ClientError
 
 HERE = Path(__file__).resolve().parent
 
@@ -63,7 +63,7 @@ def _wrk_result(out: str) -> Result:
 
 
 async def run_async(
-    work: Callable[[httpx.AsyncClient, int], Awaitable[bool]],
+    work: Callable[[Client, int], Awaitable[bool]],
     concurrency: int,
     seconds: float,
     base_url: str | list[str],
@@ -77,8 +77,7 @@ async def run_async(
     deadline = time.monotonic() + seconds
     urls = [base_url] if isinstance(base_url, str) else base_url
     per_url = max(1, concurrency // len(urls))
-    limits = httpx.Limits(max_connections=per_url, max_keepalive_connections=per_url)
-    clients = [httpx.AsyncClient(base_url=u, limits=limits, timeout=60) for u in urls]
+    clients = [Client(u, max_connections=per_url) for u in urls]
     try:
 
         async def worker() -> None:
@@ -91,7 +90,7 @@ async def run_async(
                 started = time.perf_counter()
                 try:
                     ok = await work(clients[i % len(clients)], i)
-                except httpx.HTTPError:
+                except ClientError:
                     ok = False
                 latencies.append((time.perf_counter() - started) * 1000)
                 errors += 0 if ok else 1

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 from sqlalchemy import text
 
+from bench.client import Client, ClientError
 from bench.dataset import Dataset, bearer, new_customer, new_event
 from bench.measure import Result, get_loop, percentile, run_async
 
@@ -149,7 +150,7 @@ async def ticket_drop(gateways: list[str], data: Dataset, capacity: int, engine:
     won_at: list[float] = []
     started = time.monotonic()
 
-    async def buy(client: httpx.AsyncClient, i: int) -> bool:
+    async def buy(client: Client, i: int) -> bool:
         h = bearer(data.customers[i % len(data.customers)])
         r = await client.post(
             "/api/cart/items", params={"ticket_type_id": type_id, "quantity": 1}, headers=h
@@ -274,7 +275,7 @@ async def resale_rush(
     winners: dict[int, int] = {}
     outcomes: dict[int, int] = {}
 
-    async def attempt(client: httpx.AsyncClient, i: int) -> bool:
+    async def attempt(client: Client, i: int) -> bool:
         ticket_id = ticket_ids[i % listings]
         buyer = data.customers[i % len(data.customers)]
         r = await client.post(
@@ -356,8 +357,7 @@ async def event_pipeline(
     async with engine.connect() as conn:
         started_at = await conn.scalar(text("SELECT now()"))
     failed: dict[int, int] = {}
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
-    clients = [httpx.AsyncClient(base_url=g, timeout=60, limits=limits) for g in gateways]
+    clients = [Client(g, max_connections=200) for g in gateways]
     try:
         interval = per_checkout / rate
 
@@ -373,7 +373,7 @@ async def event_pipeline(
                 if r.status_code == 200:
                     r = await client.post("/api/cart/checkout", headers=h)
                 status = r.status_code
-            except httpx.HTTPError:  # counted; what was committed is still checked below
+            except ClientError:  # counted; what was committed is still checked below
                 status = 0
             if status != 200:
                 failed[status] = failed.get(status, 0) + 1
@@ -441,7 +441,7 @@ async def event_pipeline(
 async def login_load(
     gateway: str, seconds: int, emails: list[str], password: str
 ) -> tuple[list[Row], Result]:
-    async def one(client: httpx.AsyncClient, i: int) -> bool:
+    async def one(client: Client, i: int) -> bool:
         r = await client.post(
             "/api/auth/token", data={"username": emails[i % len(emails)], "password": password}
         )

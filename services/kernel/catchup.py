@@ -15,7 +15,6 @@ from datetime import datetime, timedelta
 from uuid import UUID
 
 import httpx
-from sqlalchemy import select
 
 from services.kernel.db import Database
 
@@ -40,6 +39,7 @@ class CatchUp:
         # Lookups are numbered in the order they start; the newest per producer is kept.
         self._started = 0
         self._lookups: dict[str, tuple[int, asyncio.Future[UUID | None]]] = {}
+        self._handled_at_sql = f'SELECT handled_at FROM "{db.schema}".inbox WHERE event_id = $1'
         for event_type in subscriptions:
             producer = event_type.split(".", 1)[0]
             self.types_by_producer.setdefault(producer, []).append(event_type)
@@ -77,10 +77,8 @@ class CatchUp:
 
     async def handled_at(self, event_id: UUID) -> datetime | None:
         """When this service's inbox recorded the event; None if it has not yet."""
-        async with self.db.reader.connect() as conn:
-            return await conn.scalar(  # type: ignore[no-any-return]
-                select(self.db.inbox.c.handled_at).where(self.db.inbox.c.event_id == event_id)
-            )
+        async with self.db.driver() as db:
+            return await db.fetchval(self._handled_at_sql, event_id)  # type: ignore[no-any-return]
 
     async def _caught_up(self, producer: str, deadline: float) -> datetime | bool | None:
         """Wait (until `deadline`) for the producer's newest event: when it was handled here,

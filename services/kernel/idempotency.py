@@ -25,12 +25,8 @@ from sqlalchemy import (
     MetaData,
     Table,
     Text,
-    delete,
-    select,
     text,
-    update,
 )
-from sqlalchemy.dialects.postgresql import insert
 
 from contracts.codec import encode
 from services.kernel.db import Database
@@ -87,47 +83,58 @@ async def fingerprint(request: Request) -> str:
     return digest.hexdigest()
 
 
+_CLAIM = """
+INSERT INTO "{schema}".idempotency_keys AS k (user_id, method, path, key, fingerprint, state)
+VALUES ($1, $2, $3, $4, $5, 'in_progress')
+ON CONFLICT (user_id, method, path, key) DO UPDATE
+  SET fingerprint = EXCLUDED.fingerprint, state = 'in_progress', status_code = NULL,
+      body = NULL, created_at = now()
+  WHERE k.created_at < now() - make_interval(secs => {keep})
+     OR (k.state = 'in_progress' AND k.created_at < now() - make_interval(secs => {stale}))
+RETURNING NULL::text AS fingerprint, NULL::text AS state, NULL::int AS status_code,
+          NULL::bytea AS body, true AS claimed
+"""
+# What the key holds when the claim did not take it (a second statement: the claim's snapshot
+# may predate the row it conflicted with).
+_STORED = """
+SELECT fingerprint, state, status_code, body FROM "{schema}".idempotency_keys
+WHERE user_id = $1 AND method = $2 AND path = $3 AND key = $4
+"""
+_STORE = """
+UPDATE "{schema}".idempotency_keys SET state = 'done', status_code = $5, body = $6
+WHERE user_id = $1 AND method = $2 AND path = $3 AND key = $4
+"""
+_FREE = """
+DELETE FROM "{schema}".idempotency_keys
+WHERE user_id = $1 AND method = $2 AND path = $3 AND key = $4
+"""
+
+
 class IdempotencyKeys:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.table = idempotency_table(db.metadata)
-
-    def _scope(self, user_id: int, method: str, path: str, key: str) -> list[Any]:
-        t = self.table
-        return [t.c.user_id == user_id, t.c.method == method, t.c.path == path, t.c.key == key]
+        schema, keep, stale = db.schema, KEEP_FOR.total_seconds(), STALE_AFTER.total_seconds()
+        self.sql = {
+            name: sql.format(schema=schema, keep=int(keep), stale=int(stale))
+            for name, sql in (("claim", _CLAIM), ("stored", _STORED), ("store", _STORE),
+                              ("free", _FREE))
+        }  # fmt: skip
 
     async def claim(
         self, user_id: int, method: str, path: str, key: str, print_: str
     ) -> tuple[int, bytes] | None:
         """None when this request now owns the key; the stored answer when it was answered;
         raises 409 when the key is busy or belongs to another request."""
-        t = self.table
-        stmt = insert(t).values(
-            user_id=user_id, method=method, path=path, key=key, fingerprint=print_,
-            state="in_progress",
-        )  # fmt: skip
-        expired = text(f"now() - interval '{int(KEEP_FOR.total_seconds())} seconds'")
-        stale = text(f"now() - interval '{int(STALE_AFTER.total_seconds())} seconds'")
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[t.c.user_id, t.c.method, t.c.path, t.c.key],
-            set_={
-                "fingerprint": print_,
-                "state": "in_progress",
-                "status_code": None,
-                "body": None,
-                "created_at": text("now()"),
-            },
-            where=(t.c.created_at < expired)
-            | ((t.c.state == "in_progress") & (t.c.created_at < stale)),
-        )
         # One statement each, outside a transaction block: no BEGIN/COMMIT round trips (the
         # claim is a single conditional statement either way).
-        async with self.db.autocommit.connect() as conn:
-            if (await conn.execute(stmt.returning(t.c.key))).first() is not None:
+        scope = (user_id, method, path, key)
+        async with self.db.driver() as db:
+            if await db.fetchrow(self.sql["claim"], *scope, print_) is not None:
                 return None
-            row = (
-                await conn.execute(select(t).where(*self._scope(user_id, method, path, key)))
-            ).one()
+            row = await db.fetchrow(self.sql["stored"], *scope)
+        if row is None:  # freed between the two statements: the request may simply retry
+            raise Conflict(IN_PROGRESS)
         if row.fingerprint != print_:
             raise Conflict(REUSED)
         if row.state == "in_progress":
@@ -138,15 +145,12 @@ class IdempotencyKeys:
         self, user_id: int, method: str, path: str, key: str, status: int, body: bytes
     ) -> None:
         """Store the answer, or free the key when this kind of answer is not kept."""
-        t = self.table
-        scope = self._scope(user_id, method, path, key)
-        async with self.db.autocommit.connect() as conn:
+        scope = (user_id, method, path, key)
+        async with self.db.driver() as db:
             if status in STORED_STATUSES:
-                await conn.execute(
-                    update(t).where(*scope).values(state="done", status_code=status, body=body)
-                )
+                await db.fetchval(self.sql["store"], *scope, status, body)
             else:
-                await conn.execute(delete(t).where(*scope))
+                await db.fetchval(self.sql["free"], *scope)
 
 
 async def idempotent(

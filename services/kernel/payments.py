@@ -27,12 +27,8 @@ from sqlalchemy import (
     Numeric,
     Table,
     Text,
-    select,
     text,
-    update,
 )
-from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.sql.dml import Update
 
 from services.kernel.db import Database
 
@@ -104,6 +100,33 @@ def payment_tables(metadata: MetaData) -> tuple[Table, Table]:
     return payments, operations
 
 
+_AUTHORIZE = """
+WITH created AS (
+  INSERT INTO "{schema}".payments (payment_id, authorize_key, amount, currency, state)
+  VALUES ($1, $2, $3, $4, $5)
+  ON CONFLICT (authorize_key) DO NOTHING
+  RETURNING payment_id, state
+)
+SELECT payment_id, state FROM created
+"""
+# The same key answers what the first call answered (a second statement: it sees the row the
+# insert above conflicted with, which that statement's snapshot may not).
+_AUTHORIZED = 'SELECT payment_id, state FROM "{schema}".payments WHERE authorize_key = $1'
+_RECORD = """
+INSERT INTO "{schema}".payment_operations (idempotency_key, payment_id, kind, amount)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT (idempotency_key) DO NOTHING
+RETURNING idempotency_key
+"""
+# Each change moves the payment from the state that allows it, or changes nothing.
+_CHANGES = {
+    "capture": "SET state = 'captured', updated_at = now() WHERE state = 'authorized'",
+    "void": "SET state = 'voided', updated_at = now() WHERE state = 'authorized'",
+    "refund": "SET refunded = refunded + $2, updated_at = now() "
+    "WHERE state = 'captured' AND refunded + $2 <= amount",
+}
+
+
 class SimulatedProvider:
     """Behaves like a card processor: it takes time, declines test cards, and is idempotent."""
 
@@ -111,6 +134,17 @@ class SimulatedProvider:
         self.db = db
         self.latency_s = latency_ms / 1000
         self.payments, self.operations = payment_tables(db.metadata)
+        schema = db.schema
+        self.sql = {
+            "authorize": _AUTHORIZE.format(schema=schema),
+            "authorized": _AUTHORIZED.format(schema=schema),
+            "record": _RECORD.format(schema=schema),
+            **{
+                kind: f'UPDATE "{schema}".payments {change} AND payment_id = $1 '
+                "RETURNING payment_id"
+                for kind, change in _CHANGES.items()
+            },
+        }
 
     async def _network(self) -> None:
         if self.latency_s > 0:
@@ -122,85 +156,40 @@ class SimulatedProvider:
         await self._network()
         if token in UNAVAILABLE_TOKENS:
             raise PaymentUnavailable("processor unreachable")
-        p = self.payments
         state = "declined" if token in DECLINED_TOKENS else "authorized"
-        # Two idempotent statements: no transaction block (and no BEGIN/COMMIT round trips).
-        async with self.db.autocommit.connect() as conn:
-            await conn.execute(
-                insert(p)
-                .values(
-                    payment_id=f"pay_{secrets.token_hex(12)}",
-                    authorize_key=idempotency_key,
-                    amount=amount,
-                    currency=currency,
-                    state=state,
-                )
-                .on_conflict_do_nothing(index_elements=[p.c.authorize_key])
+        # Idempotent statements: no transaction block (and no BEGIN/COMMIT round trips).
+        async with self.db.driver() as db:
+            row = await db.fetchrow(
+                self.sql["authorize"],
+                f"pay_{secrets.token_hex(12)}",
+                idempotency_key,
+                amount,
+                currency,
+                state,
             )
-            # The same key answers what the first call answered.
-            row = (
-                await conn.execute(
-                    select(p.c.payment_id, p.c.state).where(p.c.authorize_key == idempotency_key)
-                )
-            ).one()
+            if row is None:
+                row = await db.fetchrow(self.sql["authorized"], idempotency_key)
+        assert row is not None
         if row.state == "declined":
             raise PaymentDeclined(row.payment_id)
         return str(row.payment_id)
 
     async def _operate(
-        self, payment_id: str, key: str, kind: str, amount: Decimal | None, change: Update
+        self, payment_id: str, key: str, kind: str, amount: Decimal | None = None
     ) -> None:
         await self._network()
-        o = self.operations
-        async with self.db.engine.begin() as conn:
-            done = await conn.execute(
-                insert(o)
-                .values(idempotency_key=key, payment_id=payment_id, kind=kind, amount=amount)
-                .on_conflict_do_nothing(index_elements=[o.c.idempotency_key])
-                .returning(o.c.idempotency_key)
-            )
-            if done.first() is None:
+        async with self.db.driver() as db, db.transaction():
+            if await db.fetchval(self.sql["record"], key, payment_id, kind, amount) is None:
                 return  # already applied under this key: no second movement of money
-            changed = await conn.execute(change)
-            if changed.rowcount != 1:
+            args = (payment_id, amount) if kind == "refund" else (payment_id,)
+            if await db.fetchval(self.sql[kind], *args) is None:
                 raise PaymentRejected(f"cannot {kind} payment {payment_id}")
 
     async def capture(self, payment_id: str, *, idempotency_key: str) -> None:
-        p = self.payments
-        await self._operate(
-            payment_id,
-            idempotency_key,
-            "capture",
-            None,
-            update(p)
-            .where(p.c.payment_id == payment_id, p.c.state == "authorized")
-            .values(state="captured", updated_at=text("now()")),
-        )
+        await self._operate(payment_id, idempotency_key, "capture")
 
     async def void(self, payment_id: str, *, idempotency_key: str) -> None:
-        p = self.payments
-        await self._operate(
-            payment_id,
-            idempotency_key,
-            "void",
-            None,
-            update(p)
-            .where(p.c.payment_id == payment_id, p.c.state == "authorized")
-            .values(state="voided", updated_at=text("now()")),
-        )
+        await self._operate(payment_id, idempotency_key, "void")
 
     async def refund(self, payment_id: str, amount: Decimal, *, idempotency_key: str) -> None:
-        p = self.payments
-        await self._operate(
-            payment_id,
-            idempotency_key,
-            "refund",
-            amount,
-            update(p)
-            .where(
-                p.c.payment_id == payment_id,
-                p.c.state == "captured",
-                p.c.refunded + amount <= p.c.amount,
-            )
-            .values(refunded=p.c.refunded + amount, updated_at=text("now()")),
-        )
+        await self._operate(payment_id, idempotency_key, "refund", amount)

@@ -7,19 +7,20 @@ from typing import Any
 
 import msgspec
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert
 
 from contracts.ordering import HoldPlaced, HoldReleased
-from services.kernel.db import UnitOfWork
+from services.kernel.db import Database, UnitOfWork
 from services.kernel.errors import BadRequest, NotFound
 from services.ordering import holds, views
 from services.ordering.domain import (
+    OFFER_SQL,
     QUANTITY_TOO_LOW,
+    Offer,
     check_on_sale,
-    find_offer,
     not_enough,
+    offer_from,
     over_limit,
-    tickets_of_customer,
+    tickets_of_customer_sql,
 )
 from services.ordering.models import cart_items, carts, ticket_types
 
@@ -41,58 +42,88 @@ def lines_query() -> Any:
     return select(*LINE_COLUMNS).join(ticket_types, ticket_types.c.type_id == cart_items.c.type_id)
 
 
+# What the rules need to answer an add of type $2 for customer $1 at $3: the offer, a line of
+# another currency in the cart, R5's count, and whether expired holds of the type are waiting
+# for the sweeper.
+_RULES_OF_ADD = f"""
+SELECT {OFFER_SQL},
+  (SELECT o.currency FROM ordering.cart_items c
+     JOIN ordering.ticket_types o ON o.type_id = c.type_id
+    WHERE c.user_id = $1 AND o.currency <> t.currency LIMIT 1) AS other_currency,
+  {tickets_of_customer_sql("$1", "t.event_id")} AS tickets,
+  EXISTS (SELECT FROM ordering.cart_items c
+          WHERE c.type_id = t.type_id AND c.hold_expires_at <= $3) AS expired_holds
+FROM ordering.ticket_types t JOIN ordering.events e ON e.event_id = t.event_id
+WHERE t.type_id = $2 AND NOT t.deleted
+"""
+# The customer's cart, created if need be, and locked: one customer's adds run one at a time,
+# so R5 cannot be passed twice concurrently.
+_LOCK_CART = """
+INSERT INTO ordering.carts (user_id) VALUES ($1)
+ON CONFLICT (user_id) DO UPDATE SET user_id = EXCLUDED.user_id
+"""
+# Growing a line's hold restarts its timer.
+_PUT_LINE = """
+WITH line AS (
+  INSERT INTO ordering.cart_items (user_id, type_id, quantity, hold_expires_at)
+  VALUES ($1, $2, $3, $4)
+  ON CONFLICT ON CONSTRAINT cart_items_one_line_per_type DO UPDATE
+    SET quantity = cart_items.quantity + EXCLUDED.quantity,
+        hold_expires_at = EXCLUDED.hold_expires_at
+  RETURNING cart_item_id, user_id, type_id, quantity, hold_expires_at
+)
+SELECT line.*, t.event_id, t.description, t.max_count, t.price, t.currency, t.available_from
+FROM line JOIN ordering.ticket_types t ON t.type_id = line.type_id
+"""
+
+
+def _check_rules(cmd: AddToCart, rules: CartRules, row: Any, now: datetime) -> Offer:
+    """Errors in API.md §8.2's order: 404, R1–R3, currency, R5 (the quantity is checked first,
+    R4 last)."""
+    if row is None:
+        raise NotFound(f"Ticket type with ID {cmd.type_id} not found")
+    offer = offer_from(row)
+    check_on_sale(offer, now)
+    if row.other_currency is not None:
+        raise BadRequest(
+            f"All tickets in the cart must use the same currency ({row.other_currency})"
+        )
+    if row.tickets + cmd.quantity > rules.max_per_event:
+        raise over_limit(rules.max_per_event)
+    return offer
+
+
+def _sold_out(offer: Offer, quantity: int) -> bool:
+    return offer.sold + offer.held + quantity > offer.max_count
+
+
+async def refuse_early(cmd: AddToCart, db: Database, rules: CartRules, now: datetime) -> None:
+    """Refuse an add the rules refuse right now, with one statement and no transaction: in a
+    sold-out drop most adds end here, without taking the cart's lock or queueing for the
+    inventory row. An add it lets through is checked again under the lock (`add_item`)."""
+    if cmd.quantity < 1:
+        raise BadRequest(QUANTITY_TOO_LOW)
+    async with db.driver() as conn:
+        row = await conn.fetchrow(_RULES_OF_ADD, *_args(cmd, now))
+    offer = _check_rules(cmd, rules, row, now)
+    if _sold_out(offer, cmd.quantity) and not row.expired_holds:  # type: ignore[union-attr]
+        raise not_enough(offer, offer.max_count - offer.sold - offer.held)
+
+
 async def add_item(cmd: AddToCart, uow: UnitOfWork, rules: CartRules, now: datetime) -> Any:
     """Errors in API.md §8.2's order: quantity, 404, R1–R3, currency, R5, R4."""
     if cmd.quantity < 1:
         raise BadRequest(QUANTITY_TOO_LOW)
-    offer = await find_offer(uow, cmd.type_id)
-    check_on_sale(offer, now)
-    await uow.execute(
-        insert(carts)
-        .values(user_id=cmd.user_id)
-        .on_conflict_do_nothing(index_elements=[carts.c.user_id])
-    )
-    # One customer's adds run one at a time, so R5 cannot be passed twice concurrently.
-    await uow.execute(
-        select(carts.c.user_id).where(carts.c.user_id == cmd.user_id).with_for_update()
-    )
-    other_currency = (
-        await uow.execute(
-            select(ticket_types.c.currency)
-            .join(cart_items, cart_items.c.type_id == ticket_types.c.type_id)
-            .where(cart_items.c.user_id == cmd.user_id, ticket_types.c.currency != offer.currency)
-            .limit(1)
-        )
-    ).scalar()
-    if other_currency is not None:
-        raise BadRequest(f"All tickets in the cart must use the same currency ({other_currency})")
-    limit = rules.max_per_event
-    if await tickets_of_customer(uow, cmd.user_id, offer.event_id) + cmd.quantity > limit:
-        raise over_limit(limit)
+    await uow.fetchval(_LOCK_CART, cmd.user_id)
+    offer = _check_rules(cmd, rules, await uow.fetchrow(_RULES_OF_ADD, *_args(cmd, now)), now)
     # Sold out or fully held: refused without queueing for the inventory row every buyer of
     # the type needs (the claim below re-checks under its lock whatever this read saw).
-    if offer.sold + offer.held + cmd.quantity > offer.max_count:
+    if _sold_out(offer, cmd.quantity):
         if not await holds.release_expired(uow, now, type_id=cmd.type_id):
             raise not_enough(offer, offer.max_count - offer.sold - offer.held)
     expires_at = now + rules.hold_for
-    stmt = insert(cart_items).values(
-        user_id=cmd.user_id, type_id=cmd.type_id, quantity=cmd.quantity, hold_expires_at=expires_at
-    )
-    line = (
-        await uow.execute(
-            stmt.on_conflict_do_update(
-                constraint="cart_items_one_line_per_type",
-                # Growing a hold restarts its timer.
-                set_={
-                    "quantity": cart_items.c.quantity + cmd.quantity,
-                    "hold_expires_at": expires_at,
-                },
-            ).returning(*cart_items.c)
-        )
-    ).one()
-    result = (
-        await uow.execute(lines_query().where(cart_items.c.cart_item_id == line.cart_item_id))
-    ).one()
+    line = await uow.fetchrow(_PUT_LINE, cmd.user_id, cmd.type_id, cmd.quantity, expires_at)
+    assert line is not None
     uow.emit(holds.hold_event(HoldPlaced, line), aggregate_id=line.cart_item_id)
     await uow.write_events()
     # The claim locks the ticket type's inventory row, which every buyer of the type needs:
@@ -103,7 +134,11 @@ async def add_item(cmd: AddToCart, uow: UnitOfWork, rules: CartRules, now: datet
         if not await holds.claim(uow, cmd.type_id, cmd.quantity):
             raise not_enough(offer, await holds.left(uow, cmd.type_id))
     await uow.commit()
-    return views.cart_item(result)
+    return views.cart_item(line)
+
+
+def _args(cmd: AddToCart, now: datetime) -> tuple[int, int, datetime]:
+    return cmd.user_id, cmd.type_id, now
 
 
 async def remove_item(user_id: int, cart_item_id: int, uow: UnitOfWork) -> bool:

@@ -19,7 +19,6 @@ from decimal import Decimal
 from typing import Any
 
 import msgspec
-from sqlalchemy import delete, select, update
 
 from contracts.ordering import (
     HoldReleased,
@@ -41,23 +40,13 @@ from services.kernel.payments import (
 from services.ordering import holds
 from services.ordering.cart import CartRules
 from services.ordering.domain import (
-    OFFER_COLUMNS,
+    OFFER_SQL,
     Offer,
     check_on_sale,
     not_enough,
     offer_from,
     over_limit,
     tickets_of_customer,
-)
-from services.ordering.models import (
-    cart_items,
-    carts,
-    events,
-    order_items,
-    orders,
-    ticket_types,
-    tickets,
-    users,
 )
 
 log = logging.getLogger("resellio.ordering.checkout")
@@ -130,36 +119,100 @@ async def checkout(
     return True
 
 
-def _cart_lines(user_id: int) -> Any:
-    return (
-        select(cart_items.c.cart_item_id, cart_items.c.quantity, *OFFER_COLUMNS)
-        .join(ticket_types, ticket_types.c.type_id == cart_items.c.type_id)
-        .join(events, events.c.event_id == ticket_types.c.event_id)
-        .where(cart_items.c.user_id == user_id)
-        .order_by(cart_items.c.cart_item_id)
-    )
+# The customer's cart lines with their offers, locked, in cart order ($1 customer).
+_CART_LINES = f"""
+SELECT c.cart_item_id, c.quantity, {OFFER_SQL}
+FROM ordering.cart_items c
+JOIN ordering.ticket_types t ON t.type_id = c.type_id
+JOIN ordering.events e ON e.event_id = t.event_id
+WHERE c.user_id = $1
+ORDER BY c.cart_item_id
+FOR UPDATE OF c
+"""
+# One checkout of a cart at a time, on any instance; a flag older than CHECKOUT_STALE belongs
+# to a process that died.
+_FLAG_CART = """
+UPDATE ordering.carts SET checkout_started_at = $2
+WHERE user_id = $1 AND (checkout_started_at IS NULL OR checkout_started_at < $3)
+RETURNING user_id
+"""
+_RECORD_ORDER = """
+WITH placed AS (
+  INSERT INTO ordering.orders (user_id, status, currency, total_amount)
+  VALUES ($1, 'pending', $2, $3)
+  RETURNING order_id
+), lines AS (
+  INSERT INTO ordering.order_items (order_id, position, ticket_type_id, event_id, event_name,
+                                    ticket_type_description, quantity, unit_price)
+  SELECT placed.order_id, u.* FROM placed,
+    unnest($4::integer[], $5::bigint[], $6::bigint[], $7::text[], $8::text[], $9::integer[],
+           $10::numeric[]) AS u
+)
+SELECT order_id FROM placed
+"""
+_FAIL = """
+WITH failed AS (UPDATE ordering.orders SET status = 'failed' WHERE order_id = $2)
+UPDATE ordering.carts SET checkout_started_at = NULL WHERE user_id = $1
+"""
+# The order's lines, after shared locks on their events (a cancellation waits for this sale, or
+# this sale sees it); counting the locked rows makes the statement take every lock first.
+_ORDER_LINES = """
+WITH locked AS (
+  SELECT event_id FROM ordering.events
+  WHERE event_id IN (SELECT event_id FROM ordering.order_items WHERE order_id = $1)
+  ORDER BY event_id FOR SHARE
+)
+SELECT i.* FROM ordering.order_items i
+WHERE i.order_id = $1 AND (SELECT count(*) FROM locked) >= 0
+ORDER BY i.ticket_type_id
+"""
+_CART_LINE = f"""
+SELECT c.cart_item_id, c.quantity, {OFFER_SQL}
+FROM ordering.cart_items c
+JOIN ordering.ticket_types t ON t.type_id = c.type_id
+JOIN ordering.events e ON e.event_id = t.event_id
+WHERE c.user_id = $1 AND c.type_id = $2
+FOR UPDATE OF c
+"""
+# A line's tickets issued from its hold, which shrinks by that many (or goes): $1 the line,
+# $2 what remains of it; the tickets' order, type, event, owner, price, currency and codes.
+_ISSUE = """
+WITH shrunk AS (
+  UPDATE ordering.cart_items SET quantity = $2 WHERE cart_item_id = $1 AND $2 > 0
+), gone AS (
+  DELETE FROM ordering.cart_items WHERE cart_item_id = $1 AND $2 = 0
+)
+INSERT INTO ordering.tickets (order_id, type_id, event_id, owner_id, original_price, currency,
+                              code)
+SELECT $3, $4, $5, $6, $7, $8, u.code FROM unnest($9::text[]) AS u(code)
+RETURNING ticket_id, type_id, event_id, original_price, currency
+"""
+# The order completed, the cart's checkout flag cleared; who gets the confirmation.
+_COMPLETE = """
+WITH done AS (
+  UPDATE ordering.orders SET status = 'completed', payment_id = $3 WHERE order_id = $2
+), unflagged AS (
+  UPDATE ordering.carts SET checkout_started_at = NULL WHERE user_id = $1
+)
+SELECT email, first_name FROM ordering.users WHERE user_id = $1
+"""
+# The line's held tickets become sold, unless the capacity was lowered meanwhile below what is
+# already sold plus this line.
+_SELL = """
+UPDATE ordering.ticket_types SET held = held - $2, sold = sold + $2
+WHERE type_id = $1 AND sold + $2 <= max_count
+RETURNING type_id
+"""
 
 
 async def _place(cmd: Checkout, db: Database, rules: CartRules, now: datetime) -> PlacedOrder:
     async with db.unit_of_work() as uow:
-        flagged = await uow.execute(
-            update(carts)
-            .where(
-                carts.c.user_id == cmd.user_id,
-                carts.c.checkout_started_at.is_(None)
-                | (carts.c.checkout_started_at < now - holds.CHECKOUT_STALE),
-            )
-            .values(checkout_started_at=now)
-            .returning(carts.c.user_id)
-        )
-        if flagged.first() is None:
-            exists = await uow.execute(
-                select(carts.c.user_id).where(carts.c.user_id == cmd.user_id)
-            )
-            if exists.first() is not None:
+        flagged = await uow.fetchval(_FLAG_CART, cmd.user_id, now, now - holds.CHECKOUT_STALE)
+        if flagged is None:
+            if await uow.fetchval(_HAS_CART, cmd.user_id) is not None:
                 raise Conflict("Checkout already in progress")
             raise BadRequest("Shopping cart is empty")
-        lines = (await uow.execute(_cart_lines(cmd.user_id).with_for_update(of=cart_items))).all()
+        lines = await uow.fetch(_CART_LINES, cmd.user_id)
         if not lines:
             raise BadRequest("Shopping cart is empty")
         for line in lines:
@@ -177,33 +230,26 @@ async def _place(cmd: Checkout, db: Database, rules: CartRules, now: datetime) -
         return order
 
 
+_HAS_CART = "SELECT user_id FROM ordering.carts WHERE user_id = $1"
+
+
 async def _record_order(
     uow: UnitOfWork, user_id: int, lines: list[tuple[Offer, int]]
 ) -> PlacedOrder:
     currency = lines[0][0].currency
     total = sum((offer.price * quantity for offer, quantity in lines), Decimal("0.00"))
-    order_id = (
-        await uow.execute(
-            orders.insert()
-            .values(user_id=user_id, status="pending", currency=currency, total_amount=total)
-            .returning(orders.c.order_id)
-        )
-    ).scalar_one()
-    await uow.execute(
-        order_items.insert(),
-        [
-            {
-                "order_id": order_id,
-                "position": position,
-                "ticket_type_id": offer.type_id,
-                "event_id": offer.event_id,
-                "event_name": offer.event_name,
-                "ticket_type_description": offer.description,
-                "quantity": quantity,
-                "unit_price": offer.price,
-            }
-            for position, (offer, quantity) in enumerate(lines)
-        ],
+    order_id = await uow.fetchval(
+        _RECORD_ORDER,
+        user_id,
+        currency,
+        total,
+        list(range(len(lines))),
+        [offer.type_id for offer, _ in lines],
+        [offer.event_id for offer, _ in lines],
+        [offer.event_name for offer, _ in lines],
+        [offer.description for offer, _ in lines],
+        [quantity for _, quantity in lines],
+        [offer.price for offer, _ in lines],
     )
     uow.emit(
         OrderPlaced(
@@ -228,12 +274,7 @@ async def _record_order(
 
 async def _fail(db: Database, user_id: int, order_id: int, reason: str) -> None:
     async with db.unit_of_work() as uow:
-        await uow.execute(
-            update(orders).where(orders.c.order_id == order_id).values(status="failed")
-        )
-        await uow.execute(
-            update(carts).where(carts.c.user_id == user_id).values(checkout_started_at=None)
-        )
+        await uow.fetchval(_FAIL, user_id, order_id)
         uow.emit(
             OrderFailed(order_id=order_id, user_id=user_id, reason=reason), aggregate_id=order_id
         )
@@ -245,34 +286,14 @@ async def _complete(
 ) -> None:
     user_id = cmd.user_id
     async with db.unit_of_work() as uow:
-        items = (
-            await uow.execute(
-                select(order_items)
-                .where(order_items.c.order_id == order.order_id)
-                .order_by(order_items.c.ticket_type_id)
-            )
-        ).all()
-        # Shared locks on the events: a cancellation waits for this sale, or this sale sees it.
-        await uow.execute(
-            select(events.c.event_id)
-            .where(events.c.event_id.in_({i.event_id for i in items}))
-            .order_by(events.c.event_id)
-            .with_for_update(read=True)
-        )
+        items = await uow.fetch(_ORDER_LINES, order.order_id)
         issued: list[Any] = []
         sales: list[tuple[Any, Offer]] = []
         for item in items:
             tickets_of_line, offer = await _issue_line(uow, user_id, order.order_id, item, now)
             issued += tickets_of_line
             sales.append((item, offer))
-        await uow.execute(
-            update(orders)
-            .where(orders.c.order_id == order.order_id)
-            .values(status="completed", payment_id=payment_id)
-        )
-        await uow.execute(
-            update(carts).where(carts.c.user_id == user_id).values(checkout_started_at=None)
-        )
+        recipient = await uow.fetchrow(_COMPLETE, user_id, order.order_id, payment_id)
         ticket_ids = [t.ticket_id for t in issued]
         uow.emit(
             OrderCompleted(order_id=order.order_id, user_id=user_id, ticket_ids=ticket_ids),
@@ -291,65 +312,37 @@ async def _complete(
                 ),
                 aggregate_id=t.ticket_id,
             )
-        await _confirmation_mail(uow, cmd, order, items, ticket_ids)
+        await _confirmation_mail(uow, cmd, recipient, order, items, ticket_ids)
         await uow.write_events()
         # The inventory rows are what every buyer of these types waits for: they are locked
         # last (in type order, as items are sorted), so only the COMMIT runs under the locks.
         for item, offer in sales:
-            await _sell(uow, item, offer)
+            if await uow.fetchval(_SELL, item.ticket_type_id, item.quantity) is None:
+                raise not_enough(offer, offer.max_count - offer.sold)
         await uow.commit()
-
-
-async def _sell(uow: UnitOfWork, item: Any, offer: Offer) -> None:
-    """The line's held tickets become sold, unless the capacity was lowered meanwhile below
-    what is already sold plus this line (then the whole completion rolls back)."""
-    tt = ticket_types.c
-    sold = await uow.execute(
-        update(ticket_types)
-        .where(tt.type_id == item.ticket_type_id, tt.sold + item.quantity <= tt.max_count)
-        .values(held=tt.held - item.quantity, sold=tt.sold + item.quantity)
-        .returning(tt.type_id)
-    )
-    if sold.first() is None:
-        raise not_enough(offer, offer.max_count - offer.sold)
 
 
 async def _issue_line(
     uow: UnitOfWork, user_id: int, order_id: int, item: Any, now: datetime
 ) -> tuple[list[Any], Offer]:
     """Issue one order line's tickets from its hold, or refuse if the cart changed meanwhile;
-    the hold becomes a sale in `_sell`."""
-    row = (
-        await uow.execute(
-            _cart_lines(user_id)
-            .where(cart_items.c.type_id == item.ticket_type_id)
-            .with_for_update(of=cart_items)
-        )
-    ).first()
+    the hold becomes a sale when the order completes."""
+    row = await uow.fetchrow(_CART_LINE, user_id, item.ticket_type_id)
     if row is None:
-        tt = (
-            await uow.execute(
-                select(ticket_types).where(ticket_types.c.type_id == item.ticket_type_id)
-            )
-        ).one()
-        ev_name = item.event_name
+        tt = await uow.fetchrow(
+            "SELECT description, max_count - sold - held AS left"
+            " FROM ordering.ticket_types WHERE type_id = $1",
+            item.ticket_type_id,
+        )
+        assert tt is not None
         raise BadRequest(
-            f"Not enough tickets available for '{ev_name} - {tt.description or 'selected type'}'."
-            f" Only {max(0, tt.max_count - tt.sold - tt.held)} left."
+            f"Not enough tickets available for '{item.event_name} - "
+            f"{tt.description or 'selected type'}'. Only {max(0, tt.left)} left."
         )
     offer = offer_from(row)
     check_on_sale(offer, now)
     if row.quantity < item.quantity:
         raise not_enough(offer, offer.max_count - offer.sold - offer.held + row.quantity)
-    remaining = row.quantity - item.quantity
-    if remaining:
-        await uow.execute(
-            update(cart_items)
-            .where(cart_items.c.cart_item_id == row.cart_item_id)
-            .values(quantity=remaining)
-        )
-    else:
-        await uow.execute(delete(cart_items).where(cart_items.c.cart_item_id == row.cart_item_id))
     uow.emit(
         HoldReleased(
             hold_id=row.cart_item_id,
@@ -360,39 +353,29 @@ async def _issue_line(
         ),
         aggregate_id=row.cart_item_id,
     )
-    issued = (
-        await uow.execute(
-            tickets.insert()
-            .values(
-                [
-                    {
-                        "order_id": order_id,
-                        "type_id": item.ticket_type_id,
-                        "event_id": item.event_id,
-                        "owner_id": user_id,
-                        "original_price": item.unit_price,
-                        "currency": offer.currency,
-                        "code": new_ticket_code(),
-                    }
-                    for _ in range(item.quantity)
-                ]
-            )
-            .returning(
-                tickets.c.ticket_id,
-                tickets.c.type_id,
-                tickets.c.event_id,
-                tickets.c.original_price,
-                tickets.c.currency,
-            )
-        )
-    ).all()
+    issued = await uow.fetch(
+        _ISSUE,
+        row.cart_item_id,
+        row.quantity - item.quantity,
+        order_id,
+        item.ticket_type_id,
+        item.event_id,
+        user_id,
+        item.unit_price,
+        offer.currency,
+        [new_ticket_code() for _ in range(item.quantity)],
+    )
     return list(issued), offer
 
 
 async def _confirmation_mail(
-    uow: UnitOfWork, cmd: Checkout, order: PlacedOrder, items: list[Any], ticket_ids: list[int]
+    uow: UnitOfWork,
+    cmd: Checkout,
+    user: Any,
+    order: PlacedOrder,
+    items: list[Any],
+    ticket_ids: list[int],
 ) -> None:
-    user = (await uow.execute(select(users).where(users.c.user_id == cmd.user_id))).first()
     email = user.email if user else cmd.email
     first_name = user.first_name if user else cmd.first_name
     if not email:

@@ -10,12 +10,11 @@ from decimal import Decimal
 from typing import Any
 
 import msgspec
-from sqlalchemy import func, select
 
 from contracts.timeutil import as_utc
 from services.kernel.db import UnitOfWork
-from services.kernel.errors import BadRequest, NotFound
-from services.ordering.models import cart_items, events, ticket_types, tickets
+from services.kernel.errors import BadRequest
+from services.ordering.models import events, ticket_types
 
 QUANTITY_TOO_LOW = "Quantity must be at least 1"
 
@@ -57,22 +56,29 @@ OFFER_COLUMNS = [
 ]
 
 
+# The same columns for statements sent straight to the driver (`t` ticket type, `e` its event).
+OFFER_SQL = """
+t.type_id, t.event_id, t.description, t.price, t.currency, t.available_from, t.max_count,
+t.sold, t.held, e.name AS event_name, e.status AS event_status, e.end_date
+"""
+
+
+def tickets_of_customer_sql(customer: str, event: str) -> str:
+    """R5's count as an SQL expression: what the customer holds in the cart plus owns (not
+    refunded) of the event (both given as SQL: a parameter or a column)."""
+    return f"""(
+  (SELECT coalesce(sum(h.quantity), 0) FROM ordering.cart_items h
+     JOIN ordering.ticket_types ht ON ht.type_id = h.type_id
+    WHERE h.user_id = {customer} AND ht.event_id = {event})
+  + (SELECT count(*) FROM ordering.tickets o
+      WHERE o.owner_id = {customer} AND o.event_id = {event} AND o.status <> 'refunded'))"""
+
+
+_TICKETS_OF_CUSTOMER = f"SELECT {tickets_of_customer_sql('$1', '$2')}"
+
+
 def offer_from(row: Any) -> Offer:
     return Offer(**{c.name: getattr(row, c.name) for c in OFFER_COLUMNS})
-
-
-async def find_offer(uow: UnitOfWork, type_id: int) -> Offer:
-    """404 "Ticket type with ID <id> not found" for an unknown or deleted type."""
-    row = (
-        await uow.execute(
-            select(*OFFER_COLUMNS)
-            .join(events, events.c.event_id == ticket_types.c.event_id)
-            .where(ticket_types.c.type_id == type_id, ticket_types.c.deleted.is_(False))
-        )
-    ).first()
-    if row is None:
-        raise NotFound(f"Ticket type with ID {type_id} not found")
-    return offer_from(row)
 
 
 def check_on_sale(offer: Offer, now: datetime) -> None:
@@ -104,18 +110,4 @@ def over_limit(limit: int) -> BadRequest:
 
 async def tickets_of_customer(uow: UnitOfWork, user_id: int, event_id: int) -> int:
     """R5's count: what the customer holds in the cart plus owns (not refunded) of the event."""
-    held = await uow.execute(
-        select(func.coalesce(func.sum(cart_items.c.quantity), 0))
-        .join(ticket_types, ticket_types.c.type_id == cart_items.c.type_id)
-        .where(cart_items.c.user_id == user_id, ticket_types.c.event_id == event_id)
-    )
-    owned = await uow.execute(
-        select(func.count())
-        .select_from(tickets)
-        .where(
-            tickets.c.owner_id == user_id,
-            tickets.c.event_id == event_id,
-            tickets.c.status != "refunded",
-        )
-    )
-    return int(held.scalar_one()) + int(owned.scalar_one())
+    return int(await uow.fetchval(_TICKETS_OF_CUSTOMER, user_id, event_id))

@@ -12,11 +12,11 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, exists, select, update
+from sqlalchemy import delete, select, update
 
 from contracts.ordering import HoldExpired, HoldPlaced
 from services.kernel.db import Database, UnitOfWork
-from services.ordering.models import cart_items, carts, ticket_types
+from services.ordering.models import cart_items, ticket_types
 
 log = logging.getLogger("resellio.ordering.holds")
 # A checkout flag older than this belongs to a process that died; it no longer blocks anything.
@@ -24,19 +24,16 @@ CHECKOUT_STALE = timedelta(minutes=2)
 tt = ticket_types.c
 
 
+_CLAIM = """
+UPDATE ordering.ticket_types SET held = held + $2
+WHERE type_id = $1 AND NOT deleted AND sold + held + $2 <= max_count
+RETURNING type_id
+"""
+
+
 async def claim(uow: UnitOfWork, type_id: int, quantity: int) -> bool:
     """Hold `quantity` more tickets of a type if the capacity allows; False otherwise."""
-    result = await uow.execute(
-        update(ticket_types)
-        .where(
-            tt.type_id == type_id,
-            tt.deleted.is_(False),
-            tt.sold + tt.held + quantity <= tt.max_count,
-        )
-        .values(held=tt.held + quantity)
-        .returning(tt.type_id)
-    )
-    return result.first() is not None
+    return await uow.fetchval(_CLAIM, type_id, quantity) is not None
 
 
 async def release(uow: UnitOfWork, type_id: int, quantity: int) -> None:
@@ -47,10 +44,10 @@ async def release(uow: UnitOfWork, type_id: int, quantity: int) -> None:
 
 async def left(uow: UnitOfWork, type_id: int) -> int:
     """What others may still hold or buy (for R4's "Only <n> left")."""
-    row = (
-        await uow.execute(select(tt.max_count - tt.sold - tt.held).where(tt.type_id == type_id))
-    ).first()
-    return max(0, int(row[0])) if row else 0
+    n = await uow.fetchval(
+        "SELECT max_count - sold - held FROM ordering.ticket_types WHERE type_id = $1", type_id
+    )
+    return max(0, int(n)) if n is not None else 0
 
 
 async def availability(event_id: int, db: Database) -> dict[str, int]:
@@ -83,19 +80,23 @@ async def drop_lines(uow: UnitOfWork, condition: Any, kind: type[HoldPlaced]) ->
     return len(lines)
 
 
+# Lines past their expiry ($1 now; $2 one type, or NULL for all), skipping carts in the middle
+# of a checkout ($3: flags newer than this are live) and lines another instance works on.
+_DUE = """
+SELECT c.cart_item_id FROM ordering.cart_items c
+WHERE c.hold_expires_at <= $1 AND ($2::bigint IS NULL OR c.type_id = $2)
+  AND NOT EXISTS (SELECT FROM ordering.carts k
+                  WHERE k.user_id = c.user_id AND k.checkout_started_at > $3)
+ORDER BY c.cart_item_id LIMIT 200
+FOR UPDATE OF c SKIP LOCKED
+"""
+
+
 async def release_expired(uow: UnitOfWork, now: datetime, type_id: int | None = None) -> int:
     """Release holds past their expiry (optionally of one type). Lines another instance is
     working on are skipped, as are carts in the middle of a checkout (their payment is
     running and their holds must still be there when it completes)."""
-    in_checkout = exists().where(
-        carts.c.user_id == cart_items.c.user_id,
-        carts.c.checkout_started_at > now - CHECKOUT_STALE,
-    )
-    due = select(cart_items.c.cart_item_id).where(cart_items.c.hold_expires_at <= now, ~in_checkout)
-    if type_id is not None:
-        due = due.where(cart_items.c.type_id == type_id)
-    due = due.order_by(cart_items.c.cart_item_id).limit(200).with_for_update(skip_locked=True)
-    ids = [row[0] for row in (await uow.execute(due)).all()]
+    ids = [row[0] for row in await uow.fetch(_DUE, now, type_id, now - CHECKOUT_STALE)]
     if not ids:
         return 0
     return await drop_lines(uow, cart_items.c.cart_item_id.in_(ids), HoldExpired)

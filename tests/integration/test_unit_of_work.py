@@ -1,0 +1,65 @@
+"""The unit of work's statements sent straight to the driver are part of its transaction:
+they commit with it, roll back with it, and share it with statements sent through SQLAlchemy."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import MetaData, text
+
+from services.kernel.db import Database
+from tests.integration.conftest import drop_schema
+
+
+@pytest.fixture
+async def db(integration_db_url: str, schema_name: str) -> AsyncIterator[Database]:
+    database = Database(integration_db_url, schema_name, MetaData(schema=schema_name), 2)
+    async with database.engine.begin() as conn:
+        await conn.exec_driver_sql(f'CREATE SCHEMA "{schema_name}"')
+        await conn.exec_driver_sql(f'CREATE TABLE "{schema_name}".notes (body text)')
+    yield database
+    await drop_schema(database.engine, schema_name)
+    await database.dispose()
+
+
+async def notes(db: Database) -> list[str]:
+    async with db.driver() as conn:
+        return [r.body for r in await conn.fetch(f'SELECT body FROM "{db.schema}".notes')]
+
+
+async def test_driver_statements_roll_back_unless_committed(db: Database) -> None:
+    async with db.unit_of_work() as uow:
+        await uow.fetchval(f"INSERT INTO \"{db.schema}\".notes VALUES ('lost')")
+    async with db.unit_of_work() as uow:
+        await uow.fetchval(f"INSERT INTO \"{db.schema}\".notes VALUES ('kept')")
+        await uow.commit()
+    assert await notes(db) == ["kept"]
+
+
+async def test_driver_and_sqlalchemy_statements_share_one_transaction(db: Database) -> None:
+    insert = f'INSERT INTO "{db.schema}".notes VALUES ($1)'
+    for first_driver in (True, False):
+        async with db.unit_of_work() as uow:
+            if first_driver:
+                ours = await uow.fetchval("SELECT txid_current()")
+                theirs = (await uow.execute(text("SELECT txid_current()"))).scalar()
+            else:
+                theirs = (await uow.execute(text("SELECT txid_current()"))).scalar()
+                ours = await uow.fetchval("SELECT txid_current()")
+            assert ours == theirs
+            await uow.fetchval(insert, f"both-{first_driver}")
+            await uow.execute(
+                text(f'INSERT INTO "{db.schema}".notes VALUES (:b)'), {"b": f"sa-{first_driver}"}
+            )
+        # Rolled back together: neither statement is left.
+        assert await notes(db) == []
+
+
+async def test_driver_rows_read_by_name_and_attribute(db: Database) -> None:
+    async with db.unit_of_work() as uow:
+        row = await uow.fetchrow("SELECT 7 AS seven, 'x' AS letter")
+    assert row is not None
+    assert (row.seven, row["letter"]) == (7, "x")
+    with pytest.raises(AttributeError):
+        _ = row.missing
