@@ -318,7 +318,8 @@ def create_service_app(
             db.on_committed = feed.changed
             rt.extras["answers"] = AnswerCache(feed)
             rt.tasks.append(asyncio.create_task(feed.run(), name=f"{service}-changes"))
-        rt.relay = Relay(db, exchange, producer=service)
+        consumed = frozenset(t for types in topology.values() for t in types)
+        rt.relay = Relay(db, exchange, producer=service, consumed=consumed)
         rt.tasks.append(asyncio.create_task(rt.relay.run(), name=f"{service}-relay"))
         if handlers:
             rt.consumer = Consumer(service, db, names, handlers, settings.consumer_retry_delays_ms)

@@ -11,7 +11,6 @@ import aio_pika
 import asyncpg
 from aio_pika.abc import AbstractExchange
 from aiormq.abc import DeliveredMessage
-from sqlalchemy import text
 
 from contracts.timeutil import utcnow
 from services.kernel import metrics
@@ -21,15 +20,16 @@ log = logging.getLogger("resellio.relay")
 
 # Run under the advisory lock (a statement of its own, so this one's snapshot is taken after
 # it): the batch, and the last sequence any relay gave out, in one round trip.
+_LOCK = "SELECT pg_try_advisory_xact_lock(hashtext($1))"
 _CLAIM = """
 SELECT id, event_id, type, version, occurred_at, aggregate_id, correlation_id, causation_id,
        payload::text AS payload,
-       (SELECT coalesce(max(sequence), 0) FROM {schema}.outbox) AS last_sequence
-FROM {schema}.outbox WHERE published_at IS NULL ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED
+       (SELECT coalesce(max(sequence), 0) FROM "{schema}".outbox) AS last_sequence
+FROM "{schema}".outbox WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
 """
 _MARK = """
-UPDATE {schema}.outbox AS o SET sequence = v.seq, published_at = now()
-FROM unnest(CAST(:ids AS bigint[]), CAST(:seqs AS bigint[])) AS v(id, seq) WHERE o.id = v.id
+UPDATE "{schema}".outbox AS o SET sequence = v.seq, published_at = now()
+FROM unnest($1::bigint[], $2::bigint[]) AS v(id, seq) WHERE o.id = v.id
 """
 
 
@@ -68,12 +68,17 @@ class Relay:
         producer: str,
         batch_size: int = 500,
         poll_interval: float = 1.0,
+        consumed: frozenset[str] | None = None,
     ) -> None:
         self.db = db
+        # The event types some consumer of the topology subscribes to (None: any may be).
+        self.consumed = consumed
         self.producer = producer
         self.exchange_factory = exchange_factory
         self.batch_size = batch_size
         self.poll_interval = poll_interval
+        self._claim = _CLAIM.format(schema=db.schema)
+        self._mark = _MARK.format(schema=db.schema)
         self._wake = asyncio.Event()
         self._listener: asyncpg.Connection | None = None
         # Test hook: called after the broker confirmed a batch, before the rows are marked.
@@ -115,16 +120,10 @@ class Relay:
         await self._listener.add_listener(self.db.notify_channel, lambda *_: self.wake())
 
     async def publish_batch(self) -> int:
-        schema = self.db.schema
-        async with self.db.engine.connect() as conn, conn.begin():
-            locked = await conn.scalar(
-                text("SELECT pg_try_advisory_xact_lock(hashtext(:key))"), {"key": f"relay:{schema}"}
-            )
-            if not locked:
+        async with self.db.driver() as db, db.transaction():
+            if not await db.fetchval(_LOCK, f"relay:{self.db.schema}"):
                 return 0
-            rows = (
-                await conn.execute(text(_CLAIM.format(schema=schema)), {"limit": self.batch_size})
-            ).all()
+            rows = await db.fetch(self._claim, self.batch_size)
             if not rows:
                 metrics.outbox_backlog.labels(self.producer).set(0)
                 return 0
@@ -139,10 +138,7 @@ class Relay:
             )
             if self.after_publish is not None:
                 await self.after_publish(rows)
-            await conn.execute(
-                text(_MARK.format(schema=schema)),
-                {"ids": [row.id for row in rows], "seqs": sequences},
-            )
+            await db.fetchval(self._mark, [row.id for row in rows], sequences)
         now = utcnow()
         for row, unroutable in zip(rows, results, strict=True):
             metrics.publish_latency.labels(self.producer).observe(
@@ -164,6 +160,12 @@ class Relay:
             timestamp=row.occurred_at,
             headers={"producer": self.producer, "aggregate_id": row.aggregate_id},
         )
+        # A type no consumer subscribes to (HoldPlaced, OrderCompleted, ...) is still published,
+        # for any queue an operator bound, but not as mandatory: the broker would send every
+        # one back, and reading those returns cost the relay as much as publishing.
+        if self.consumed is not None and row.type not in self.consumed:
+            await exchange.publish(message, routing_key=row.type, timeout=10)
+            return True
         result = await exchange.publish(message, routing_key=row.type, mandatory=True, timeout=10)
         # A returned message had no queue bound for its type: it stays in the event log for
         # replay, so it is marked published rather than blocking the outbox.

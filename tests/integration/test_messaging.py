@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import Column, Integer, MetaData, Table, Text, func, select
 
 from contracts.envelope import Envelope, Event, register
-from services.kernel import broker
+from services.kernel import broker, metrics
 from services.kernel.consumer import Consumer
 from services.kernel.db import Database, UnitOfWork
 from services.kernel.relay import Relay
@@ -139,6 +139,33 @@ class Harness:
             await drop_schema(db.engine, db.schema)
             await db.dispose()
         await broker.delete_topology(self.bus.channel, self.bus.names, ["kconsumer"], DELAYS)
+
+
+class NoteArchived(Event, frozen=True):
+    TYPE: ClassVar[str] = "ktest.NoteArchived"
+    note_id: int
+
+
+register(NoteArchived)
+
+
+async def test_an_event_no_consumer_subscribes_to_is_published_and_counted_unroutable(
+    harness: Harness,
+) -> None:
+    # An operator's own queue, bound outside the topology, still receives it.
+    tap = await harness.bus.channel.declare_queue(exclusive=True)
+    await tap.bind(harness.exchange, routing_key=NoteArchived.TYPE)
+    harness.relay.consumed = frozenset({NoteAdded.TYPE})
+    before = metrics.outbox_unroutable.labels("ktest", NoteArchived.TYPE)._value.get()
+    async with harness.producer.unit_of_work() as uow:
+        uow.emit(NoteArchived(note_id=7), aggregate_id=7)
+        await uow.commit()
+    assert await harness.relay.publish_batch() == 1
+    message = await tap.get(timeout=5)
+    assert message.type == NoteArchived.TYPE
+    after = metrics.outbox_unroutable.labels("ktest", NoteArchived.TYPE)._value.get()
+    assert after == before + 1
+    assert await harness.relay.publish_batch() == 0  # marked published, not sent again
 
 
 @pytest.fixture
