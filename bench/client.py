@@ -94,15 +94,20 @@ class Client:
         params: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
         json: Any = None,
+        data: Mapping[str, str] | None = None,
     ) -> Response:
         target = f"{path}?{urlencode(params)}" if params else path
         body = b"" if json is None else jsonlib.dumps(json).encode()
+        if data is not None:
+            body = urlencode(data).encode()
         head = [f"{method} {target} HTTP/1.1", f"Host: {self.host}:{self.port}"]
         head += [f"{k}: {v}" for k, v in (headers or {}).items()]
         if body or method in ("POST", "PUT", "PATCH"):
             head.append(f"Content-Length: {len(body)}")
         if json is not None:
             head.append("Content-Type: application/json")
+        elif data is not None:
+            head.append("Content-Type: application/x-www-form-urlencoded")
         request = ("\r\n".join(head) + "\r\n\r\n").encode() + body
         async with self._slots:
             # A kept-alive connection the server closed while idle fails before any answer:
