@@ -118,13 +118,27 @@ VALUES ($1, $2, $3, $4)
 ON CONFLICT (idempotency_key) DO NOTHING
 RETURNING idempotency_key
 """
-# Each change moves the payment from the state that allows it, or changes nothing.
-_CHANGES = {
-    "capture": "SET state = 'captured', updated_at = now() WHERE state = 'authorized'",
-    "void": "SET state = 'voided', updated_at = now() WHERE state = 'authorized'",
-    "refund": "SET refunded = refunded + $2, updated_at = now() "
-    "WHERE state = 'captured' AND refunded + $2 <= amount",
-}
+_REFUND = """
+UPDATE "{schema}".payments SET refunded = refunded + $2, updated_at = now()
+WHERE payment_id = $1 AND state = 'captured' AND refunded + $2 <= amount
+RETURNING payment_id
+"""
+# A capture or void moves the payment out of `authorized` and records its key, in one
+# statement: a retry (or a racing twin) with the key finds the payment moved already and
+# changes nothing; `$3` is the state it moves to.
+_TRANSITION = """
+WITH moved AS (
+  UPDATE "{schema}".payments SET state = $3, updated_at = now()
+  WHERE payment_id = $1 AND state = 'authorized'
+  RETURNING payment_id
+), recorded AS (
+  INSERT INTO "{schema}".payment_operations (idempotency_key, payment_id, kind)
+  SELECT $2, payment_id, $4 FROM moved
+)
+SELECT count(*) FROM moved
+"""
+_DONE_UNDER = 'SELECT kind FROM "{schema}".payment_operations WHERE idempotency_key = $1'
+_TARGET_STATE = {"capture": "captured", "void": "voided"}
 
 
 class SimulatedProvider:
@@ -139,11 +153,9 @@ class SimulatedProvider:
             "authorize": _AUTHORIZE.format(schema=schema),
             "authorized": _AUTHORIZED.format(schema=schema),
             "record": _RECORD.format(schema=schema),
-            **{
-                kind: f'UPDATE "{schema}".payments {change} AND payment_id = $1 '
-                "RETURNING payment_id"
-                for kind, change in _CHANGES.items()
-            },
+            "refund": _REFUND.format(schema=schema),
+            "transition": _TRANSITION.format(schema=schema),
+            "done_under": _DONE_UNDER.format(schema=schema),
         }
 
     async def _network(self) -> None:
@@ -174,22 +186,29 @@ class SimulatedProvider:
             raise PaymentDeclined(row.payment_id)
         return str(row.payment_id)
 
-    async def _operate(
-        self, payment_id: str, key: str, kind: str, amount: Decimal | None = None
-    ) -> None:
+    async def _transition(self, payment_id: str, key: str, kind: str) -> None:
         await self._network()
-        async with self.db.driver() as db, db.transaction():
-            if await db.fetchval(self.sql["record"], key, payment_id, kind, amount) is None:
-                return  # already applied under this key: no second movement of money
-            args = (payment_id, amount) if kind == "refund" else (payment_id,)
-            if await db.fetchval(self.sql[kind], *args) is None:
+        async with self.db.driver() as db:
+            moved = await db.fetchval(
+                self.sql["transition"], payment_id, key, _TARGET_STATE[kind], kind
+            )
+            if moved:
+                return
+            # Nothing moved: applied before under this key (a retry), or not allowed.
+            if await db.fetchval(self.sql["done_under"], key) != kind:
                 raise PaymentRejected(f"cannot {kind} payment {payment_id}")
 
     async def capture(self, payment_id: str, *, idempotency_key: str) -> None:
-        await self._operate(payment_id, idempotency_key, "capture")
+        await self._transition(payment_id, idempotency_key, "capture")
 
     async def void(self, payment_id: str, *, idempotency_key: str) -> None:
-        await self._operate(payment_id, idempotency_key, "void")
+        await self._transition(payment_id, idempotency_key, "void")
 
     async def refund(self, payment_id: str, amount: Decimal, *, idempotency_key: str) -> None:
-        await self._operate(payment_id, idempotency_key, "refund", amount)
+        await self._network()
+        async with self.db.driver() as db, db.transaction():
+            key = idempotency_key
+            if await db.fetchval(self.sql["record"], key, payment_id, "refund", amount) is None:
+                return  # already applied under this key: no second movement of money
+            if await db.fetchval(self.sql["refund"], payment_id, amount) is None:
+                raise PaymentRejected(f"cannot refund payment {payment_id}")

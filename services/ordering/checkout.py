@@ -46,7 +46,7 @@ from services.ordering.domain import (
     not_enough,
     offer_from,
     over_limit,
-    tickets_of_customer,
+    tickets_of_customer_sql,
 )
 
 log = logging.getLogger("resellio.ordering.checkout")
@@ -119,9 +119,11 @@ async def checkout(
     return True
 
 
-# The customer's cart lines with their offers, locked, in cart order ($1 customer).
+# The customer's cart lines with their offers and R5's count for their events, locked, in cart
+# order ($1 customer).
 _CART_LINES = f"""
-SELECT c.cart_item_id, c.quantity, {OFFER_SQL}
+SELECT c.cart_item_id, c.quantity, {OFFER_SQL},
+       {tickets_of_customer_sql("$1", "t.event_id")} AS tickets
 FROM ordering.cart_items c
 JOIN ordering.ticket_types t ON t.type_id = c.type_id
 JOIN ordering.events e ON e.event_id = t.event_id
@@ -220,8 +222,7 @@ async def _place(cmd: Checkout, db: Database, rules: CartRules, now: datetime) -
             check_on_sale(offer, now)
             if offer.sold + offer.held > offer.max_count:  # capacity lowered under the hold
                 raise not_enough(offer, offer.max_count - offer.sold - (offer.held - line.quantity))
-            count = await tickets_of_customer(uow, cmd.user_id, offer.event_id)
-            if count > rules.max_per_event:
+            if line.tickets > rules.max_per_event:
                 raise over_limit(rules.max_per_event)
         order = await _record_order(
             uow, cmd.user_id, [(offer_from(ln), ln.quantity) for ln in lines]

@@ -12,7 +12,6 @@ from typing import Any
 import msgspec
 
 from contracts.timeutil import as_utc
-from services.kernel.db import UnitOfWork
 from services.kernel.errors import BadRequest
 from services.ordering.models import events, ticket_types
 
@@ -74,9 +73,6 @@ def tickets_of_customer_sql(customer: str, event: str) -> str:
       WHERE o.owner_id = {customer} AND o.event_id = {event} AND o.status <> 'refunded'))"""
 
 
-_TICKETS_OF_CUSTOMER = f"SELECT {tickets_of_customer_sql('$1', '$2')}"
-
-
 def offer_from(row: Any) -> Offer:
     return Offer(**{c.name: getattr(row, c.name) for c in OFFER_COLUMNS})
 
@@ -106,8 +102,3 @@ def not_enough(offer: Offer, left: int) -> BadRequest:
 def over_limit(limit: int) -> BadRequest:
     """R5."""
     return BadRequest(f"You can hold or buy at most {limit} tickets for this event")
-
-
-async def tickets_of_customer(uow: UnitOfWork, user_id: int, event_id: int) -> int:
-    """R5's count: what the customer holds in the cart plus owns (not refunded) of the event."""
-    return int(await uow.fetchval(_TICKETS_OF_CUSTOMER, user_id, event_id))

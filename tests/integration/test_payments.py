@@ -92,3 +92,28 @@ async def test_refunds_never_exceed_the_capture(ledger: Database) -> None:
     await provider.refund(pid, Decimal("20.00"), idempotency_key="r3")
     with pytest.raises(PaymentRejected):
         await provider.void(pid, idempotency_key="v")
+
+
+async def test_capture_and_void_move_an_authorization_once(ledger: Database) -> None:
+    provider = SimulatedProvider(ledger, 0)
+    captured = await provider.authorize(
+        idempotency_key="a1", amount=Decimal("10.00"), currency="USD", token=None
+    )
+    voided = await provider.authorize(
+        idempotency_key="a2", amount=Decimal("10.00"), currency="USD", token=None
+    )
+    await provider.capture(captured, idempotency_key="a1-capture")
+    await provider.capture(captured, idempotency_key="a1-capture")  # a retry: nothing moves
+    with pytest.raises(PaymentRejected):
+        await provider.void(captured, idempotency_key="a1-void")  # captured: too late
+    with pytest.raises(PaymentRejected):
+        await provider.capture(captured, idempotency_key="a1-capture-again")
+    await asyncio.gather(*(provider.void(voided, idempotency_key="a2-void") for _ in range(3)))
+    with pytest.raises(PaymentRejected):
+        await provider.capture(voided, idempotency_key="a2-capture")
+    payments, operations = payment_tables(ledger.metadata)
+    async with ledger.engine.connect() as conn:
+        states = dict((await conn.execute(select(payments.c.payment_id, payments.c.state))).all())
+        kinds = sorted((await conn.execute(select(operations.c.kind))).scalars().all())
+    assert states == {captured: "captured", voided: "voided"}
+    assert kinds == ["capture", "void"]
