@@ -4,7 +4,7 @@ A read-mostly page (the event listing, an event page) is the same for every anon
 until one of the tables it is built from changes. PostgreSQL says when: statement-level
 triggers on those tables NOTIFY `changed_<schema>`, whoever writes (a handler, a consumer
 applying events, an operator's SQL), and the notification is delivered after the commit. Every
-instance LISTENs on its own connection; each notification moves its generation on, and an
+instance LISTENs (`services/kernel/notifications.py`); each notification moves its generation on, and an
 answer is served from memory only while the generation it was computed under is current.
 
 A request takes the generation *before* it reads, so an answer built from data that changed
@@ -16,19 +16,18 @@ later. While the listening connection is down nothing is served from memory.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
 from litestar import Request, Response
 from litestar.serialization import encode_json
 
 from services.kernel import metrics
 from services.kernel.db import Database
+from services.kernel.notifications import Notifications
 
 log = logging.getLogger("resellio.answers")
 
@@ -58,47 +57,24 @@ def drop_trigger_sql(schema: str, tables: list[str]) -> list[str]:
 
 
 class ChangeFeed:
-    """This instance's view of when its schema last changed."""
+    """This instance's view of when its schema last changed (fed by `Notifications`)."""
 
-    def __init__(self, db: Database, reconnect_s: float = 1.0) -> None:
+    def __init__(self, db: Database) -> None:
         self.db = db
         self.channel = channel_of(db.schema)
-        self.reconnect_s = reconnect_s
         self.generation = 0
         self.live = False
-        self._conn: asyncpg.Connection | None = None
 
-    def changed(self, *_: object) -> None:
+    def changed(self) -> None:
         self.generation += 1
 
-    async def run(self) -> None:
-        while True:
-            try:
-                url = self.db.engine.url.set(drivername="postgresql")
-                self._conn = await asyncpg.connect(
-                    url.render_as_string(hide_password=False), timeout=5
-                )
-                lost = asyncio.Event()
-                self._conn.add_termination_listener(lambda _, lost=lost: lost.set())
-                await self._conn.add_listener(self.channel, self.changed)
-                self.changed()  # anything may have changed while nobody listened
-                self.live = True
-                await lost.wait()
-                log.warning("change feed %s lost its connection", self.channel)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("change feed %s unavailable: %s", self.channel, exc)
-            finally:
-                self.live = False
-                self.changed()
-                await self.close()
-            await asyncio.sleep(self.reconnect_s)
+    def listening(self, live: bool) -> None:
+        """Whatever changed while nobody listened is unknown: every remembered answer goes."""
+        self.live = live
+        self.changed()
 
-    async def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None and not conn.is_closed():
-            await conn.close()
+    def follow(self, notifications: Notifications) -> None:
+        notifications.subscribe(self.channel, self.changed, self.listening)
 
 
 @dataclass(frozen=True)

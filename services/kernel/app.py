@@ -26,6 +26,7 @@ from services.kernel.consumer import Consumer, Handler
 from services.kernel.db import Database, DatabaseUnavailable, is_unavailable
 from services.kernel.errors import DomainError, RequestValidationError
 from services.kernel.mail import MailSender, SmtpSettings
+from services.kernel.notifications import Notifications
 from services.kernel.openapi import describe_requests
 from services.kernel.relay import Relay
 from services.kernel.settings import Settings
@@ -313,13 +314,15 @@ def create_service_app(
             assert rt.exchange is not None
             return rt.exchange
 
+        notifications = Notifications(db)
         if caches_answers and settings.answer_cache:
             feed = ChangeFeed(db)
+            feed.follow(notifications)
             db.on_committed = feed.changed
             rt.extras["answers"] = AnswerCache(feed)
-            rt.tasks.append(asyncio.create_task(feed.run(), name=f"{service}-changes"))
         consumed = frozenset(t for types in topology.values() for t in types)
-        rt.relay = Relay(db, exchange, producer=service, consumed=consumed)
+        rt.relay = Relay(db, exchange, service, consumed=consumed, notifications=notifications)
+        rt.tasks.append(asyncio.create_task(notifications.run(), name=f"{service}-listen"))
         rt.tasks.append(asyncio.create_task(rt.relay.run(), name=f"{service}-relay"))
         if handlers:
             rt.consumer = Consumer(service, db, names, handlers, settings.consumer_retry_delays_ms)
@@ -339,9 +342,6 @@ def create_service_app(
             for task in rt.tasks:
                 task.cancel()
             await asyncio.gather(*rt.tasks, return_exceptions=True)
-            if "answers" in rt.extras:
-                await rt.extras["answers"].feed.close()
-            await rt.relay.close()
             await rt.connection.close()
             await http.aclose()
             await db.dispose()

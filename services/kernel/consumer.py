@@ -12,15 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from uuid import UUID
 
 import msgspec
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
-from sqlalchemy import text
 
 from contracts.codec import decode_envelope, decode_payload
 from contracts.envelope import Envelope, Event
@@ -82,6 +81,18 @@ class Consumer:
         self._workers: list[asyncio.Queue[AbstractIncomingMessage]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._channel: AbstractChannel | None = None
+        insert = (
+            f'INSERT INTO "{db.schema}".inbox (event_id, producer, type, sequence) '
+            "SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[]) "
+            "ON CONFLICT (event_id) {} RETURNING event_id"
+        )
+        self._record_sql = {
+            False: insert.format("DO NOTHING"),
+            # A reprocessing applies the event again, and counts it.
+            True: insert.format(
+                "DO UPDATE SET handled_count = inbox.handled_count + 1, handled_at = now()"
+            ),
+        }
 
     async def start(self, channel: AbstractChannel) -> None:
         self._channel = channel
@@ -160,18 +171,20 @@ class Consumer:
         except Exception as exc:
             log.info("batch of %d failed (%r); handling one by one", len(bodies), exc)
             return False
-        elapsed = (time.perf_counter() - started) / len(bodies)
+        self._count(envelopes, duplicates, (time.perf_counter() - started) / len(bodies))
+        return True
+
+    def _count(self, envelopes: list[Envelope], duplicates: set[Any], seconds_each: float) -> None:
         now = utcnow()
         for envelope in envelopes:
             if envelope.id in duplicates:
                 metrics.events_handled.labels(self.name, envelope.type, "duplicate").inc()
                 continue
             metrics.events_handled.labels(self.name, envelope.type, "ok").inc()
-            metrics.event_handle_seconds.labels(self.name, envelope.type).observe(elapsed)
+            metrics.event_handle_seconds.labels(self.name, envelope.type).observe(seconds_each)
             metrics.consumer_lag.labels(self.name).observe(
                 (now - envelope.occurred_at).total_seconds()
             )
-        return True
 
     async def _process_pack(self, message: AbstractIncomingMessage) -> None:
         """A replay's pack of events: all in one transaction, or else one by one in order,
@@ -226,30 +239,15 @@ class Consumer:
             raise LookupError(f"{self.name} has no handler for {envelope.type}")
         payload: Event = decode_payload(envelope)
         started = time.perf_counter()
-        corr = context.correlation_id.set(envelope.correlation_id)
-        cause = context.causation_id.set(str(envelope.id))
-        try:
+        with _caused_by(envelope):
             async with self.db.unit_of_work() as uow:
-                if not await self._record(uow, envelope, reprocess):
-                    metrics.events_handled.labels(self.name, envelope.type, "duplicate").inc()
-                    return False
-                await handler(payload, envelope, uow)
-                if not uow.committed:
-                    await uow.commit()
-        finally:
-            context.correlation_id.reset(corr)
-            context.causation_id.reset(cause)
-        metrics.events_handled.labels(self.name, envelope.type, "ok").inc()
-        metrics.event_handle_seconds.labels(self.name, envelope.type).observe(
-            time.perf_counter() - started
-        )
-        metrics.consumer_lag.labels(self.name).observe(
-            (utcnow() - envelope.occurred_at).total_seconds()
-        )
-        return True
-
-    async def _record(self, uow: UnitOfWork, envelope: Envelope, reprocess: bool) -> bool:
-        return bool(await self._record_many(uow, [envelope], reprocess))
+                fresh = await self._record_many(uow, [envelope], reprocess)
+                if fresh:  # a handler of one event may commit itself
+                    await handler(payload, envelope, uow)
+                    if not uow.committed:
+                        await uow.commit()
+        self._count([envelope], {envelope.id} - fresh, time.perf_counter() - started)
+        return bool(fresh)
 
     async def _apply_in_order(self, todo: list[tuple[Any, Envelope]], uow: UnitOfWork) -> None:
         """Each event's handler in turn; a run of events whose handler is `bulk` in one call."""
@@ -262,16 +260,11 @@ class Consumer:
             if many is not None:
                 while end < len(todo) and self.handlers[todo[end][1].type] is handler:
                     end += 1
-            corr = context.correlation_id.set(envelope.correlation_id)
-            cause = context.causation_id.set(str(envelope.id))
-            try:
+            with _caused_by(envelope):
                 if many is not None and end - i > 1:
                     await many(todo[i:end], uow)
                 else:
                     await handler(payload, envelope, uow)
-            finally:
-                context.correlation_id.reset(corr)
-                context.causation_id.reset(cause)
             i = end
 
     async def _record_many(
@@ -279,24 +272,14 @@ class Consumer:
     ) -> set[Any]:
         """Insert the events into the inbox at once (one statement whatever their number);
         the ids to handle (with `reprocess`, all of them, counted again)."""
-        conflict = (
-            "DO UPDATE SET handled_count = inbox.handled_count + 1, handled_at = now()"
-            if reprocess
-            else "DO NOTHING"
+        rows = await uow.fetch(
+            self._record_sql[reprocess],
+            [e.id for e in envelopes],
+            [e.producer for e in envelopes],
+            [e.type for e in envelopes],
+            [e.sequence for e in envelopes],
         )
-        stmt = text(
-            f'INSERT INTO "{self.db.schema}".inbox (event_id, producer, type, sequence) '
-            "SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:producers AS text[]), "
-            "CAST(:types AS text[]), CAST(:sequences AS bigint[])) "
-            f"ON CONFLICT (event_id) {conflict} RETURNING event_id"
-        )
-        params = {
-            "ids": [e.id for e in envelopes],
-            "producers": [e.producer for e in envelopes],
-            "types": [e.type for e in envelopes],
-            "sequences": [e.sequence for e in envelopes],
-        }
-        return {UUID(str(i)) for i in (await uow.execute(stmt, params)).scalars()}
+        return {row[0] for row in rows}
 
     async def _park(self, message: Resendable, attempts: int, exc: Exception) -> None:
         """Send a failed message to the next retry queue, or to the DLQ when attempts run out."""
@@ -353,3 +336,16 @@ def _unpacked(pack: AbstractIncomingMessage, body: bytes) -> _Unpacked:
         type=envelope.type,
         correlation_id=envelope.correlation_id,
     )
+
+
+@contextmanager
+def _caused_by(envelope: Envelope) -> Iterator[None]:
+    """What a handler writes or logs carries the event's correlation id, and the event as its
+    cause."""
+    corr = context.correlation_id.set(envelope.correlation_id)
+    cause = context.causation_id.set(str(envelope.id))
+    try:
+        yield
+    finally:
+        context.correlation_id.reset(corr)
+        context.causation_id.reset(cause)

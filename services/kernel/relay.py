@@ -8,13 +8,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aio_pika
-import asyncpg
 from aio_pika.abc import AbstractExchange
 from aiormq.abc import DeliveredMessage
 
 from contracts.timeutil import utcnow
 from services.kernel import metrics
 from services.kernel.db import Database
+from services.kernel.notifications import Notifications
 
 log = logging.getLogger("resellio.relay")
 
@@ -69,6 +69,7 @@ class Relay:
         batch_size: int = 500,
         poll_interval: float = 1.0,
         consumed: frozenset[str] | None = None,
+        notifications: Notifications | None = None,
     ) -> None:
         self.db = db
         # The event types some consumer of the topology subscribes to (None: any may be).
@@ -80,10 +81,12 @@ class Relay:
         self._claim = _CLAIM.format(schema=db.schema)
         self._mark = _MARK.format(schema=db.schema)
         self._wake = asyncio.Event()
-        self._listener: asyncpg.Connection | None = None
         # Test hook: called after the broker confirmed a batch, before the rows are marked.
         self.after_publish: Callable[[list[Any]], Awaitable[None]] | None = None
+        # Commits of this process wake it directly; those of other instances by NOTIFY.
         db.on_events_committed = self.wake
+        if notifications is not None:
+            notifications.subscribe(db.notify_channel, self.wake)
 
     def wake(self) -> None:
         self._wake.set()
@@ -92,7 +95,6 @@ class Relay:
         backoff = 0.2
         while True:
             try:
-                await self._ensure_listener()
                 published = await self.publish_batch()
                 backoff = 0.2
                 if published == self.batch_size:
@@ -110,14 +112,6 @@ class Relay:
             except TimeoutError:
                 pass
             self._wake.clear()
-
-    async def _ensure_listener(self) -> None:
-        """LISTEN for commits made by other instances, so their events go out at once too."""
-        if self._listener is not None and not self._listener.is_closed():
-            return
-        url = self.db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        self._listener = await asyncpg.connect(url, timeout=5)
-        await self._listener.add_listener(self.db.notify_channel, lambda *_: self.wake())
 
     async def publish_batch(self) -> int:
         async with self.db.driver() as db, db.transaction():
@@ -170,7 +164,3 @@ class Relay:
         # A returned message had no queue bound for its type: it stays in the event log for
         # replay, so it is marked published rather than blocking the outbox.
         return isinstance(result, DeliveredMessage)
-
-    async def close(self) -> None:
-        if self._listener is not None and not self._listener.is_closed():
-            await self._listener.close()

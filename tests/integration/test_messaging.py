@@ -134,7 +134,6 @@ class Harness:
 
     async def close(self) -> None:
         await self.consumer.stop()
-        await self.relay.close()
         for db in (self.producer, self.consumer_db):
             await drop_schema(db.engine, db.schema)
             await db.dispose()
