@@ -17,7 +17,7 @@ from contracts.auth import (
 )
 from contracts.envelope import Envelope
 from contracts.ordering import TicketPurchased, TicketRefunded, TicketTransferred
-from services.catalog.models import organizers, ticket_types, tickets
+from services.catalog.models import organizers, tickets
 from services.kernel.consumer import Handler, bulk
 from services.kernel.db import UnitOfWork
 from services.kernel.projections import Projection
@@ -83,13 +83,18 @@ async def on_ban_changed(
 # ---- tickets ---------------------------------------------------------------------------------
 
 
+_COUNT = "UPDATE catalog.ticket_types SET sold = sold + $2, issued = issued + $3 WHERE type_id = $1"
+_TICKETS_PURCHASED = """
+INSERT INTO catalog.tickets (ticket_id, event_id, type_id, owner_id, valid)
+SELECT u.*, true FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[]) AS u
+ON CONFLICT (ticket_id) DO NOTHING
+RETURNING ticket_id
+"""
+
+
 async def _count(uow: UnitOfWork, type_id: int | None, sold: int, issued: int) -> None:
     if type_id is not None:
-        await uow.execute(
-            update(ticket_types)
-            .where(ticket_types.c.type_id == type_id)
-            .values(sold=ticket_types.c.sold + sold, issued=ticket_types.c.issued + issued)
-        )
+        await uow.fetchval(_COUNT, type_id, sold, issued)
 
 
 @bulk
@@ -97,25 +102,15 @@ async def on_ticket_purchased(
     items: list[tuple[TicketPurchased, Envelope]], uow: UnitOfWork
 ) -> None:
     purchases = {e.ticket_id: e for e, _ in items}
-    fresh = set(
-        (
-            await uow.execute(
-                insert(tickets)
-                .on_conflict_do_nothing(index_elements=[tickets.c.ticket_id])
-                .returning(tickets.c.ticket_id),
-                [
-                    {
-                        "ticket_id": e.ticket_id,
-                        "event_id": e.event_id,
-                        "type_id": e.type_id,
-                        "owner_id": e.owner_id,
-                        "valid": True,
-                    }
-                    for e in purchases.values()
-                ],
-            )
-        ).scalars()
+    events = list(purchases.values())
+    rows = await uow.fetch(
+        _TICKETS_PURCHASED,
+        [e.ticket_id for e in events],
+        [e.event_id for e in events],
+        [e.type_id for e in events],
+        [e.owner_id for e in events],
     )
+    fresh = {row[0] for row in rows}
     sold = Counter(purchases[t].type_id for t in fresh)
     issued = Counter(sold)
     # A later event of a ticket arrived first: complete its row, count it as issued once.

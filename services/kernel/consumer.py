@@ -115,6 +115,11 @@ class Consumer:
     async def _work(self, queue: asyncio.Queue[AbstractIncomingMessage]) -> None:
         while True:
             batch = [await queue.get()]
+            if queue.empty():
+                # Deliveries that arrived in the same read are dispatched by tasks of their
+                # own: one turn of the loop lets them join this batch (a burst of events in
+                # one transaction instead of one each).
+                await asyncio.sleep(0)
             while len(batch) < self.batch_size and not queue.empty():
                 batch.append(queue.get_nowait())
             try:

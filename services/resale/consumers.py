@@ -5,6 +5,8 @@ Every handler is idempotent (the kernel's inbox also drops redeliveries)."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from sqlalchemy import case, update
 from sqlalchemy.dialects.postgresql import insert
 
@@ -116,24 +118,28 @@ async def on_ticket_type_saved(
 # ---- ordering ------------------------------------------------------------------------------
 
 
+_TICKETS_PURCHASED = """
+INSERT INTO resale.tickets (ticket_id, event_id, type_id, owner_id, original_price, currency,
+                            status)
+SELECT u.*, 'valid'
+FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::numeric[], $6::text[]) AS u
+ON CONFLICT (ticket_id) DO NOTHING
+"""
+
+
 @bulk
 async def on_ticket_purchased(
     items: list[tuple[TicketPurchased, Envelope]], uow: UnitOfWork
 ) -> None:
-    await uow.execute(
-        insert(tickets).on_conflict_do_nothing(index_elements=[tickets.c.ticket_id]),
-        [
-            {
-                "ticket_id": e.ticket_id,
-                "event_id": e.event_id,
-                "type_id": e.type_id,
-                "owner_id": e.owner_id,
-                "original_price": e.price,
-                "currency": e.currency,
-                "status": "valid",
-            }
-            for e, _ in items
-        ],
+    events = [e for e, _ in items]
+    await uow.fetchval(
+        _TICKETS_PURCHASED,
+        [e.ticket_id for e in events],
+        [e.event_id for e in events],
+        [e.type_id for e in events],
+        [e.owner_id for e in events],
+        [Decimal(e.price) for e in events],
+        [e.currency for e in events],
     )
 
 
