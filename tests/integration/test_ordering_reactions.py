@@ -233,3 +233,23 @@ async def test_event_cancelled_twice_and_replayed_refunds_each_purchase_once(
     assert held == 0  # holds released, cart lines removed
     assert await ordering.count(carts) == 3
     assert len(await ordering.events_of("ordering.HoldReleased")) >= 3
+
+
+async def test_a_cancellation_waits_for_a_sale_that_is_completing(ordering: Ordering) -> None:
+    """The completion's first statement share-locks the order's events: a cancellation
+    arriving meanwhile waits for the sale to commit (and then refunds it), never slips in
+    between the sale's checks and its commit."""
+    await ordering.on_sale(event_id=4, type_id=41)
+    await ordering.customer(100)
+    async with ordering.db.unit_of_work() as uow:
+        await cart.add_item(cart.AddToCart(100, 41, 1), uow, RULES, utcnow())
+    placed = await checkout._place(checkout.Checkout(user_id=100), ordering.db, RULES, utcnow())
+    async with ordering.db.unit_of_work() as uow:
+        lines = await uow.fetch(checkout._ORDER_LINES, placed.order_id)
+        assert [line.ticket_type_id for line in lines] == [41]
+        cancel = asyncio.create_task(
+            ordering.deliver(EventCancelled(event_id=4, by=1, at=utcnow()), 4)
+        )
+        await asyncio.sleep(0.5)
+        assert not cancel.done()  # waiting for the completing sale's lock
+    await asyncio.wait_for(cancel, 10)
