@@ -13,7 +13,6 @@ import msgspec
 
 from contracts.timeutil import as_utc
 from services.kernel.errors import BadRequest
-from services.ordering.models import events, ticket_types
 
 QUANTITY_TOO_LOW = "Quantity must be at least 1"
 
@@ -39,23 +38,7 @@ class Offer(msgspec.Struct, frozen=True):
         return f"{self.event_name} - {self.description or 'selected type'}"
 
 
-OFFER_COLUMNS = [
-    ticket_types.c.type_id,
-    ticket_types.c.event_id,
-    ticket_types.c.description,
-    ticket_types.c.price,
-    ticket_types.c.currency,
-    ticket_types.c.available_from,
-    ticket_types.c.max_count,
-    ticket_types.c.sold,
-    ticket_types.c.held,
-    events.c.name.label("event_name"),
-    events.c.status.label("event_status"),
-    events.c.end_date,
-]
-
-
-# The same columns for statements sent straight to the driver (`t` ticket type, `e` its event).
+# An offer's columns, as a statement selects them (`t` the ticket type, `e` its event).
 OFFER_SQL = """
 t.type_id, t.event_id, t.description, t.price, t.currency, t.available_from, t.max_count,
 t.sold, t.held, e.name AS event_name, e.status AS event_status, e.end_date
@@ -74,7 +57,7 @@ def tickets_of_customer_sql(customer: str, event: str) -> str:
 
 
 def offer_from(row: Any) -> Offer:
-    return Offer(**{c.name: getattr(row, c.name) for c in OFFER_COLUMNS})
+    return Offer(**{name: getattr(row, name) for name in Offer.__struct_fields__})
 
 
 def check_on_sale(offer: Offer, now: datetime) -> None:
