@@ -10,6 +10,7 @@ The claim is one conditional statement, so it holds across any number of instanc
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -91,8 +92,7 @@ ON CONFLICT (user_id, method, path, key) DO UPDATE
       body = NULL, created_at = now()
   WHERE k.created_at < now() - make_interval(secs => {keep})
      OR (k.state = 'in_progress' AND k.created_at < now() - make_interval(secs => {stale}))
-RETURNING NULL::text AS fingerprint, NULL::text AS state, NULL::int AS status_code,
-          NULL::bytea AS body, true AS claimed
+RETURNING key
 """
 # What the key holds when the claim did not take it (a second statement: the claim's snapshot
 # may predate the row it conflicted with).
@@ -110,16 +110,25 @@ WHERE user_id = $1 AND method = $2 AND path = $3 AND key = $4
 """
 
 
+@functools.cache
+def _statements(schema: str) -> dict[str, str]:
+    """The statements for a schema, built once (a request makes its `IdempotencyKeys`)."""
+    keep, stale = int(KEEP_FOR.total_seconds()), int(STALE_AFTER.total_seconds())
+    return {
+        name: sql.format(schema=schema, keep=keep, stale=stale)
+        for name, sql in (
+            ("claim", _CLAIM),
+            ("stored", _STORED),
+            ("store", _STORE),
+            ("free", _FREE),
+        )
+    }
+
+
 class IdempotencyKeys:
     def __init__(self, db: Database) -> None:
         self.db = db
-        self.table = idempotency_table(db.metadata)
-        schema, keep, stale = db.schema, KEEP_FOR.total_seconds(), STALE_AFTER.total_seconds()
-        self.sql = {
-            name: sql.format(schema=schema, keep=int(keep), stale=int(stale))
-            for name, sql in (("claim", _CLAIM), ("stored", _STORED), ("store", _STORE),
-                              ("free", _FREE))
-        }  # fmt: skip
+        self.sql = _statements(db.schema)
 
     async def claim(
         self, user_id: int, method: str, path: str, key: str, print_: str

@@ -16,6 +16,7 @@ Test cards (the `payment_token` a client sends):
 from __future__ import annotations
 
 import asyncio
+import functools
 import secrets
 from decimal import Decimal
 from typing import Protocol
@@ -141,22 +142,29 @@ _DONE_UNDER = 'SELECT kind FROM "{schema}".payment_operations WHERE idempotency_
 _TARGET_STATE = {"capture": "captured", "void": "voided"}
 
 
+@functools.cache
+def _statements(schema: str) -> dict[str, str]:
+    """The ledger's statements for a schema, built once (a checkout makes its provider)."""
+    return {
+        name: sql.format(schema=schema)
+        for name, sql in (
+            ("authorize", _AUTHORIZE),
+            ("authorized", _AUTHORIZED),
+            ("record", _RECORD),
+            ("refund", _REFUND),
+            ("transition", _TRANSITION),
+            ("done_under", _DONE_UNDER),
+        )
+    }
+
+
 class SimulatedProvider:
     """Behaves like a card processor: it takes time, declines test cards, and is idempotent."""
 
     def __init__(self, db: Database, latency_ms: float = 30.0) -> None:
         self.db = db
         self.latency_s = latency_ms / 1000
-        self.payments, self.operations = payment_tables(db.metadata)
-        schema = db.schema
-        self.sql = {
-            "authorize": _AUTHORIZE.format(schema=schema),
-            "authorized": _AUTHORIZED.format(schema=schema),
-            "record": _RECORD.format(schema=schema),
-            "refund": _REFUND.format(schema=schema),
-            "transition": _TRANSITION.format(schema=schema),
-            "done_under": _DONE_UNDER.format(schema=schema),
-        }
+        self.sql = _statements(db.schema)
 
     async def _network(self) -> None:
         if self.latency_s > 0:
