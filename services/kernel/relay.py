@@ -18,9 +18,10 @@ from services.kernel.notifications import Notifications
 
 log = logging.getLogger("resellio.relay")
 
+# One relay per service publishes at a time, whatever the number of instances.
+_LOCK = "SELECT pg_try_advisory_xact_lock(hashtext($1))"
 # Run under the advisory lock (a statement of its own, so this one's snapshot is taken after
 # it): the batch, and the last sequence any relay gave out, in one round trip.
-_LOCK = "SELECT pg_try_advisory_xact_lock(hashtext($1))"
 _CLAIM = """
 SELECT id, event_id, type, version, occurred_at, aggregate_id, correlation_id, causation_id,
        payload::text AS payload,

@@ -119,18 +119,22 @@ async def checkout(
     return True
 
 
-# The customer's cart lines with their offers and R5's count for their events, locked, in cart
-# order ($1 customer).
-_CART_LINES = f"""
-SELECT c.cart_item_id, c.quantity, {OFFER_SQL},
-       {tickets_of_customer_sql("$1", "t.event_id")} AS tickets
+# The customer's ($1) cart lines, each with its offer, locked.
+_LINES_WITH_OFFERS = f"""
+SELECT c.cart_item_id, c.quantity, {OFFER_SQL}{{columns}}
 FROM ordering.cart_items c
 JOIN ordering.ticket_types t ON t.type_id = c.type_id
 JOIN ordering.events e ON e.event_id = t.event_id
-WHERE c.user_id = $1
-ORDER BY c.cart_item_id
+WHERE c.user_id = $1{{where}}
 FOR UPDATE OF c
 """
+# All of them, in cart order, with R5's count for their events.
+_CART_LINES = _LINES_WITH_OFFERS.format(
+    columns=f", {tickets_of_customer_sql('$1', 't.event_id')} AS tickets",
+    where="\nORDER BY c.cart_item_id",
+)
+# The one of ticket type $2.
+_CART_LINE = _LINES_WITH_OFFERS.format(columns="", where=" AND c.type_id = $2")
 # One checkout of a cart at a time, on any instance; a flag older than CHECKOUT_STALE belongs
 # to a process that died.
 _FLAG_CART = """
@@ -138,6 +142,7 @@ UPDATE ordering.carts SET checkout_started_at = $2
 WHERE user_id = $1 AND (checkout_started_at IS NULL OR checkout_started_at < $3)
 RETURNING user_id
 """
+_HAS_CART = "SELECT user_id FROM ordering.carts WHERE user_id = $1"
 _RECORD_ORDER = """
 WITH placed AS (
   INSERT INTO ordering.orders (user_id, status, currency, total_amount)
@@ -167,14 +172,6 @@ WITH locked AS (
 SELECT i.* FROM ordering.order_items i
 WHERE i.order_id = $1 AND (SELECT count(*) FROM locked) >= 0
 ORDER BY i.ticket_type_id
-"""
-_CART_LINE = f"""
-SELECT c.cart_item_id, c.quantity, {OFFER_SQL}
-FROM ordering.cart_items c
-JOIN ordering.ticket_types t ON t.type_id = c.type_id
-JOIN ordering.events e ON e.event_id = t.event_id
-WHERE c.user_id = $1 AND c.type_id = $2
-FOR UPDATE OF c
 """
 # A line's tickets issued from its hold, which shrinks by that many (or goes): $1 the line,
 # $2 what remains of it; the tickets' order, type, event, owner, price, currency and codes.
@@ -229,9 +226,6 @@ async def _place(cmd: Checkout, db: Database, rules: CartRules, now: datetime) -
         )
         await uow.commit()
         return order
-
-
-_HAS_CART = "SELECT user_id FROM ordering.carts WHERE user_id = $1"
 
 
 async def _record_order(
