@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -67,6 +68,15 @@ async def _preflight(cfg: settings_mod.Settings) -> None:
             f"RabbitMQ is not reachable at {cfg.amqp_url.rsplit('@', 1)[-1]} ({exc}).\n"
             "  Start it (e.g. `rabbitmq-server -detached`) or set RESELLIO_AMQP_URL."
         )
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop where it is installed (as the services run under uvicorn)."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def _settings() -> settings_mod.Settings:
@@ -142,6 +152,26 @@ def serve(name: str, host: str, port: int | None) -> None:
         timeout_graceful_shutdown=5,
         backlog=2048,
     )
+
+
+@main.command()
+@click.argument("only", nargs=-1, type=click.Choice(list(SERVICES)))
+def relay(only: tuple[str, ...]) -> None:
+    """Publish the outboxes of these services (default: all) from a process of their own; run
+    the services with RESELLIO_RELAY=external so that they do not publish themselves."""
+    from services.kernel.logs import configure
+    from services.kernel.relay import run_apart
+
+    cfg = _settings()
+    configure("relay", cfg.log_level)
+    asyncio.run(_preflight(cfg))
+    services = list(only) or available_services()
+    queue_type = os.environ.get("RESELLIO_QUEUE_TYPE", "quorum")
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(run_apart(cfg, services, queue_type))
+    except KeyboardInterrupt:
+        pass
 
 
 @main.command()

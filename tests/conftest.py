@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 import contracts  # noqa: F401  (registers every event type)
-from tests.support.system import System
+from tests.support.system import System, running
 
 
 @pytest.fixture(scope="session")
@@ -17,12 +17,8 @@ def system() -> Iterator[System]:
     RESELLIO_TEST_INSTANCES=N runs N instances of every service behind the gateway."""
     count = int(os.environ.get("RESELLIO_TEST_INSTANCES", "1"))
     services = ("auth", "catalog", "ordering", "resale")
-    running = System(instances={name: count for name in services} if count > 1 else None)
-    try:
-        running.start()
-        yield running
-    finally:
-        running.stop()
+    with running(instances={name: count for name in services} if count > 1 else None) as system:
+        yield system
 
 
 @pytest.fixture(scope="session")

@@ -28,7 +28,7 @@ from services.kernel.errors import DomainError, RequestValidationError
 from services.kernel.mail import MailSender, SmtpSettings
 from services.kernel.notifications import Notifications
 from services.kernel.openapi import describe_requests
-from services.kernel.relay import Relay
+from services.kernel.relay import Relay, consumed_types
 from services.kernel.settings import Settings
 from services.kernel.tokens import TokenVerifier
 
@@ -320,10 +320,16 @@ def create_service_app(
             feed.follow(notifications)
             db.on_committed = feed.changed
             rt.extras["answers"] = AnswerCache(feed)
-        consumed = frozenset(t for types in topology.values() for t in types)
-        rt.relay = Relay(db, exchange, service, consumed=consumed, notifications=notifications)
         rt.tasks.append(asyncio.create_task(notifications.run(), name=f"{service}-listen"))
-        rt.tasks.append(asyncio.create_task(rt.relay.run(), name=f"{service}-relay"))
+        if settings.relay_inline:
+            rt.relay = Relay(
+                db,
+                exchange,
+                service,
+                consumed=consumed_types(topology),
+                notifications=notifications,
+            )
+            rt.tasks.append(asyncio.create_task(rt.relay.run(), name=f"{service}-relay"))
         if handlers:
             rt.consumer = Consumer(service, db, names, handlers, settings.consumer_retry_delays_ms)
             consume_channel = await rt.connection.channel(publisher_confirms=True)

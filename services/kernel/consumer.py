@@ -1,17 +1,22 @@
 """Consumers: one durable queue per service, an inbox for exactly-once effects,
 bounded retries with back-off, then the dead-letter queue.
 
-A worker that finds several messages waiting applies them in one transaction (one inbox
-insert, the handlers in order, one commit, then the acks): under load or in a replay the
-per-event cost is the handler's own statements, not a transaction each. If anything in such
-a batch fails, it is rolled back and its messages are handled again one by one, so a failing
-event is retried and dead-lettered on its own exactly as before."""
+Deliveries wait in one line. Whenever one of the `concurrency` slots is free, everything
+waiting (up to `batch_size`) is applied in one transaction (one inbox insert, the handlers in
+order, one commit, then the acks), skipping any message whose aggregate is still being
+handled by another batch, and every later message of that aggregate (so each aggregate's
+events apply in delivery order). At a trickle a batch is one event; under load the slots stay
+busy, the line grows, and the per-event cost becomes the handler's own statements rather than
+a transaction each (group commit). If anything in a batch fails, it is rolled back and its
+messages are handled again one by one, so a failing event is retried and dead-lettered on its
+own exactly as before."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -78,8 +83,11 @@ class Consumer:
         self.retry_delays_ms = retry_delays_ms
         self.concurrency = concurrency
         self.batch_size = batch_size
-        self._workers: list[asyncio.Queue[AbstractIncomingMessage]] = []
-        self._tasks: list[asyncio.Task[None]] = []
+        self._waiting: deque[AbstractIncomingMessage] = deque()
+        self._arrived = asyncio.Event()  # a delivery joined the line, or a batch finished
+        self._slots = asyncio.Semaphore(concurrency)
+        self._busy: set[str] = set()  # aggregates some running batch holds
+        self._tasks: set[asyncio.Task[None]] = set()
         self._channel: AbstractChannel | None = None
         insert = (
             f'INSERT INTO "{db.schema}".inbox (event_id, producer, type, sequence) '
@@ -96,10 +104,9 @@ class Consumer:
 
     async def start(self, channel: AbstractChannel) -> None:
         self._channel = channel
-        # Enough in flight for every worker to fill a batch while the previous one commits.
+        # Enough in flight for every slot to fill a batch while the previous one commits.
         await channel.set_qos(prefetch_count=self.concurrency * max(8, self.batch_size // 2))
-        self._workers = [asyncio.Queue() for _ in range(self.concurrency)]
-        self._tasks = [asyncio.create_task(self._work(q)) for q in self._workers]
+        self._tasks.add(asyncio.create_task(self._feed()))
         queue = await channel.get_queue(self.names.queue(self.name), ensure=True)
         await queue.consume(self._dispatch)
 
@@ -109,27 +116,62 @@ class Consumer:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _dispatch(self, message: AbstractIncomingMessage) -> None:
-        key = message.headers.get("aggregate_id") or message.message_id or ""
-        self._workers[hash(key) % len(self._workers)].put_nowait(message)
+        self._waiting.append(message)
+        self._arrived.set()
 
-    async def _work(self, queue: asyncio.Queue[AbstractIncomingMessage]) -> None:
+    async def _feed(self) -> None:
+        """Start a batch of what is waiting whenever a slot is free."""
         while True:
-            batch = [await queue.get()]
-            if queue.empty():
+            await self._slots.acquire()
+            batch = await self._next_batch()
+            task = asyncio.create_task(self._settle(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _next_batch(self) -> list[tuple[str, AbstractIncomingMessage]]:
+        while True:
+            if self._waiting:
                 # Deliveries that arrived in the same read are dispatched by tasks of their
-                # own: one turn of the loop lets them join this batch (a burst of events in
-                # one transaction instead of one each).
+                # own: one turn of the loop lets them join this batch.
                 await asyncio.sleep(0)
-            while len(batch) < self.batch_size and not queue.empty():
-                batch.append(queue.get_nowait())
-            try:
-                if len(batch) == 1 or not await self._process_batch(batch):
-                    for message in batch:
-                        await self._process(message)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # never let one message stop the worker
-                log.exception("consumer %s could not settle a message", self.name)
+                batch = self._take()
+                if batch:
+                    return batch
+            self._arrived.clear()
+            await self._arrived.wait()
+
+    def _take(self) -> list[tuple[str, AbstractIncomingMessage]]:
+        """The waiting messages a batch may take now, in order: not past `batch_size`, none of
+        an aggregate another batch holds, nor any after a message left behind for that."""
+        taken: list[tuple[str, AbstractIncomingMessage]] = []
+        left: deque[AbstractIncomingMessage] = deque()
+        held = self._busy
+        skipped: set[str] = set()
+        for message in self._waiting:
+            key = _key(message)
+            if len(taken) >= self.batch_size or key in held or key in skipped:
+                skipped.add(key)
+                left.append(message)
+            else:
+                taken.append((key, message))
+        self._waiting = left
+        self._busy.update(key for key, _ in taken)
+        return taken
+
+    async def _settle(self, batch: list[tuple[str, AbstractIncomingMessage]]) -> None:
+        messages = [message for _, message in batch]
+        try:
+            if len(messages) == 1 or not await self._process_batch(messages):
+                for message in messages:
+                    await self._process(message)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # never let one message stop the consumer
+            log.exception("consumer %s could not settle a message", self.name)
+        finally:
+            self._busy.difference_update(key for key, _ in batch)
+            self._slots.release()
+            self._arrived.set()  # what waited for these aggregates may go now
 
     async def _process_batch(self, messages: list[AbstractIncomingMessage]) -> bool:
         """Apply single-event messages in one transaction and ack them; False (nothing applied,
@@ -308,6 +350,11 @@ class Consumer:
             outcome = "dead_lettered"
         metrics.events_handled.labels(self.name, message.type or "?", outcome).inc()
         await resend(self._channel, message, target, headers)
+
+
+def _key(message: AbstractIncomingMessage) -> str:
+    """The aggregate whose events must apply in order."""
+    return str(message.headers.get("aggregate_id") or message.message_id or "")
 
 
 def _attempt(message: AbstractIncomingMessage) -> int:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import aio_pika
@@ -15,6 +16,7 @@ from contracts.timeutil import utcnow
 from services.kernel import metrics
 from services.kernel.db import Database
 from services.kernel.notifications import Notifications
+from services.kernel.settings import Settings
 
 log = logging.getLogger("resellio.relay")
 
@@ -32,6 +34,11 @@ _MARK = """
 UPDATE "{schema}".outbox AS o SET sequence = v.seq, published_at = now()
 FROM unnest($1::bigint[], $2::bigint[]) AS v(id, seq) WHERE o.id = v.id
 """
+
+
+def consumed_types(topology: Mapping[str, Sequence[str]]) -> frozenset[str]:
+    """The event types some consumer of the topology subscribes to."""
+    return frozenset(t for types in topology.values() for t in types)
 
 
 def envelope_bytes(row: Any, producer: str, sequence: int) -> bytes:
@@ -165,3 +172,49 @@ class Relay:
         # A returned message had no queue bound for its type: it stays in the event log for
         # replay, so it is marked published rather than blocking the outbox.
         return isinstance(result, DeliveredMessage)
+
+
+async def run_apart(settings: Settings, services: Sequence[str], queue_type: str) -> None:
+    """`resellio relay`: the relays of these services in a process of their own, each with its
+    own pool, broker channel and LISTEN connection, for services started with
+    RESELLIO_RELAY=external. Publishing then never waits behind a busy service's requests
+    (nor the requests behind it). Any number may run: the advisory lock lets one publish a
+    service's outbox at a time, and a relay that stops leaves its events in the outbox for the
+    next one."""
+    from services.kernel import broker
+    from services.topology import subscriptions
+
+    topology = subscriptions()
+    names = broker.Names(settings.broker_prefix)
+    connection = await broker.connect(settings.amqp_url)
+    databases: list[Database] = []
+    try:
+        tasks = []
+        for service in services:
+            channel = await connection.channel(publisher_confirms=True)
+            await broker.declare_topology(
+                channel, names, topology, settings.consumer_retry_delays_ms, queue_type
+            )
+            exchange = await broker.declare_exchange(channel, names)
+
+            async def exchange_of(found: AbstractExchange = exchange) -> AbstractExchange:
+                return found
+
+            metadata = importlib.import_module(f"services.{service}.models").metadata
+            db = Database(settings.database_url_for(service), service, metadata, pool_size=2)
+            databases.append(db)
+            notifications = Notifications(db)
+            relay = Relay(
+                db,
+                exchange_of,
+                service,
+                consumed=consumed_types(topology),
+                notifications=notifications,
+            )
+            tasks += [notifications.run(), relay.run()]
+        log.info("relaying the outboxes of %s", ", ".join(services))
+        await asyncio.gather(*tasks)
+    finally:
+        await connection.close()
+        for db in databases:
+            await db.dispose()

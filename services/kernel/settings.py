@@ -37,6 +37,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     catch_up_timeout_s: float = 3.0
     # Public read answers kept in memory until their tables change (services/kernel/answers.py).
     answer_cache: bool = True
+    # Each service publishes its own outbox from its own event loop; off when `resellio relay`
+    # runs the relays in a process of their own (RESELLIO_RELAY=external).
+    relay_inline: bool = True
 
     @property
     def development(self) -> bool:
@@ -107,4 +110,12 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         db_pool_size=_int(env, "RESELLIO_DB_POOL_SIZE", 8),
         catch_up_timeout_s=float(env.get("CATCH_UP_TIMEOUT_S", "3.0")),
         answer_cache=_switch(env, "ANSWER_CACHE", True),
+        relay_inline=_relay_inline(env),
     )
+
+
+def _relay_inline(env: Mapping[str, str]) -> bool:
+    raw = env.get("RESELLIO_RELAY", "inline").strip().lower() or "inline"
+    if raw not in ("inline", "external"):
+        raise ConfigError(f"RESELLIO_RELAY must be 'inline' or 'external', got {raw!r}")
+    return raw == "inline"

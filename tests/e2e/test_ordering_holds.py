@@ -11,19 +11,15 @@ import pytest
 
 from tests.support.actors import active_customer, admin_token, verified_organizer
 from tests.support.shop import add, available, db_rows, event_on_sale, eventually
-from tests.support.system import System
+from tests.support.system import System, running
 
 HOLD_MINUTES = 0.03  # 1.8 s
 
 
 @pytest.fixture(scope="module")
 def short_holds() -> Iterator[System]:
-    running = System(extra_env={"CART_HOLD_MINUTES": str(HOLD_MINUTES)})
-    try:
-        running.start()
-        yield running
-    finally:
-        running.stop()
+    with running({"CART_HOLD_MINUTES": str(HOLD_MINUTES)}) as system:
+        yield system
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from tests.support.actors import (
     verified_organizer,
 )
 from tests.support.shop import add, db_rows, event_on_sale
-from tests.support.system import System
+from tests.support.system import System, running
 
 INVENTORY = text("SELECT sold, held, max_count FROM ordering.ticket_types WHERE type_id = :t")
 CUSTOMERS = 200
@@ -31,12 +31,8 @@ CAPACITY = 50
 @pytest.fixture(scope="module")
 def two_instances() -> Iterator[System]:
     # Small pools: seven processes share one PostgreSQL with the other suites on this machine.
-    running = System(extra_env={"RESELLIO_DB_POOL_SIZE": "5"}, instances={"ordering": 2})
-    try:
-        running.start()
-        yield running
-    finally:
-        running.stop()
+    with running({"RESELLIO_DB_POOL_SIZE": "5"}, instances={"ordering": 2}) as system:
+        yield system
 
 
 @pytest.fixture(scope="module")

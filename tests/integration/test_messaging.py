@@ -57,6 +57,9 @@ class Harness:
         self.producer = Database(url, f"{schema}_p", self.pmeta, pool_size=4)
         self.consumer_db = Database(url, f"{schema}_c", self.cmeta, pool_size=4)
         self.deliveries = 0
+        # (aggregate, note) in the order the handler ran; notes whose handling takes a while.
+        self.seen: list[tuple[str, int]] = []
+        self.slow: dict[int, float] = {}
 
     async def setup(self) -> None:
         for db in (self.producer, self.consumer_db):
@@ -79,17 +82,24 @@ class Harness:
 
     async def apply(self, event: NoteAdded, envelope: Envelope, uow: UnitOfWork) -> None:
         self.deliveries += 1
+        if event.note_id in self.slow:
+            await asyncio.sleep(self.slow[event.note_id])
+        self.seen.append((envelope.aggregate_id, event.note_id))
         if self.fail_always or event.note_id in self.poison:
             raise RuntimeError("poison: cannot apply this note")
         await uow.execute(self.applied.insert().values(note_id=event.note_id, times=1))
         if self.commits_itself:
             await uow.commit()
 
-    async def add_notes(self, note_ids: range) -> None:
+    async def add_notes(self, note_ids: range, aggregates: int | None = None) -> None:
+        """With `aggregates`, note n belongs to aggregate n % aggregates (else its own)."""
         async with self.producer.unit_of_work() as uow:
             for note_id in note_ids:
                 await uow.execute(self.notes.insert().values(id=note_id, text=f"n{note_id}"))
-                uow.emit(NoteAdded(note_id=note_id, text=f"n{note_id}"), aggregate_id=note_id)
+                uow.emit(
+                    NoteAdded(note_id=note_id, text=f"n{note_id}"),
+                    aggregate_id=note_id % aggregates if aggregates else note_id,
+                )
             await uow.commit()
 
     async def wait_all_applied(self, count: int, timeout: float = 20) -> int:
@@ -275,6 +285,26 @@ async def test_a_burst_is_applied_in_batches_each_event_once(harness: Harness) -
     assert harness.deliveries == 300
     # Far fewer transactions than events: the waiting messages were applied together.
     assert await harness.transactions_used() < 150
+
+
+async def test_an_aggregate_applies_in_order_while_a_slow_one_holds_only_its_own(
+    harness: Harness,
+) -> None:
+    """Note 1 (aggregate 1) takes a while: the later notes of aggregate 1 wait for it, in
+    order; aggregates 0 and 2 go on meanwhile, in order too. (One event per batch, so that
+    which events share a transaction does not depend on how the deliveries were read.)"""
+    harness.consumer.batch_size = 1
+    harness.slow[1] = 0.5
+    await harness.add_notes(range(1, 61), aggregates=3)
+    assert await harness.relay.publish_batch() == 60
+    assert await harness.wait_all_applied(60) == 60
+    for aggregate in ("0", "1", "2"):
+        notes = [n for a, n in harness.seen if a == aggregate]
+        assert notes == sorted(notes) and len(notes) == 20
+    # Everything of aggregates 0 and 2 was applied before the slow note was.
+    first_of_1 = harness.seen.index(("1", 1))
+    assert {a for a, _ in harness.seen[first_of_1:]} == {"1"}
+    assert first_of_1 == 40
 
 
 async def test_a_failing_event_in_a_batch_fails_alone_and_the_rest_apply_once(

@@ -4,6 +4,7 @@ on free ports, with their own database and broker names, so runs never see each 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -13,6 +14,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from email.message import Message
 from pathlib import Path
 
@@ -125,10 +127,20 @@ class System:
         self._spawn(
             "mail", ["mailcatcher", "--dir", str(self.mail_dir), "--port", str(self.mail_port)]
         )
+        if self.relay_apart:
+            self.start_relay()
         for name in self.apps:
             self.start_app(name, wait=False)
         for name in self.apps:
             self.wait_healthy(name)
+
+    @property
+    def relay_apart(self) -> bool:
+        """The services publish through `resellio relay`, not from their own loops."""
+        return self.env.get("RESELLIO_RELAY") == "external"
+
+    def start_relay(self) -> None:
+        self._spawn("relay", ["relay"])
 
     def instances(self, name: str) -> list[tuple[str, int]]:
         """(process name, port) of every instance of an app: `name`, then `name#1`, ..."""
@@ -198,3 +210,16 @@ class System:
             if len(messages) >= count or time.monotonic() > deadline:
                 return messages
             await asyncio.sleep(0.05)
+
+
+@contextlib.contextmanager
+def running(
+    extra_env: dict[str, str] | None = None, instances: dict[str, int] | None = None
+) -> Iterator[System]:
+    """A started system, stopped (and its database and broker names removed) afterwards."""
+    system = System(extra_env=extra_env, instances=instances)
+    try:
+        system.start()
+        yield system
+    finally:
+        system.stop()
