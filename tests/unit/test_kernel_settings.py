@@ -1,0 +1,18 @@
+"""Kernel settings read from the environment: the relay's placement."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.kernel.settings import ConfigError, load
+
+
+def test_services_relay_their_own_outbox_unless_told_it_runs_apart() -> None:
+    assert load({}).relay_inline is True
+    assert load({"RESELLIO_RELAY": "inline"}).relay_inline is True
+    assert load({"RESELLIO_RELAY": " External "}).relay_inline is False
+
+
+def test_an_unknown_relay_placement_is_refused_with_what_is_allowed() -> None:
+    with pytest.raises(ConfigError, match="RESELLIO_RELAY must be 'inline' or 'external'"):
+        load({"RESELLIO_RELAY": "sidecar"})
