@@ -18,6 +18,7 @@ import time
 import uuid
 from typing import Any
 
+import msgspec
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from contracts.codec import decode_envelope, decode_payload
@@ -25,6 +26,7 @@ from contracts.envelope import Event
 from gateway.denylist import FOLLOWED, DenyList, Snapshot
 from gateway.upstream import UpstreamError, Upstreams
 from services.kernel import broker
+from services.kernel.relay import PACK_CONTENT_TYPE
 
 log = logging.getLogger("resellio.gateway")
 
@@ -100,13 +102,18 @@ class DenyListFollower:
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         try:
-            event = decode_payload(decode_envelope(message.body))
+            if message.content_type == PACK_CONTENT_TYPE:  # the relay's run of several events
+                bodies = msgspec.json.decode(message.body, type=list[msgspec.Raw])
+            else:
+                bodies = [message.body]
+            events = [decode_payload(decode_envelope(bytes(body))) for body in bodies]
         except Exception:
             log.exception("gateway: undecodable event %s", message.routing_key)
             return
-        self.denylist.apply(event)
-        if self._pending is not None:
-            self._pending.append(event)
+        for event in events:
+            self.denylist.apply(event)
+            if self._pending is not None:
+                self._pending.append(event)
 
     async def _load(self, deadline: float | None) -> bool:
         """Fetch the snapshot, retrying until it comes or `deadline` passes (None: forever)."""

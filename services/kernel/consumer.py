@@ -32,7 +32,7 @@ from contracts.timeutil import utcnow
 from services.kernel import context, metrics
 from services.kernel.broker import Names, Resendable, resend
 from services.kernel.db import Database, DatabaseUnavailable, UnitOfWork
-from services.kernel.replay import PACK_CONTENT_TYPE
+from services.kernel.relay import PACK_CONTENT_TYPE
 
 log = logging.getLogger("resellio.consumer")
 
@@ -128,7 +128,7 @@ class Consumer:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _next_batch(self) -> list[tuple[str, AbstractIncomingMessage]]:
+    async def _next_batch(self) -> list[tuple[frozenset[str], AbstractIncomingMessage]]:
         while True:
             if self._waiting:
                 # Deliveries that arrived in the same read are dispatched by tasks of their
@@ -140,25 +140,31 @@ class Consumer:
             self._arrived.clear()
             await self._arrived.wait()
 
-    def _take(self) -> list[tuple[str, AbstractIncomingMessage]]:
+    def _take(self) -> list[tuple[frozenset[str], AbstractIncomingMessage]]:
         """The waiting messages a batch may take now, in order: not past `batch_size`, none of
-        an aggregate another batch holds, nor any after a message left behind for that."""
-        taken: list[tuple[str, AbstractIncomingMessage]] = []
+        an aggregate another batch holds, nor any after a message left behind for that (two of
+        one aggregate may share this batch: it applies them in order)."""
+        taken: list[tuple[frozenset[str], AbstractIncomingMessage]] = []
         left: deque[AbstractIncomingMessage] = deque()
         held = self._busy
         skipped: set[str] = set()
         for message in self._waiting:
-            key = _key(message)
-            if len(taken) >= self.batch_size or key in held or key in skipped:
-                skipped.add(key)
+            keys = _keys(message)
+            if (
+                len(taken) >= self.batch_size
+                or not held.isdisjoint(keys)
+                or not skipped.isdisjoint(keys)
+            ):
+                skipped.update(keys)
                 left.append(message)
             else:
-                taken.append((key, message))
+                taken.append((keys, message))
         self._waiting = left
-        self._busy.update(key for key, _ in taken)
+        for keys, _ in taken:
+            held.update(keys)
         return taken
 
-    async def _settle(self, batch: list[tuple[str, AbstractIncomingMessage]]) -> None:
+    async def _settle(self, batch: list[tuple[frozenset[str], AbstractIncomingMessage]]) -> None:
         messages = [message for _, message in batch]
         try:
             if len(messages) == 1 or not await self._process_batch(messages):
@@ -169,22 +175,27 @@ class Consumer:
         except Exception:  # never let one message stop the consumer
             log.exception("consumer %s could not settle a message", self.name)
         finally:
-            self._busy.difference_update(key for key, _ in batch)
+            for keys, _ in batch:
+                self._busy.difference_update(keys)
             self._slots.release()
             self._arrived.set()  # what waited for these aggregates may go now
 
     async def _process_batch(self, messages: list[AbstractIncomingMessage]) -> bool:
-        """Apply single-event messages in one transaction and ack them; False (nothing applied,
-        nothing acked) when they must go one by one: a redelivery with its own retry count, a
-        reprocessing, a pack, or any failure."""
-        if any(
-            m.headers.get("x-attempts")
-            or m.headers.get("x-reprocess")
-            or m.content_type == PACK_CONTENT_TYPE
-            for m in messages
-        ):
+        """Apply the messages' events (a pack's all of them) in one transaction and ack them;
+        False (nothing applied, nothing acked) when they must go one by one: a redelivery with
+        its own retry count, a reprocessing, an undecodable pack, or any failure."""
+        if any(m.headers.get("x-attempts") or m.headers.get("x-reprocess") for m in messages):
             return False
-        if not await self._apply_batch([m.body for m in messages], reprocess=False):
+        bodies: list[bytes] = []
+        for m in messages:
+            if m.content_type != PACK_CONTENT_TYPE:
+                bodies.append(m.body)
+                continue
+            try:
+                bodies += _unpack(m.body)
+            except msgspec.DecodeError:
+                return False
+        if not await self._apply_batch(bodies, reprocess=False):
             return False
         for message in messages:
             await message.ack()
@@ -238,9 +249,7 @@ class Consumer:
         each failing event parked on its own for retry (the others are not held back)."""
         reprocess = bool(message.headers.get("x-reprocess"))
         try:
-            bodies = [
-                bytes(raw) for raw in msgspec.json.decode(message.body, type=list[msgspec.Raw])
-            ]
+            bodies = _unpack(message.body)
         except msgspec.DecodeError as exc:
             await self._park(message, _attempt(message), exc)
             await message.ack()
@@ -352,9 +361,18 @@ class Consumer:
         await resend(self._channel, message, target, headers)
 
 
-def _key(message: AbstractIncomingMessage) -> str:
-    """The aggregate whose events must apply in order."""
-    return str(message.headers.get("aggregate_id") or message.message_id or "")
+def _keys(message: AbstractIncomingMessage) -> frozenset[str]:
+    """The aggregates whose events the message holds, which must apply in order: a pack from
+    the relay lists them; an event or a replay's pack names one."""
+    listed = message.headers.get("x-aggregates")
+    if isinstance(listed, list | tuple):
+        return frozenset(str(a) for a in listed)
+    return frozenset((str(message.headers.get("aggregate_id") or message.message_id or ""),))
+
+
+def _unpack(body: bytes) -> list[bytes]:
+    """The envelopes of a pack, each as it was published."""
+    return [bytes(raw) for raw in msgspec.json.decode(body, type=list[msgspec.Raw])]
 
 
 def _attempt(message: AbstractIncomingMessage) -> int:
@@ -378,7 +396,7 @@ class _Unpacked:
 
 def _unpacked(pack: AbstractIncomingMessage, body: bytes) -> _Unpacked:
     envelope = decode_envelope(body)
-    headers = {k: v for k, v in pack.headers.items() if k != "x-events"}
+    headers = {k: v for k, v in pack.headers.items() if k not in ("x-events", "x-aggregates")}
     headers.update({"producer": envelope.producer, "aggregate_id": envelope.aggregate_id})
     return _Unpacked(
         body=body,

@@ -36,6 +36,11 @@ FROM unnest($1::bigint[], $2::bigint[]) AS v(id, seq) WHERE o.id = v.id
 """
 
 
+# Several events in one message: a JSON array of envelopes, applied by a consumer in one
+# transaction (the relay's runs of one type, a replay's packs).
+PACK_CONTENT_TYPE = "application/vnd.resellio.events+json"
+
+
 def consumed_types(topology: Mapping[str, Sequence[str]]) -> frozenset[str]:
     """The event types some consumer of the topology subscribes to."""
     return frozenset(t for types in topology.values() for t in types)
@@ -132,12 +137,9 @@ class Relay:
             last = rows[0].last_sequence
             sequences = list(range(last + 1, last + 1 + len(rows)))
             exchange = await self.exchange_factory()
-            results = await asyncio.gather(
-                *(
-                    self._publish(exchange, row, seq)
-                    for row, seq in zip(rows, sequences, strict=True)
-                )
-            )
+            runs = _runs(rows, sequences)
+            returned = await asyncio.gather(*(self._publish(exchange, run) for run in runs))
+            results = [r for run, r in zip(runs, returned, strict=True) for _ in run]
             if self.after_publish is not None:
                 await self.after_publish(rows)
             await db.fetchval(self._mark, [row.id for row in rows], sequences)
@@ -151,17 +153,36 @@ class Relay:
         metrics.outbox_published.labels(self.producer).inc(len(rows))
         return len(rows)
 
-    async def _publish(self, exchange: AbstractExchange, row: Any, sequence: int) -> bool:
-        message = aio_pika.Message(
-            envelope_bytes(row, self.producer, sequence),
-            content_type="application/json",
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            message_id=str(row.event_id),
-            type=row.type,
-            correlation_id=row.correlation_id,
-            timestamp=row.occurred_at,
-            headers={"producer": self.producer, "aggregate_id": row.aggregate_id},
-        )
+    async def _publish(self, exchange: AbstractExchange, run: list[tuple[Any, int]]) -> bool:
+        """One message for a run of events of one type: the event itself, or a pack of them
+        (in order) when there are several; True when the broker found no queue for it."""
+        row = run[0][0]
+        if len(run) == 1:
+            message = aio_pika.Message(
+                envelope_bytes(row, self.producer, run[0][1]),
+                content_type="application/json",
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                message_id=str(row.event_id),
+                type=row.type,
+                correlation_id=row.correlation_id,
+                timestamp=row.occurred_at,
+                headers={"producer": self.producer, "aggregate_id": row.aggregate_id},
+            )
+        else:
+            message = aio_pika.Message(
+                b"[" + b",".join(envelope_bytes(r, self.producer, seq) for r, seq in run) + b"]",
+                content_type=PACK_CONTENT_TYPE,
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                message_id=f"pack:{row.event_id}",
+                type=row.type,
+                timestamp=row.occurred_at,
+                headers={
+                    "producer": self.producer,
+                    "x-events": len(run),
+                    # What a consumer must not apply out of order with other messages.
+                    "x-aggregates": sorted({r.aggregate_id for r, _ in run}),
+                },
+            )
         # A type no consumer subscribes to (HoldPlaced, OrderCompleted, ...) is still published,
         # for any queue an operator bound, but not as mandatory: the broker would send every
         # one back, and reading those returns cost the relay as much as publishing.
@@ -172,6 +193,19 @@ class Relay:
         # A returned message had no queue bound for its type: it stays in the event log for
         # replay, so it is marked published rather than blocking the outbox.
         return isinstance(result, DeliveredMessage)
+
+
+def _runs(rows: list[Any], sequences: list[int]) -> list[list[tuple[Any, int]]]:
+    """The batch cut into runs of consecutive events of one type (a checkout's TicketPurchased
+    events, a burst of one kind): each run is one message, and the runs keep the batch's order,
+    so no consumer sees an aggregate's events out of order."""
+    runs: list[list[tuple[Any, int]]] = []
+    for row, seq in zip(rows, sequences, strict=True):
+        if runs and runs[-1][0][0].type == row.type:
+            runs[-1].append((row, seq))
+        else:
+            runs.append([(row, seq)])
+    return runs
 
 
 async def run_apart(settings: Settings, services: Sequence[str], queue_type: str) -> None:

@@ -23,12 +23,11 @@ from services.kernel.eventlog import (
     producers_with_log,
     stream_for_replay,
 )
-from services.kernel.relay import envelope_bytes
+from services.kernel.relay import PACK_CONTENT_TYPE, envelope_bytes
 from services.kernel.settings import SERVICES
 
 WINDOW = 50  # packs awaiting their confirms at once
 PACK = 250  # events per message
-PACK_CONTENT_TYPE = "application/vnd.resellio.events+json"
 
 
 @dataclass

@@ -18,7 +18,7 @@ from tests.support.resale_actors import (
     purchase,
     resell,
 )
-from tests.support.shop import db_rows, eventually
+from tests.support.shop import OnSale, db_rows, eventually
 from tests.support.system import System, running
 
 
@@ -55,6 +55,17 @@ async def test_every_service_publishes_through_the_relay_process(
         assert await eventually(lambda s=schema: _no_backlog(apart, s)), schema
 
 
+async def _on_sale_in_ordering(system: System, event: OnSale) -> bool:
+    rows = await db_rows(
+        system,
+        "SELECT e.status FROM ordering.events e JOIN ordering.ticket_types t"
+        " ON t.event_id = e.event_id WHERE e.event_id = :e AND t.type_id = :t",
+        e=event.event_id,
+        t=event.type_id,
+    )
+    return bool(rows) and rows[0][0] == "created"
+
+
 async def _no_backlog(system: System, schema: str) -> bool:
     return await _unpublished(system, schema) == 0
 
@@ -64,6 +75,8 @@ async def test_events_wait_in_the_outbox_while_the_relay_is_down(
 ) -> None:
     admin = await admin_token(gateway)
     event = await organizer_event(gateway, admin)
+    # Ordering has heard that the event is on sale before the relay stops.
+    assert await eventually(lambda: _on_sale_in_ordering(apart, event))
     apart.stop_app("relay")
     try:
         # The purchase commits; its TicketPurchased stays in ordering's outbox.

@@ -7,13 +7,15 @@ from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
 import pytest
+from msgspec import Raw, json
 from sqlalchemy import Column, Integer, MetaData, Table, Text, func, select
 
+from contracts.codec import decode_envelope
 from contracts.envelope import Envelope, Event, register
 from services.kernel import broker, metrics
 from services.kernel.consumer import Consumer
 from services.kernel.db import Database, UnitOfWork
-from services.kernel.relay import Relay
+from services.kernel.relay import PACK_CONTENT_TYPE, Relay
 from tests.integration.conftest import Bus, drop_schema
 
 
@@ -177,6 +179,35 @@ async def test_an_event_no_consumer_subscribes_to_is_published_and_counted_unrou
     assert await harness.relay.publish_batch() == 0  # marked published, not sent again
 
 
+async def test_a_run_of_one_type_travels_as_one_pack_and_the_runs_keep_their_order(
+    harness: Harness,
+) -> None:
+    tap = await harness.bus.channel.declare_queue(exclusive=True)
+    for event_type in (NoteAdded.TYPE, NoteArchived.TYPE):
+        await tap.bind(harness.exchange, routing_key=event_type)
+    async with harness.producer.unit_of_work() as uow:
+        uow.emit(NoteAdded(note_id=1, text="a"), aggregate_id=1)
+        uow.emit(NoteAdded(note_id=2, text="b"), aggregate_id=2)
+        uow.emit(NoteArchived(note_id=1), aggregate_id=1)
+        uow.emit(NoteAdded(note_id=3, text="c"), aggregate_id=3)
+        await uow.commit()
+    assert await harness.relay.publish_batch() == 4
+    received = [await tap.get(timeout=5) for _ in range(3)]
+    assert [(m.type, m.content_type) for m in received] == [
+        (NoteAdded.TYPE, PACK_CONTENT_TYPE),
+        (NoteArchived.TYPE, "application/json"),
+        (NoteAdded.TYPE, "application/json"),
+    ]
+    pack = [decode_envelope(bytes(raw)) for raw in json.decode(received[0].body, type=list[Raw])]
+    assert [(e.aggregate_id, e.sequence) for e in pack] == [("1", 1), ("2", 2)]
+    assert received[0].headers["x-aggregates"] == ["1", "2"]
+    assert decode_envelope(received[1].body).sequence == 3
+    assert decode_envelope(received[2].body).sequence == 4
+    # The consumer applied each note once, the pack in one transaction.
+    assert await harness.wait_all_applied(3) == 3
+    assert sorted(harness.seen) == [("1", 1), ("2", 2), ("3", 3)]
+
+
 @pytest.fixture
 async def harness(integration_db_url: str, schema_name: str, bus: Bus) -> AsyncIterator[Harness]:
     h = Harness(integration_db_url, schema_name, bus)
@@ -294,9 +325,10 @@ async def test_an_aggregate_applies_in_order_while_a_slow_one_holds_only_its_own
     order; aggregates 0 and 2 go on meanwhile, in order too. (One event per batch, so that
     which events share a transaction does not depend on how the deliveries were read.)"""
     harness.consumer.batch_size = 1
-    harness.slow[1] = 0.5
-    await harness.add_notes(range(1, 61), aggregates=3)
-    assert await harness.relay.publish_batch() == 60
+    harness.slow[1] = 3.0  # longer than publishing the 60 notes one by one takes
+    for note_id in range(1, 61):  # one message each (a relay batch of several is a pack)
+        await harness.add_notes(range(note_id, note_id + 1), aggregates=3)
+        assert await harness.relay.publish_batch() == 1
     assert await harness.wait_all_applied(60) == 60
     for aggregate in ("0", "1", "2"):
         notes = [n for a, n in harness.seen if a == aggregate]

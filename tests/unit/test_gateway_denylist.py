@@ -82,3 +82,38 @@ def test_organizer_decisions_follow_the_account_state() -> None:
     )
     denylist.apply(events.OrganizerVerified(user_id=9, organizer_id=2, account_state="banned"))
     assert denylist.refusal(token(user_id=9, iat=T0.timestamp() + 1)) == BANNED
+
+
+async def test_the_follower_applies_every_event_of_a_pack_from_the_relay() -> None:
+    import uuid
+    from types import SimpleNamespace
+
+    from gateway.bus import DenyListFollower
+    from services.kernel.broker import Names
+    from services.kernel.relay import PACK_CONTENT_TYPE, envelope_bytes
+
+    def envelope(event: events.UserBanned, sequence: int) -> bytes:
+        row = SimpleNamespace(
+            event_id=uuid.uuid4(),
+            type=event.TYPE,
+            version=1,
+            occurred_at=T0,
+            aggregate_id=str(event.user_id),
+            correlation_id=None,
+            causation_id=None,
+            payload=msgspec.json.encode(event).decode(),
+        )
+        return envelope_bytes(row, "auth", sequence)
+
+    bans = [
+        events.UserBanned(user_id=u, role="customer", role_id=1, at=T0, account_state="banned")
+        for u in (3, 4)
+    ]
+    follower = DenyListFollower(DenyList(), None, "amqp://unused", Names("t"))  # type: ignore[arg-type]
+    pack = SimpleNamespace(
+        body=b"[" + b",".join(envelope(b, i) for i, b in enumerate(bans, 1)) + b"]",
+        content_type=PACK_CONTENT_TYPE,
+        routing_key=events.UserBanned.TYPE,
+    )
+    await follower._on_message(pack)  # type: ignore[arg-type]
+    assert follower.denylist.banned == {3, 4}
