@@ -31,8 +31,6 @@ BENCH_ENV = {
     "RATE_LIMITS": "off",
     "LOG_LEVEL": "WARNING",
     "MAX_TICKETS_PER_CUSTOMER_PER_EVENT": "1000",
-    # The outbox relays in a process of their own (`resellio relay`), off the request loops.
-    "RESELLIO_RELAY": "external",
 }
 
 
