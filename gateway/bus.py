@@ -18,7 +18,6 @@ import time
 import uuid
 from typing import Any
 
-import msgspec
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from contracts.codec import decode_envelope, decode_payload
@@ -26,7 +25,7 @@ from contracts.envelope import Event
 from gateway.denylist import FOLLOWED, DenyList, Snapshot
 from gateway.upstream import UpstreamError, Upstreams
 from services.kernel import broker
-from services.kernel.relay import PACK_CONTENT_TYPE
+from services.kernel.relay import PACK_CONTENT_TYPE, unpack
 
 log = logging.getLogger("resellio.gateway")
 
@@ -103,10 +102,10 @@ class DenyListFollower:
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         try:
             if message.content_type == PACK_CONTENT_TYPE:  # the relay's run of several events
-                bodies = msgspec.json.decode(message.body, type=list[msgspec.Raw])
+                bodies = unpack(message.body)
             else:
                 bodies = [message.body]
-            events = [decode_payload(decode_envelope(bytes(body))) for body in bodies]
+            events = [decode_payload(decode_envelope(body)) for body in bodies]
         except Exception:
             log.exception("gateway: undecodable event %s", message.routing_key)
             return

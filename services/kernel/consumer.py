@@ -32,7 +32,7 @@ from contracts.timeutil import utcnow
 from services.kernel import context, metrics
 from services.kernel.broker import Names, Resendable, resend
 from services.kernel.db import Database, DatabaseUnavailable, UnitOfWork
-from services.kernel.relay import PACK_CONTENT_TYPE
+from services.kernel.relay import PACK_CONTENT_TYPE, unpack
 
 log = logging.getLogger("resellio.consumer")
 
@@ -192,7 +192,7 @@ class Consumer:
                 bodies.append(m.body)
                 continue
             try:
-                bodies += _unpack(m.body)
+                bodies += unpack(m.body)
             except msgspec.DecodeError:
                 return False
         if not await self._apply_batch(bodies, reprocess=False):
@@ -245,11 +245,12 @@ class Consumer:
             )
 
     async def _process_pack(self, message: AbstractIncomingMessage) -> None:
-        """A replay's pack of events: all in one transaction, or else one by one in order,
-        each failing event parked on its own for retry (the others are not held back)."""
+        """A pack of events (the relay's run, a replay's): all in one transaction, or else one
+        by one in order, each failing event parked on its own for retry (the others are not
+        held back)."""
         reprocess = bool(message.headers.get("x-reprocess"))
         try:
-            bodies = _unpack(message.body)
+            bodies = unpack(message.body)
         except msgspec.DecodeError as exc:
             await self._park(message, _attempt(message), exc)
             await message.ack()
@@ -368,11 +369,6 @@ def _keys(message: AbstractIncomingMessage) -> frozenset[str]:
     if isinstance(listed, list | tuple):
         return frozenset(str(a) for a in listed)
     return frozenset((str(message.headers.get("aggregate_id") or message.message_id or ""),))
-
-
-def _unpack(body: bytes) -> list[bytes]:
-    """The envelopes of a pack, each as it was published."""
-    return [bytes(raw) for raw in msgspec.json.decode(body, type=list[msgspec.Raw])]
 
 
 def _attempt(message: AbstractIncomingMessage) -> int:

@@ -41,6 +41,18 @@ FROM unnest($1::bigint[], $2::bigint[]) AS v(id, seq) WHERE o.id = v.id
 PACK_CONTENT_TYPE = "application/vnd.resellio.events+json"
 
 
+def pack(envelopes: Sequence[bytes]) -> bytes:
+    """A pack's body: the envelopes, each embedded as it is, in order."""
+    return b"[" + b",".join(envelopes) + b"]"
+
+
+def unpack(body: bytes) -> list[bytes]:
+    """The envelopes of a pack, each as it was published (msgspec.DecodeError if it is not one)."""
+    import msgspec
+
+    return [bytes(raw) for raw in msgspec.json.decode(body, type=list[msgspec.Raw])]
+
+
 def consumed_types(topology: Mapping[str, Sequence[str]]) -> frozenset[str]:
     """The event types some consumer of the topology subscribes to."""
     return frozenset(t for types in topology.values() for t in types)
@@ -158,31 +170,32 @@ class Relay:
         (in order) when there are several; True when the broker found no queue for it."""
         row = run[0][0]
         if len(run) == 1:
-            message = aio_pika.Message(
-                envelope_bytes(row, self.producer, run[0][1]),
-                content_type="application/json",
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                message_id=str(row.event_id),
-                type=row.type,
-                correlation_id=row.correlation_id,
-                timestamp=row.occurred_at,
-                headers={"producer": self.producer, "aggregate_id": row.aggregate_id},
-            )
+            body = envelope_bytes(row, self.producer, run[0][1])
+            kind: dict[str, Any] = {
+                "content_type": "application/json",
+                "message_id": str(row.event_id),
+                "correlation_id": row.correlation_id,
+                "headers": {"producer": self.producer, "aggregate_id": row.aggregate_id},
+            }
         else:
-            message = aio_pika.Message(
-                b"[" + b",".join(envelope_bytes(r, self.producer, seq) for r, seq in run) + b"]",
-                content_type=PACK_CONTENT_TYPE,
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                message_id=f"pack:{row.event_id}",
-                type=row.type,
-                timestamp=row.occurred_at,
-                headers={
+            body = pack([envelope_bytes(r, self.producer, seq) for r, seq in run])
+            kind = {
+                "content_type": PACK_CONTENT_TYPE,
+                "message_id": f"pack:{row.event_id}",
+                "headers": {
                     "producer": self.producer,
                     "x-events": len(run),
                     # What a consumer must not apply out of order with other messages.
                     "x-aggregates": sorted({r.aggregate_id for r, _ in run}),
                 },
-            )
+            }
+        message = aio_pika.Message(
+            body,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            type=row.type,
+            timestamp=row.occurred_at,
+            **kind,
+        )
         # A type no consumer subscribes to (HoldPlaced, OrderCompleted, ...) is still published,
         # for any queue an operator bound, but not as mandatory: the broker would send every
         # one back, and reading those returns cost the relay as much as publishing.
@@ -219,16 +232,22 @@ async def run_apart(settings: Settings, services: Sequence[str], queue_type: str
     from services.topology import subscriptions
 
     topology = subscriptions()
+    consumed = consumed_types(topology)
     names = broker.Names(settings.broker_prefix)
     connection = await broker.connect(settings.amqp_url)
     databases: list[Database] = []
     try:
+        await broker.declare_topology(
+            await connection.channel(),
+            names,
+            topology,
+            settings.consumer_retry_delays_ms,
+            queue_type,
+        )
         tasks = []
         for service in services:
+            # A channel of its own per relay: its confirms wait for no other service's.
             channel = await connection.channel(publisher_confirms=True)
-            await broker.declare_topology(
-                channel, names, topology, settings.consumer_retry_delays_ms, queue_type
-            )
             exchange = await broker.declare_exchange(channel, names)
 
             async def exchange_of(found: AbstractExchange = exchange) -> AbstractExchange:
@@ -242,7 +261,7 @@ async def run_apart(settings: Settings, services: Sequence[str], queue_type: str
                 db,
                 exchange_of,
                 service,
-                consumed=consumed_types(topology),
+                consumed=consumed,
                 notifications=notifications,
             )
             tasks += [notifications.run(), relay.run()]

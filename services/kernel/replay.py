@@ -16,6 +16,7 @@ import aio_pika
 from aio_pika.abc import AbstractChannel
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.kernel import relay
 from services.kernel.broker import Names
 from services.kernel.eventlog import (
     Filters,
@@ -143,7 +144,7 @@ def _publish_pack(
     channel: AbstractChannel, queue: str, pack: list[bytes], first_id: str, headers: dict[str, Any]
 ) -> tuple[asyncio.Future[Any], int]:
     message = aio_pika.Message(
-        b"[" + b",".join(pack) + b"]",
+        relay.pack(pack),
         content_type=PACK_CONTENT_TYPE,
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         message_id=f"pack:{first_id}",

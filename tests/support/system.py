@@ -23,7 +23,7 @@ from sqlalchemy.engine import make_url
 
 from services.cli import APPS, available_services
 from services.devmail import read_messages
-from services.kernel import broker
+from services.kernel import broker, settings
 from services.kernel.migrate import drop_database
 from services.topology import subscriptions
 from tests.support.infra import amqp_url, database_url
@@ -137,7 +137,7 @@ class System:
     @property
     def relay_apart(self) -> bool:
         """The services publish through `resellio relay`, not from their own loops."""
-        return self.env.get("RESELLIO_RELAY") == "external"
+        return not settings.load(self.env).relay_inline
 
     def start_relay(self) -> None:
         self._spawn("relay", ["relay"])
