@@ -27,6 +27,16 @@ class DatabaseUnavailable(Exception):
     """PostgreSQL cannot be reached; answered as 503."""
 
 
+class Refused(Exception):
+    """A statement sent with the COMMIT (`UnitOfWork.commit(last=...)`) refused its change
+    (SQLSTATE P0002, raised by the schema's own functions): nothing was committed. `detail`
+    is the function's DETAIL (what it refused)."""
+
+    def __init__(self, message: str, detail: str) -> None:
+        super().__init__(message)
+        self.detail = detail
+
+
 # SQLSTATE classes that mean "the database cannot serve us now", not "the request is wrong":
 # connection exceptions, too many connections, shutting down, cannot connect now.
 _UNAVAILABLE_SQLSTATES = ("08", "53300", "57P01", "57P02", "57P03")
@@ -58,9 +68,12 @@ def is_unavailable(exc: BaseException) -> bool:
 def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
     return create_async_engine(
         url,
-        pool_size=pool_size,
         # Several services and instances share one PostgreSQL (100 connections by default).
-        max_overflow=max(2, pool_size // 2),
+        # The headroom for a burst is kept open once opened: an overflow connection would be
+        # closed when given back, so a steady burst opened one per request (a process forked
+        # in PostgreSQL, a TLS attempt, every statement prepared again).
+        pool_size=pool_size + max(2, pool_size // 2),
+        max_overflow=0,
         pool_timeout=30,  # waiting for a busy pool under a burst beats failing the request
         pool_pre_ping=False,
         pool_recycle=1800,
@@ -297,10 +310,25 @@ class UnitOfWork:
         )
         self._wrote_events = True
 
-    async def commit(self) -> None:
+    async def commit(self, last: str = "") -> None:
+        """Commit, with the events. `last`: statements without parameters (ints formatted in
+        by the caller) sent in one message with the COMMIT (the simple query protocol). A
+        row lock they take, on a row every request wants, is then held only while the server
+        commits, not across a round trip to this process and whatever else its loop runs
+        meanwhile. If one of them raises Refused, nothing is committed."""
         if not self.commit_allowed:
             raise RuntimeError("this unit of work is committed by its owner, not here")
         await self.write_events()
+        if last:
+            connection = (await self.driver()).connection
+            try:
+                # BEGIN: the transaction SQLAlchemy and asyncpg still hold open, committed
+                # (empty) below as any other.
+                await connection.execute(f"{last};\nCOMMIT;\nBEGIN")
+            except asyncpg.NoDataFoundError as exc:
+                raise Refused(str(exc), exc.detail or "") from exc
+            except Exception as exc:
+                raise _translated(exc) from exc
         await self.conn.commit()
         self.committed = True
         self.db.on_committed()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -36,6 +37,9 @@ FROM unnest($1::bigint[], $2::bigint[]) AS v(id, seq) WHERE o.id = v.id
 """
 
 
+# How long a type no consumer subscribes to, returned by the broker for want of any queue, is
+# not sent before the relay tries again.
+UNBOUND_RECHECK_S = 10.0
 # Several events in one message: a JSON array of envelopes, applied by a consumer in one
 # transaction (the relay's runs of one type, a replay's packs).
 PACK_CONTENT_TYPE = "application/vnd.resellio.events+json"
@@ -103,6 +107,10 @@ class Relay:
         self.exchange_factory = exchange_factory
         self.batch_size = batch_size
         self.poll_interval = poll_interval
+        # Types no consumer subscribes to that the broker returned for want of any queue, and
+        # until when they are not sent (a queue an operator binds gets them from then on).
+        self.unbound_recheck_s = UNBOUND_RECHECK_S
+        self._unbound_until: dict[str, float] = {}
         self._claim = _CLAIM.format(schema=db.schema)
         self._mark = _MARK.format(schema=db.schema)
         self._wake = asyncio.Event()
@@ -169,6 +177,9 @@ class Relay:
         """One message for a run of events of one type: the event itself, or a pack of them
         (in order) when there are several; True when the broker found no queue for it."""
         row = run[0][0]
+        unconsumed = self.consumed is not None and row.type not in self.consumed
+        if unconsumed and self._unbound_until.get(row.type, 0.0) > time.monotonic():
+            return True
         if len(run) == 1:
             body = envelope_bytes(row, self.producer, run[0][1])
             kind: dict[str, Any] = {
@@ -196,16 +207,15 @@ class Relay:
             timestamp=row.occurred_at,
             **kind,
         )
-        # A type no consumer subscribes to (HoldPlaced, OrderCompleted, ...) is still published,
-        # for any queue an operator bound, but not as mandatory: the broker would send every
-        # one back, and reading those returns cost the relay as much as publishing.
-        if self.consumed is not None and row.type not in self.consumed:
-            await exchange.publish(message, routing_key=row.type, timeout=10)
-            return True
         result = await exchange.publish(message, routing_key=row.type, mandatory=True, timeout=10)
         # A returned message had no queue bound for its type: it stays in the event log for
         # replay, so it is marked published rather than blocking the outbox.
-        return isinstance(result, DeliveredMessage)
+        returned = isinstance(result, DeliveredMessage)  # what the broker sent back
+        if returned and unconsumed:
+            # A type nobody consumes (HoldPlaced, OrderCompleted, ...) with no queue an operator
+            # bound: not sent for a while (most of a checkout's messages would be such).
+            self._unbound_until[row.type] = time.monotonic() + self.unbound_recheck_s
+        return returned
 
 
 def _runs(rows: list[Any], sequences: list[int]) -> list[list[tuple[Any, int]]]:

@@ -109,8 +109,7 @@ async def add_to_cart(request: Request) -> Response[Any]:
 
         async def attempt() -> Any:
             await cart.refuse_early(cmd, db, rules(), utcnow())
-            async with db.unit_of_work() as uow:
-                return await cart.add_item(cmd, uow, rules(), utcnow())
+            return await cart.add_item(cmd, db, rules(), utcnow())
 
         return await fresh_projection(request, attempt)
 

@@ -9,7 +9,7 @@ import msgspec
 from sqlalchemy import select
 
 from contracts.ordering import HoldPlaced, HoldReleased
-from services.kernel.db import Database, UnitOfWork
+from services.kernel.db import Database, Refused, UnitOfWork
 from services.kernel.errors import BadRequest, NotFound
 from services.ordering import holds, views
 from services.ordering.domain import (
@@ -110,14 +110,33 @@ async def refuse_early(cmd: AddToCart, db: Database, rules: CartRules, now: date
         raise not_enough(offer, offer.max_count - offer.sold - offer.held)
 
 
-async def add_item(cmd: AddToCart, uow: UnitOfWork, rules: CartRules, now: datetime) -> Any:
+async def add_item(cmd: AddToCart, db: Database, rules: CartRules, now: datetime) -> Any:
     """Errors in API.md §8.2's order: quantity, 404, R1–R3, currency, R5, R4."""
     if cmd.quantity < 1:
         raise BadRequest(QUANTITY_TOO_LOW)
+    for _ in range(2):  # once more if others took the tickets between the read and the claim
+        try:
+            async with db.unit_of_work() as uow:
+                line = await _put_line(cmd, uow, rules, now)
+                # The claim locks the ticket type's inventory row, which every buyer of the
+                # type needs: it goes with the COMMIT, so the lock is held only while the
+                # server commits.
+                await uow.commit(last=holds.hold(cmd.type_id, cmd.quantity))
+                return views.cart_item(line)
+        except Refused:
+            pass
+    async with db.driver() as conn:
+        offer = _check_rules(cmd, rules, await conn.fetchrow(_RULES_OF_ADD, *_args(cmd, now)), now)
+    raise not_enough(offer, max(0, offer.max_count - offer.sold - offer.held))
+
+
+async def _put_line(cmd: AddToCart, uow: UnitOfWork, rules: CartRules, now: datetime) -> Any:
+    """The cart locked, the rules checked, the line put (HoldPlaced): all but the claim."""
     await uow.fetchval(_LOCK_CART, cmd.user_id)
     offer = _check_rules(cmd, rules, await uow.fetchrow(_RULES_OF_ADD, *_args(cmd, now)), now)
     # Sold out or fully held: refused without queueing for the inventory row every buyer of
-    # the type needs (the claim below re-checks under its lock whatever this read saw).
+    # the type needs (the claim re-checks under its lock whatever this read saw). Expired
+    # holds the sweeper has not reached yet are back on sale right now.
     if _sold_out(offer, cmd.quantity):
         if not await holds.release_expired(uow, now, type_id=cmd.type_id):
             raise not_enough(offer, offer.max_count - offer.sold - offer.held)
@@ -125,16 +144,7 @@ async def add_item(cmd: AddToCart, uow: UnitOfWork, rules: CartRules, now: datet
     line = await uow.fetchrow(_PUT_LINE, cmd.user_id, cmd.type_id, cmd.quantity, expires_at)
     assert line is not None
     uow.emit(holds.hold_event(HoldPlaced, line), aggregate_id=line.cart_item_id)
-    await uow.write_events()
-    # The claim locks the ticket type's inventory row, which every buyer of the type needs:
-    # it comes last, so that only the COMMIT runs while this transaction holds that lock.
-    if not await holds.claim(uow, cmd.type_id, cmd.quantity):
-        # Expired holds the sweeper has not reached yet are back on sale right now.
-        await holds.release_expired(uow, now, type_id=cmd.type_id)
-        if not await holds.claim(uow, cmd.type_id, cmd.quantity):
-            raise not_enough(offer, await holds.left(uow, cmd.type_id))
-    await uow.commit()
-    return views.cart_item(line)
+    return line
 
 
 def _args(cmd: AddToCart, now: datetime) -> tuple[int, int, datetime]:

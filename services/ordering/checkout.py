@@ -28,7 +28,7 @@ from contracts.ordering import (
     OrderPlaced,
     TicketPurchased,
 )
-from services.kernel.db import Database, UnitOfWork
+from services.kernel.db import Database, Refused, UnitOfWork
 from services.kernel.errors import BadRequest, Conflict, PaymentRequired, ServiceUnavailable
 from services.kernel.mail import queue_mail
 from services.kernel.payments import (
@@ -195,13 +195,6 @@ WITH done AS (
 )
 SELECT email, first_name FROM ordering.users WHERE user_id = $1
 """
-# The line's held tickets become sold, unless the capacity was lowered meanwhile below what is
-# already sold plus this line.
-_SELL = """
-UPDATE ordering.ticket_types SET held = held - $2, sold = sold + $2
-WHERE type_id = $1 AND sold + $2 <= max_count
-RETURNING type_id
-"""
 
 
 async def _place(cmd: Checkout, db: Database, rules: CartRules, now: datetime) -> PlacedOrder:
@@ -308,13 +301,14 @@ async def _complete(
                 aggregate_id=t.ticket_id,
             )
         await _confirmation_mail(uow, cmd, recipient, order, items, ticket_ids)
-        await uow.write_events()
         # The inventory rows are what every buyer of these types waits for: they are locked
-        # last (in type order, as items are sorted), so only the COMMIT runs under the locks.
-        for item, offer in sales:
-            if await uow.fetchval(_SELL, item.ticket_type_id, item.quantity) is None:
-                raise not_enough(offer, offer.max_count - offer.sold)
-        await uow.commit()
+        # with the COMMIT (in type order, as items are sorted), so are held only while the
+        # server commits.
+        try:
+            await uow.commit(last=holds.sell([(i.ticket_type_id, i.quantity) for i, _ in sales]))
+        except Refused as exc:
+            offer = next(o for i, o in sales if str(i.ticket_type_id) == exc.detail)
+            raise not_enough(offer, offer.max_count - offer.sold) from None
 
 
 async def _issue_line(

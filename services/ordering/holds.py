@@ -2,7 +2,8 @@
 
 `sold + held <= max_count` is never read-then-written: a claim is a single UPDATE whose WHERE
 re-checks the row under its lock, so any number of concurrent buyers and instances, and a
-capacity change racing them, cannot oversell.
+capacity change racing them, cannot oversell. It runs in `ordering.hold_tickets` (and a sale
+in `ordering.sell_held`), sent in one message with the COMMIT.
 """
 
 from __future__ import annotations
@@ -24,16 +25,16 @@ CHECKOUT_STALE = timedelta(minutes=2)
 tt = ticket_types.c
 
 
-_CLAIM = """
-UPDATE ordering.ticket_types SET held = held + $2
-WHERE type_id = $1 AND NOT deleted AND sold + held + $2 <= max_count
-RETURNING type_id
-"""
+def hold(type_id: int, quantity: int) -> str:
+    """The claim, sent with the COMMIT (`uow.commit(last=...)`): `quantity` more tickets of a
+    type held if it is on offer and the capacity allows; otherwise Refused, nothing done."""
+    return f"SELECT ordering.hold_tickets({int(type_id)}, {int(quantity)})"
 
 
-async def claim(uow: UnitOfWork, type_id: int, quantity: int) -> bool:
-    """Hold `quantity` more tickets of a type if the capacity allows; False otherwise."""
-    return await uow.fetchval(_CLAIM, type_id, quantity) is not None
+def sell(lines: list[tuple[int, int]]) -> str:
+    """The sale of (type, quantity) lines' held tickets, sent with the COMMIT: Refused (the
+    type in its detail) if a capacity was lowered below what is sold plus the line."""
+    return ";\n".join(f"SELECT ordering.sell_held({int(t)}, {int(q)})" for t, q in lines)
 
 
 async def release(uow: UnitOfWork, type_id: int, quantity: int) -> None:

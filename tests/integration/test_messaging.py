@@ -160,23 +160,67 @@ class NoteArchived(Event, frozen=True):
 register(NoteArchived)
 
 
-async def test_an_event_no_consumer_subscribes_to_is_published_and_counted_unroutable(
+async def test_an_event_no_consumer_subscribes_to_reaches_a_queue_an_operator_bound(
     harness: Harness,
 ) -> None:
-    # An operator's own queue, bound outside the topology, still receives it.
     tap = await harness.bus.channel.declare_queue(exclusive=True)
     await tap.bind(harness.exchange, routing_key=NoteArchived.TYPE)
     harness.relay.consumed = frozenset({NoteAdded.TYPE})
     before = metrics.outbox_unroutable.labels("ktest", NoteArchived.TYPE)._value.get()
+    for note_id in (7, 8):
+        async with harness.producer.unit_of_work() as uow:
+            uow.emit(NoteArchived(note_id=note_id), aggregate_id=note_id)
+            await uow.commit()
+        assert await harness.relay.publish_batch() == 1
+        message = await tap.get(timeout=5)
+        assert message.type == NoteArchived.TYPE
+    after = metrics.outbox_unroutable.labels("ktest", NoteArchived.TYPE)._value.get()
+    assert after == before
+    assert await harness.relay.publish_batch() == 0  # marked published, not sent again
+
+
+async def test_a_type_nobody_consumes_or_binds_is_not_sent_until_the_relay_tries_again(
+    harness: Harness,
+) -> None:
+    """The broker returns such a message; the relay then marks the type's events published
+    without sending them, until a while later: a queue bound meanwhile gets them from then on
+    (the earlier ones from a replay of the event log)."""
+    harness.relay.consumed = frozenset({NoteAdded.TYPE})
+    harness.relay.unbound_recheck_s = 0.5
+    sent: list[str] = []
+    publish = harness.exchange.publish
+
+    async def counted(message: Any, routing_key: str, **kw: Any) -> Any:
+        sent.append(routing_key)
+        return await publish(message, routing_key, **kw)
+
+    harness.exchange.publish = counted  # type: ignore[method-assign]
+
+    async def archive(note_id: int) -> None:
+        async with harness.producer.unit_of_work() as uow:
+            uow.emit(NoteArchived(note_id=note_id), aggregate_id=note_id)
+            await uow.commit()
+        assert await harness.relay.publish_batch() == 1
+
+    before = metrics.outbox_unroutable.labels("ktest", NoteArchived.TYPE)._value.get()
+    await archive(1)  # returned: no queue
+    tap = await harness.bus.channel.declare_queue(exclusive=True)
+    await tap.bind(harness.exchange, routing_key=NoteArchived.TYPE)
+    await archive(2)  # not sent: the type was unbound a moment ago
+    assert sent == [NoteArchived.TYPE]
+    await asyncio.sleep(0.6)
+    await archive(3)  # tried again: the tap gets it
+    message = await tap.get(timeout=5)
+    assert json.decode(message.body)["payload"]["note_id"] == 3
+    assert sent == [NoteArchived.TYPE, NoteArchived.TYPE]
+    after = metrics.outbox_unroutable.labels("ktest", NoteArchived.TYPE)._value.get()
+    assert after == before + 2
+    # A type some consumer subscribes to is always sent.
     async with harness.producer.unit_of_work() as uow:
-        uow.emit(NoteArchived(note_id=7), aggregate_id=7)
+        uow.emit(NoteAdded(note_id=4, text="d"), aggregate_id=4)
         await uow.commit()
     assert await harness.relay.publish_batch() == 1
-    message = await tap.get(timeout=5)
-    assert message.type == NoteArchived.TYPE
-    after = metrics.outbox_unroutable.labels("ktest", NoteArchived.TYPE)._value.get()
-    assert after == before + 1
-    assert await harness.relay.publish_batch() == 0  # marked published, not sent again
+    assert sent[-1] == NoteAdded.TYPE
 
 
 async def test_a_run_of_one_type_travels_as_one_pack_and_the_runs_keep_their_order(

@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 
 from contracts.auth import UserRegistered
@@ -26,11 +26,13 @@ from contracts.timeutil import utcnow
 from services.kernel import broker
 from services.kernel.consumer import Consumer
 from services.kernel.db import Database
+from services.kernel.errors import BadRequest
 from services.kernel.migrate import drop_database, ensure_database, upgrade
 from services.kernel.payments import SimulatedProvider
 from services.ordering import cart, checkout
 from services.ordering.consumers import HANDLERS
 from services.ordering.models import (
+    cart_items,
     carts,
     metadata,
     orders,
@@ -128,8 +130,7 @@ class Ordering:
         )
 
     async def buy(self, user_id: int, type_id: int, quantity: int) -> None:
-        async with self.db.unit_of_work() as uow:
-            await cart.add_item(cart.AddToCart(user_id, type_id, quantity), uow, RULES, utcnow())
+        await cart.add_item(cart.AddToCart(user_id, type_id, quantity), self.db, RULES, utcnow())
 
         async def no_refresh() -> None:
             return None
@@ -210,8 +211,8 @@ async def test_event_cancelled_twice_and_replayed_refunds_each_purchase_once(
     await ordering.customer(100)
     await ordering.buy(100, 31, 2)
     await ordering.buy(300, 31, 1)
-    async with ordering.db.unit_of_work() as uow:  # someone is still holding tickets
-        await cart.add_item(cart.AddToCart(400, 31, 3), uow, RULES, utcnow())
+    # someone is still holding tickets
+    await cart.add_item(cart.AddToCart(400, 31, 3), ordering.db, RULES, utcnow())
 
     cancelled = EventCancelled(event_id=3, by=1, at=utcnow())
     body = await ordering.deliver(cancelled, 3)
@@ -241,8 +242,7 @@ async def test_a_cancellation_waits_for_a_sale_that_is_completing(ordering: Orde
     between the sale's checks and its commit."""
     await ordering.on_sale(event_id=4, type_id=41)
     await ordering.customer(100)
-    async with ordering.db.unit_of_work() as uow:
-        await cart.add_item(cart.AddToCart(100, 41, 1), uow, RULES, utcnow())
+    await cart.add_item(cart.AddToCart(100, 41, 1), ordering.db, RULES, utcnow())
     placed = await checkout._place(checkout.Checkout(user_id=100), ordering.db, RULES, utcnow())
     async with ordering.db.unit_of_work() as uow:
         lines = await uow.fetch(checkout._ORDER_LINES, placed.order_id)
@@ -253,3 +253,51 @@ async def test_a_cancellation_waits_for_a_sale_that_is_completing(ordering: Orde
         await asyncio.sleep(0.5)
         assert not cancel.done()  # waiting for the completing sale's lock
     await asyncio.wait_for(cancel, 10)
+
+
+async def test_a_claim_refused_at_the_commit_leaves_nothing_behind(ordering: Ordering) -> None:
+    """The claim travels with the COMMIT: when the last ticket goes to someone else between
+    the add's read and its claim, the add is refused whole (no line, no hold, no event)."""
+    await ordering.on_sale(event_id=5, type_id=51, capacity=1)
+    await ordering.customer(100)
+    async with ordering.db.engine.connect() as other:
+        await other.exec_driver_sql(
+            "SELECT 1 FROM ordering.ticket_types WHERE type_id = 51 FOR NO KEY UPDATE"
+        )
+        add = asyncio.create_task(
+            cart.add_item(cart.AddToCart(100, 51, 1), ordering.db, RULES, utcnow())
+        )
+        for _ in range(200):  # until the add's claim waits for the row this one holds
+            if await ordering.scalar(text("SELECT count(*) FROM pg_locks WHERE NOT granted")):
+                break
+            await asyncio.sleep(0.01)
+        assert not add.done()
+        await other.exec_driver_sql(
+            "UPDATE ordering.ticket_types SET held = held + 1 WHERE type_id = 51"
+        )
+        await other.commit()
+        with pytest.raises(BadRequest, match="Only 0 left"):
+            await add
+    assert await ordering.count(carts) == 0
+    assert await ordering.scalar(select(func.count()).select_from(cart_items)) == 0
+    assert await ordering.scalar(select(ticket_types.c.held)) == 1
+    assert await ordering.events_of("ordering.HoldPlaced") == []
+
+
+async def test_a_sale_refused_at_the_commit_issues_nothing(ordering: Ordering) -> None:
+    """The capacity lowered below the held line between placing and completing the order:
+    the completion is refused whole (no ticket, the hold still there)."""
+    await ordering.on_sale(event_id=6, type_id=61, capacity=2)
+    await ordering.customer(100)
+    await cart.add_item(cart.AddToCart(100, 61, 2), ordering.db, RULES, utcnow())
+    cmd = checkout.Checkout(user_id=100)
+    placed = await checkout._place(cmd, ordering.db, RULES, utcnow())
+    async with ordering.db.engine.begin() as conn:
+        await conn.execute(ticket_types.update().values(max_count=1))
+    with pytest.raises(BadRequest, match="Only 1 left"):
+        await checkout._complete(ordering.db, cmd, placed, "pay_x", utcnow())
+    assert await ordering.count(tickets) == 0
+    assert await ordering.scalar(select(ticket_types.c.held)) == 2
+    assert await ordering.scalar(select(ticket_types.c.sold)) == 0
+    assert await ordering.events_of("ordering.TicketPurchased") == []
+    assert await ordering.count(orders, orders.c.status == "completed") == 0

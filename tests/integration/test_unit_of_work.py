@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy import MetaData, text
 
-from services.kernel.db import Database
+from services.kernel.db import Database, Refused
 from tests.integration.conftest import drop_schema
 
 
@@ -63,3 +63,40 @@ async def test_driver_rows_read_by_name_and_attribute(db: Database) -> None:
     assert (row.seven, row["letter"]) == (7, "x")
     with pytest.raises(AttributeError):
         _ = row.missing
+
+
+async def _refusing_function(db: Database) -> str:
+    """A function that refuses (SQLSTATE P0002) unless given a positive number."""
+    name = f'"{db.schema}".take'
+    async with db.engine.begin() as conn:
+        await conn.exec_driver_sql(
+            f"CREATE FUNCTION {name}(n integer) RETURNS void LANGUAGE plpgsql AS $$ BEGIN "
+            f"INSERT INTO \"{db.schema}\".notes VALUES ('taken ' || n); "
+            "IF n <= 0 THEN RAISE EXCEPTION USING ERRCODE = 'no_data_found', "
+            "MESSAGE = 'refused', DETAIL = n::text; END IF; END $$"
+        )
+    return name
+
+
+async def test_statements_sent_with_the_commit_commit_with_the_transaction(db: Database) -> None:
+    take = await _refusing_function(db)
+    async with db.unit_of_work() as uow:
+        await uow.fetchval(f"INSERT INTO \"{db.schema}\".notes VALUES ('before')")
+        await uow.commit(last=f"SELECT {take}(1); SELECT {take}(2)")
+    assert sorted(await notes(db)) == ["before", "taken 1", "taken 2"]
+    # The connection went back to the pool outside any transaction, and serves the next one.
+    async with db.unit_of_work() as uow:
+        await uow.fetchval(f"INSERT INTO \"{db.schema}\".notes VALUES ('after')")
+        await uow.commit()
+    assert len(await notes(db)) == 4
+
+
+async def test_a_refusal_sent_with_the_commit_commits_nothing(db: Database) -> None:
+    take = await _refusing_function(db)
+    with pytest.raises(Refused) as refused:
+        async with db.unit_of_work() as uow:
+            await uow.fetchval(f"INSERT INTO \"{db.schema}\".notes VALUES ('before')")
+            await uow.commit(last=f"SELECT {take}(1); SELECT {take}(0); SELECT {take}(3)")
+    assert refused.value.detail == "0"
+    assert not uow.committed
+    assert await notes(db) == []
