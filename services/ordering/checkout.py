@@ -307,7 +307,7 @@ async def _complete(
         try:
             await uow.commit(last=holds.sell([(i.ticket_type_id, i.quantity) for i, _ in sales]))
         except Refused as exc:
-            offer = next(o for i, o in sales if str(i.ticket_type_id) == exc.detail)
+            offer = next((o for i, o in sales if str(i.ticket_type_id) == exc.detail), sales[0][1])
             raise not_enough(offer, offer.max_count - offer.sold) from None
 
 
