@@ -157,29 +157,42 @@ class Relay:
             last = rows[0].last_sequence
             sequences = list(range(last + 1, last + 1 + len(rows)))
             exchange = await self.exchange_factory()
-            runs = _runs(rows, sequences)
+            # Events of a type held back are not sent; the runs are cut from the others, so the
+            # events on either side of a held-back one can travel in one pack (a drop's
+            # TicketPurchased, one per checkout, between each checkout's other events).
+            now = time.monotonic()
+            held_back = {row.id for row in rows if self._held_back(row.type, now)}
+            pairs = zip(rows, sequences, strict=True)
+            runs = _runs([(r, seq) for r, seq in pairs if r.id not in held_back])
             returned = await asyncio.gather(*(self._publish(exchange, run) for run in runs))
-            results = [r for run, r in zip(runs, returned, strict=True) for _ in run]
+            unroutable = held_back | {
+                r.id for run, back in zip(runs, returned, strict=True) if back for r, _ in run
+            }
             if self.after_publish is not None:
                 await self.after_publish(rows)
             await db.fetchval(self._mark, [row.id for row in rows], sequences)
-        now = utcnow()
-        for row, unroutable in zip(rows, results, strict=True):
+        published_at = utcnow()
+        for row in rows:
             metrics.publish_latency.labels(self.producer).observe(
-                (now - row.occurred_at).total_seconds()
+                (published_at - row.occurred_at).total_seconds()
             )
-            if unroutable:
+            if row.id in unroutable:
                 metrics.outbox_unroutable.labels(self.producer, row.type).inc()
         metrics.outbox_published.labels(self.producer).inc(len(rows))
         return len(rows)
+
+    def _held_back(self, event_type: str, now: float) -> bool:
+        """A type no consumer subscribes to that the broker returned a moment ago."""
+        return (
+            self.consumed is not None
+            and event_type not in self.consumed
+            and self._unbound_until.get(event_type, 0.0) > now
+        )
 
     async def _publish(self, exchange: AbstractExchange, run: list[tuple[Any, int]]) -> bool:
         """One message for a run of events of one type: the event itself, or a pack of them
         (in order) when there are several; True when the broker found no queue for it."""
         row = run[0][0]
-        unconsumed = self.consumed is not None and row.type not in self.consumed
-        if unconsumed and self._unbound_until.get(row.type, 0.0) > time.monotonic():
-            return True
         if len(run) == 1:
             body = envelope_bytes(row, self.producer, run[0][1])
             kind: dict[str, Any] = {
@@ -211,19 +224,19 @@ class Relay:
         # A returned message had no queue bound for its type: it stays in the event log for
         # replay, so it is marked published rather than blocking the outbox.
         returned = isinstance(result, DeliveredMessage)  # what the broker sent back
-        if returned and unconsumed:
+        if returned and self.consumed is not None and row.type not in self.consumed:
             # A type nobody consumes (HoldPlaced, OrderCompleted, ...) with no queue an operator
             # bound: not sent for a while (most of a checkout's messages would be such).
             self._unbound_until[row.type] = time.monotonic() + self.unbound_recheck_s
         return returned
 
 
-def _runs(rows: list[Any], sequences: list[int]) -> list[list[tuple[Any, int]]]:
-    """The batch cut into runs of consecutive events of one type (a checkout's TicketPurchased
-    events, a burst of one kind): each run is one message, and the runs keep the batch's order,
-    so no consumer sees an aggregate's events out of order."""
+def _runs(batch: list[tuple[Any, int]]) -> list[list[tuple[Any, int]]]:
+    """The (row, sequence) pairs to send cut into runs of consecutive events of one type (a
+    checkout's TicketPurchased events, a burst of one kind): each run is one message, and the
+    runs keep the batch's order, so no consumer sees an aggregate's events out of order."""
     runs: list[list[tuple[Any, int]]] = []
-    for row, seq in zip(rows, sequences, strict=True):
+    for row, seq in batch:
         if runs and runs[-1][0][0].type == row.type:
             runs[-1].append((row, seq))
         else:

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
 import pytest
+from aio_pika.exceptions import QueueEmpty
 from msgspec import Raw, json
 from sqlalchemy import Column, Integer, MetaData, Table, Text, func, select
 
@@ -15,7 +16,7 @@ from contracts.envelope import Envelope, Event, register
 from services.kernel import broker, metrics
 from services.kernel.consumer import Consumer
 from services.kernel.db import Database, UnitOfWork
-from services.kernel.relay import PACK_CONTENT_TYPE, Relay
+from services.kernel.relay import PACK_CONTENT_TYPE, Relay, unpack
 from tests.integration.conftest import Bus, drop_schema
 
 
@@ -221,6 +222,34 @@ async def test_a_type_nobody_consumes_or_binds_is_not_sent_until_the_relay_tries
         await uow.commit()
     assert await harness.relay.publish_batch() == 1
     assert sent[-1] == NoteAdded.TYPE
+
+
+async def test_events_on_either_side_of_a_held_back_type_travel_in_one_pack(
+    harness: Harness,
+) -> None:
+    """A drop's checkouts each write HoldReleased, OrderCompleted and one TicketPurchased:
+    with the types nobody consumes held back, the TicketPurchased of many checkouts are one
+    message."""
+    harness.relay.consumed = frozenset({NoteAdded.TYPE})
+    async with harness.producer.unit_of_work() as uow:
+        uow.emit(NoteArchived(note_id=1), aggregate_id=1)
+        await uow.commit()
+    assert await harness.relay.publish_batch() == 1  # returned: held back from now on
+    tap = await harness.bus.channel.declare_queue(exclusive=True)
+    await tap.bind(harness.exchange, routing_key=NoteAdded.TYPE)
+    async with harness.producer.unit_of_work() as uow:
+        for note_id in (2, 3, 4):
+            uow.emit(NoteArchived(note_id=note_id), aggregate_id=note_id)
+            uow.emit(NoteAdded(note_id=note_id, text="x"), aggregate_id=note_id)
+        await uow.commit()
+    assert await harness.relay.publish_batch() == 6
+    message = await tap.get(timeout=5)
+    assert message.content_type == PACK_CONTENT_TYPE
+    assert message.headers["x-aggregates"] == ["2", "3", "4"]
+    notes = [json.decode(e)["payload"]["note_id"] for e in unpack(message.body)]
+    assert notes == [2, 3, 4]
+    with pytest.raises(QueueEmpty):
+        await tap.get(timeout=1)
 
 
 async def test_a_run_of_one_type_travels_as_one_pack_and_the_runs_keep_their_order(
