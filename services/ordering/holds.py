@@ -43,14 +43,6 @@ async def release(uow: UnitOfWork, type_id: int, quantity: int) -> None:
     )
 
 
-async def left(uow: UnitOfWork, type_id: int) -> int:
-    """What others may still hold or buy (for R4's "Only <n> left")."""
-    n = await uow.fetchval(
-        "SELECT max_count - sold - held FROM ordering.ticket_types WHERE type_id = $1", type_id
-    )
-    return max(0, int(n)) if n is not None else 0
-
-
 async def availability(event_id: int, db: Database) -> dict[str, int]:
     """What the gateway shows per ticket type of an event: max(0, max_count - sold - held)."""
     async with db.reader.connect() as conn:
