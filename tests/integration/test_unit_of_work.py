@@ -3,6 +3,7 @@ they commit with it, roll back with it, and share it with statements sent throug
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -100,3 +101,23 @@ async def test_a_refusal_sent_with_the_commit_commits_nothing(db: Database) -> N
     assert refused.value.detail == "0"
     assert not uow.committed
     assert await notes(db) == []
+
+
+async def test_a_burst_leaves_its_connections_open_for_the_next_one(db: Database) -> None:
+    """The pool's headroom is kept once opened: a burst that needs every connection does not
+    close (and the next one reopen) a connection per request."""
+    ceiling = 4  # the fixture's pool of 2, with its headroom of 2
+    all_in = asyncio.Event()
+    holding = 0
+
+    async def use() -> None:
+        nonlocal holding
+        async with db.driver() as conn:
+            assert await conn.fetchval("SELECT 1") == 1
+            holding += 1
+            if holding == ceiling:
+                all_in.set()
+            await all_in.wait()
+
+    await asyncio.wait_for(asyncio.gather(*(use() for _ in range(ceiling))), 10)
+    assert db.engine.pool.checkedin() == ceiling  # type: ignore[attr-defined]
