@@ -10,6 +10,16 @@ import importlib
 from functools import cache
 
 CONSUMING_SERVICES = ("auth", "catalog", "ordering", "resale")
+# What the gateway follows, on a queue of its own per instance (gateway/denylist.py): the
+# deny-list's changes. Some of them no service consumes; a relay never holds them back.
+GATEWAY_FOLLOWS = (
+    "auth.UserBanned",
+    "auth.UserUnbanned",
+    "auth.PasswordChanged",
+    "auth.AccessTokenRevoked",
+    "auth.OrganizerRejected",
+    "auth.OrganizerVerified",
+)
 
 
 @cache

@@ -18,6 +18,7 @@ from services.kernel import metrics
 from services.kernel.db import Database
 from services.kernel.notifications import Notifications
 from services.kernel.settings import Settings
+from services.topology import GATEWAY_FOLLOWS
 
 log = logging.getLogger("resellio.relay")
 
@@ -58,8 +59,8 @@ def unpack(body: bytes) -> list[bytes]:
 
 
 def consumed_types(topology: Mapping[str, Sequence[str]]) -> frozenset[str]:
-    """The event types some consumer of the topology subscribes to."""
-    return frozenset(t for types in topology.values() for t in types)
+    """The event types some consumer of the topology, or the gateway, subscribes to."""
+    return frozenset(t for types in topology.values() for t in types) | frozenset(GATEWAY_FOLLOWS)
 
 
 def envelope_bytes(row: Any, producer: str, sequence: int) -> bytes:

@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 import msgspec
 
 from contracts import auth as events
-from gateway.denylist import BANNED, REVOKED, DenyList, Snapshot
+from gateway.denylist import BANNED, FOLLOWED, REVOKED, DenyList, Snapshot
+from services.kernel.relay import consumed_types
 from services.kernel.tokens import Identity
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
@@ -117,3 +118,12 @@ async def test_the_follower_applies_every_event_of_a_pack_from_the_relay() -> No
     )
     await follower._on_message(pack)  # type: ignore[arg-type]
     assert follower.denylist.banned == {3, 4}
+
+
+def test_what_the_gateway_follows_is_never_held_back_by_a_relay() -> None:
+    """A relay holds back a type nobody consumes once the broker returns it (no queue): the
+    gateway's own types must count as consumed, or a revocation published while every gateway
+    was restarting would keep the next one from hearing of the ones after it."""
+    followed = {event.TYPE for event in FOLLOWED}
+    assert followed <= consumed_types({})
+    assert followed <= consumed_types({"catalog": ["auth.UserBanned"]})
