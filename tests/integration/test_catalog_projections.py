@@ -30,7 +30,7 @@ from contracts.codec import encode
 from contracts.envelope import Envelope, Event
 from contracts.ordering import TicketPurchased, TicketRefunded, TicketTransferred
 from contracts.timeutil import utcnow
-from services.catalog.consumers import HANDLERS
+from services.catalog.consumers import HANDLERS, on_ticket_purchased
 from services.catalog.models import events, locations, metadata, organizers, ticket_types, tickets
 from services.kernel import broker
 from services.kernel.consumer import Consumer
@@ -273,3 +273,22 @@ async def test_transfer_moves_the_holder(catalog: Catalog) -> None:
     row = await catalog.one(select(tickets).where(tickets.c.ticket_id == 9))
     assert (row.owner_id, row.valid, row.event_id) == (200, True, event_id)
     assert await _counts(catalog, type_id) == (1, 1)
+
+
+async def test_one_batch_of_several_types_counts_each_type(catalog: Catalog) -> None:
+    """A batch's purchases of several types are counted in one statement, each type its own."""
+    first_event, first = await _event_with_type(catalog)
+    second_event, second = await _event_with_type(catalog)
+    purchases = [
+        _purchased(31, first_event, first, 100),
+        _purchased(32, second_event, second, 100),
+        _purchased(33, first_event, first, 101),
+    ]
+    async with catalog.db.unit_of_work() as uow:
+        await on_ticket_purchased.many([(p, None) for p in purchases], uow)  # type: ignore[attr-defined]
+        await uow.commit()
+    assert await _counts(catalog, first) == (2, 2)
+    assert await _counts(catalog, second) == (1, 1)
+    await catalog.handled(await catalog.publish(_refunded(31, first_event, 100), "ticket-31"))
+    assert await _counts(catalog, first) == (1, 2)
+    assert await _counts(catalog, second) == (1, 1)
