@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from types import TracebackType
@@ -21,6 +22,8 @@ from contracts.envelope import Event
 from contracts.timeutil import utcnow
 from services.kernel import context
 from services.kernel.outbox import messaging_tables
+
+log = logging.getLogger("resellio.db")
 
 
 class DatabaseUnavailable(Exception):
@@ -323,14 +326,21 @@ class UnitOfWork:
             connection = (await self.driver()).connection
             try:
                 # BEGIN: the transaction SQLAlchemy and asyncpg still hold open, committed
-                # (empty) below as any other.
+                # (empty) below.
                 await connection.execute(f"{last};\nCOMMIT;\nBEGIN")
             except asyncpg.NoDataFoundError as exc:
                 raise Refused(str(exc), exc.detail or "") from exc
             except Exception as exc:
                 raise _translated(exc) from exc
-        await self.conn.commit()
-        self.committed = True
+            self.committed = True  # whatever becomes of the empty transaction
+            try:
+                await self.conn.commit()
+            except Exception:  # committed all the same; the connection is not used again
+                log.warning("empty transaction after a commit not closed", exc_info=True)
+                await asyncio.shield(self.conn.invalidate())
+        else:
+            await self.conn.commit()
+            self.committed = True
         self.db.on_committed()
         if self._wrote_events:
             self.db.on_events_committed()

@@ -39,8 +39,10 @@ FROM unnest($1::bigint[], $2::bigint[]) AS v(id, seq) WHERE o.id = v.id
 
 
 # How long a type no consumer subscribes to, returned by the broker for want of any queue, is
-# not sent before the relay tries again.
-UNBOUND_RECHECK_S = 10.0
+# not sent before the relay tries again: a queue bound to it (an operator's, or a consumer new in
+# a rolling deploy while an older relay publishes) gets its events from at most this long after
+# it is bound; what came before, as before any queue existed, from a replay of the event log.
+UNBOUND_RECHECK_S = 1.0
 # Several events in one message: a JSON array of envelopes, applied by a consumer in one
 # transaction (the relay's runs of one type, a replay's packs).
 PACK_CONTENT_TYPE = "application/vnd.resellio.events+json"

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import MetaData, text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.kernel.db import Database, Refused
 from tests.integration.conftest import drop_schema
@@ -101,6 +102,37 @@ async def test_a_refusal_sent_with_the_commit_commits_nothing(db: Database) -> N
     assert refused.value.detail == "0"
     assert not uow.committed
     assert await notes(db) == []
+    # Refusals leave every pooled connection fit for the next transaction.
+    for n in range(6):
+        with pytest.raises(Refused):
+            async with db.unit_of_work() as uow:
+                await uow.commit(last=f"SELECT {take}(0)")
+        async with db.unit_of_work() as uow:
+            await uow.fetchval(f'INSERT INTO "{db.schema}".notes VALUES ($1)', f"after {n}")
+            await uow.commit()
+    assert len(await notes(db)) == 6
+
+
+async def test_a_change_sent_with_the_commit_stands_when_the_empty_one_after_it_fails(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    take = await _refusing_function(db)
+
+    async def lost(self: AsyncConnection) -> None:
+        raise OSError("connection lost")
+
+    async with db.unit_of_work() as uow:
+        await uow.fetchval(f"INSERT INTO \"{db.schema}\".notes VALUES ('before')")
+        monkeypatch.setattr(AsyncConnection, "commit", lost)
+        await uow.commit(last=f"SELECT {take}(1)")
+        monkeypatch.undo()
+    assert uow.committed
+    assert sorted(await notes(db)) == ["before", "taken 1"]
+    for _ in range(4):  # the connection was dropped, not given back inside a transaction
+        async with db.unit_of_work() as uow:
+            await uow.fetchval(f"INSERT INTO \"{db.schema}\".notes VALUES ('next')")
+            await uow.commit()
+    assert len(await notes(db)) == 6
 
 
 async def test_a_burst_leaves_its_connections_open_for_the_next_one(db: Database) -> None:
