@@ -148,6 +148,7 @@ async def ticket_drop(gateways: list[str], data: Dataset, capacity: int, engine:
     warm_up = await _standard_type(gateways[0], await _event(gateways[0], data, 64, "Warm-up"))
     await _wait_on_sale(engine, warm_up, 64)
     await _race(gateways, data, warm_up, 128)
+    await _empty_carts(gateways[0], data.customers[:128])  # a failed checkout's line, if any
     event_id = await _event(gateways[0], data, capacity, "Drop")
     type_id = await _standard_type(gateways[0], event_id)
     await _wait_on_sale(engine, type_id, capacity)
@@ -224,6 +225,17 @@ async def _race(
 
     result = await run_async(buy, 64, 600, gateways, max_iterations=buyers)
     return result, outcomes, won_at
+
+
+async def _empty_carts(gateway: str, customers: list[str]) -> None:
+    client = Client(gateway, max_connections=8)
+    try:
+        for token in customers:
+            h = bearer(token)
+            for line in (await client.get("/api/cart/items", headers=h)).json():
+                await client.request("DELETE", f"/api/cart/items/{line['cart_item_id']}", headers=h)
+    finally:
+        await client.aclose()
 
 
 async def _wait_on_sale(engine: Any, type_id: int, capacity: int, timeout: float = 30) -> None:
