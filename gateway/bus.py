@@ -22,10 +22,11 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from contracts.codec import decode_envelope, decode_payload
 from contracts.envelope import Event
-from gateway.denylist import FOLLOWED, DenyList, Snapshot
+from gateway.denylist import DenyList, Snapshot
 from gateway.upstream import UpstreamError, Upstreams
 from services.kernel import broker
 from services.kernel.relay import PACK_CONTENT_TYPE, unpack
+from services.topology import GATEWAY_FOLLOWS
 
 log = logging.getLogger("resellio.gateway")
 
@@ -78,7 +79,7 @@ class DenyListFollower:
         queue = await channel.declare_queue(
             f"{self.names.prefix}.gateway.{uuid.uuid4().hex[:12]}", exclusive=True, auto_delete=True
         )
-        for event_type in FOLLOWED:
+        for event_type in GATEWAY_FOLLOWS:
             await queue.bind(exchange, routing_key=event_type.TYPE)
         await queue.consume(self._on_message, no_ack=True)
 

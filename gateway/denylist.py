@@ -91,13 +91,3 @@ class DenyList:
         """A revoked jti matters only until its token expires (plus the verifier's leeway)."""
         horizon = (now or time.time()) - 60
         self.revoked = {jti: exp for jti, exp in self.revoked.items() if exp > horizon}
-
-
-FOLLOWED = (
-    events.UserBanned,
-    events.UserUnbanned,
-    events.PasswordChanged,
-    events.AccessTokenRevoked,
-    events.OrganizerRejected,
-    events.OrganizerVerified,
-)

@@ -9,16 +9,18 @@ from __future__ import annotations
 import importlib
 from functools import cache
 
+from contracts import auth
+
 CONSUMING_SERVICES = ("auth", "catalog", "ordering", "resale")
-# What the gateway follows, on a queue of its own per instance (gateway/denylist.py): the
+# What the gateway follows, on a queue of its own per instance (gateway/bus.py): the
 # deny-list's changes. Some of them no service consumes; a relay never holds them back.
 GATEWAY_FOLLOWS = (
-    "auth.UserBanned",
-    "auth.UserUnbanned",
-    "auth.PasswordChanged",
-    "auth.AccessTokenRevoked",
-    "auth.OrganizerRejected",
-    "auth.OrganizerVerified",
+    auth.UserBanned,
+    auth.UserUnbanned,
+    auth.PasswordChanged,
+    auth.AccessTokenRevoked,
+    auth.OrganizerRejected,
+    auth.OrganizerVerified,
 )
 
 

@@ -62,7 +62,8 @@ def unpack(body: bytes) -> list[bytes]:
 
 def consumed_types(topology: Mapping[str, Sequence[str]]) -> frozenset[str]:
     """The event types some consumer of the topology, or the gateway, subscribes to."""
-    return frozenset(t for types in topology.values() for t in types) | frozenset(GATEWAY_FOLLOWS)
+    followed = (event.TYPE for event in GATEWAY_FOLLOWS)
+    return frozenset(t for types in topology.values() for t in types) | frozenset(followed)
 
 
 def envelope_bytes(row: Any, producer: str, sequence: int) -> bytes:
@@ -185,12 +186,9 @@ class Relay:
         return len(rows)
 
     def _held_back(self, event_type: str, now: float) -> bool:
-        """A type no consumer subscribes to that the broker returned a moment ago."""
-        return (
-            self.consumed is not None
-            and event_type not in self.consumed
-            and self._unbound_until.get(event_type, 0.0) > now
-        )
+        """A type no consumer subscribes to that the broker returned a moment ago (only such
+        types are ever noted in `_unbound_until`)."""
+        return self._unbound_until.get(event_type, 0.0) > now
 
     async def _publish(self, exchange: AbstractExchange, run: list[tuple[Any, int]]) -> bool:
         """One message for a run of events of one type: the event itself, or a pack of them

@@ -103,11 +103,19 @@ async def refuse_early(cmd: AddToCart, db: Database, rules: CartRules, now: date
     inventory row. An add it lets through is checked again under the lock (`add_item`)."""
     if cmd.quantity < 1:
         raise BadRequest(QUANTITY_TOO_LOW)
+    offer, row = await _offer_now(cmd, db, rules, now)
+    if _sold_out(offer, cmd.quantity) and not row.expired_holds:
+        raise not_enough(offer, offer.max_count - offer.sold - offer.held)
+
+
+async def _offer_now(
+    cmd: AddToCart, db: Database, rules: CartRules, now: datetime
+) -> tuple[Offer, Any]:
+    """The offer as of now, read with one statement outside any transaction, after the rules
+    that refuse the add whatever the inventory (404, R1–R3, currency, R5); and its row."""
     async with db.driver() as conn:
         row = await conn.fetchrow(_RULES_OF_ADD, *_args(cmd, now))
-    offer = _check_rules(cmd, rules, row, now)
-    if _sold_out(offer, cmd.quantity) and not row.expired_holds:  # type: ignore[union-attr]
-        raise not_enough(offer, offer.max_count - offer.sold - offer.held)
+    return _check_rules(cmd, rules, row, now), row
 
 
 async def add_item(cmd: AddToCart, db: Database, rules: CartRules, now: datetime) -> Any:
@@ -125,9 +133,8 @@ async def add_item(cmd: AddToCart, db: Database, rules: CartRules, now: datetime
                 return views.cart_item(line)
         except Refused:
             pass
-    async with db.driver() as conn:
-        offer = _check_rules(cmd, rules, await conn.fetchrow(_RULES_OF_ADD, *_args(cmd, now)), now)
-    raise not_enough(offer, max(0, offer.max_count - offer.sold - offer.held))
+    offer, _ = await _offer_now(cmd, db, rules, now)
+    raise not_enough(offer, offer.max_count - offer.sold - offer.held)
 
 
 async def _put_line(cmd: AddToCart, uow: UnitOfWork, rules: CartRules, now: datetime) -> Any:

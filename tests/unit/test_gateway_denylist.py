@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 import msgspec
 
 from contracts import auth as events
-from gateway.denylist import BANNED, FOLLOWED, REVOKED, DenyList, Snapshot
+from gateway.denylist import BANNED, REVOKED, DenyList, Snapshot
 from services.kernel.relay import consumed_types
 from services.kernel.tokens import Identity
+from services.topology import GATEWAY_FOLLOWS
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 
@@ -124,6 +125,6 @@ def test_what_the_gateway_follows_is_never_held_back_by_a_relay() -> None:
     """A relay holds back a type nobody consumes once the broker returns it (no queue): the
     gateway's own types must count as consumed, or a revocation published while every gateway
     was restarting would keep the next one from hearing of the ones after it."""
-    followed = {event.TYPE for event in FOLLOWED}
+    followed = {event.TYPE for event in GATEWAY_FOLLOWS}
     assert followed <= consumed_types({})
     assert followed <= consumed_types({"catalog": ["auth.UserBanned"]})
