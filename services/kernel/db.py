@@ -68,6 +68,38 @@ def is_unavailable(exc: BaseException) -> bool:
     return False
 
 
+class Connection(asyncpg.Connection):
+    """asyncpg's connection, which can send statements in the same message as the COMMIT of
+    its transaction block (`UnitOfWork.commit`): asyncpg commits a block by executing
+    "COMMIT;", and this connection prefixes what `send_with_commit` gave it."""
+
+    _with_commit = ""
+
+    def send_with_commit(self, statements: str) -> None:
+        self._with_commit = statements
+
+    def sent_with_commit(self) -> bool:
+        """Whether the statements given went out (with the COMMIT, or with its failure)."""
+        return not self._with_commit
+
+    async def execute(self, query: str, *args: Any, timeout: float | None = None) -> str:
+        if not self._with_commit or args or query != "COMMIT;":
+            return await super().execute(query, *args, timeout=timeout)  # type: ignore[no-any-return]
+        query, self._with_commit = f"{self._with_commit};\nCOMMIT;", ""
+        try:
+            return await super().execute(query, timeout=timeout)  # type: ignore[no-any-return]
+        except asyncpg.PostgresError:
+            # A statement failed: the block is aborted and its COMMIT never ran. Ended here,
+            # so the connection goes back to the pool outside any transaction.
+            if not self.is_closed() and self.is_in_transaction():
+                await super().execute("ROLLBACK;")
+            raise
+        except BaseException:
+            if not self.is_closed() and self.is_in_transaction():
+                self.terminate()  # cancelled or broken mid-message: never reused
+            raise
+
+
 def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
     return create_async_engine(
         url,
@@ -82,7 +114,7 @@ def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
         pool_recycle=1800,
         json_serializer=lambda obj: msgspec.json.encode(obj).decode(),
         json_deserializer=msgspec.json.decode,
-        connect_args={"timeout": 5, "command_timeout": 30},
+        connect_args={"timeout": 5, "command_timeout": 30, "connection_class": Connection},
     )
 
 
@@ -200,6 +232,39 @@ SELECT pg_notify($9, '')
 """
 
 
+_INSERT_EVENTS = """
+INSERT INTO "{schema}".outbox
+  (event_id, type, version, occurred_at, aggregate_id, correlation_id, causation_id, payload)
+VALUES {rows};
+SELECT pg_notify({channel}, '')"""
+
+
+def sql_text(value: str | None) -> str:
+    """A string as an SQL literal, for a connection with standard_conforming_strings on
+    (backslashes are plain characters there; a quote is doubled)."""
+    if value is None:
+        return "NULL"
+    if "\x00" in value:
+        raise ValueError("text cannot hold NUL characters")
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _literals_safe(connection: asyncpg.Connection) -> bool:
+    return getattr(connection.get_settings(), "standard_conforming_strings", "") == "on"
+
+
+def _refusal(exc: BaseException) -> asyncpg.NoDataFoundError | None:
+    """The schema function's refusal (P0002) behind an error, however SQLAlchemy wrapped it."""
+    seen: BaseException | None = exc
+    for _ in range(6):
+        if seen is None:
+            return None
+        if isinstance(seen, asyncpg.NoDataFoundError):
+            return seen
+        seen = getattr(seen, "orig", None) or seen.__cause__ or seen.__context__
+    return None
+
+
 class UnitOfWork:
     """One transaction. Rolls back unless `commit()` is called; events go out with the commit."""
 
@@ -290,15 +355,13 @@ class UnitOfWork:
     async def fetchval(self, sql: str, *args: Any) -> Any:
         return await (await self.driver()).fetchval(sql, *args)
 
-    async def write_events(self) -> None:
-        """Write the events recorded so far to the outbox now (commit writes any later ones).
-        A use case that ends on a contended row lock calls this first, so that nothing but
-        the COMMIT runs while it holds the lock."""
+    async def _write_events(self) -> None:
+        """The events recorded so far, written to the outbox by a round trip of their own."""
         if not self._events:
             return
         events, self._events = self._events, []
-        # One round trip: the rows, and the wake-up for relays listening in other instances
-        # (delivered at commit, once per transaction however often it is sent).
+        # The rows, and the wake-up for relays listening in other instances (delivered at
+        # commit, once per transaction however often it is sent).
         await self.fetchval(
             self.db.write_events_sql,
             [e["event_id"] for e in events],
@@ -313,34 +376,60 @@ class UnitOfWork:
         )
         self._wrote_events = True
 
+    def _events_sql(self) -> str:
+        """The events recorded so far as one statement of literals (and the relays' wake-up),
+        to go in the COMMIT's message."""
+        events, self._events = self._events, []
+        if not events:
+            return ""
+        rows = ",\n".join(
+            f"({sql_text(str(e['event_id']))}::uuid, {sql_text(e['type'])}, {int(e['version'])},"
+            f" {sql_text(e['occurred_at'].isoformat())}::timestamptz,"
+            f" {sql_text(e['aggregate_id'])}, {sql_text(e['correlation_id'])},"
+            f" {sql_text(e['causation_id'])},"
+            f" {sql_text(msgspec.json.encode(e['payload']).decode())}::jsonb)"
+            for e in events
+        )
+        self._wrote_events = True
+        return _INSERT_EVENTS.format(
+            schema=self.db.schema, rows=rows, channel=sql_text(self.db.notify_channel)
+        )
+
     async def commit(self, last: str = "") -> None:
-        """Commit, with the events. `last`: statements without parameters (ints formatted in
-        by the caller) sent in one message with the COMMIT (the simple query protocol). A
-        row lock they take, on a row every request wants, is then held only while the server
-        commits, not across a round trip to this process and whatever else its loop runs
-        meanwhile. If one of them raises Refused, nothing is committed."""
+        """Commit, with the events: the outbox rows and `last` (statements without parameters,
+        ints formatted in by the caller) go in one message with the COMMIT (the simple query
+        protocol), so a commit is one round trip. A row lock `last` takes, on a row every
+        request wants, is then held only while the server commits, not across a round trip
+        to this process and whatever else its loop runs meanwhile. If one of them raises
+        Refused (SQLSTATE P0002), nothing is committed."""
         if not self.commit_allowed:
             raise RuntimeError("this unit of work is committed by its owner, not here")
-        await self.write_events()
-        if last:
-            connection = (await self.driver()).connection
-            try:
-                # BEGIN: the transaction SQLAlchemy and asyncpg still hold open, committed
-                # (empty) below.
-                await connection.execute(f"{last};\nCOMMIT;\nBEGIN")
-            except asyncpg.NoDataFoundError as exc:
-                raise Refused(str(exc), exc.detail or "") from exc
-            except Exception as exc:
-                raise _translated(exc) from exc
-            self.committed = True  # whatever becomes of the empty transaction
-            try:
-                await self.conn.commit()
-            except Exception:  # committed all the same; the connection is not used again
-                log.warning("empty transaction after a commit not closed", exc_info=True)
-                await asyncio.shield(self.conn.invalidate())
-        else:
+        if not self._events and not last:
             await self.conn.commit()
             self.committed = True
+            self.db.on_committed()
+            return
+        connection = (await self.driver()).connection
+        if not isinstance(connection, Connection):
+            raise RuntimeError("a unit of work needs the engine of services.kernel.db")
+        if not _literals_safe(connection):
+            await self._write_events()  # as parameters, by a round trip of their own
+        statements = ";\n".join(part for part in (self._events_sql(), last) if part)
+        if statements:
+            connection.send_with_commit(statements)
+        try:
+            await self.conn.commit()
+        except Exception as exc:
+            if (refused := _refusal(exc)) is not None:
+                raise Refused(str(refused), refused.detail or "") from exc
+            raise _translated(exc) from exc
+        finally:
+            sent = connection.sent_with_commit()
+            connection.send_with_commit("")  # never left for the pooled connection's next user
+        if not sent:
+            # asyncpg committed without executing "COMMIT;": the statements never ran.
+            raise RuntimeError("the driver committed without the statements sent with it")
+        self.committed = True
         self.db.on_committed()
         if self._wrote_events:
             self.db.on_events_committed()

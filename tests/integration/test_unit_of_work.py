@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
+import asyncpg
+import msgspec
 import pytest
 from sqlalchemy import MetaData, text
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from contracts.ordering import OrderFailed
+from services.kernel import context
 from services.kernel.db import Database, Refused
 from tests.integration.conftest import drop_schema
 
@@ -113,26 +117,58 @@ async def test_a_refusal_sent_with_the_commit_commits_nothing(db: Database) -> N
     assert len(await notes(db)) == 6
 
 
-async def test_a_change_sent_with_the_commit_stands_when_the_empty_one_after_it_fails(
+async def test_a_commit_is_one_message_with_its_events_and_last_statements(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The outbox rows, the statements given and the COMMIT travel together: one round trip."""
     take = await _refusing_function(db)
+    async with db.engine.begin() as conn:
+        await conn.run_sync(db.metadata.create_all)
+    sent: list[str] = []
+    execute = asyncpg.Connection.execute
 
-    async def lost(self: AsyncConnection) -> None:
-        raise OSError("connection lost")
+    async def recorded(self: asyncpg.Connection, query: str, *args: object, **kw: Any) -> str:
+        sent.append(query)
+        return await execute(self, query, *args, **kw)  # type: ignore[no-any-return]
 
     async with db.unit_of_work() as uow:
         await uow.fetchval(f"INSERT INTO \"{db.schema}\".notes VALUES ('before')")
-        monkeypatch.setattr(AsyncConnection, "commit", lost)
+        uow.emit(OrderFailed(order_id=1, user_id=2, reason="payment_declined"), aggregate_id=1)
+        monkeypatch.setattr(asyncpg.Connection, "execute", recorded)
         await uow.commit(last=f"SELECT {take}(1)")
         monkeypatch.undo()
     assert uow.committed
+    assert len(sent) == 1
+    assert "outbox" in sent[0] and f"{take}(1)" in sent[0] and sent[0].endswith("COMMIT;")
     assert sorted(await notes(db)) == ["before", "taken 1"]
-    for _ in range(4):  # the connection was dropped, not given back inside a transaction
+    async with db.driver() as conn:
+        assert await conn.fetchval(f'SELECT type FROM "{db.schema}".outbox') == OrderFailed.TYPE
+
+
+NASTY = "it's \\' a \\\\ ''; DROP TABLE x; -- \u00e9\u4e2d\U0001f3ab\n$$ $q$ \"quoted\""
+
+
+@pytest.mark.parametrize("conforming", ["on", "off"])
+async def test_events_keep_any_text_exactly(db: Database, conforming: str) -> None:
+    """Sent as literals with the COMMIT when the server reads them plainly
+    (standard_conforming_strings on), as parameters otherwise: the same rows either way."""
+    async with db.engine.begin() as conn:
+        await conn.run_sync(db.metadata.create_all)
+    token = context.correlation_id.set(NASTY)
+    try:
         async with db.unit_of_work() as uow:
-            await uow.fetchval(f"INSERT INTO \"{db.schema}\".notes VALUES ('next')")
+            await uow.fetchval(f"SET LOCAL standard_conforming_strings = {conforming}")
+            uow.emit(OrderFailed(order_id=1, user_id=2, reason=NASTY), aggregate_id=NASTY)
             await uow.commit()
-    assert len(await notes(db)) == 6
+    finally:
+        context.correlation_id.reset(token)
+    async with db.driver() as conn:
+        row = await conn.fetchrow(
+            f'SELECT aggregate_id, correlation_id, payload::text AS payload FROM "{db.schema}".outbox'
+        )
+    assert row is not None
+    assert (row.aggregate_id, row.correlation_id) == (NASTY, NASTY)
+    assert msgspec.json.decode(row.payload)["reason"] == NASTY
 
 
 async def test_a_burst_leaves_its_connections_open_for_the_next_one(db: Database) -> None:
