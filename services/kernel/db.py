@@ -271,6 +271,7 @@ class UnitOfWork:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._events: list[dict[str, Any]] = []
+        self._with_commit: list[str] = []  # statements of literals for the COMMIT's message
         self._conn: AsyncConnection | None = None
         self._driver: Driver | None = None
         self._wrote_events = False
@@ -376,6 +377,18 @@ class UnitOfWork:
         )
         self._wrote_events = True
 
+    async def insert_at_commit(self, table: str, **values: str | None) -> None:
+        """Insert a row of text values into a table of this schema that nothing reads before
+        the commit: it goes in the COMMIT's message, its values as literals (executed now,
+        with parameters, where the server does not read strings plainly)."""
+        target = f'"{self.db.schema}".{table} ({", ".join(values)})'
+        if _literals_safe((await self.driver()).connection):
+            literals = ", ".join(sql_text(v) for v in values.values())
+            self._with_commit.append(f"INSERT INTO {target} VALUES ({literals})")
+        else:
+            places = ", ".join(f"${n}" for n in range(1, len(values) + 1))
+            await self.fetchval(f"INSERT INTO {target} VALUES ({places})", *values.values())
+
     def _events_sql(self) -> str:
         """The events recorded so far as one statement of literals (and the relays' wake-up),
         to go in the COMMIT's message."""
@@ -404,7 +417,7 @@ class UnitOfWork:
         Refused (SQLSTATE P0002), nothing is committed."""
         if not self.commit_allowed:
             raise RuntimeError("this unit of work is committed by its owner, not here")
-        if not self._events and not last:
+        if not self._events and not self._with_commit and not last:
             await self.conn.commit()
             self.committed = True
             self.db.on_committed()
@@ -413,8 +426,12 @@ class UnitOfWork:
         if not isinstance(connection, Connection):
             raise RuntimeError("a unit of work needs the engine of services.kernel.db")
         if not _literals_safe(connection):
+            if self._with_commit:  # made literals when strings were read plainly
+                raise RuntimeError("standard_conforming_strings changed in a unit of work")
             await self._write_events()  # as parameters, by a round trip of their own
-        statements = ";\n".join(part for part in (self._events_sql(), last) if part)
+        parts = (self._events_sql(), *self._with_commit, last)
+        self._with_commit = []
+        statements = ";\n".join(part for part in parts if part)
         if statements:
             connection.send_with_commit(statements)
         try:

@@ -72,12 +72,8 @@ def mail_table(metadata: MetaData) -> Table:
 
 
 async def queue_mail(uow: UnitOfWork, recipient: str, subject: str, body: str) -> None:
-    await uow.fetchval(
-        f'INSERT INTO "{uow.db.schema}".mail_queue (recipient, subject, body) VALUES ($1, $2, $3)',
-        recipient,
-        subject,
-        body,
-    )
+    """Queue a message with the unit of work: sent once (and only if) it commits."""
+    await uow.insert_at_commit("mail_queue", recipient=recipient, subject=subject, body=body)
 
 
 class MailSender:

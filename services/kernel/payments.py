@@ -1,8 +1,8 @@
 """The payment-provider port (ordering and resale) and the simulated card processor that ships.
 
-A provider authorizes an amount, then captures it (the charge), voids an authorization that is
-not wanted, or refunds (part of) a capture. Every call takes an idempotency key: the same key
-always gives the same result and moves money at most once, as with a real processor, so a
+A provider authorizes an amount, then captures it, or does both in one call (a charge); voids
+an authorization that is not wanted, or refunds (part of) a capture. Every call takes an
+idempotency key: the same key always gives the same result and moves money at most once, as with a real processor, so a
 caller may safely retry after a crash or a timeout.
 
 The simulated provider keeps its ledger in the calling service's schema (`payments`,
@@ -61,6 +61,13 @@ class PaymentProvider(Protocol):
 
     async def capture(self, payment_id: str, *, idempotency_key: str) -> None:
         """Take the authorized amount."""
+
+    async def charge(
+        self, *, idempotency_key: str, amount: Decimal, currency: str, token: str | None
+    ) -> str:
+        """Authorize and capture in one call (a sale); the payment id. `idempotency_key` is the
+        authorization's: `authorize` with it finds the same payment, so a void that follows is
+        refused as for any captured payment. Raises PaymentDeclined/Unavailable."""
 
     async def void(self, payment_id: str, *, idempotency_key: str) -> None:
         """Drop an authorization that was not captured."""
@@ -173,26 +180,37 @@ class SimulatedProvider:
     async def authorize(
         self, *, idempotency_key: str, amount: Decimal, currency: str, token: str | None
     ) -> str:
+        payment_id, _ = await self._open(idempotency_key, amount, currency, token, "authorized")
+        return payment_id
+
+    async def charge(
+        self, *, idempotency_key: str, amount: Decimal, currency: str, token: str | None
+    ) -> str:
+        payment_id, state = await self._open(idempotency_key, amount, currency, token, "captured")
+        if state == "authorized":  # the key's payment was opened by `authorize`: take it now
+            await self.capture(payment_id, idempotency_key=f"{idempotency_key}-charge")
+        return payment_id
+
+    async def _open(
+        self, key: str, amount: Decimal, currency: str, token: str | None, approved: str
+    ) -> tuple[str, str]:
+        """The payment of authorization key `key`, opened in state `approved` unless the card
+        is declined, or as the key's first call left it."""
         await self._network()
         if token in UNAVAILABLE_TOKENS:
             raise PaymentUnavailable("processor unreachable")
-        state = "declined" if token in DECLINED_TOKENS else "authorized"
+        state = "declined" if token in DECLINED_TOKENS else approved
         # Idempotent statements: no transaction block (and no BEGIN/COMMIT round trips).
         async with self.db.driver() as db:
             row = await db.fetchrow(
-                self.sql["authorize"],
-                f"pay_{secrets.token_hex(12)}",
-                idempotency_key,
-                amount,
-                currency,
-                state,
+                self.sql["authorize"], f"pay_{secrets.token_hex(12)}", key, amount, currency, state
             )
             if row is None:
-                row = await db.fetchrow(self.sql["authorized"], idempotency_key)
+                row = await db.fetchrow(self.sql["authorized"], key)
         assert row is not None
         if row.state == "declined":
             raise PaymentDeclined(row.payment_id)
-        return str(row.payment_id)
+        return str(row.payment_id), str(row.state)
 
     async def _transition(self, payment_id: str, key: str, kind: str) -> None:
         await self._network()

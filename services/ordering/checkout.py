@@ -2,8 +2,9 @@
 
 1. Place (one transaction): flag the cart as checking out (409 for a second checkout of the
    same cart, on any instance), check R1–R5 per line, record a pending order (OrderPlaced).
-2. Charge through the payment provider (authorize + capture), outside any transaction, with
-   idempotency keys derived from the order, so the provider never charges an order twice.
+2. Charge through the payment provider (authorize and capture in one call), outside any
+   transaction, with an idempotency key derived from the order, so the provider never charges
+   an order twice.
 3. Complete (one transaction): held inventory → sold, tickets issued with fresh codes, cart
    lines removed, order completed (OrderCompleted, TicketPurchased per ticket, mail).
 A declined card fails the order and keeps the cart and its holds (402).
@@ -89,7 +90,7 @@ async def checkout(
         order = await _place(cmd, db, rules, clock())
     key = f"order-{order.order_id}"
     try:
-        payment_id = await payments.authorize(
+        payment_id = await payments.charge(
             idempotency_key=key,
             amount=order.total,
             currency=order.currency,
@@ -103,12 +104,6 @@ async def checkout(
         if isinstance(exc, PaymentUnavailable | PaymentRejected):
             raise ServiceUnavailable("Payment service unavailable") from exc
         raise
-    try:
-        await payments.capture(payment_id, idempotency_key=f"{key}-capture")
-    except (PaymentUnavailable, PaymentRejected) as exc:
-        await payments.void(payment_id, idempotency_key=f"{key}-void")
-        await _fail(db, cmd.user_id, order.order_id, "payment_unavailable")
-        raise ServiceUnavailable("Payment service unavailable") from exc
     try:
         await _complete(db, cmd, order, payment_id, clock())
     except BadRequest:

@@ -129,27 +129,19 @@ async def claim(cmd: BuyTicket, uow: UnitOfWork) -> Any:
 
 
 async def charge(purchase: Any, token: str | None, db: Database, payments: PaymentProvider) -> str:
-    """Authorize and capture the price; on failure the listing is for sale again."""
-    payment_id = None
+    """Charge the price (authorized and captured in one call); on failure the listing is for
+    sale again."""
     try:
-        payment_id = await payments.authorize(
+        return await payments.charge(
             idempotency_key=payment_key(purchase.purchase_id, "authorize"),
             amount=purchase.price,
             currency=purchase.currency,
             token=token,
         )
-        await payments.capture(
-            payment_id, idempotency_key=payment_key(purchase.purchase_id, "capture")
-        )
-        return payment_id
     except PaymentDeclined as exc:
         await release(db, purchase, "payment_declined")
         raise PaymentRequired("Payment declined") from exc
     except PaymentUnavailable as exc:
-        if payment_id is not None:
-            await payments.void(
-                payment_id, idempotency_key=payment_key(purchase.purchase_id, "void")
-            )
         await release(db, purchase, "payment_unavailable")
         raise ServiceUnavailable("Payment service unavailable") from exc
 

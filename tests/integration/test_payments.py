@@ -117,3 +117,34 @@ async def test_capture_and_void_move_an_authorization_once(ledger: Database) -> 
         kinds = sorted((await conn.execute(select(operations.c.kind))).scalars().all())
     assert states == {captured: "captured", voided: "voided"}
     assert kinds == ["capture", "void"]
+
+
+async def test_a_charge_captures_once_per_key_and_is_found_by_its_authorization_key(
+    ledger: Database,
+) -> None:
+    """A charge (authorize and capture in one call) as crash recovery finds it: the same
+    key's authorization answers the same payment, whose void is refused (it was taken)."""
+    provider = SimulatedProvider(ledger, 0)
+    usd = {"amount": Decimal("25.00"), "currency": "USD", "token": None}
+    ids = await asyncio.gather(*(provider.charge(idempotency_key="o-1", **usd) for _ in range(4)))
+    assert len(set(ids)) == 1
+    assert await provider.authorize(idempotency_key="o-1", **usd) == ids[0]
+    with pytest.raises(PaymentRejected):
+        await provider.void(ids[0], idempotency_key="o-1-void")
+    # A key first used to authorize only: the charge takes that authorization.
+    held = await provider.authorize(idempotency_key="o-2", **usd)
+    assert await provider.charge(idempotency_key="o-2", **usd) == held
+    assert await provider.charge(idempotency_key="o-2", **usd) == held  # a retry: nothing moves
+    with pytest.raises(PaymentDeclined):
+        await provider.charge(idempotency_key="o-3", **{**usd, "token": "tok_card_declined"})
+    with pytest.raises(PaymentUnavailable):
+        await provider.charge(
+            idempotency_key="o-4", **{**usd, "token": "tok_processor_unavailable"}
+        )
+    payments, operations = payment_tables(ledger.metadata)
+    async with ledger.engine.connect() as conn:
+        states = dict((await conn.execute(select(payments.c.payment_id, payments.c.state))).all())
+        kinds = (await conn.execute(select(operations.c.kind))).scalars().all()
+    assert sorted(states.values()) == ["captured", "captured", "declined"]
+    assert {ids[0], held} <= set(states) and states[ids[0]] == states[held] == "captured"
+    assert kinds == ["capture"]  # o-2's authorization taken, once

@@ -37,6 +37,7 @@ async def notes(db: Database) -> list[str]:
 async def test_driver_statements_roll_back_unless_committed(db: Database) -> None:
     async with db.unit_of_work() as uow:
         await uow.fetchval(f"INSERT INTO \"{db.schema}\".notes VALUES ('lost')")
+        await uow.insert_at_commit("notes", body="lost with it")
     async with db.unit_of_work() as uow:
         await uow.fetchval(f"INSERT INTO \"{db.schema}\".notes VALUES ('kept')")
         await uow.commit()
@@ -134,13 +135,14 @@ async def test_a_commit_is_one_message_with_its_events_and_last_statements(
     async with db.unit_of_work() as uow:
         await uow.fetchval(f"INSERT INTO \"{db.schema}\".notes VALUES ('before')")
         uow.emit(OrderFailed(order_id=1, user_id=2, reason="payment_declined"), aggregate_id=1)
+        await uow.insert_at_commit("notes", body="with the commit")
         monkeypatch.setattr(asyncpg.Connection, "execute", recorded)
         await uow.commit(last=f"SELECT {take}(1)")
         monkeypatch.undo()
     assert uow.committed
     assert len(sent) == 1
     assert "outbox" in sent[0] and f"{take}(1)" in sent[0] and sent[0].endswith("COMMIT;")
-    assert sorted(await notes(db)) == ["before", "taken 1"]
+    assert sorted(await notes(db)) == ["before", "taken 1", "with the commit"]
     async with db.driver() as conn:
         assert await conn.fetchval(f'SELECT type FROM "{db.schema}".outbox') == OrderFailed.TYPE
 
@@ -149,7 +151,9 @@ NASTY = "it's \\' a \\\\ ''; DROP TABLE x; -- \u00e9\u4e2d\U0001f3ab\n$$ $q$ \"q
 
 
 @pytest.mark.parametrize("conforming", ["on", "off"])
-async def test_events_keep_any_text_exactly(db: Database, conforming: str) -> None:
+async def test_events_and_rows_written_at_the_commit_keep_any_text_exactly(
+    db: Database, conforming: str
+) -> None:
     """Sent as literals with the COMMIT when the server reads them plainly
     (standard_conforming_strings on), as parameters otherwise: the same rows either way."""
     async with db.engine.begin() as conn:
@@ -159,6 +163,7 @@ async def test_events_keep_any_text_exactly(db: Database, conforming: str) -> No
         async with db.unit_of_work() as uow:
             await uow.fetchval(f"SET LOCAL standard_conforming_strings = {conforming}")
             uow.emit(OrderFailed(order_id=1, user_id=2, reason=NASTY), aggregate_id=NASTY)
+            await uow.insert_at_commit("notes", body=NASTY)
             await uow.commit()
     finally:
         context.correlation_id.reset(token)
@@ -169,6 +174,7 @@ async def test_events_keep_any_text_exactly(db: Database, conforming: str) -> No
     assert row is not None
     assert (row.aggregate_id, row.correlation_id) == (NASTY, NASTY)
     assert msgspec.json.decode(row.payload)["reason"] == NASTY
+    assert await notes(db) == [NASTY]
 
 
 async def test_a_burst_leaves_its_connections_open_for_the_next_one(db: Database) -> None:
