@@ -29,7 +29,7 @@ from services.kernel.db import Database
 from services.kernel.errors import BadRequest
 from services.kernel.migrate import drop_database, ensure_database, upgrade
 from services.kernel.payments import SimulatedProvider
-from services.ordering import cart, checkout
+from services.ordering import cart, checkout, holds
 from services.ordering.consumers import HANDLERS
 from services.ordering.models import (
     cart_items,
@@ -255,6 +255,25 @@ async def test_a_cancellation_waits_for_a_sale_that_is_completing(ordering: Orde
     await asyncio.wait_for(cancel, 10)
 
 
+async def _waiting_query(ordering: Ordering) -> str:
+    """The statement text of the one backend waiting for a lock, once it waits."""
+    for _ in range(200):
+        query = await ordering.scalar(
+            text("SELECT query FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+        )
+        if query is not None:
+            return str(query)
+        await asyncio.sleep(0.01)
+    raise AssertionError("nothing waited for a lock")
+
+
+def _is_commit_message(query: str) -> bool:
+    """PostgreSQL shows the first kilobyte of a statement: the COMMIT's message begins with
+    the transaction's outbox rows (UnitOfWork.commit; its end is tested in
+    test_unit_of_work.py)."""
+    return query.lstrip().startswith('INSERT INTO "ordering".outbox')
+
+
 async def test_a_claim_refused_at_the_commit_leaves_nothing_behind(ordering: Ordering) -> None:
     """The claim travels with the COMMIT: when the last ticket goes to someone else between
     the add's read and its claim, the add is refused whole (no line, no hold, no event)."""
@@ -272,6 +291,9 @@ async def test_a_claim_refused_at_the_commit_leaves_nothing_behind(ordering: Ord
                 break
             await asyncio.sleep(0.01)
         assert not add.done()
+        # The add waits for the row in the message that commits its transaction (the one
+        # that begins with the transaction's outbox rows), not in a statement before it.
+        assert _is_commit_message(await _waiting_query(ordering))
         await other.exec_driver_sql(
             "UPDATE ordering.ticket_types SET held = held + 1 WHERE type_id = 51"
         )
@@ -282,6 +304,46 @@ async def test_a_claim_refused_at_the_commit_leaves_nothing_behind(ordering: Ord
     assert await ordering.scalar(select(func.count()).select_from(cart_items)) == 0
     assert await ordering.scalar(select(ticket_types.c.held)) == 1
     assert await ordering.events_of("ordering.HoldPlaced") == []
+
+
+async def test_an_add_refused_twice_answers_what_is_left_and_leaves_nothing(
+    ordering: Ordering, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Others took the tickets between the add's read and its claim, twice (here: every claim
+    asks for more than exists): the add answers with the offer as it is then, and leaves no
+    line, hold or event behind."""
+    await ordering.on_sale(event_id=7, type_id=71, capacity=5)
+    await ordering.customer(100)
+    hold = holds.hold
+    monkeypatch.setattr(holds, "hold", lambda type_id, quantity: hold(type_id, quantity + 5))
+    with pytest.raises(BadRequest, match="Only 5 left"):
+        await cart.add_item(cart.AddToCart(100, 71, 1), ordering.db, RULES, utcnow())
+    assert await ordering.scalar(select(func.count()).select_from(cart_items)) == 0
+    assert await ordering.scalar(select(ticket_types.c.held)) == 0
+    assert await ordering.events_of("ordering.HoldPlaced") == []
+
+
+async def test_the_sale_waits_for_the_type_row_only_in_the_commit_message(
+    ordering: Ordering,
+) -> None:
+    """Every buyer of a type queues for its inventory row: the completion takes it in the
+    message that commits, so it never holds it across a round trip to ordering."""
+    await ordering.on_sale(event_id=8, type_id=81, capacity=2)
+    await ordering.customer(100)
+    await cart.add_item(cart.AddToCart(100, 81, 1), ordering.db, RULES, utcnow())
+    cmd = checkout.Checkout(user_id=100)
+    placed = await checkout._place(cmd, ordering.db, RULES, utcnow())
+    async with ordering.db.engine.connect() as other:
+        await other.exec_driver_sql(
+            "SELECT 1 FROM ordering.ticket_types WHERE type_id = 81 FOR NO KEY UPDATE"
+        )
+        done = asyncio.create_task(checkout._complete(ordering.db, cmd, placed, "pay_y", utcnow()))
+        waiting = await _waiting_query(ordering)
+        assert not done.done()
+        await other.commit()
+        await done
+    assert _is_commit_message(waiting)
+    assert await ordering.count(tickets) == 1
 
 
 async def test_a_sale_refused_at_the_commit_issues_nothing(ordering: Ordering) -> None:
