@@ -51,7 +51,7 @@ def choose_database() -> str:
                     LOCAL_SOCKET_URL.replace("+asyncpg", "").replace("/resellio", "/postgres"),
                     timeout=3,
                 )
-            except (OSError, asyncpg.PostgresError, TimeoutError):
+            except Exception:  # no socket, refused, or not this machine's PostgreSQL
                 return False
             await conn.close()
             return True

@@ -439,6 +439,8 @@ class UnitOfWork:
         except Exception as exc:
             if (refused := _refusal(exc)) is not None:
                 raise Refused(str(refused), refused.detail or "") from exc
+            if connection.is_closed():  # never given back to the pool
+                await asyncio.shield(self.conn.invalidate())
             raise _translated(exc) from exc
         finally:
             sent = connection.sent_with_commit()

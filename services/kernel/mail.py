@@ -71,9 +71,22 @@ def mail_table(metadata: MetaData) -> Table:
     )
 
 
-async def queue_mail(uow: UnitOfWork, recipient: str, subject: str, body: str) -> None:
-    """Queue a message with the unit of work: sent once (and only if) it commits."""
-    await uow.insert_at_commit("mail_queue", recipient=recipient, subject=subject, body=body)
+async def queue_mail(
+    uow: UnitOfWork, recipient: str, subject: str, body: str, *, with_commit: bool = False
+) -> None:
+    """Queue a message with the unit of work: sent once (and only if) it commits.
+    `with_commit`: the row goes in the COMMIT's message (one round trip less; its text is then
+    part of a statement, which PostgreSQL logs if the commit fails: never for a message that
+    carries a secret, such as a verification or reset link)."""
+    if with_commit:
+        await uow.insert_at_commit("mail_queue", recipient=recipient, subject=subject, body=body)
+        return
+    await uow.fetchval(
+        f'INSERT INTO "{uow.db.schema}".mail_queue (recipient, subject, body) VALUES ($1, $2, $3)',
+        recipient,
+        subject,
+        body,
+    )
 
 
 class MailSender:

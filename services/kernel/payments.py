@@ -67,7 +67,8 @@ class PaymentProvider(Protocol):
     ) -> str:
         """Authorize and capture in one call (a sale); the payment id. `idempotency_key` is the
         authorization's: `authorize` with it finds the same payment, so a void that follows is
-        refused as for any captured payment. Raises PaymentDeclined/Unavailable."""
+        refused as for any captured payment. Raises PaymentDeclined/Unavailable, or
+        PaymentRejected when the key's payment was voided (nothing is taken)."""
 
     async def void(self, payment_id: str, *, idempotency_key: str) -> None:
         """Drop an authorization that was not captured."""
@@ -189,6 +190,8 @@ class SimulatedProvider:
         payment_id, state = await self._open(idempotency_key, amount, currency, token, "captured")
         if state == "authorized":  # the key's payment was opened by `authorize`: take it now
             await self.capture(payment_id, idempotency_key=f"{idempotency_key}-charge")
+        elif state != "captured":  # voided (by crash recovery, say): nothing was taken
+            raise PaymentRejected(f"payment {payment_id} is {state}")
         return payment_id
 
     async def _open(

@@ -99,11 +99,11 @@ async def checkout(
     except PaymentDeclined:
         await _fail(db, cmd.user_id, order.order_id, "payment_declined")
         raise PaymentRequired("Payment declined") from None
-    except BaseException as exc:
+    except (PaymentUnavailable, PaymentRejected) as exc:  # nothing was taken
         await _fail(db, cmd.user_id, order.order_id, "payment_unavailable")
-        if isinstance(exc, PaymentUnavailable | PaymentRejected):
-            raise ServiceUnavailable("Payment service unavailable") from exc
-        raise
+        raise ServiceUnavailable("Payment service unavailable") from exc
+    # Any other error leaves the charge's outcome unknown: the order stays pending, and crash
+    # recovery settles it with the processor (recovery.py).
     try:
         await _complete(db, cmd, order, payment_id, clock())
     except BadRequest:
@@ -380,4 +380,5 @@ async def _confirmation_mail(
         f"Total: {order.total} {order.currency}\n"
         f"Tickets: {', '.join(f'#{t}' for t in ticket_ids)}\n\n"
         "Download each ticket (with its QR code) from your account.\n",
+        with_commit=True,  # no secret in it: the hot path's round trip saved
     )

@@ -141,7 +141,7 @@ async def charge(purchase: Any, token: str | None, db: Database, payments: Payme
     except PaymentDeclined as exc:
         await release(db, purchase, "payment_declined")
         raise PaymentRequired("Payment declined") from exc
-    except PaymentUnavailable as exc:
+    except (PaymentUnavailable, PaymentRejected) as exc:  # nothing was taken
         await release(db, purchase, "payment_unavailable")
         raise ServiceUnavailable("Payment service unavailable") from exc
 
@@ -149,13 +149,15 @@ async def charge(purchase: Any, token: str | None, db: Database, payments: Payme
 async def release(db: Database, purchase: Any, reason: str) -> None:
     """The charge did not happen: the purchase failed and the listing is active again."""
     async with db.unit_of_work() as uow:
-        await uow.execute(
+        failed = await uow.execute(
             update(purchases)
             .where(
                 purchases.c.purchase_id == purchase.purchase_id, purchases.c.status == "charging"
             )
             .values(status="failed", failure_reason=reason, completed_at=utcnow())
         )
+        if not failed.rowcount:  # released already (by crash recovery): the listing may be
+            return  # another buyer's by now
         await uow.execute(
             update(listings)
             .where(listings.c.listing_id == purchase.listing_id, listings.c.state == "purchasing")

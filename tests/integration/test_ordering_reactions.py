@@ -29,7 +29,7 @@ from services.kernel.db import Database
 from services.kernel.errors import BadRequest
 from services.kernel.migrate import drop_database, ensure_database, upgrade
 from services.kernel.payments import SimulatedProvider
-from services.ordering import cart, checkout, holds
+from services.ordering import cart, checkout, holds, recovery
 from services.ordering.consumers import HANDLERS
 from services.ordering.models import (
     cart_items,
@@ -344,6 +344,35 @@ async def test_the_sale_waits_for_the_type_row_only_in_the_commit_message(
         await done
     assert _is_commit_message(waiting)
     assert await ordering.count(tickets) == 1
+
+
+async def test_a_charge_whose_answer_is_lost_leaves_the_order_to_recovery(
+    ordering: Ordering,
+) -> None:
+    """The processor took the money but its answer never came: the checkout cannot know, so
+    the order stays pending (not failed), and crash recovery finds the charge and completes
+    it: the customer gets the tickets paid for."""
+    await ordering.on_sale(event_id=9, type_id=91, capacity=3)
+    await ordering.customer(100)
+    await cart.add_item(cart.AddToCart(100, 91, 2), ordering.db, RULES, utcnow())
+
+    class AnswerLost(SimulatedProvider):
+        async def charge(self, **kw: Any) -> str:
+            await super().charge(**kw)
+            raise ConnectionResetError("the processor's answer was lost")
+
+    async def no_refresh() -> None:
+        return None
+
+    cmd = checkout.Checkout(user_id=100)
+    lost = AnswerLost(ordering.db, latency_ms=0)
+    with pytest.raises(ConnectionResetError):
+        await checkout.checkout(cmd, ordering.db, lost, RULES, utcnow, no_refresh)
+    assert await ordering.count(orders, orders.c.status == "pending") == 1
+    assert await ordering.count(tickets) == 0
+    assert await recovery.recover_stalled(ordering.db, ordering.payments, timedelta(0)) == 1
+    assert await ordering.count(orders, orders.c.status == "completed") == 1
+    assert await ordering.count(tickets) == 2
 
 
 async def test_a_sale_refused_at_the_commit_issues_nothing(ordering: Ordering) -> None:

@@ -135,6 +135,12 @@ async def test_a_charge_captures_once_per_key_and_is_found_by_its_authorization_
     held = await provider.authorize(idempotency_key="o-2", **usd)
     assert await provider.charge(idempotency_key="o-2", **usd) == held
     assert await provider.charge(idempotency_key="o-2", **usd) == held  # a retry: nothing moves
+    # Crash recovery voided the key's authorization before the request's own charge arrived:
+    # the charge takes nothing and says so.
+    voided = await provider.authorize(idempotency_key="o-5", **usd)
+    await provider.void(voided, idempotency_key="o-5-void")
+    with pytest.raises(PaymentRejected):
+        await provider.charge(idempotency_key="o-5", **usd)
     with pytest.raises(PaymentDeclined):
         await provider.charge(idempotency_key="o-3", **{**usd, "token": "tok_card_declined"})
     with pytest.raises(PaymentUnavailable):
@@ -145,6 +151,6 @@ async def test_a_charge_captures_once_per_key_and_is_found_by_its_authorization_
     async with ledger.engine.connect() as conn:
         states = dict((await conn.execute(select(payments.c.payment_id, payments.c.state))).all())
         kinds = (await conn.execute(select(operations.c.kind))).scalars().all()
-    assert sorted(states.values()) == ["captured", "captured", "declined"]
+    assert sorted(states.values()) == ["captured", "captured", "declined", "voided"]
     assert {ids[0], held} <= set(states) and states[ids[0]] == states[held] == "captured"
-    assert kinds == ["capture"]  # o-2's authorization taken, once
+    assert sorted(kinds) == ["capture", "void"]  # o-2's authorization taken once; o-5 voided

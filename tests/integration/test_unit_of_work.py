@@ -14,7 +14,7 @@ from sqlalchemy import MetaData, text
 
 from contracts.ordering import OrderFailed
 from services.kernel import context
-from services.kernel.db import Database, Refused
+from services.kernel.db import Database, DatabaseUnavailable, Refused
 from tests.integration.conftest import drop_schema
 
 
@@ -40,8 +40,9 @@ async def test_driver_statements_roll_back_unless_committed(db: Database) -> Non
         await uow.insert_at_commit("notes", body="lost with it")
     async with db.unit_of_work() as uow:
         await uow.fetchval(f"INSERT INTO \"{db.schema}\".notes VALUES ('kept')")
+        await uow.insert_at_commit("notes", body="kept with it")
         await uow.commit()
-    assert await notes(db) == ["kept"]
+    assert sorted(await notes(db)) == ["kept", "kept with it"]
 
 
 async def test_driver_and_sqlalchemy_statements_share_one_transaction(db: Database) -> None:
@@ -145,6 +146,30 @@ async def test_a_commit_is_one_message_with_its_events_and_last_statements(
     assert sorted(await notes(db)) == ["before", "taken 1", "with the commit"]
     async with db.driver() as conn:
         assert await conn.fetchval(f'SELECT type FROM "{db.schema}".outbox') == OrderFailed.TYPE
+
+
+async def test_a_connection_lost_in_the_commit_message_is_never_reused(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    execute = asyncpg.Connection.execute
+
+    async def lost(self: asyncpg.Connection, query: str, *args: object, **kw: Any) -> str:
+        if query.endswith("COMMIT;") and query != "COMMIT;":
+            raise ConnectionResetError("connection lost")
+        return await execute(self, query, *args, **kw)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(asyncpg.Connection, "execute", lost)
+    with pytest.raises(DatabaseUnavailable):
+        async with db.unit_of_work() as uow:
+            await uow.insert_at_commit("notes", body="in the lost message")
+            await uow.commit()
+    assert not uow.committed
+    monkeypatch.undo()
+    for n in range(4):  # every pooled connection serves: the lost one was dropped
+        async with db.unit_of_work() as uow:
+            await uow.fetchval(f'INSERT INTO "{db.schema}".notes VALUES ($1)', f"next {n}")
+            await uow.commit()
+    assert len(await notes(db)) == 4
 
 
 NASTY = "it's \\' a \\\\ ''; DROP TABLE x; -- \u00e9\u4e2d\U0001f3ab\n$$ $q$ \"quoted\""
