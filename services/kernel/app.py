@@ -273,7 +273,12 @@ def create_service_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        db = Database(settings.database_url_for(service), service, metadata, settings.db_pool_size)
+        db = Database(
+            settings.database_url_for(service),
+            service,
+            metadata,
+            settings.db_pool_size_for(service),
+        )
         http = httpx.AsyncClient(
             timeout=5.0, limits=httpx.Limits(max_connections=200, max_keepalive_connections=50)
         )

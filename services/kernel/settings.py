@@ -33,6 +33,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     consumer_retry_delays_ms: tuple[int, ...] = (500, 2000, 10000)
     log_level: str = "INFO"
     db_pool_size: int = 8
+    # Per-service pool sizes (RESELLIO_<SERVICE>_DB_POOL_SIZE); the others use db_pool_size.
+    service_pool_sizes: dict[str, int] = {}
     # How long a service waits for another service's events before answering (API.md §1.8).
     catch_up_timeout_s: float = 3.0
     # Public read answers kept in memory until their tables change (services/kernel/answers.py).
@@ -51,6 +53,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
 
     def database_url_for(self, service: str) -> str:
         return self.service_database_urls.get(service, self.database_url)
+
+    def db_pool_size_for(self, service: str) -> int:
+        return self.service_pool_sizes.get(service, self.db_pool_size)
 
     def urls_of(self, service: str) -> list[str]:
         """Every instance of a service (RESELLIO_<SERVICE>_URL may list several, comma-separated)."""
@@ -108,6 +113,11 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         consumer_retry_delays_ms=retry,
         log_level=env.get("LOG_LEVEL", "INFO").upper(),
         db_pool_size=_int(env, "RESELLIO_DB_POOL_SIZE", 8),
+        service_pool_sizes={
+            name: _int(env, f"RESELLIO_{name.upper()}_DB_POOL_SIZE", 8)
+            for name in SERVICES
+            if env.get(f"RESELLIO_{name.upper()}_DB_POOL_SIZE")
+        },
         catch_up_timeout_s=float(env.get("CATCH_UP_TIMEOUT_S", "3.0")),
         answer_cache=_switch(env, "ANSWER_CACHE", True),
         relay_inline=_relay_inline(env),
