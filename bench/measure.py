@@ -36,6 +36,20 @@ class Result:
         return {**asdict(self), "rps": round(self.rps, 1)}
 
 
+def machine_cpu() -> tuple[float, float]:
+    """(busy, all) CPU seconds of the whole machine since boot, from /proc/stat; (0, 0) where
+    there is none. Busy is everything but idle and I/O wait: every process of the system under
+    test, the database, the broker and the load generator alike."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(x) for x in stat.readline().split()[1:8]]
+    except (OSError, ValueError):
+        return 0.0, 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + fields[4]
+    return (sum(fields) - idle) / tick, sum(fields) / tick
+
+
 def percentile(samples: list[float], q: float) -> float:
     if not samples:
         return 0.0

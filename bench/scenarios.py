@@ -14,7 +14,7 @@ from sqlalchemy import text
 
 from bench.client import Client, ClientError
 from bench.dataset import Dataset, bearer, new_customer, new_event
-from bench.measure import Result, get_loop, percentile, run_async
+from bench.measure import Result, get_loop, machine_cpu, percentile, run_async
 
 
 class CorrectnessError(Exception):
@@ -153,7 +153,7 @@ async def ticket_drop(gateways: list[str], data: Dataset, capacity: int, engine:
     type_id = await _standard_type(gateways[0], event_id)
     await _wait_on_sale(engine, type_id, capacity)
     buyers = len(data.customers)
-    result, outcomes, won_at = await _race(gateways, data, type_id, buyers)
+    result, outcomes, won_at, cpu = await _race(gateways, data, type_id, buyers)
     async with engine.connect() as conn:
         issued = await conn.scalar(
             text("SELECT count(*) FROM ordering.tickets WHERE type_id = :t"), {"t": type_id}
@@ -191,6 +191,11 @@ async def ticket_drop(gateways: list[str], data: Dataset, capacity: int, engine:
         ),
         Row(name, "p50 (add + checkout)", round(result.p50_ms, 1), "ms"),
         Row(name, "p99 (add + checkout)", round(result.p99_ms, 1), "ms"),
+        # Steadier than the rate on a shared machine: what a ticket cost every process.
+        Row(name, "machine CPU per ticket sold", round(cpu[0] * 1000 / won, 2) if won else 0, "ms"),
+        Row(
+            name, "machine busy until sold out", round(100 * cpu[0] / cpu[1]) if cpu[1] else 0, "%"
+        ),
         Row(name, "tickets issued", issued, "count", f"== {capacity}", issued == capacity),
         Row(name, "errors (5xx, timeouts)", result.errors, "count", "0", result.errors == 0),
     ]
@@ -198,14 +203,17 @@ async def ticket_drop(gateways: list[str], data: Dataset, capacity: int, engine:
 
 async def _race(
     gateways: list[str], data: Dataset, type_id: int, buyers: int
-) -> tuple[Result, dict[str, int], list[float]]:
+) -> tuple[Result, dict[str, int], list[float], tuple[float, float]]:
     """`buyers` customers, 64 at a time, each adding one ticket of the type and checking out:
-    the load's result, the answers counted, and when each winning checkout ended."""
+    the load's result, the answers counted, when each winning checkout ended, and the
+    machine's (busy, all) CPU seconds from the start to the last win."""
     outcomes: dict[str, int] = {}
     won_at: list[float] = []
     started = time.monotonic()
+    cpu_start = cpu_at_win = machine_cpu()
 
     async def buy(client: Client, i: int) -> bool:
+        nonlocal cpu_at_win
         h = bearer(data.customers[i % len(data.customers)])
         r = await client.post(
             "/api/cart/items", params={"ticket_type_id": type_id, "quantity": 1}, headers=h
@@ -221,10 +229,12 @@ async def _race(
         outcomes[key] = outcomes.get(key, 0) + 1
         if r.status_code == 200:
             won_at.append(time.monotonic() - started)
+            cpu_at_win = machine_cpu()
         return r.status_code == 200
 
     result = await run_async(buy, 64, 600, gateways, max_iterations=buyers)
-    return result, outcomes, won_at
+    cpu = (cpu_at_win[0] - cpu_start[0], cpu_at_win[1] - cpu_start[1])
+    return result, outcomes, won_at, cpu
 
 
 async def _empty_carts(gateway: str, customers: list[str]) -> None:
