@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from types import TracebackType
@@ -22,8 +21,6 @@ from contracts.envelope import Event
 from contracts.timeutil import utcnow
 from services.kernel import context
 from services.kernel.outbox import messaging_tables
-
-log = logging.getLogger("resellio.db")
 
 
 class DatabaseUnavailable(Exception):
@@ -377,17 +374,18 @@ class UnitOfWork:
         )
         self._wrote_events = True
 
-    async def insert_at_commit(self, table: str, **values: str | None) -> None:
-        """Insert a row of text values into a table of this schema that nothing reads before
-        the commit: it goes in the COMMIT's message, its values as literals (executed now,
-        with parameters, where the server does not read strings plainly)."""
+    async def insert(self, table: str, *, at_commit: bool = False, **values: str | None) -> None:
+        """Insert a row of text values into a table of this schema. `at_commit`: nothing reads
+        the row before the commit, so it goes in the COMMIT's message, its values as literals
+        (where the server reads strings plainly; elsewhere it is inserted now, with
+        parameters)."""
         target = f'"{self.db.schema}".{table} ({", ".join(values)})'
-        if _literals_safe((await self.driver()).connection):
+        if at_commit and _literals_safe((await self.driver()).connection):
             literals = ", ".join(sql_text(v) for v in values.values())
             self._with_commit.append(f"INSERT INTO {target} VALUES ({literals})")
-        else:
-            places = ", ".join(f"${n}" for n in range(1, len(values) + 1))
-            await self.fetchval(f"INSERT INTO {target} VALUES ({places})", *values.values())
+            return
+        places = ", ".join(f"${n}" for n in range(1, len(values) + 1))
+        await self.fetchval(f"INSERT INTO {target} VALUES ({places})", *values.values())
 
     def _events_sql(self) -> str:
         """The events recorded so far as one statement of literals (and the relays' wake-up),
@@ -417,11 +415,18 @@ class UnitOfWork:
         Refused (SQLSTATE P0002), nothing is committed."""
         if not self.commit_allowed:
             raise RuntimeError("this unit of work is committed by its owner, not here")
-        if not self._events and not self._with_commit and not last:
+        if self._events or self._with_commit or last:
+            await self._commit_with(last)
+        else:
             await self.conn.commit()
-            self.committed = True
-            self.db.on_committed()
-            return
+        self.committed = True
+        self.db.on_committed()
+        if self._wrote_events:
+            self.db.on_events_committed()
+
+    async def _commit_with(self, last: str) -> None:
+        """COMMIT in one message with the outbox rows, the rows inserted `at_commit` and
+        `last`."""
         connection = (await self.driver()).connection
         if not isinstance(connection, Connection):
             raise RuntimeError("a unit of work needs the engine of services.kernel.db")
@@ -448,7 +453,3 @@ class UnitOfWork:
         if not sent:
             # asyncpg committed without executing "COMMIT;": the statements never ran.
             raise RuntimeError("the driver committed without the statements sent with it")
-        self.committed = True
-        self.db.on_committed()
-        if self._wrote_events:
-            self.db.on_events_committed()

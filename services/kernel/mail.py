@@ -78,14 +78,8 @@ async def queue_mail(
     `with_commit`: the row goes in the COMMIT's message (one round trip less; its text is then
     part of a statement, which PostgreSQL logs if the commit fails: never for a message that
     carries a secret, such as a verification or reset link)."""
-    if with_commit:
-        await uow.insert_at_commit("mail_queue", recipient=recipient, subject=subject, body=body)
-        return
-    await uow.fetchval(
-        f'INSERT INTO "{uow.db.schema}".mail_queue (recipient, subject, body) VALUES ($1, $2, $3)',
-        recipient,
-        subject,
-        body,
+    await uow.insert(
+        "mail_queue", at_commit=with_commit, recipient=recipient, subject=subject, body=body
     )
 
 

@@ -2,8 +2,8 @@
 
 A provider authorizes an amount, then captures it, or does both in one call (a charge); voids
 an authorization that is not wanted, or refunds (part of) a capture. Every call takes an
-idempotency key: the same key always gives the same result and moves money at most once, as with a real processor, so a
-caller may safely retry after a crash or a timeout.
+idempotency key: the same key always gives the same result and moves money at most once, as
+with a real processor, so a caller may safely retry after a crash or a timeout.
 
 The simulated provider keeps its ledger in the calling service's schema (`payments`,
 `payment_operations`), so it survives restarts and every instance sees the same charges.

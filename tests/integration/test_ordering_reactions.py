@@ -131,12 +131,20 @@ class Ordering:
 
     async def buy(self, user_id: int, type_id: int, quantity: int) -> None:
         await cart.add_item(cart.AddToCart(user_id, type_id, quantity), self.db, RULES, utcnow())
-
-        async def no_refresh() -> None:
-            return None
-
         cmd = checkout.Checkout(user_id=user_id)
         assert await checkout.checkout(cmd, self.db, self.payments, RULES, utcnow, no_refresh)
+
+    async def placed_order(
+        self, user_id: int, type_id: int, quantity: int
+    ) -> tuple[checkout.Checkout, checkout.PlacedOrder]:
+        """A customer's order of `quantity` tickets of a type, placed (pending, not paid)."""
+        await cart.add_item(cart.AddToCart(user_id, type_id, quantity), self.db, RULES, utcnow())
+        cmd = checkout.Checkout(user_id=user_id)
+        return cmd, await checkout._place(cmd, self.db, RULES, utcnow())
+
+
+async def no_refresh() -> None:
+    """A checkout's catch-up with catalog: nothing to wait for here."""
 
 
 @pytest.fixture
@@ -242,8 +250,7 @@ async def test_a_cancellation_waits_for_a_sale_that_is_completing(ordering: Orde
     between the sale's checks and its commit."""
     await ordering.on_sale(event_id=4, type_id=41)
     await ordering.customer(100)
-    await cart.add_item(cart.AddToCart(100, 41, 1), ordering.db, RULES, utcnow())
-    placed = await checkout._place(checkout.Checkout(user_id=100), ordering.db, RULES, utcnow())
+    _, placed = await ordering.placed_order(100, 41, 1)
     async with ordering.db.unit_of_work() as uow:
         lines = await uow.fetch(checkout._ORDER_LINES, placed.order_id)
         assert [line.ticket_type_id for line in lines] == [41]
@@ -330,9 +337,7 @@ async def test_the_sale_waits_for_the_type_row_only_in_the_commit_message(
     message that commits, so it never holds it across a round trip to ordering."""
     await ordering.on_sale(event_id=8, type_id=81, capacity=2)
     await ordering.customer(100)
-    await cart.add_item(cart.AddToCart(100, 81, 1), ordering.db, RULES, utcnow())
-    cmd = checkout.Checkout(user_id=100)
-    placed = await checkout._place(cmd, ordering.db, RULES, utcnow())
+    cmd, placed = await ordering.placed_order(100, 81, 1)
     async with ordering.db.engine.connect() as other:
         await other.exec_driver_sql(
             "SELECT 1 FROM ordering.ticket_types WHERE type_id = 81 FOR NO KEY UPDATE"
@@ -361,9 +366,6 @@ async def test_a_charge_whose_answer_is_lost_leaves_the_order_to_recovery(
             await super().charge(**kw)
             raise ConnectionResetError("the processor's answer was lost")
 
-    async def no_refresh() -> None:
-        return None
-
     cmd = checkout.Checkout(user_id=100)
     lost = AnswerLost(ordering.db, latency_ms=0)
     with pytest.raises(ConnectionResetError):
@@ -380,9 +382,7 @@ async def test_a_sale_refused_at_the_commit_issues_nothing(ordering: Ordering) -
     the completion is refused whole (no ticket, the hold still there)."""
     await ordering.on_sale(event_id=6, type_id=61, capacity=2)
     await ordering.customer(100)
-    await cart.add_item(cart.AddToCart(100, 61, 2), ordering.db, RULES, utcnow())
-    cmd = checkout.Checkout(user_id=100)
-    placed = await checkout._place(cmd, ordering.db, RULES, utcnow())
+    cmd, placed = await ordering.placed_order(100, 61, 2)
     async with ordering.db.engine.begin() as conn:
         await conn.execute(ticket_types.update().values(max_count=1))
     with pytest.raises(BadRequest, match="Only 1 left"):

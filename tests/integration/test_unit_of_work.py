@@ -37,10 +37,10 @@ async def notes(db: Database) -> list[str]:
 async def test_driver_statements_roll_back_unless_committed(db: Database) -> None:
     async with db.unit_of_work() as uow:
         await uow.fetchval(f"INSERT INTO \"{db.schema}\".notes VALUES ('lost')")
-        await uow.insert_at_commit("notes", body="lost with it")
+        await uow.insert("notes", at_commit=True, body="lost with it")
     async with db.unit_of_work() as uow:
         await uow.fetchval(f"INSERT INTO \"{db.schema}\".notes VALUES ('kept')")
-        await uow.insert_at_commit("notes", body="kept with it")
+        await uow.insert("notes", at_commit=True, body="kept with it")
         await uow.commit()
     assert sorted(await notes(db)) == ["kept", "kept with it"]
 
@@ -136,7 +136,7 @@ async def test_a_commit_is_one_message_with_its_events_and_last_statements(
     async with db.unit_of_work() as uow:
         await uow.fetchval(f"INSERT INTO \"{db.schema}\".notes VALUES ('before')")
         uow.emit(OrderFailed(order_id=1, user_id=2, reason="payment_declined"), aggregate_id=1)
-        await uow.insert_at_commit("notes", body="with the commit")
+        await uow.insert("notes", at_commit=True, body="with the commit")
         monkeypatch.setattr(asyncpg.Connection, "execute", recorded)
         await uow.commit(last=f"SELECT {take}(1)")
         monkeypatch.undo()
@@ -161,7 +161,7 @@ async def test_a_connection_lost_in_the_commit_message_is_never_reused(
     monkeypatch.setattr(asyncpg.Connection, "execute", lost)
     with pytest.raises(DatabaseUnavailable):
         async with db.unit_of_work() as uow:
-            await uow.insert_at_commit("notes", body="in the lost message")
+            await uow.insert("notes", at_commit=True, body="in the lost message")
             await uow.commit()
     assert not uow.committed
     monkeypatch.undo()
@@ -188,7 +188,7 @@ async def test_events_and_rows_written_at_the_commit_keep_any_text_exactly(
         async with db.unit_of_work() as uow:
             await uow.fetchval(f"SET LOCAL standard_conforming_strings = {conforming}")
             uow.emit(OrderFailed(order_id=1, user_id=2, reason=NASTY), aggregate_id=NASTY)
-            await uow.insert_at_commit("notes", body=NASTY)
+            await uow.insert("notes", at_commit=True, body=NASTY)
             await uow.commit()
     finally:
         context.correlation_id.reset(token)
