@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
+from decimal import Decimal
 from types import TracebackType
 from typing import Any, Self
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import asyncpg
 import msgspec
@@ -246,6 +249,34 @@ def sql_text(value: str | None) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def sql_literal(value: Any) -> str:
+    """A value as an SQL literal (strings as `sql_text`): NULL, a boolean, an integer, a
+    decimal, text, a time or a UUID as quoted text, bytes as `decode(hex)`, a list as an ARRAY
+    (the statement casts it: `$1::bigint[]`)."""
+    if value is None or isinstance(value, bool):
+        return {None: "NULL", True: "TRUE", False: "FALSE"}[value]
+    if isinstance(value, int):
+        return str(int(value))
+    if isinstance(value, str | Decimal | UUID):
+        return sql_text(str(value))
+    if isinstance(value, datetime):
+        return sql_text(value.isoformat())
+    if isinstance(value, bytes):
+        return f"decode('{value.hex()}', 'hex')"
+    if isinstance(value, list | tuple):
+        return f"ARRAY[{', '.join(sql_literal(v) for v in value)}]"
+    raise TypeError(f"no SQL literal for {type(value).__name__}")
+
+
+_PARAMETER = re.compile(r"\$(\d+)")
+
+
+def with_literals(sql: str, args: tuple[Any, ...]) -> str:
+    """A statement with its parameters `$1`... replaced by their values as literals."""
+    literals = [sql_literal(arg) for arg in args]
+    return _PARAMETER.sub(lambda m: literals[int(m.group(1)) - 1], sql)
+
+
 def _literals_safe(connection: asyncpg.Connection) -> bool:
     return getattr(connection.get_settings(), "standard_conforming_strings", "") == "on"
 
@@ -375,17 +406,22 @@ class UnitOfWork:
         self._wrote_events = True
 
     async def insert(self, table: str, *, at_commit: bool = False, **values: str | None) -> None:
-        """Insert a row of text values into a table of this schema. `at_commit`: nothing reads
-        the row before the commit, so it goes in the COMMIT's message, its values as literals
-        (where the server reads strings plainly; elsewhere it is inserted now, with
-        parameters)."""
+        """Insert a row of text values into a table of this schema, now or `at_commit`."""
         target = f'"{self.db.schema}".{table} ({", ".join(values)})'
-        if at_commit and _literals_safe((await self.driver()).connection):
-            literals = ", ".join(sql_text(v) for v in values.values())
-            self._with_commit.append(f"INSERT INTO {target} VALUES ({literals})")
-            return
         places = ", ".join(f"${n}" for n in range(1, len(values) + 1))
-        await self.fetchval(f"INSERT INTO {target} VALUES ({places})", *values.values())
+        sql = f"INSERT INTO {target} VALUES ({places})"
+        await (self.at_commit if at_commit else self.fetchval)(sql, *values.values())
+
+    async def at_commit(self, sql: str, *args: Any) -> None:
+        """Run one statement (parameters `$1`...) in the COMMIT's message: for writes nothing
+        in this transaction reads before the commit. Its arguments become literals (see
+        `sql_literal`; no `$n` may appear in the statement's own strings), so it must carry
+        no secret: PostgreSQL logs the text of a commit message that fails. Where the server
+        does not read strings plainly, it runs now, with parameters."""
+        if _literals_safe((await self.driver()).connection):
+            self._with_commit.append(with_literals(sql, args))
+        else:
+            await self.fetchval(sql, *args)
 
     def _events_sql(self) -> str:
         """The events recorded so far as one statement of literals (and the relays' wake-up),

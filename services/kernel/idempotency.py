@@ -6,13 +6,19 @@ second effect; a different request under the same key, or a repeat while the fir
 running, gets a 409. Only answers that describe the outcome of the request are stored
 (200/400/402/404/409, for 24 h); 401/403/422/429/5xx are not, so the client may retry.
 The claim is one conditional statement, so it holds across any number of instances.
+
+A request whose effect is one transaction stores its 200 answer in that transaction's COMMIT
+(`answer_with_commit`): the answer is kept if and only if the effect is, and a retry after a
+crash between the two finds it instead of a key left in progress.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import timedelta
 from typing import Any
 
@@ -30,7 +36,7 @@ from sqlalchemy import (
 )
 
 from contracts.codec import encode
-from services.kernel.db import Database
+from services.kernel.db import Database, UnitOfWork
 from services.kernel.errors import Conflict, DomainError, RequestValidationError
 
 HEADER = "idempotency-key"
@@ -162,6 +168,45 @@ class IdempotencyKeys:
                 await db.fetchval(self.sql["free"], *scope)
 
 
+class _Claim:
+    """The key the running request holds, and the unit of work that stores its answer."""
+
+    __slots__ = ("scope", "uow")
+
+    def __init__(self, scope: tuple[int, str, str, str]) -> None:
+        self.scope = scope
+        self.uow: UnitOfWork | None = None
+
+    @property
+    def answered(self) -> bool:
+        return self.uow is not None and self.uow.committed
+
+
+_claim: ContextVar[_Claim | None] = ContextVar("idempotency_claim", default=None)
+
+
+@contextmanager
+def claimed(scope: tuple[int, str, str, str]) -> Iterator[_Claim]:
+    """While the block runs, the request holds the key of `scope` (user, method, path, key):
+    a unit of work in it may store the answer (`answer_with_commit`)."""
+    claim = _Claim(scope)
+    token = _claim.set(claim)
+    try:
+        yield claim
+    finally:
+        _claim.reset(token)
+
+
+async def answer_with_commit(uow: UnitOfWork, body: Any) -> None:
+    """`body` is the running request's 200 answer if `uow` commits: stored in its COMMIT's
+    message (an answer is never a secret). Nothing to do outside a request with a key."""
+    claim = _claim.get()
+    if claim is None:
+        return
+    await uow.at_commit(_statements(uow.db.schema)["store"], *claim.scope, 200, encode(body))
+    claim.uow = uow
+
+
 async def idempotent(
     request: Request, db: Database, user_id: int, produce: Callable[[], Awaitable[Any]]
 ) -> Response[Any]:
@@ -174,15 +219,19 @@ async def idempotent(
     stored = await keys.claim(user_id, method, path, key, await fingerprint(request))
     if stored is not None:
         return Response(stored[1], status_code=stored[0], media_type="application/json")
-    try:
-        body = encode(await produce())
-    except DomainError as exc:
-        await keys.finish(
-            user_id, method, path, key, exc.status_code, encode({"detail": exc.detail})
-        )
-        raise
-    except BaseException:
-        await keys.finish(user_id, method, path, key, 500, b"")
-        raise
-    await keys.finish(user_id, method, path, key, 200, body)
+    with claimed((user_id, method, path, key)) as claim:
+        try:
+            body = encode(await produce())
+        except DomainError as exc:
+            if not claim.answered:
+                await keys.finish(
+                    user_id, method, path, key, exc.status_code, encode({"detail": exc.detail})
+                )
+            raise
+        except BaseException:
+            if not claim.answered:  # else the effect and its answer were committed: they stand
+                await keys.finish(user_id, method, path, key, 500, b"")
+            raise
+    if not claim.answered:
+        await keys.finish(user_id, method, path, key, 200, body)
     return Response(body, status_code=200, media_type="application/json")

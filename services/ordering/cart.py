@@ -11,6 +11,7 @@ from sqlalchemy import select
 from contracts.ordering import HoldPlaced, HoldReleased
 from services.kernel.db import Database, Refused, UnitOfWork
 from services.kernel.errors import BadRequest, NotFound
+from services.kernel.idempotency import answer_with_commit
 from services.ordering import holds, views
 from services.ordering.domain import (
     OFFER_SQL,
@@ -125,12 +126,13 @@ async def add_item(cmd: AddToCart, db: Database, rules: CartRules, now: datetime
     for _ in range(2):  # once more if others took the tickets between the read and the claim
         try:
             async with db.unit_of_work() as uow:
-                line = await _put_line(cmd, uow, rules, now)
+                answer = views.cart_item(await _put_line(cmd, uow, rules, now))
+                await answer_with_commit(uow, answer)
                 # The claim locks the ticket type's inventory row, which every buyer of the
                 # type needs: it goes with the COMMIT, so the lock is held only while the
                 # server commits.
                 await uow.commit(last=holds.hold(cmd.type_id, cmd.quantity))
-                return views.cart_item(line)
+                return answer
         except Refused:
             pass
     offer, _ = await _offer_now(cmd, db, rules, now)

@@ -31,6 +31,7 @@ from contracts.ordering import (
 )
 from services.kernel.db import Database, Refused, UnitOfWork
 from services.kernel.errors import BadRequest, Conflict, PaymentRequired, ServiceUnavailable
+from services.kernel.idempotency import answer_with_commit
 from services.kernel.mail import queue_mail
 from services.kernel.payments import (
     PaymentDeclined,
@@ -52,6 +53,7 @@ from services.ordering.domain import (
 
 log = logging.getLogger("resellio.ordering.checkout")
 Clock = Callable[[], datetime]
+COMPLETED = True  # a completed checkout's answer (API.md §8.4)
 
 
 class Checkout(msgspec.Struct, frozen=True):
@@ -111,96 +113,107 @@ async def checkout(
         await payments.refund(payment_id, order.total, idempotency_key=f"{key}-refund")
         await _fail(db, cmd.user_id, order.order_id, "cart_changed")
         raise
-    return True
+    return COMPLETED
 
 
-# The customer's ($1) cart lines, each with its offer, locked.
-_LINES_WITH_OFFERS = f"""
-SELECT c.cart_item_id, c.quantity, {OFFER_SQL}{{columns}}
+# The customer's ($1) cart flagged as checking out (one checkout of a cart at a time, on any
+# instance; a flag older than $3 belongs to a process that died), then its lines, each with its
+# offer and R5's count for its event, locked, in cart order, and the order's id drawn. No row
+# when the flag was not taken or the cart is empty (`_FLAGGED_AT` tells which).
+_FLAG_AND_LINES = f"""
+WITH flagged AS (
+  UPDATE ordering.carts SET checkout_started_at = $2
+  WHERE user_id = $1 AND (checkout_started_at IS NULL OR checkout_started_at < $3)
+  RETURNING user_id
+)
+SELECT c.cart_item_id, c.quantity, {OFFER_SQL},
+  {tickets_of_customer_sql("$1", "t.event_id")} AS tickets,
+  (SELECT nextval('ordering.orders_order_id_seq')) AS order_id
 FROM ordering.cart_items c
 JOIN ordering.ticket_types t ON t.type_id = c.type_id
 JOIN ordering.events e ON e.event_id = t.event_id
-WHERE c.user_id = $1{{where}}
+WHERE c.user_id = $1 AND (SELECT count(*) FROM flagged) = 1
+ORDER BY c.cart_item_id
 FOR UPDATE OF c
 """
-# All of them, in cart order, with R5's count for their events.
-_CART_LINES = _LINES_WITH_OFFERS.format(
-    columns=f", {tickets_of_customer_sql('$1', 't.event_id')} AS tickets",
-    where="\nORDER BY c.cart_item_id",
-)
-# The one of ticket type $2.
-_CART_LINE = _LINES_WITH_OFFERS.format(columns="", where=" AND c.type_id = $2")
-# One checkout of a cart at a time, on any instance; a flag older than CHECKOUT_STALE belongs
-# to a process that died.
-_FLAG_CART = """
-UPDATE ordering.carts SET checkout_started_at = $2
-WHERE user_id = $1 AND (checkout_started_at IS NULL OR checkout_started_at < $3)
-RETURNING user_id
-"""
-_HAS_CART = "SELECT user_id FROM ordering.carts WHERE user_id = $1"
+_FLAGGED_AT = "SELECT checkout_started_at FROM ordering.carts WHERE user_id = $1"
+# Sent with the COMMIT: the pending order and its lines.
 _RECORD_ORDER = """
 WITH placed AS (
-  INSERT INTO ordering.orders (user_id, status, currency, total_amount)
-  VALUES ($1, 'pending', $2, $3)
-  RETURNING order_id
-), lines AS (
-  INSERT INTO ordering.order_items (order_id, position, ticket_type_id, event_id, event_name,
-                                    ticket_type_description, quantity, unit_price)
-  SELECT placed.order_id, u.* FROM placed,
-    unnest($4::integer[], $5::bigint[], $6::bigint[], $7::text[], $8::text[], $9::integer[],
-           $10::numeric[]) AS u
+  INSERT INTO ordering.orders (order_id, user_id, status, currency, total_amount)
+  VALUES ($1, $2, 'pending', $3, $4)
 )
-SELECT order_id FROM placed
+INSERT INTO ordering.order_items (order_id, position, ticket_type_id, event_id, event_name,
+                                  ticket_type_description, quantity, unit_price)
+SELECT $1, u.* FROM unnest($5::integer[], $6::bigint[], $7::bigint[], $8::text[], $9::text[],
+                           $10::integer[], $11::numeric[]) AS u
 """
 _FAIL = """
 WITH failed AS (UPDATE ordering.orders SET status = 'failed' WHERE order_id = $2)
 UPDATE ordering.carts SET checkout_started_at = NULL WHERE user_id = $1
 """
-# The order's lines, after shared locks on their events (a cancellation waits for this sale, or
-# this sale sees it); counting the locked rows makes the statement take every lock first.
-_ORDER_LINES = """
-WITH locked AS (
-  SELECT event_id FROM ordering.events
+# The order's ($1) lines, in type order, each with the customer's ($2) cart line of its type
+# (locked; none if the cart changed), the type's offer and what is left of it, and who gets the
+# confirmation. Shared locks on the order's events come first: a cancellation waits for this
+# sale, or this sale sees it (a locked row is read as it is once locked, not as the statement's
+# snapshot had it).
+_ORDER_LINES = f"""
+WITH e AS MATERIALIZED (
+  SELECT event_id, name, status, end_date FROM ordering.events
   WHERE event_id IN (SELECT event_id FROM ordering.order_items WHERE order_id = $1)
   ORDER BY event_id FOR SHARE
+), held AS MATERIALIZED (
+  SELECT c.cart_item_id, c.type_id, c.quantity FROM ordering.cart_items c
+  WHERE c.user_id = $2 AND (SELECT count(*) FROM e) >= 0
+    AND c.type_id IN (SELECT ticket_type_id FROM ordering.order_items WHERE order_id = $1)
+  ORDER BY c.type_id FOR UPDATE
 )
-SELECT i.* FROM ordering.order_items i
-WHERE i.order_id = $1 AND (SELECT count(*) FROM locked) >= 0
+SELECT i.ticket_type_id, i.event_name AS ordered_event_name, i.ticket_type_description,
+  i.quantity, i.unit_price, h.cart_item_id, h.quantity AS held_quantity, {OFFER_SQL},
+  t.max_count - t.sold - t.held AS left, u.email, u.first_name
+FROM ordering.order_items i
+JOIN ordering.ticket_types t ON t.type_id = i.ticket_type_id
+JOIN e ON e.event_id = t.event_id
+LEFT JOIN held h ON h.type_id = i.ticket_type_id
+LEFT JOIN ordering.users u ON u.user_id = $2
+WHERE i.order_id = $1
 ORDER BY i.ticket_type_id
 """
-# A line's tickets issued from its hold, which shrinks by that many (or goes): $1 the line,
-# $2 what remains of it; the tickets' order, type, event, owner, price, currency and codes.
+# The order's ($3) tickets issued to $4 from the cart lines $1, each shrunk to what remains
+# of it ($2) or gone; one ticket per element of the type, event, price, currency and code
+# arrays.
 _ISSUE = """
 WITH shrunk AS (
-  UPDATE ordering.cart_items SET quantity = $2 WHERE cart_item_id = $1 AND $2 > 0
+  UPDATE ordering.cart_items c SET quantity = u.rest
+  FROM unnest($1::bigint[], $2::integer[]) AS u(line, rest)
+  WHERE c.cart_item_id = u.line AND u.rest > 0
 ), gone AS (
-  DELETE FROM ordering.cart_items WHERE cart_item_id = $1 AND $2 = 0
+  DELETE FROM ordering.cart_items c USING unnest($1::bigint[], $2::integer[]) AS u(line, rest)
+  WHERE c.cart_item_id = u.line AND u.rest = 0
 )
 INSERT INTO ordering.tickets (order_id, type_id, event_id, owner_id, original_price, currency,
                               code)
-SELECT $3, $4, $5, $6, $7, $8, u.code FROM unnest($9::text[]) AS u(code)
+SELECT $3, u.type_id, u.event_id, $4, u.price, u.currency, u.code
+FROM unnest($5::bigint[], $6::bigint[], $7::numeric[], $8::text[], $9::text[])
+  AS u(type_id, event_id, price, currency, code)
 RETURNING ticket_id, type_id, event_id, original_price, currency
 """
-# The order completed, the cart's checkout flag cleared; who gets the confirmation.
+# Sent with the COMMIT: the order completed, the cart's checkout flag cleared.
 _COMPLETE = """
 WITH done AS (
   UPDATE ordering.orders SET status = 'completed', payment_id = $3 WHERE order_id = $2
-), unflagged AS (
-  UPDATE ordering.carts SET checkout_started_at = NULL WHERE user_id = $1
 )
-SELECT email, first_name FROM ordering.users WHERE user_id = $1
+UPDATE ordering.carts SET checkout_started_at = NULL WHERE user_id = $1
 """
 
 
 async def _place(cmd: Checkout, db: Database, rules: CartRules, now: datetime) -> PlacedOrder:
     async with db.unit_of_work() as uow:
-        flagged = await uow.fetchval(_FLAG_CART, cmd.user_id, now, now - holds.CHECKOUT_STALE)
-        if flagged is None:
-            if await uow.fetchval(_HAS_CART, cmd.user_id) is not None:
-                raise Conflict("Checkout already in progress")
-            raise BadRequest("Shopping cart is empty")
-        lines = await uow.fetch(_CART_LINES, cmd.user_id)
+        lines = await uow.fetch(_FLAG_AND_LINES, cmd.user_id, now, now - holds.CHECKOUT_STALE)
         if not lines:
+            flagged_at = await uow.fetchval(_FLAGGED_AT, cmd.user_id)
+            if flagged_at is not None and flagged_at != now:
+                raise Conflict("Checkout already in progress")
             raise BadRequest("Shopping cart is empty")
         for line in lines:
             offer = offer_from(line)
@@ -210,19 +223,20 @@ async def _place(cmd: Checkout, db: Database, rules: CartRules, now: datetime) -
             if line.tickets > rules.max_per_event:
                 raise over_limit(rules.max_per_event)
         order = await _record_order(
-            uow, cmd.user_id, [(offer_from(ln), ln.quantity) for ln in lines]
+            uow, lines[0].order_id, cmd.user_id, [(offer_from(ln), ln.quantity) for ln in lines]
         )
         await uow.commit()
         return order
 
 
 async def _record_order(
-    uow: UnitOfWork, user_id: int, lines: list[tuple[Offer, int]]
+    uow: UnitOfWork, order_id: int, user_id: int, lines: list[tuple[Offer, int]]
 ) -> PlacedOrder:
     currency = lines[0][0].currency
     total = sum((offer.price * quantity for offer, quantity in lines), Decimal("0.00"))
-    order_id = await uow.fetchval(
+    await uow.at_commit(
         _RECORD_ORDER,
+        order_id,
         user_id,
         currency,
         total,
@@ -269,14 +283,21 @@ async def _complete(
 ) -> None:
     user_id = cmd.user_id
     async with db.unit_of_work() as uow:
-        items = await uow.fetch(_ORDER_LINES, order.order_id)
-        issued: list[Any] = []
-        sales: list[tuple[Any, Offer]] = []
+        items = await uow.fetch(_ORDER_LINES, order.order_id, user_id)
         for item in items:
-            tickets_of_line, offer = await _issue_line(uow, user_id, order.order_id, item, now)
-            issued += tickets_of_line
-            sales.append((item, offer))
-        recipient = await uow.fetchrow(_COMPLETE, user_id, order.order_id, payment_id)
+            _check_line(item, now)
+            uow.emit(
+                HoldReleased(
+                    hold_id=item.cart_item_id,
+                    user_id=user_id,
+                    type_id=item.ticket_type_id,
+                    quantity=item.quantity,
+                    expires_at=now,
+                ),
+                aggregate_id=item.cart_item_id,
+            )
+        issued = await _issue(uow, user_id, order.order_id, items)
+        await uow.at_commit(_COMPLETE, user_id, order.order_id, payment_id)
         ticket_ids = [t.ticket_id for t in issued]
         uow.emit(
             OrderCompleted(order_id=order.order_id, user_id=user_id, ticket_ids=ticket_ids),
@@ -295,80 +316,69 @@ async def _complete(
                 ),
                 aggregate_id=t.ticket_id,
             )
-        await _confirmation_mail(uow, cmd, recipient, order, items, ticket_ids)
+        await _confirmation_mail(uow, cmd, order, items, ticket_ids)
+        await answer_with_commit(uow, COMPLETED)
         # The inventory rows are what every buyer of these types waits for: they are locked
         # with the COMMIT (in type order, as items are sorted), so are held only while the
         # server commits.
         try:
-            await uow.commit(last=holds.sell([(i.ticket_type_id, i.quantity) for i, _ in sales]))
+            await uow.commit(last=holds.sell([(i.ticket_type_id, i.quantity) for i in items]))
         except Refused as exc:
-            offer = next((o for i, o in sales if str(i.ticket_type_id) == exc.detail), sales[0][1])
+            item = next((i for i in items if str(i.ticket_type_id) == exc.detail), items[0])
+            offer = offer_from(item)
             raise not_enough(offer, offer.max_count - offer.sold) from None
 
 
-async def _issue_line(
-    uow: UnitOfWork, user_id: int, order_id: int, item: Any, now: datetime
-) -> tuple[list[Any], Offer]:
-    """Issue one order line's tickets from its hold, or refuse if the cart changed meanwhile;
-    the hold becomes a sale when the order completes."""
-    row = await uow.fetchrow(_CART_LINE, user_id, item.ticket_type_id)
-    if row is None:
-        tt = await uow.fetchrow(
-            "SELECT description, max_count - sold - held AS left"
-            " FROM ordering.ticket_types WHERE type_id = $1",
-            item.ticket_type_id,
-        )
-        assert tt is not None
+def _check_line(item: Any, now: datetime) -> None:
+    """An order line can be sold from its hold, or the cart changed meanwhile (400)."""
+    if item.cart_item_id is None:
         raise BadRequest(
-            f"Not enough tickets available for '{item.event_name} - "
-            f"{tt.description or 'selected type'}'. Only {max(0, tt.left)} left."
+            f"Not enough tickets available for '{item.ordered_event_name} - "
+            f"{item.description or 'selected type'}'. Only {max(0, item.left)} left."
         )
-    offer = offer_from(row)
+    offer = offer_from(item)
     check_on_sale(offer, now)
-    if row.quantity < item.quantity:
-        raise not_enough(offer, offer.max_count - offer.sold - offer.held + row.quantity)
-    uow.emit(
-        HoldReleased(
-            hold_id=row.cart_item_id,
-            user_id=user_id,
-            type_id=item.ticket_type_id,
-            quantity=item.quantity,
-            expires_at=now,
-        ),
-        aggregate_id=row.cart_item_id,
-    )
+    if item.held_quantity < item.quantity:
+        raise not_enough(offer, offer.max_count - offer.sold - offer.held + item.held_quantity)
+
+
+async def _issue(uow: UnitOfWork, user_id: int, order_id: int, items: list[Any]) -> list[Any]:
+    """The order's tickets, issued from its lines' holds (which shrink or go), in ticket id
+    order; the holds become sales when the order completes."""
+    tickets_of = [(item, n) for item in items for n in range(item.quantity)]
     issued = await uow.fetch(
         _ISSUE,
-        row.cart_item_id,
-        row.quantity - item.quantity,
+        [item.cart_item_id for item in items],
+        [item.held_quantity - item.quantity for item in items],
         order_id,
-        item.ticket_type_id,
-        item.event_id,
         user_id,
-        item.unit_price,
-        offer.currency,
-        [new_ticket_code() for _ in range(item.quantity)],
+        [item.ticket_type_id for item, _ in tickets_of],
+        [item.event_id for item, _ in tickets_of],
+        [item.unit_price for item, _ in tickets_of],
+        [item.currency for item, _ in tickets_of],
+        [new_ticket_code() for _ in tickets_of],
     )
-    return list(issued), offer
+    return sorted(issued, key=lambda t: t.ticket_id)
 
 
 async def _confirmation_mail(
     uow: UnitOfWork,
     cmd: Checkout,
-    user: Any,
     order: PlacedOrder,
     items: list[Any],
     ticket_ids: list[int],
 ) -> None:
-    email = user.email if user else cmd.email
-    first_name = user.first_name if user else cmd.first_name
+    """To the customer's address as auth's events told it, else the access token's."""
+    known = items[0] if items and items[0].email else None
+    email = known.email if known else cmd.email
+    first_name = known.first_name if known else cmd.first_name
     if not email:
         log.warning(
             "no email known for user %s; order %s not confirmed", cmd.user_id, order.order_id
         )
         return
     lines = "\n".join(
-        f"  {i.quantity} x {i.event_name} - {i.ticket_type_description or 'Ticket'}"
+        f"  {i.quantity} x {i.ordered_event_name} - {i.ticket_type_description or 'Ticket'}"
         f" at {i.unit_price} {order.currency}"
         for i in items
     )

@@ -23,7 +23,7 @@ from contracts.codec import encode
 from contracts.envelope import Envelope, Event
 from contracts.resale import ListingCreated, ListingSold
 from contracts.timeutil import utcnow
-from services.kernel import broker
+from services.kernel import broker, idempotency
 from services.kernel.consumer import Consumer
 from services.kernel.db import Database
 from services.kernel.errors import BadRequest
@@ -252,7 +252,7 @@ async def test_a_cancellation_waits_for_a_sale_that_is_completing(ordering: Orde
     await ordering.customer(100)
     _, placed = await ordering.placed_order(100, 41, 1)
     async with ordering.db.unit_of_work() as uow:
-        lines = await uow.fetch(checkout._ORDER_LINES, placed.order_id)
+        lines = await uow.fetch(checkout._ORDER_LINES, placed.order_id, 100)
         assert [line.ticket_type_id for line in lines] == [41]
         cancel = asyncio.create_task(
             ordering.deliver(EventCancelled(event_id=4, by=1, at=utcnow()), 4)
@@ -272,6 +272,21 @@ async def _waiting_query(ordering: Ordering) -> str:
             return str(query)
         await asyncio.sleep(0.01)
     raise AssertionError("nothing waited for a lock")
+
+
+async def _complete_behind(
+    ordering: Ordering, statement: str, cmd: checkout.Checkout, placed: checkout.PlacedOrder
+) -> tuple[asyncio.Task[None], str]:
+    """The completion of `placed`, started while another transaction holds the rows
+    `statement` locks (or changes), which commits once the completion waits for them: the
+    completion's task and the statement it waited in."""
+    async with ordering.db.engine.connect() as other:
+        await other.exec_driver_sql(statement)
+        done = asyncio.create_task(checkout._complete(ordering.db, cmd, placed, "pay_x", utcnow()))
+        waiting = await _waiting_query(ordering)
+        assert not done.done()
+        await other.commit()
+    return done, waiting
 
 
 def _is_commit_message(query: str) -> bool:
@@ -338,15 +353,13 @@ async def test_the_sale_waits_for_the_type_row_only_in_the_commit_message(
     await ordering.on_sale(event_id=8, type_id=81, capacity=2)
     await ordering.customer(100)
     cmd, placed = await ordering.placed_order(100, 81, 1)
-    async with ordering.db.engine.connect() as other:
-        await other.exec_driver_sql(
-            "SELECT 1 FROM ordering.ticket_types WHERE type_id = 81 FOR NO KEY UPDATE"
-        )
-        done = asyncio.create_task(checkout._complete(ordering.db, cmd, placed, "pay_y", utcnow()))
-        waiting = await _waiting_query(ordering)
-        assert not done.done()
-        await other.commit()
-        await done
+    done, waiting = await _complete_behind(
+        ordering,
+        "SELECT 1 FROM ordering.ticket_types WHERE type_id = 81 FOR NO KEY UPDATE",
+        cmd,
+        placed,
+    )
+    await done
     assert _is_commit_message(waiting)
     assert await ordering.count(tickets) == 1
 
@@ -392,3 +405,92 @@ async def test_a_sale_refused_at_the_commit_issues_nothing(ordering: Ordering) -
     assert await ordering.scalar(select(ticket_types.c.sold)) == 0
     assert await ordering.events_of("ordering.TicketPurchased") == []
     assert await ordering.count(orders, orders.c.status == "completed") == 0
+
+
+async def _key_row(ordering: Ordering, key: str) -> Any:
+    async with ordering.db.driver() as conn:
+        return await conn.fetchrow(
+            "SELECT state, status_code, body FROM ordering.idempotency_keys WHERE key = $1", key
+        )
+
+
+async def test_a_checkout_stores_its_answer_in_the_commit_of_its_sale(ordering: Ordering) -> None:
+    """Under an Idempotency-Key the completed checkout's answer is written by the sale's own
+    COMMIT: a retry after a crash right after the sale finds the answer, never a key left in
+    progress; a sale refused at the commit leaves no answer (the request stores its 400)."""
+    await ordering.on_sale(event_id=10, type_id=101, capacity=3)
+    await ordering.customer(100)
+    await cart.add_item(cart.AddToCart(100, 101, 2), ordering.db, RULES, utcnow())
+    scope = (100, "POST", "/api/cart/checkout", "key-sold")
+    assert await idempotency.IdempotencyKeys(ordering.db).claim(*scope, "print") is None
+    with idempotency.claimed(scope) as claim:
+        cmd = checkout.Checkout(user_id=100)
+        await checkout.checkout(cmd, ordering.db, ordering.payments, RULES, utcnow, no_refresh)
+        # Nothing else has written the key since its claim: the sale's commit did.
+        stored = await _key_row(ordering, "key-sold")
+        assert (stored.state, stored.status_code, bytes(stored.body)) == ("done", 200, b"true")
+        assert claim.answered
+
+    await ordering.customer(101)
+    cmd, placed = await ordering.placed_order(101, 101, 1)
+    scope = (101, "POST", "/api/cart/checkout", "key-refused")
+    assert await idempotency.IdempotencyKeys(ordering.db).claim(*scope, "print") is None
+    async with ordering.db.engine.begin() as conn:
+        await conn.execute(ticket_types.update().values(max_count=2))
+    with idempotency.claimed(scope) as claim, pytest.raises(BadRequest, match="Only 0 left"):
+        await checkout._complete(ordering.db, cmd, placed, "pay_z", utcnow())
+    assert not claim.answered
+    assert (await _key_row(ordering, "key-refused")).state == "in_progress"
+
+
+async def test_an_order_of_several_lines_is_sold_from_holds_that_grew_meanwhile(
+    ordering: Ordering,
+) -> None:
+    """The completion sells each line of the order from its hold: a line whose hold grew
+    after the order was placed (an add during the payment) keeps the rest in the cart; a line
+    sold whole goes. One ticket per unit, each with its own code."""
+    await ordering.on_sale(event_id=11, type_id=111, capacity=10)
+    await ordering.on_sale(event_id=12, type_id=121, capacity=10)
+    await ordering.customer(100)
+    await cart.add_item(cart.AddToCart(100, 121, 1), ordering.db, RULES, utcnow())
+    cmd, placed = await ordering.placed_order(100, 111, 2)
+    await cart.add_item(cart.AddToCart(100, 111, 1), ordering.db, RULES, utcnow())
+    await checkout._complete(ordering.db, cmd, placed, "pay_m", utcnow())
+    issued = await ordering.scalar(
+        select(func.array_agg(tickets.c.type_id.distinct())).where(
+            tickets.c.order_id == placed.order_id
+        )
+    )
+    assert sorted(issued) == [111, 121]
+    assert await ordering.count(tickets, tickets.c.type_id == 111) == 2
+    assert await ordering.count(tickets, tickets.c.type_id == 121) == 1
+    assert await ordering.scalar(select(func.count(tickets.c.code.distinct()))) == 3
+    async with ordering.db.engine.connect() as conn:
+        left = (await conn.execute(select(cart_items.c.type_id, cart_items.c.quantity))).all()
+        inventory = dict(
+            (await conn.execute(select(ticket_types.c.type_id, ticket_types.c.sold))).all()
+        )
+    assert [tuple(r) for r in left] == [(111, 1)]
+    assert inventory == {111: 2, 121: 1}
+    order = await ordering.scalar(
+        select(orders.c.status).where(orders.c.order_id == placed.order_id)
+    )
+    assert order == "completed"
+    mail = await ordering.scalar(text("SELECT body FROM ordering.mail_queue"))
+    assert "2 x Event 11 - Standard Ticket at 25.00 USD" in mail
+    assert "1 x Event 12 - Standard Ticket at 25.00 USD" in mail
+
+
+async def test_a_sale_waiting_for_a_cancellation_sees_it(ordering: Ordering) -> None:
+    """The other way round: a cancellation holds the event when the completion starts. The
+    completion waits for it and then sees the event cancelled (as it is once locked, not as
+    its statement's snapshot had it): nothing is sold."""
+    await ordering.on_sale(event_id=13, type_id=131, capacity=5)
+    await ordering.customer(100)
+    cmd, placed = await ordering.placed_order(100, 131, 1)
+    cancel = "UPDATE ordering.events SET status = 'cancelled' WHERE event_id = 13"
+    done, _ = await _complete_behind(ordering, cancel, cmd, placed)
+    with pytest.raises(BadRequest, match=r"Event 'Event 13' has been cancelled\."):
+        await done
+    assert await ordering.count(tickets) == 0
+    assert await ordering.scalar(select(ticket_types.c.sold)) == 0

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
 import asyncpg
 import msgspec
@@ -200,6 +203,39 @@ async def test_events_and_rows_written_at_the_commit_keep_any_text_exactly(
     assert (row.aggregate_id, row.correlation_id) == (NASTY, NASTY)
     assert msgspec.json.decode(row.payload)["reason"] == NASTY
     assert await notes(db) == [NASTY]
+
+
+@pytest.mark.parametrize("conforming", ["on", "off"])
+async def test_statements_run_at_the_commit_keep_every_kind_of_value(
+    db: Database, conforming: str
+) -> None:
+    """`at_commit`'s arguments as literals in the COMMIT's message (or as parameters, where
+    the server does not read strings plainly): every kind a statement takes arrives intact,
+    arrays and NULLs included, and `$1` stays apart from `$10`."""
+    values: list[Any] = [
+        NASTY,
+        None,
+        True,
+        -(2**62),
+        Decimal("-12345.67"),
+        datetime(2026, 11, 26, 12, 30, 45, 123456, tzinfo=UTC),
+        UUID("12345678-1234-5678-1234-567812345678"),
+        b"\x00'\\\xff",
+        [1, None, 3],
+        [NASTY, None],
+    ]
+    columns = "s text, n text, b boolean, i bigint, d numeric, t timestamptz, u uuid, "
+    columns += "y bytea, ia bigint[], sa text[]"
+    places = "$1, $2, $3, $4, $5, $6, $7, $8, $9::bigint[], $10::text[]"
+    async with db.unit_of_work() as uow:
+        await uow.fetchval(f'CREATE TABLE "{db.schema}".kinds ({columns})')
+        await uow.fetchval(f"SET LOCAL standard_conforming_strings = {conforming}")
+        await uow.at_commit(f'INSERT INTO "{db.schema}".kinds VALUES ({places})', *values)
+        await uow.commit()
+    async with db.driver() as conn:
+        row = await conn.fetchrow(f'SELECT * FROM "{db.schema}".kinds')
+    assert row is not None
+    assert list(row.values()) == values
 
 
 async def test_a_burst_leaves_its_connections_open_for_the_next_one(db: Database) -> None:
