@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from time import monotonic
 from typing import Any
 
 import msgspec
@@ -98,13 +99,37 @@ def _sold_out(offer: Offer, quantity: int) -> bool:
     return offer.sold + offer.held + quantity > offer.max_count
 
 
+# Tickets left per type as this process last read them, and when (time.monotonic()).
+_left_seen: dict[int, tuple[int, float]] = {}
+# An add skips the early read while this many more than it asks for were left a moment ago.
+PLENTY = 32
+PLENTY_FOR_S = 1.0
+
+
+def _saw(offer: Offer) -> None:
+    if len(_left_seen) > 10_000:
+        _left_seen.clear()
+    _left_seen[offer.type_id] = (offer.max_count - offer.sold - offer.held, monotonic())
+
+
+def _plenty_left(cmd: AddToCart) -> bool:
+    left, at = _left_seen.get(cmd.type_id, (0, 0.0))
+    return left >= PLENTY + cmd.quantity and monotonic() - at < PLENTY_FOR_S
+
+
 async def refuse_early(cmd: AddToCart, db: Database, rules: CartRules, now: datetime) -> None:
     """Refuse an add the rules refuse right now, with one statement and no transaction: in a
     sold-out drop most adds end here, without taking the cart's lock or queueing for the
-    inventory row. An add it lets through is checked again under the lock (`add_item`)."""
+    inventory row. An add it lets through is checked again under the lock (`add_item`), so
+    while plenty of the type was left a moment ago the read is skipped: it could only say
+    yes. A hint that is wrong (another instance sold the rest) costs the add its
+    transaction, never a wrong answer."""
     if cmd.quantity < 1:
         raise BadRequest(QUANTITY_TOO_LOW)
+    if _plenty_left(cmd):
+        return
     offer, row = await _offer_now(cmd, db, rules, now)
+    _saw(offer)
     if _sold_out(offer, cmd.quantity) and not row.expired_holds:
         raise not_enough(offer, offer.max_count - offer.sold - offer.held)
 
@@ -143,6 +168,7 @@ async def _put_line(cmd: AddToCart, uow: UnitOfWork, rules: CartRules, now: date
     """The cart locked, the rules checked, the line put (HoldPlaced): all but the claim."""
     await uow.fetchval(_LOCK_CART, cmd.user_id)
     offer = _check_rules(cmd, rules, await uow.fetchrow(_RULES_OF_ADD, *_args(cmd, now)), now)
+    _saw(offer)
     # Sold out or fully held: refused without queueing for the inventory row every buyer of
     # the type needs (the claim re-checks under its lock whatever this read saw). Expired
     # holds the sweeper has not reached yet are back on sale right now.

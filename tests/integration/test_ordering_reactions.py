@@ -494,3 +494,43 @@ async def test_a_sale_waiting_for_a_cancellation_sees_it(ordering: Ordering) -> 
         await done
     assert await ordering.count(tickets) == 0
     assert await ordering.scalar(select(ticket_types.c.sold)) == 0
+
+
+async def test_an_add_skips_the_early_read_only_while_plenty_is_left(
+    ordering: Ordering, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The early refusal's read is skipped while this process saw plenty of the type left a
+    moment ago (it could only have said yes). When that is no longer true (another instance
+    held the rest meanwhile) the add is still refused exactly, by its transaction, and the
+    next one reads first again."""
+    monkeypatch.setattr(cart, "_left_seen", {})
+    reads = 0
+    offer_now = cart._offer_now
+
+    async def counted(*args: Any) -> Any:
+        nonlocal reads
+        reads += 1
+        return await offer_now(*args)
+
+    monkeypatch.setattr(cart, "_offer_now", counted)
+    await ordering.on_sale(event_id=14, type_id=141, capacity=cart.PLENTY + 3)
+
+    async def add(user_id: int) -> None:
+        await ordering.customer(user_id)
+        cmd = cart.AddToCart(user_id, 141, 1)
+        await cart.refuse_early(cmd, ordering.db, RULES, utcnow())
+        await cart.add_item(cmd, ordering.db, RULES, utcnow())
+
+    await add(100)
+    assert reads == 1  # nothing seen yet
+    await add(101)
+    assert reads == 1  # plenty was left
+    async with ordering.db.engine.begin() as conn:  # another instance holds the rest
+        await conn.execute(ticket_types.update().values(held=ticket_types.c.max_count))
+    with pytest.raises(BadRequest, match="Only 0 left"):
+        await add(102)
+    assert reads == 1
+    with pytest.raises(BadRequest, match="Only 0 left"):
+        await add(103)
+    assert reads == 2  # refused by the early read
+    assert await ordering.count(cart_items) == 2
