@@ -162,6 +162,16 @@ class Driver:
             raise _translated(exc) from exc
 
 
+async def _give_back(fairy: Any) -> None:
+    """A connection lent by the engine's pool, given back as it was lent, or dropped if it
+    broke or was left inside a transaction."""
+    connection = fairy.driver_connection
+    if connection.is_closed() or connection.is_in_transaction():
+        await greenlet_spawn(fairy.invalidate)
+    else:
+        await greenlet_spawn(fairy.close)
+
+
 def _translated(exc: Exception) -> Exception:
     return DatabaseUnavailable(str(exc)) if is_unavailable(exc) else exc
 
@@ -192,6 +202,12 @@ class Database:
     def unit_of_work(self) -> UnitOfWork:
         return UnitOfWork(self)
 
+    def transaction(self) -> DriverUnitOfWork:
+        """A unit of work whose statements all go to the driver (no `execute`): no
+        SQLAlchemy connection around it, and its BEGIN can travel with its first statement
+        (`begin_with`). For the purchase path."""
+        return DriverUnitOfWork(self)
+
     @asynccontextmanager
     async def driver(self) -> AsyncIterator[Driver]:
         """A pooled connection for single statements (each its own transaction) or a block
@@ -202,14 +218,10 @@ class Database:
             fairy = await self.engine.raw_connection()
         except Exception as exc:
             raise _translated(exc) from exc
-        connection = fairy.driver_connection
         try:
-            yield Driver(connection)
+            yield Driver(fairy.driver_connection)
         finally:
-            if connection.is_closed() or connection.is_in_transaction():
-                await greenlet_spawn(fairy.invalidate)
-            else:
-                await greenlet_spawn(fairy.close)
+            await _give_back(fairy)
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
@@ -331,6 +343,12 @@ class UnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        await self._end()
+        if exc is not None and not isinstance(exc, DatabaseUnavailable) and is_unavailable(exc):
+            raise DatabaseUnavailable(str(exc)) from exc
+
+    async def _end(self) -> None:
+        """Roll back unless committed; the connection back to the pool."""
         conn, self._conn, self._driver = self._conn, None, None
         if conn is None:
             return
@@ -339,8 +357,6 @@ class UnitOfWork:
                 await asyncio.shield(conn.rollback())
         finally:
             await asyncio.shield(conn.close())
-        if exc is not None and not isinstance(exc, DatabaseUnavailable) and is_unavailable(exc):
-            raise DatabaseUnavailable(str(exc)) from exc
 
     def emit(self, event: Event, aggregate_id: object) -> None:
         """Record an event; it is written to the outbox in this transaction."""
@@ -374,6 +390,11 @@ class UnitOfWork:
                     raise _translated(exc) from exc
             self._driver = Driver(adapted.driver_connection)  # type: ignore[union-attr]
         return self._driver
+
+    async def begin_with(self, sql: str, *args: Any) -> None:
+        """The transaction's first statement, whose answer is not needed (see
+        DriverUnitOfWork, which sends it in one message with the BEGIN)."""
+        await self.fetchval(sql, *args)
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
         return await (await self.driver()).fetch(sql, *args)
@@ -454,7 +475,7 @@ class UnitOfWork:
         if self._events or self._with_commit or last:
             await self._commit_with(last)
         else:
-            await self.conn.commit()
+            await self._send_commit()
         self.committed = True
         self.db.on_committed()
         if self._wrote_events:
@@ -476,12 +497,12 @@ class UnitOfWork:
         if statements:
             connection.send_with_commit(statements)
         try:
-            await self.conn.commit()
+            await self._send_commit()
         except Exception as exc:
             if (refused := _refusal(exc)) is not None:
                 raise Refused(str(refused), refused.detail or "") from exc
             if connection.is_closed():  # never given back to the pool
-                await asyncio.shield(self.conn.invalidate())
+                await asyncio.shield(self._invalidate())
             raise _translated(exc) from exc
         finally:
             sent = connection.sent_with_commit()
@@ -489,3 +510,89 @@ class UnitOfWork:
         if not sent:
             # asyncpg committed without executing "COMMIT;": the statements never ran.
             raise RuntimeError("the driver committed without the statements sent with it")
+
+    async def _send_commit(self) -> None:
+        await self.conn.commit()
+
+    async def _invalidate(self) -> None:
+        await self.conn.invalidate()
+
+
+class DriverUnitOfWork(UnitOfWork):
+    """One transaction on a connection of the engine's pool, with every statement sent
+    straight to the driver and no SQLAlchemy connection around it (about 80 µs of Python less
+    per transaction; `execute` is not available). BEGIN is sent with the first statement that
+    needs the transaction, or with `begin_with`'s statement in one message; the COMMIT's
+    message is the same as UnitOfWork's. Rolled back unless committed; the connection goes
+    back to the pool outside any transaction, or is dropped."""
+
+    def __init__(self, db: Database) -> None:
+        super().__init__(db)
+        self._fairy: Any = None
+        self._begun = False
+
+    @property
+    def conn(self) -> AsyncConnection:
+        raise TypeError("a driver unit of work has no SQLAlchemy connection")
+
+    async def execute(self, statement: Any, params: Any = None) -> Any:
+        raise TypeError("a driver unit of work takes SQL for the driver (fetch, fetchval...)")
+
+    async def __aenter__(self) -> Self:
+        try:
+            self._fairy = await self.db.engine.raw_connection()
+        except Exception as exc:
+            raise _translated(exc) from exc
+        self._driver = Driver(self._fairy.driver_connection)
+        return self
+
+    async def _end(self) -> None:
+        fairy, self._fairy, self._driver = self._fairy, None, None
+        if fairy is None:
+            return
+        connection = fairy.driver_connection
+        try:
+            if not connection.is_closed() and connection.is_in_transaction():
+                await asyncio.shield(connection.execute("ROLLBACK;"))
+        except Exception:  # a connection still busy or broken: dropped by _give_back
+            pass
+        finally:
+            await _give_back(fairy)
+
+    def _connection(self) -> Connection:
+        assert self._fairy is not None, "unit of work not entered"
+        connection = self._fairy.driver_connection
+        if not isinstance(connection, Connection):
+            raise RuntimeError("a unit of work needs the engine of services.kernel.db")
+        return connection
+
+    async def driver(self) -> Driver:
+        if not self._begun:
+            self._begun = True
+            try:
+                await self._connection().execute("BEGIN;")
+            except Exception as exc:
+                raise _translated(exc) from exc
+        assert self._driver is not None
+        return self._driver
+
+    async def begin_with(self, sql: str, *args: Any) -> None:
+        """The transaction's first statement, whose answer is not needed, in one message with
+        the BEGIN (its arguments as literals: no secret); where the server does not read
+        strings plainly, or once begun, a statement of its own."""
+        connection = self._connection()
+        if self._begun or not _literals_safe(connection):
+            await self.fetchval(sql, *args)
+            return
+        self._begun = True
+        try:
+            await connection.execute(f"BEGIN;\n{with_literals(sql, args)}")
+        except Exception as exc:
+            raise _translated(exc) from exc
+
+    async def _send_commit(self) -> None:
+        if self._begun:  # else nothing was done (what goes with a COMMIT begins it first)
+            await self._connection().execute("COMMIT;")
+
+    async def _invalidate(self) -> None:
+        """The broken connection is dropped when the unit of work ends."""

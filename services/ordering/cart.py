@@ -150,7 +150,7 @@ async def add_item(cmd: AddToCart, db: Database, rules: CartRules, now: datetime
         raise BadRequest(QUANTITY_TOO_LOW)
     for _ in range(2):  # once more if others took the tickets between the read and the claim
         try:
-            async with db.unit_of_work() as uow:
+            async with db.transaction() as uow:
                 answer = views.cart_item(await _put_line(cmd, uow, rules, now))
                 await answer_with_commit(uow, answer)
                 # The claim locks the ticket type's inventory row, which every buyer of the
@@ -166,7 +166,7 @@ async def add_item(cmd: AddToCart, db: Database, rules: CartRules, now: datetime
 
 async def _put_line(cmd: AddToCart, uow: UnitOfWork, rules: CartRules, now: datetime) -> Any:
     """The cart locked, the rules checked, the line put (HoldPlaced): all but the claim."""
-    await uow.fetchval(_LOCK_CART, cmd.user_id)
+    await uow.begin_with(_LOCK_CART, cmd.user_id)
     offer = _check_rules(cmd, rules, await uow.fetchrow(_RULES_OF_ADD, *_args(cmd, now)), now)
     _saw(offer)
     # Sold out or fully held: refused without queueing for the inventory row every buyer of
@@ -191,9 +191,7 @@ async def remove_item(user_id: int, cart_item_id: int, uow: UnitOfWork) -> bool:
     if cart is None:
         raise NotFound("Shopping cart not found")
     removed = await holds.drop_lines(
-        uow,
-        (cart_items.c.cart_item_id == cart_item_id) & (cart_items.c.user_id == user_id),
-        HoldReleased,
+        uow, HoldReleased, "c.cart_item_id = $1 AND c.user_id = $2", cart_item_id, user_id
     )
     if not removed:
         raise NotFound(f"Item with ID {cart_item_id} not found in your cart")

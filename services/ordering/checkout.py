@@ -208,7 +208,7 @@ UPDATE ordering.carts SET checkout_started_at = NULL WHERE user_id = $1
 
 
 async def _place(cmd: Checkout, db: Database, rules: CartRules, now: datetime) -> PlacedOrder:
-    async with db.unit_of_work() as uow:
+    async with db.transaction() as uow:
         lines = await uow.fetch(_FLAG_AND_LINES, cmd.user_id, now, now - holds.CHECKOUT_STALE)
         if not lines:
             flagged_at = await uow.fetchval(_FLAGGED_AT, cmd.user_id)
@@ -270,7 +270,7 @@ async def _record_order(
 
 
 async def _fail(db: Database, user_id: int, order_id: int, reason: str) -> None:
-    async with db.unit_of_work() as uow:
+    async with db.transaction() as uow:
         await uow.fetchval(_FAIL, user_id, order_id)
         uow.emit(
             OrderFailed(order_id=order_id, user_id=user_id, reason=reason), aggregate_id=order_id
@@ -282,7 +282,7 @@ async def _complete(
     db: Database, cmd: Checkout, order: PlacedOrder, payment_id: str, now: datetime
 ) -> None:
     user_id = cmd.user_id
-    async with db.unit_of_work() as uow:
+    async with db.transaction() as uow:
         items = await uow.fetch(_ORDER_LINES, order.order_id, user_id)
         for item in items:
             _check_line(item, now)

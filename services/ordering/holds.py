@@ -13,11 +13,11 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import select
 
 from contracts.ordering import HoldExpired, HoldPlaced
 from services.kernel.db import Database, UnitOfWork
-from services.ordering.models import cart_items, ticket_types
+from services.ordering.models import ticket_types
 
 log = logging.getLogger("resellio.ordering.holds")
 # A checkout flag older than this belongs to a process that died; it no longer blocks anything.
@@ -37,10 +37,15 @@ def sell(lines: list[tuple[int, int]]) -> str:
     return ";\n".join(f"SELECT ordering.sell_held({int(t)}, {int(q)})" for t, q in lines)
 
 
+_RELEASE = "UPDATE ordering.ticket_types SET held = held - $2 WHERE type_id = $1"
+_DROP = """
+DELETE FROM ordering.cart_items c WHERE {where}
+RETURNING c.cart_item_id, c.user_id, c.type_id, c.quantity, c.hold_expires_at
+"""
+
+
 async def release(uow: UnitOfWork, type_id: int, quantity: int) -> None:
-    await uow.execute(
-        update(ticket_types).where(tt.type_id == type_id).values(held=tt.held - quantity)
-    )
+    await uow.fetchval(_RELEASE, type_id, quantity)
 
 
 async def availability(event_id: int, db: Database) -> dict[str, int]:
@@ -64,9 +69,10 @@ def hold_event(kind: type[HoldPlaced], line: Any) -> HoldPlaced:
     )
 
 
-async def drop_lines(uow: UnitOfWork, condition: Any, kind: type[HoldPlaced]) -> int:
-    """Delete the cart lines matching `condition` and give their holds back to inventory."""
-    lines = (await uow.execute(delete(cart_items).where(condition).returning(*cart_items.c))).all()
+async def drop_lines(uow: UnitOfWork, kind: type[HoldPlaced], where: str, *args: Any) -> int:
+    """Delete the cart lines `where` (SQL on `c`, the cart line, with parameters `args`) and
+    give their holds back to inventory."""
+    lines = await uow.fetch(_DROP.format(where=where), *args)
     for line in sorted(lines, key=lambda line: line.type_id):  # one lock order: no deadlocks
         await release(uow, line.type_id, line.quantity)
         uow.emit(hold_event(kind, line), aggregate_id=line.cart_item_id)
@@ -92,7 +98,7 @@ async def release_expired(uow: UnitOfWork, now: datetime, type_id: int | None = 
     ids = [row[0] for row in await uow.fetch(_DUE, now, type_id, now - CHECKOUT_STALE)]
     if not ids:
         return 0
-    return await drop_lines(uow, cart_items.c.cart_item_id.in_(ids), HoldExpired)
+    return await drop_lines(uow, HoldExpired, "c.cart_item_id = ANY($1::bigint[])", ids)
 
 
 async def sweep_forever(db: Database, interval_s: float, clock: Any) -> None:

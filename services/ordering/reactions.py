@@ -28,7 +28,7 @@ from services.kernel.mail import queue_mail
 from services.ordering import holds
 from services.ordering.checkout import new_ticket_code
 from services.ordering.config import payment_provider
-from services.ordering.models import cart_items, events, orders, ticket_types, tickets, users
+from services.ordering.models import events, orders, ticket_types, tickets, users
 from services.ordering.projections import NotProjectedYet, close_listing
 
 log = logging.getLogger("resellio.ordering.reactions")
@@ -45,7 +45,7 @@ async def on_ticket_type_deleted(
     )
     if deleted.first() is None:
         raise NotProjectedYet(f"ticket type {event.type_id}")
-    await holds.drop_lines(uow, cart_items.c.type_id == event.type_id, HoldReleased)
+    await holds.drop_lines(uow, HoldReleased, "c.type_id = $1", event.type_id)
 
 
 async def on_event_cancelled(event: EventCancelled, envelope: Envelope, uow: UnitOfWork) -> None:
@@ -59,8 +59,12 @@ async def on_event_cancelled(event: EventCancelled, envelope: Envelope, uow: Uni
     row = cancelled.first()
     if row is None:
         raise NotProjectedYet(f"event {event.event_id}")
-    type_ids = select(ticket_types.c.type_id).where(ticket_types.c.event_id == event.event_id)
-    await holds.drop_lines(uow, cart_items.c.type_id.in_(type_ids), HoldReleased)
+    await holds.drop_lines(
+        uow,
+        HoldReleased,
+        "c.type_id IN (SELECT type_id FROM ordering.ticket_types WHERE event_id = $1)",
+        event.event_id,
+    )
     to_refund = (
         await uow.execute(
             select(tickets, orders.c.payment_id, orders.c.user_id.label("buyer_id"))

@@ -4,7 +4,7 @@ they commit with it, roll back with it, and share it with statements sent throug
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -17,7 +17,7 @@ from sqlalchemy import MetaData, text
 
 from contracts.ordering import OrderFailed
 from services.kernel import context
-from services.kernel.db import Database, DatabaseUnavailable, Refused
+from services.kernel.db import Database, DatabaseUnavailable, Refused, UnitOfWork, sql_text
 from tests.integration.conftest import drop_schema
 
 
@@ -32,16 +32,25 @@ async def db(integration_db_url: str, schema_name: str) -> AsyncIterator[Databas
     await database.dispose()
 
 
+@pytest.fixture(params=["unit_of_work", "transaction"])
+def begin(request: pytest.FixtureRequest, db: Database) -> Callable[[], UnitOfWork]:
+    """Either kind of unit of work: SQLAlchemy's connection around the driver, or the driver
+    alone (`Database.transaction`); both commit, refuse and roll back alike."""
+    return getattr(db, request.param)  # type: ignore[no-any-return]
+
+
 async def notes(db: Database) -> list[str]:
     async with db.driver() as conn:
         return [r.body for r in await conn.fetch(f'SELECT body FROM "{db.schema}".notes')]
 
 
-async def test_driver_statements_roll_back_unless_committed(db: Database) -> None:
-    async with db.unit_of_work() as uow:
+async def test_driver_statements_roll_back_unless_committed(
+    db: Database, begin: Callable[[], UnitOfWork]
+) -> None:
+    async with begin() as uow:
         await uow.fetchval(f"INSERT INTO \"{db.schema}\".notes VALUES ('lost')")
         await uow.insert("notes", at_commit=True, body="lost with it")
-    async with db.unit_of_work() as uow:
+    async with begin() as uow:
         await uow.fetchval(f"INSERT INTO \"{db.schema}\".notes VALUES ('kept')")
         await uow.insert("notes", at_commit=True, body="kept with it")
         await uow.commit()
@@ -67,8 +76,10 @@ async def test_driver_and_sqlalchemy_statements_share_one_transaction(db: Databa
         assert await notes(db) == []
 
 
-async def test_driver_rows_read_by_name_and_attribute(db: Database) -> None:
-    async with db.unit_of_work() as uow:
+async def test_driver_rows_read_by_name_and_attribute(
+    db: Database, begin: Callable[[], UnitOfWork]
+) -> None:
+    async with begin() as uow:
         row = await uow.fetchrow("SELECT 7 AS seven, 'x' AS letter")
     assert row is not None
     assert (row.seven, row["letter"]) == (7, "x")
@@ -89,23 +100,27 @@ async def _refusing_function(db: Database) -> str:
     return name
 
 
-async def test_statements_sent_with_the_commit_commit_with_the_transaction(db: Database) -> None:
+async def test_statements_sent_with_the_commit_commit_with_the_transaction(
+    db: Database, begin: Callable[[], UnitOfWork]
+) -> None:
     take = await _refusing_function(db)
-    async with db.unit_of_work() as uow:
+    async with begin() as uow:
         await uow.fetchval(f"INSERT INTO \"{db.schema}\".notes VALUES ('before')")
         await uow.commit(last=f"SELECT {take}(1); SELECT {take}(2)")
     assert sorted(await notes(db)) == ["before", "taken 1", "taken 2"]
     # The connection went back to the pool outside any transaction, and serves the next one.
-    async with db.unit_of_work() as uow:
+    async with begin() as uow:
         await uow.fetchval(f"INSERT INTO \"{db.schema}\".notes VALUES ('after')")
         await uow.commit()
     assert len(await notes(db)) == 4
 
 
-async def test_a_refusal_sent_with_the_commit_commits_nothing(db: Database) -> None:
+async def test_a_refusal_sent_with_the_commit_commits_nothing(
+    db: Database, begin: Callable[[], UnitOfWork]
+) -> None:
     take = await _refusing_function(db)
     with pytest.raises(Refused) as refused:
-        async with db.unit_of_work() as uow:
+        async with begin() as uow:
             await uow.fetchval(f"INSERT INTO \"{db.schema}\".notes VALUES ('before')")
             await uow.commit(last=f"SELECT {take}(1); SELECT {take}(0); SELECT {take}(3)")
     assert refused.value.detail == "0"
@@ -114,16 +129,16 @@ async def test_a_refusal_sent_with_the_commit_commits_nothing(db: Database) -> N
     # Refusals leave every pooled connection fit for the next transaction.
     for n in range(6):
         with pytest.raises(Refused):
-            async with db.unit_of_work() as uow:
+            async with begin() as uow:
                 await uow.commit(last=f"SELECT {take}(0)")
-        async with db.unit_of_work() as uow:
+        async with begin() as uow:
             await uow.fetchval(f'INSERT INTO "{db.schema}".notes VALUES ($1)', f"after {n}")
             await uow.commit()
     assert len(await notes(db)) == 6
 
 
 async def test_a_commit_is_one_message_with_its_events_and_last_statements(
-    db: Database, monkeypatch: pytest.MonkeyPatch
+    db: Database, begin: Callable[[], UnitOfWork], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The outbox rows, the statements given and the COMMIT travel together: one round trip."""
     take = await _refusing_function(db)
@@ -136,7 +151,7 @@ async def test_a_commit_is_one_message_with_its_events_and_last_statements(
         sent.append(query)
         return await execute(self, query, *args, **kw)  # type: ignore[no-any-return]
 
-    async with db.unit_of_work() as uow:
+    async with begin() as uow:
         await uow.fetchval(f"INSERT INTO \"{db.schema}\".notes VALUES ('before')")
         uow.emit(OrderFailed(order_id=1, user_id=2, reason="payment_declined"), aggregate_id=1)
         await uow.insert("notes", at_commit=True, body="with the commit")
@@ -152,7 +167,7 @@ async def test_a_commit_is_one_message_with_its_events_and_last_statements(
 
 
 async def test_a_connection_lost_in_the_commit_message_is_never_reused(
-    db: Database, monkeypatch: pytest.MonkeyPatch
+    db: Database, begin: Callable[[], UnitOfWork], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     execute = asyncpg.Connection.execute
 
@@ -163,13 +178,13 @@ async def test_a_connection_lost_in_the_commit_message_is_never_reused(
 
     monkeypatch.setattr(asyncpg.Connection, "execute", lost)
     with pytest.raises(DatabaseUnavailable):
-        async with db.unit_of_work() as uow:
+        async with begin() as uow:
             await uow.insert("notes", at_commit=True, body="in the lost message")
             await uow.commit()
     assert not uow.committed
     monkeypatch.undo()
     for n in range(4):  # every pooled connection serves: the lost one was dropped
-        async with db.unit_of_work() as uow:
+        async with begin() as uow:
             await uow.fetchval(f'INSERT INTO "{db.schema}".notes VALUES ($1)', f"next {n}")
             await uow.commit()
     assert len(await notes(db)) == 4
@@ -180,7 +195,7 @@ NASTY = "it's \\' a \\\\ ''; DROP TABLE x; -- \u00e9\u4e2d\U0001f3ab\n$$ $q$ \"q
 
 @pytest.mark.parametrize("conforming", ["on", "off"])
 async def test_events_and_rows_written_at_the_commit_keep_any_text_exactly(
-    db: Database, conforming: str
+    db: Database, begin: Callable[[], UnitOfWork], conforming: str
 ) -> None:
     """Sent as literals with the COMMIT when the server reads them plainly
     (standard_conforming_strings on), as parameters otherwise: the same rows either way."""
@@ -188,7 +203,7 @@ async def test_events_and_rows_written_at_the_commit_keep_any_text_exactly(
         await conn.run_sync(db.metadata.create_all)
     token = context.correlation_id.set(NASTY)
     try:
-        async with db.unit_of_work() as uow:
+        async with begin() as uow:
             await uow.fetchval(f"SET LOCAL standard_conforming_strings = {conforming}")
             uow.emit(OrderFailed(order_id=1, user_id=2, reason=NASTY), aggregate_id=NASTY)
             await uow.insert("notes", at_commit=True, body=NASTY)
@@ -207,7 +222,7 @@ async def test_events_and_rows_written_at_the_commit_keep_any_text_exactly(
 
 @pytest.mark.parametrize("conforming", ["on", "off"])
 async def test_statements_run_at_the_commit_keep_every_kind_of_value(
-    db: Database, conforming: str
+    db: Database, begin: Callable[[], UnitOfWork], conforming: str
 ) -> None:
     """`at_commit`'s arguments as literals in the COMMIT's message (or as parameters, where
     the server does not read strings plainly): every kind a statement takes arrives intact,
@@ -227,7 +242,7 @@ async def test_statements_run_at_the_commit_keep_every_kind_of_value(
     columns = "s text, n text, b boolean, i bigint, d numeric, t timestamptz, u uuid, "
     columns += "y bytea, ia bigint[], sa text[]"
     places = "$1, $2, $3, $4, $5, $6, $7, $8, $9::bigint[], $10::text[]"
-    async with db.unit_of_work() as uow:
+    async with begin() as uow:
         await uow.fetchval(f'CREATE TABLE "{db.schema}".kinds ({columns})')
         await uow.fetchval(f"SET LOCAL standard_conforming_strings = {conforming}")
         await uow.at_commit(f'INSERT INTO "{db.schema}".kinds VALUES ({places})', *values)
@@ -256,3 +271,42 @@ async def test_a_burst_leaves_its_connections_open_for_the_next_one(db: Database
 
     await asyncio.wait_for(asyncio.gather(*(use() for _ in range(ceiling))), 10)
     assert db.engine.pool.checkedin() == ceiling  # type: ignore[attr-defined]
+
+
+async def test_a_driver_transaction_begins_with_its_first_statement_in_one_message(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`Database.transaction`: the BEGIN travels with `begin_with`'s statement, the COMMIT
+    with what goes with it: a transaction of one write is two round trips. Rolled back
+    unless committed; a failed statement leaves the connection fit for the next user."""
+    sent: list[str] = []
+    execute = asyncpg.Connection.execute
+
+    async def recorded(self: asyncpg.Connection, query: str, *args: object, **kw: Any) -> str:
+        sent.append(query)
+        return await execute(self, query, *args, **kw)  # type: ignore[no-any-return]
+
+    insert = f'INSERT INTO "{db.schema}".notes VALUES ($1)'
+    monkeypatch.setattr(asyncpg.Connection, "execute", recorded)
+    async with db.transaction() as uow:
+        await uow.begin_with(insert, "it's first")
+        await uow.insert("notes", at_commit=True, body="last")
+        await uow.commit()
+    monkeypatch.undo()
+    first = insert.replace("$1", sql_text("it's first"))
+    last = f"INSERT INTO \"{db.schema}\".notes (body) VALUES ('last')"
+    assert sent == [f"BEGIN;\n{first}", f"{last};\nCOMMIT;"]
+    async with db.transaction() as uow:
+        await uow.begin_with(insert, "rolled back")
+    with pytest.raises(asyncpg.DivisionByZeroError):
+        async with db.transaction() as uow:
+            await uow.fetchval(insert, "failed with the next")
+            await uow.fetchval("SELECT 1 / 0")
+    with pytest.raises(TypeError):
+        async with db.transaction() as uow:
+            await uow.execute(text("SELECT 1"))
+    for n in range(4):  # every pooled connection serves, outside any transaction
+        async with db.transaction() as uow:
+            await uow.begin_with(insert, f"next {n}")
+            await uow.commit()
+    assert sorted(await notes(db)) == ["it's first", "last", *(f"next {n}" for n in range(4))]
