@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import re
+import functools
+import hashlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -74,6 +75,23 @@ class Connection(asyncpg.Connection):
     "COMMIT;", and this connection prefixes what `send_with_commit` gave it."""
 
     _with_commit = ""
+    _prepared: frozenset[str] = frozenset()
+
+    async def prepared(self, sql: str) -> str:
+        """The name of `sql` prepared on this connection's session (PREPARE, once: it
+        outlives any transaction), for the messages of literals that `EXECUTE` it: parsed and
+        planned once, not in every message."""
+        name = _statement_name(sql)
+        if name not in self._prepared:
+            try:
+                await super().execute(f"PREPARE {name} AS {sql}")
+            except asyncpg.PostgresError:
+                raise  # not prepared
+            except BaseException:
+                self.terminate()  # prepared or not, nobody knows: never reused
+                raise
+            self._prepared = self._prepared | {name}
+        return name
 
     def send_with_commit(self, statements: str) -> None:
         self._with_commit = statements
@@ -244,13 +262,6 @@ SELECT pg_notify($9, '')
 """
 
 
-_INSERT_EVENTS = """
-INSERT INTO "{schema}".outbox
-  (event_id, type, version, occurred_at, aggregate_id, correlation_id, causation_id, payload)
-VALUES {rows};
-SELECT pg_notify({channel}, '')"""
-
-
 def sql_text(value: str | None) -> str:
     """A string as an SQL literal, for a connection with standard_conforming_strings on
     (backslashes are plain characters there; a quote is doubled)."""
@@ -262,31 +273,49 @@ def sql_text(value: str | None) -> str:
 
 
 def sql_literal(value: Any) -> str:
-    """A value as an SQL literal (strings as `sql_text`): NULL, a boolean, an integer, a
-    decimal, text, a time or a UUID as quoted text, bytes as `decode(hex)`, a list as an ARRAY
-    (the statement casts it: `$1::bigint[]`)."""
+    """A value as an SQL literal that becomes the type of the parameter it is given for (an
+    argument of EXECUTE): NULL, a boolean, an integer, bytes as `decode(hex)`, anything else
+    as quoted text (`sql_text`): a decimal, a string, a time, a UUID, and a list as an array's
+    text (`'{1,NULL,"it''s"}'`)."""
     if value is None or isinstance(value, bool):
         return {None: "NULL", True: "TRUE", False: "FALSE"}[value]
     if isinstance(value, int):
         return str(int(value))
-    if isinstance(value, str | Decimal | UUID):
-        return sql_text(str(value))
-    if isinstance(value, datetime):
-        return sql_text(value.isoformat())
     if isinstance(value, bytes):
         return f"decode('{value.hex()}', 'hex')"
     if isinstance(value, list | tuple):
-        return f"ARRAY[{', '.join(sql_literal(v) for v in value)}]"
+        return sql_text("{" + ",".join(_array_element(v) for v in value) + "}")
+    return sql_text(_as_text(value))
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, str | Decimal | UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
     raise TypeError(f"no SQL literal for {type(value).__name__}")
 
 
-_PARAMETER = re.compile(r"\$(\d+)")
+def _array_element(value: Any) -> str:
+    """An element of an array's text: NULL, a number, or a quoted string (backslash-escaped)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(int(value))
+    text = _as_text(value)
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def with_literals(sql: str, args: tuple[Any, ...]) -> str:
-    """A statement with its parameters `$1`... replaced by their values as literals."""
-    literals = [sql_literal(arg) for arg in args]
-    return _PARAMETER.sub(lambda m: literals[int(m.group(1)) - 1], sql)
+def execute_sql(name: str, args: tuple[Any, ...]) -> str:
+    """EXECUTE of a prepared statement with its arguments as literals."""
+    if not args:
+        return f"EXECUTE {name}"
+    return f"EXECUTE {name}({', '.join(sql_literal(arg) for arg in args)})"
+
+
+@functools.lru_cache(maxsize=512)
+def _statement_name(sql: str) -> str:
+    return "resellio_" + hashlib.blake2b(sql.encode(), digest_size=8).hexdigest()
 
 
 def _literals_safe(connection: asyncpg.Connection) -> bool:
@@ -406,13 +435,13 @@ class UnitOfWork:
         return await (await self.driver()).fetchval(sql, *args)
 
     async def _write_events(self) -> None:
-        """The events recorded so far, written to the outbox by a round trip of their own."""
+        """The events recorded so far, written to the outbox with the COMMIT (and the
+        wake-up for relays listening in other instances, delivered at commit, once per
+        transaction however often it is sent)."""
         if not self._events:
             return
         events, self._events = self._events, []
-        # The rows, and the wake-up for relays listening in other instances (delivered at
-        # commit, once per transaction however often it is sent).
-        await self.fetchval(
+        await self.at_commit(
             self.db.write_events_sql,
             [e["event_id"] for e in events],
             [e["type"] for e in events],
@@ -435,33 +464,19 @@ class UnitOfWork:
 
     async def at_commit(self, sql: str, *args: Any) -> None:
         """Run one statement (parameters `$1`...) in the COMMIT's message: for writes nothing
-        in this transaction reads before the commit. Its arguments become literals (see
-        `sql_literal`; no `$n` may appear in the statement's own strings), so it must carry
-        no secret: PostgreSQL logs the text of a commit message that fails. Where the server
+        in this transaction reads before the commit. It is prepared once per connection and
+        executed there with its arguments as literals (`sql_literal`), so it must carry no
+        secret: PostgreSQL logs the text of a commit message that fails. Where the server
         does not read strings plainly, it runs now, with parameters."""
-        if _literals_safe((await self.driver()).connection):
-            self._with_commit.append(with_literals(sql, args))
-        else:
+        connection = (await self.driver()).connection
+        if not _literals_safe(connection) or not isinstance(connection, Connection):
             await self.fetchval(sql, *args)
-
-    def _events_sql(self) -> str:
-        """The events recorded so far as one statement of literals (and the relays' wake-up),
-        to go in the COMMIT's message."""
-        events, self._events = self._events, []
-        if not events:
-            return ""
-        rows = ",\n".join(
-            f"({sql_text(str(e['event_id']))}::uuid, {sql_text(e['type'])}, {int(e['version'])},"
-            f" {sql_text(e['occurred_at'].isoformat())}::timestamptz,"
-            f" {sql_text(e['aggregate_id'])}, {sql_text(e['correlation_id'])},"
-            f" {sql_text(e['causation_id'])},"
-            f" {sql_text(msgspec.json.encode(e['payload']).decode())}::jsonb)"
-            for e in events
-        )
-        self._wrote_events = True
-        return _INSERT_EVENTS.format(
-            schema=self.db.schema, rows=rows, channel=sql_text(self.db.notify_channel)
-        )
+            return
+        try:
+            name = await connection.prepared(sql)
+        except Exception as exc:
+            raise _translated(exc) from exc
+        self._with_commit.append(execute_sql(name, args))
 
     async def commit(self, last: str = "") -> None:
         """Commit, with the events: the outbox rows and `last` (statements without parameters,
@@ -482,18 +497,16 @@ class UnitOfWork:
             self.db.on_events_committed()
 
     async def _commit_with(self, last: str) -> None:
-        """COMMIT in one message with the outbox rows, the rows inserted `at_commit` and
-        `last`."""
+        """COMMIT in one message with the outbox rows, the statements given to `at_commit`
+        and `last`."""
+        await self._write_events()
         connection = (await self.driver()).connection
         if not isinstance(connection, Connection):
             raise RuntimeError("a unit of work needs the engine of services.kernel.db")
-        if not _literals_safe(connection):
-            if self._with_commit:  # made literals when strings were read plainly
-                raise RuntimeError("standard_conforming_strings changed in a unit of work")
-            await self._write_events()  # as parameters, by a round trip of their own
-        parts = (self._events_sql(), *self._with_commit, last)
+        if self._with_commit and not _literals_safe(connection):
+            raise RuntimeError("standard_conforming_strings changed in a unit of work")
+        statements = ";\n".join(part for part in (*self._with_commit, last) if part)
         self._with_commit = []
-        statements = ";\n".join(part for part in parts if part)
         if statements:
             connection.send_with_commit(statements)
         try:
@@ -584,9 +597,10 @@ class DriverUnitOfWork(UnitOfWork):
         if self._begun or not _literals_safe(connection):
             await self.fetchval(sql, *args)
             return
-        self._begun = True
         try:
-            await connection.execute(f"BEGIN;\n{with_literals(sql, args)}")
+            name = await connection.prepared(sql)
+            self._begun = True
+            await connection.execute(f"BEGIN;\n{execute_sql(name, args)}")
         except Exception as exc:
             raise _translated(exc) from exc
 

@@ -291,9 +291,9 @@ async def _complete_behind(
 
 def _is_commit_message(query: str) -> bool:
     """PostgreSQL shows the first kilobyte of a statement: the COMMIT's message begins with
-    the transaction's outbox rows (UnitOfWork.commit; its end is tested in
+    the statements prepared for it (UnitOfWork.at_commit; its end is tested in
     test_unit_of_work.py)."""
-    return query.lstrip().startswith('INSERT INTO "ordering".outbox')
+    return query.lstrip().startswith("EXECUTE resellio_")
 
 
 async def test_a_claim_refused_at_the_commit_leaves_nothing_behind(ordering: Ordering) -> None:

@@ -17,7 +17,13 @@ from sqlalchemy import MetaData, text
 
 from contracts.ordering import OrderFailed
 from services.kernel import context
-from services.kernel.db import Database, DatabaseUnavailable, Refused, UnitOfWork, sql_text
+from services.kernel.db import (
+    Database,
+    DatabaseUnavailable,
+    Refused,
+    UnitOfWork,
+    _statement_name,
+)
 from tests.integration.conftest import drop_schema
 
 
@@ -159,8 +165,10 @@ async def test_a_commit_is_one_message_with_its_events_and_last_statements(
         await uow.commit(last=f"SELECT {take}(1)")
         monkeypatch.undo()
     assert uow.committed
-    assert len(sent) == 1
-    assert "outbox" in sent[0] and f"{take}(1)" in sent[0] and sent[0].endswith("COMMIT;")
+    # A statement is prepared once per connection; the commit itself is one message.
+    [message] = [m for m in sent if not m.startswith("PREPARE ")]
+    assert f"EXECUTE {_statement_name(db.write_events_sql)}(" in message
+    assert f"{take}(1)" in message and message.endswith("COMMIT;")
     assert sorted(await notes(db)) == ["before", "taken 1", "with the commit"]
     async with db.driver() as conn:
         assert await conn.fetchval(f'SELECT type FROM "{db.schema}".outbox') == OrderFailed.TYPE
@@ -293,9 +301,12 @@ async def test_a_driver_transaction_begins_with_its_first_statement_in_one_messa
         await uow.insert("notes", at_commit=True, body="last")
         await uow.commit()
     monkeypatch.undo()
-    first = insert.replace("$1", sql_text("it's first"))
-    last = f"INSERT INTO \"{db.schema}\".notes (body) VALUES ('last')"
-    assert sent == [f"BEGIN;\n{first}", f"{last};\nCOMMIT;"]
+    first = _statement_name(insert)
+    last = _statement_name(f'INSERT INTO "{db.schema}".notes (body) VALUES ($1)')
+    assert [m for m in sent if not m.startswith("PREPARE ")] == [
+        f"BEGIN;\nEXECUTE {first}('it''s first')",
+        f"EXECUTE {last}('last');\nCOMMIT;",
+    ]
     async with db.transaction() as uow:
         await uow.begin_with(insert, "rolled back")
     with pytest.raises(asyncpg.DivisionByZeroError):
@@ -310,3 +321,28 @@ async def test_a_driver_transaction_begins_with_its_first_statement_in_one_messa
             await uow.begin_with(insert, f"next {n}")
             await uow.commit()
     assert sorted(await notes(db)) == ["it's first", "last", *(f"next {n}" for n in range(4))]
+
+
+async def test_a_statement_at_the_commit_is_prepared_once_per_connection(
+    db: Database, begin: Callable[[], UnitOfWork], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What goes with a COMMIT is prepared on the connection the first time (it outlives a
+    rolled-back transaction) and only executed afterwards."""
+    sent: list[tuple[int, str]] = []
+    execute = asyncpg.Connection.execute
+
+    async def recorded(self: asyncpg.Connection, query: str, *args: object, **kw: Any) -> str:
+        sent.append((id(self), query))
+        return await execute(self, query, *args, **kw)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(asyncpg.Connection, "execute", recorded)
+    for n in range(8):
+        async with begin() as uow:
+            await uow.insert("notes", at_commit=True, body=f"note {n}")
+            if n % 2:
+                await uow.commit()
+    monkeypatch.undo()
+    prepared = [conn for conn, query in sent if query.startswith("PREPARE ")]
+    assert prepared and len(prepared) == len(set(prepared))  # once per connection
+    assert sum(query.startswith("EXECUTE ") for _, query in sent) == 4
+    assert sorted(await notes(db)) == [f"note {n}" for n in (1, 3, 5, 7)]
