@@ -180,6 +180,21 @@ class Driver:
             raise _translated(exc) from exc
 
 
+def _ours(connection: Any) -> Connection:
+    """The driver connection, which must be this module's (the engine of `create_engine`)."""
+    if not isinstance(connection, Connection):
+        raise RuntimeError("a unit of work needs the engine of services.kernel.db")
+    return connection
+
+
+async def _lend(engine: AsyncEngine) -> Any:
+    """A connection of the engine's pool, without an SQLAlchemy connection around it."""
+    try:
+        return await engine.raw_connection()
+    except Exception as exc:
+        raise _translated(exc) from exc
+
+
 async def _give_back(fairy: Any) -> None:
     """A connection lent by the engine's pool, given back as it was lent, or dropped if it
     broke or was left inside a transaction."""
@@ -232,10 +247,7 @@ class Database:
         of `Driver.transaction()`. Taken from the engine's pool without an SQLAlchemy
         connection around it (half the client CPU of one); given back as it was lent, or
         dropped if it broke or was left inside a transaction."""
-        try:
-            fairy = await self.engine.raw_connection()
-        except Exception as exc:
-            raise _translated(exc) from exc
+        fairy = await _lend(self.engine)
         try:
             yield Driver(fairy.driver_connection)
         finally:
@@ -468,8 +480,8 @@ class UnitOfWork:
         executed there with its arguments as literals (`sql_literal`), so it must carry no
         secret: PostgreSQL logs the text of a commit message that fails. Where the server
         does not read strings plainly, it runs now, with parameters."""
-        connection = (await self.driver()).connection
-        if not _literals_safe(connection) or not isinstance(connection, Connection):
+        connection = _ours((await self.driver()).connection)
+        if not _literals_safe(connection):
             await self.fetchval(sql, *args)
             return
         try:
@@ -479,9 +491,9 @@ class UnitOfWork:
         self._with_commit.append(execute_sql(name, args))
 
     async def commit(self, last: str = "") -> None:
-        """Commit, with the events: the outbox rows and `last` (statements without parameters,
-        ints formatted in by the caller) go in one message with the COMMIT (the simple query
-        protocol), so a commit is one round trip. A row lock `last` takes, on a row every
+        """Commit, with the events: the outbox rows, the `at_commit` statements and `last`
+        (statements without parameters, ints formatted in by the caller) go in one message
+        with the COMMIT (the simple query protocol), so a commit is one round trip. A row lock `last` takes, on a row every
         request wants, is then held only while the server commits, not across a round trip
         to this process and whatever else its loop runs meanwhile. If one of them raises
         Refused (SQLSTATE P0002), nothing is committed."""
@@ -500,9 +512,7 @@ class UnitOfWork:
         """COMMIT in one message with the outbox rows, the statements given to `at_commit`
         and `last`."""
         await self._write_events()
-        connection = (await self.driver()).connection
-        if not isinstance(connection, Connection):
-            raise RuntimeError("a unit of work needs the engine of services.kernel.db")
+        connection = _ours((await self.driver()).connection)
         if self._with_commit and not _literals_safe(connection):
             raise RuntimeError("standard_conforming_strings changed in a unit of work")
         statements = ";\n".join(part for part in (*self._with_commit, last) if part)
@@ -552,10 +562,7 @@ class DriverUnitOfWork(UnitOfWork):
         raise TypeError("a driver unit of work takes SQL for the driver (fetch, fetchval...)")
 
     async def __aenter__(self) -> Self:
-        try:
-            self._fairy = await self.db.engine.raw_connection()
-        except Exception as exc:
-            raise _translated(exc) from exc
+        self._fairy = await _lend(self.db.engine)
         self._driver = Driver(self._fairy.driver_connection)
         return self
 
@@ -574,10 +581,7 @@ class DriverUnitOfWork(UnitOfWork):
 
     def _connection(self) -> Connection:
         assert self._fairy is not None, "unit of work not entered"
-        connection = self._fairy.driver_connection
-        if not isinstance(connection, Connection):
-            raise RuntimeError("a unit of work needs the engine of services.kernel.db")
-        return connection
+        return _ours(self._fairy.driver_connection)
 
     async def driver(self) -> Driver:
         if not self._begun:

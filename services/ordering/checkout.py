@@ -345,17 +345,17 @@ def _check_line(item: Any, now: datetime) -> None:
 async def _issue(uow: UnitOfWork, user_id: int, order_id: int, items: list[Any]) -> list[Any]:
     """The order's tickets, issued from its lines' holds (which shrink or go), in ticket id
     order; the holds become sales when the order completes."""
-    tickets_of = [(item, n) for item in items for n in range(item.quantity)]
+    tickets_of = [item for item in items for _ in range(item.quantity)]
     issued = await uow.fetch(
         _ISSUE,
         [item.cart_item_id for item in items],
         [item.held_quantity - item.quantity for item in items],
         order_id,
         user_id,
-        [item.ticket_type_id for item, _ in tickets_of],
-        [item.event_id for item, _ in tickets_of],
-        [item.unit_price for item, _ in tickets_of],
-        [item.currency for item, _ in tickets_of],
+        [item.ticket_type_id for item in tickets_of],
+        [item.event_id for item in tickets_of],
+        [item.unit_price for item in tickets_of],
+        [item.currency for item in tickets_of],
         [new_ticket_code() for _ in tickets_of],
     )
     return sorted(issued, key=lambda t: t.ticket_id)
