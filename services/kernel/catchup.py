@@ -40,6 +40,11 @@ class CatchUp:
         self._started = 0
         self._lookups: dict[str, tuple[int, asyncio.Future[UUID | None]]] = {}
         self._handled_at_sql = f'SELECT handled_at FROM "{db.schema}".inbox WHERE event_id = $1'
+        # Events found handled here: when (PostgreSQL's clock) and when this process first
+        # found them so (its monotonic clock). A burst of refusals asks about the same newest
+        # event, and once handled it stays handled (a replay that handles it again changes
+        # nothing a read since then has not seen).
+        self._handled: dict[UUID, tuple[datetime, float]] = {}
         for event_type in subscriptions:
             producer = event_type.split(".", 1)[0]
             self.types_by_producer.setdefault(producer, []).append(event_type)
@@ -77,12 +82,27 @@ class CatchUp:
 
     async def handled_at(self, event_id: UUID) -> datetime | None:
         """When this service's inbox recorded the event; None if it has not yet."""
-        async with self.db.driver() as db:
-            return await db.fetchval(self._handled_at_sql, event_id)  # type: ignore[no-any-return]
+        found = await self._found_handled(event_id)
+        return found[0] if found else None
 
-    async def _caught_up(self, producer: str, deadline: float) -> datetime | bool | None:
-        """Wait (until `deadline`) for the producer's newest event: when it was handled here,
-        None when the producer has no such event, False when unreachable or out of time."""
+    async def _found_handled(self, event_id: UUID) -> tuple[datetime, float] | None:
+        if (known := self._handled.get(event_id)) is not None:
+            return known
+        async with self.db.driver() as db:
+            handled_at: datetime | None = await db.fetchval(self._handled_at_sql, event_id)
+        if handled_at is None:
+            return None
+        if len(self._handled) >= 1024:
+            self._handled.clear()
+        found = self._handled[event_id] = (handled_at, time.monotonic())
+        return found
+
+    async def _caught_up(
+        self, producer: str, deadline: float
+    ) -> tuple[datetime, float] | bool | None:
+        """Wait (until `deadline`) for the producer's newest event: when it was handled here
+        and when this process found it so, None when the producer has no such event, False
+        when unreachable or out of time."""
         try:
             event_id = await self.head(producer)
         except (httpx.HTTPError, ValueError) as exc:
@@ -91,13 +111,13 @@ class CatchUp:
         if event_id is None:
             return None
         delay = 0.005
-        while (handled_at := await self.handled_at(event_id)) is None:
+        while (found := await self._found_handled(event_id)) is None:
             if time.monotonic() > deadline:
                 log.warning("catch-up: %s event %s not handled in time", producer, event_id)
                 return False
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
-        return handled_at
+        return found
 
     async def __call__(self, *producers: str) -> None:
         """Wait until every event the producers had committed is handled here (bounded)."""
@@ -105,17 +125,22 @@ class CatchUp:
         for producer in producers:
             await self._caught_up(producer, deadline)  # bounded: later ones find no time left
 
-    async def changed_since(self, started: datetime, *producers: str) -> bool:
+    async def changed_since(self, started: datetime, began: float, *producers: str) -> bool:
         """Catch up, then say whether the projection may differ from what a read begun at
-        `started` saw: False only when every producer's newest event had been handled here
-        well before then (asking again would give the same answer)."""
+        `started` (this process's `time.monotonic()`: `began`) saw: False only when every
+        producer's newest event had been handled here before then (asking again would give
+        the same answer). Handled before is known when this process had already found the
+        event handled when the read began, or when it was handled well before `started` (a
+        margin for the clocks of this process and of PostgreSQL)."""
         deadline = time.monotonic() + self.timeout_s
         changed = False
         for producer in producers:
-            handled_at = await self._caught_up(producer, deadline)
-            if handled_at is False:
+            found = await self._caught_up(producer, deadline)
+            if found is False:
                 return True
-            # A margin for the clocks of this process and of PostgreSQL.
-            if handled_at is not None and handled_at > started - CLOCK_MARGIN:  # type: ignore[operator]
+            if found is None or isinstance(found, bool):
+                continue
+            handled_at, found_at = found
+            if found_at > began and handled_at > started - CLOCK_MARGIN:
                 changed = True
         return changed

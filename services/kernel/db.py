@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from decimal import Decimal
+from time import monotonic
 from types import TracebackType
 from typing import Any, Self
 from uuid import UUID, uuid4
@@ -187,22 +188,96 @@ def _ours(connection: Any) -> Connection:
     return connection
 
 
-async def _lend(engine: AsyncEngine) -> Any:
-    """A connection of the engine's pool, without an SQLAlchemy connection around it."""
-    try:
-        return await engine.raw_connection()
-    except Exception as exc:
-        raise _translated(exc) from exc
+class _Lender:
+    """Connections of the engine's pool lent without an SQLAlchemy connection around them
+    (`Database.driver`, `Database.transaction`). One given back healthy is kept for the next
+    loan instead of going back through the pool: a checkout and a checkin there cost more
+    Python than the statement a loan carries. At most `keep` are kept (the rest of the pool
+    stays for SQLAlchemy's connections), none longer than KEEP_S since the pool lent it (the
+    pool still recycles them), and none idle longer than IDLE_S (a quiet moment gives them
+    back)."""
+
+    KEEP_S = 60.0
+    IDLE_S = 0.25
+
+    def __init__(self, engine: AsyncEngine, keep: int) -> None:
+        self.engine = engine
+        self.keep = keep
+        self._kept: list[tuple[Any, float, float]] = []  # (fairy, lent by the pool at, idle since)
+        self._lent_at: dict[int, float] = {}
+        self._trim: asyncio.TimerHandle | None = None
+        self._closed = False
+
+    @property
+    def kept(self) -> int:
+        return len(self._kept)
+
+    async def lend(self) -> Any:
+        now = monotonic()
+        while self._kept:
+            fairy, lent_at, _ = self._kept.pop()
+            if now - lent_at < self.KEEP_S and not fairy.driver_connection.is_closed():
+                self._lent_at[id(fairy)] = lent_at
+                return fairy
+            await self._return(fairy)
+        try:
+            fairy = await self.engine.raw_connection()
+        except Exception as exc:
+            raise _translated(exc) from exc
+        self._lent_at[id(fairy)] = now
+        return fairy
+
+    async def give_back(self, fairy: Any) -> None:
+        """Kept or given back to the pool as it was lent, or dropped if it broke or was left
+        inside a transaction."""
+        lent_at = self._lent_at.pop(id(fairy), 0.0)
+        connection = fairy.driver_connection
+        now = monotonic()
+        if connection.is_closed() or connection.is_in_transaction():
+            await greenlet_spawn(fairy.invalidate)
+        elif not self._closed and len(self._kept) < self.keep and now - lent_at < self.KEEP_S:
+            self._kept.append((fairy, lent_at, now))
+            if self._trim is None:
+                self._trim = asyncio.get_running_loop().call_later(self.IDLE_S, self._trim_idle)
+        else:
+            await self._return(fairy)
+
+    @staticmethod
+    async def _return(fairy: Any) -> None:
+        if fairy.driver_connection.is_closed():
+            await greenlet_spawn(fairy.invalidate)
+        else:
+            await greenlet_spawn(fairy.close)
+
+    def _trim_idle(self) -> None:
+        """The kept connections idle for IDLE_S back to the pool (the oldest are first)."""
+        self._trim = None
+        now = monotonic()
+        idle = [k for k in self._kept if now - k[2] >= self.IDLE_S]
+        self._kept = [k for k in self._kept if now - k[2] < self.IDLE_S]
+        for fairy, _, _ in idle:
+            _background(self._return(fairy))
+        if self._kept:
+            self._trim = asyncio.get_running_loop().call_later(self.IDLE_S, self._trim_idle)
+
+    async def close(self) -> None:
+        """Every kept connection back to the pool, and none kept from now on."""
+        self._closed = True
+        if self._trim is not None:
+            self._trim.cancel()
+            self._trim = None
+        kept, self._kept = self._kept, []
+        for fairy, _, _ in kept:
+            await self._return(fairy)
 
 
-async def _give_back(fairy: Any) -> None:
-    """A connection lent by the engine's pool, given back as it was lent, or dropped if it
-    broke or was left inside a transaction."""
-    connection = fairy.driver_connection
-    if connection.is_closed() or connection.is_in_transaction():
-        await greenlet_spawn(fairy.invalidate)
-    else:
-        await greenlet_spawn(fairy.close)
+_returning: set[asyncio.Task[None]] = set()
+
+
+def _background(work: Any) -> None:
+    task = asyncio.ensure_future(work)
+    _returning.add(task)
+    task.add_done_callback(_returning.discard)
 
 
 def _translated(exc: Exception) -> Exception:
@@ -216,6 +291,7 @@ class Database:
         self.schema = schema
         self.metadata = metadata
         self.engine = create_engine(url, pool_size)
+        self.lender = _Lender(self.engine, keep=max(1, pool_size // 2))
         # For reads outside a unit of work: no BEGIN/ROLLBACK round trips around a query
         # (each statement still sees one consistent snapshot, as in READ COMMITTED).
         self.reader = self.engine.execution_options(isolation_level="AUTOCOMMIT")
@@ -247,17 +323,18 @@ class Database:
         of `Driver.transaction()`. Taken from the engine's pool without an SQLAlchemy
         connection around it (half the client CPU of one); given back as it was lent, or
         dropped if it broke or was left inside a transaction."""
-        fairy = await _lend(self.engine)
+        fairy = await self.lender.lend()
         try:
             yield Driver(fairy.driver_connection)
         finally:
-            await _give_back(fairy)
+            await self.lender.give_back(fairy)
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:
+        await self.lender.close()
         await self.engine.dispose()
 
 
@@ -562,7 +639,7 @@ class DriverUnitOfWork(UnitOfWork):
         raise TypeError("a driver unit of work takes SQL for the driver (fetch, fetchval...)")
 
     async def __aenter__(self) -> Self:
-        self._fairy = await _lend(self.db.engine)
+        self._fairy = await self.db.lender.lend()
         self._driver = Driver(self._fairy.driver_connection)
         return self
 
@@ -574,10 +651,10 @@ class DriverUnitOfWork(UnitOfWork):
         try:
             if not connection.is_closed() and connection.is_in_transaction():
                 await asyncio.shield(connection.execute("ROLLBACK;"))
-        except Exception:  # a connection still busy or broken: dropped by _give_back
+        except Exception:  # a connection still busy or broken: dropped when given back
             pass
         finally:
-            await _give_back(fairy)
+            await self.db.lender.give_back(fairy)
 
     def _connection(self) -> Connection:
         assert self._fairy is not None, "unit of work not entered"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from time import monotonic
 from typing import Annotated, Any, TypeVar
 
 import msgspec
@@ -67,13 +68,13 @@ async def fresh_projection(request: Request, attempt: Callable[[], Awaitable[T]]
     every catalog write already answered (API.md §1.8). It is asked again only if catalog's
     newest event may have arrived after the first attempt began (a sold-out drop's refusals
     do not each run twice)."""
-    started = utcnow()
+    started, began = utcnow(), monotonic()
     try:
         return await attempt()
     except (BadRequest, NotFound) as exc:
         if exc.detail == QUANTITY_TOO_LOW:
             raise
-        if not await runtime(request).catch_up.changed_since(started, "catalog"):
+        if not await runtime(request).catch_up.changed_since(started, began, "catalog"):
             raise
         return await attempt()
 

@@ -10,8 +10,10 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from decimal import Decimal
 from itertools import count
+from time import monotonic
 from typing import Any
 
+import httpx
 import msgspec
 import pytest
 from sqlalchemy import func, select, text
@@ -24,6 +26,7 @@ from contracts.envelope import Envelope, Event
 from contracts.resale import ListingCreated, ListingSold
 from contracts.timeutil import utcnow
 from services.kernel import broker, idempotency
+from services.kernel.catchup import CatchUp
 from services.kernel.consumer import Consumer
 from services.kernel.db import Database
 from services.kernel.errors import BadRequest
@@ -534,3 +537,42 @@ async def test_an_add_skips_the_early_read_only_while_plenty_is_left(
         await add(103)
     assert reads == 2  # refused by the early read
     assert await ordering.count(cart_items) == 2
+
+
+class _CatalogHeadAt(CatchUp):
+    """Ordering's catch-up with catalog, given catalog's newest event (what its
+    /internal/events/head answers; the decision after it is what is tested here)."""
+
+    def __init__(self, db: Database, newest: uuid.UUID) -> None:
+        super().__init__(db, httpx.AsyncClient(), {}, ["catalog.TicketTypeCreated"], 0.3)
+        self.newest = newest
+
+    async def head(self, producer: str) -> uuid.UUID | None:
+        return self.newest
+
+
+async def test_a_refusal_is_asked_again_only_while_catalogs_newest_event_may_be_new_to_it(
+    ordering: Ordering,
+) -> None:
+    await ordering.on_sale(event_id=1, type_id=11)
+    inbox = ordering.db.inbox
+    newest = await ordering.scalar(select(inbox.c.event_id).order_by(inbox.c.handled_at.desc()))
+    catch_up = _CatalogHeadAt(ordering.db, newest)
+    # Handled a moment ago, and not yet known here when the read began: it may not have seen it.
+    assert await catch_up.changed_since(utcnow(), monotonic(), "catalog")
+    # Known handled before the read began: the read saw it, asking again would say the same.
+    assert not await catch_up.changed_since(utcnow(), monotonic(), "catalog")
+    async with ordering.db.engine.begin() as conn:
+        await conn.execute(
+            inbox.update()
+            .where(inbox.c.event_id == newest)
+            .values(handled_at=func.now() - timedelta(hours=1))
+        )
+    # Handled well before the read began, though only found now (another process's restart).
+    assert not await _CatalogHeadAt(ordering.db, newest).changed_since(
+        utcnow(), monotonic(), "catalog"
+    )
+    # Not handled in time: the answer may rest on a projection behind catalog.
+    assert await _CatalogHeadAt(ordering.db, uuid.uuid4()).changed_since(
+        utcnow(), monotonic(), "catalog"
+    )

@@ -22,6 +22,7 @@ from services.kernel.db import (
     DatabaseUnavailable,
     Refused,
     UnitOfWork,
+    _Lender,
     _statement_name,
 )
 from tests.integration.conftest import drop_schema
@@ -278,7 +279,34 @@ async def test_a_burst_leaves_its_connections_open_for_the_next_one(db: Database
             await all_in.wait()
 
     await asyncio.wait_for(asyncio.gather(*(use() for _ in range(ceiling))), 10)
-    assert db.engine.pool.checkedin() == ceiling  # type: ignore[attr-defined]
+    # Open, in the pool or kept for the next loan.
+    assert db.engine.pool.checkedin() + db.lender.kept == ceiling  # type: ignore[attr-defined]
+
+
+async def test_a_connection_given_back_is_kept_for_the_next_loan_for_a_moment(
+    db: Database,
+) -> None:
+    """A loan without SQLAlchemy around it skips the pool's checkout and checkin while a
+    connection given back is kept: at most half the pool (the rest stays for SQLAlchemy's
+    connections), back in the pool after a quiet moment; one left in a transaction is
+    dropped."""
+    pool = db.engine.pool
+    async with db.driver() as conn:
+        first = conn.connection
+    assert db.lender.kept == 1 and pool.checkedout() == 1  # type: ignore[attr-defined]
+    async with db.driver() as conn:
+        assert conn.connection is first  # lent again, not through the pool
+    async with db.driver(), db.driver(), db.driver():
+        pass
+    assert db.lender.kept == 1 and pool.checkedout() == 1  # type: ignore[attr-defined]
+    await asyncio.sleep(_Lender.IDLE_S * 3)
+    assert db.lender.kept == 0 and pool.checkedout() == 0  # type: ignore[attr-defined]
+    async with db.driver() as conn:
+        await conn.connection.execute("BEGIN")
+    assert db.lender.kept == 0 and pool.checkedout() == 0  # type: ignore[attr-defined]
+    async with db.driver() as conn:
+        assert not conn.connection.is_in_transaction()
+        assert await conn.fetchval("SELECT 1") == 1
 
 
 async def test_a_driver_transaction_begins_with_its_first_statement_in_one_message(
