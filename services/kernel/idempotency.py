@@ -10,6 +10,12 @@ The claim is one conditional statement, so it holds across any number of instanc
 A request whose effect is one transaction stores its 200 answer in that transaction's COMMIT
 (`answer_with_commit`): the answer is kept if and only if the effect is, and a retry after a
 crash between the two finds it instead of a key left in progress.
+
+A request may also claim its key inside the transaction of its first effect (`idempotent(...,
+claim_with_effect=True)` and `claim_in`): a round trip and a transaction less. The key is
+then held if and only if that transaction commits; a key held or answered before makes the
+claim fail at once, and the request falls back to the claim above (so it answers as if it had
+claimed first).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from contextvars import ContextVar
 from datetime import timedelta
 from typing import Any
 
+import asyncpg
 from litestar import Request, Response
 from sqlalchemy import (
     BigInteger,
@@ -100,6 +107,12 @@ ON CONFLICT (user_id, method, path, key) DO UPDATE
      OR (k.state = 'in_progress' AND k.created_at < now() - make_interval(secs => {stale}))
 RETURNING key
 """
+# The claim inside the transaction of the request's effect: a row that is new, or a unique
+# violation (held, answered, stale or expired: `_CLAIM` decides after the fallback).
+_CLAIM_NEW = """
+INSERT INTO "{schema}".idempotency_keys (user_id, method, path, key, fingerprint, state)
+VALUES ($1, $2, $3, $4, $5, 'in_progress')
+"""
 # What the key holds when the claim did not take it (a second statement: the claim's snapshot
 # may predate the row it conflicted with).
 _STORED = """
@@ -124,6 +137,7 @@ def _statements(schema: str) -> dict[str, str]:
         name: sql.format(schema=schema, keep=keep, stale=stale)
         for name, sql in (
             ("claim", _CLAIM),
+            ("claim_new", _CLAIM_NEW),
             ("stored", _STORED),
             ("store", _STORE),
             ("free", _FREE),
@@ -169,13 +183,21 @@ class IdempotencyKeys:
 
 
 class _Claim:
-    """The key the running request holds, and the unit of work that stores its answer."""
+    """The key the running request holds (or will hold once the transaction of its effect
+    commits, when `deferred`), and the units of work that claim it and store its answer."""
 
-    __slots__ = ("scope", "uow")
+    __slots__ = ("claimed_in", "deferred", "print_", "scope", "uow")
 
-    def __init__(self, scope: tuple[int, str, str, str]) -> None:
+    def __init__(self, scope: tuple[int, str, str, str], print_: str, deferred: bool) -> None:
         self.scope = scope
+        self.print_ = print_
+        self.deferred = deferred
+        self.claimed_in: UnitOfWork | None = None
         self.uow: UnitOfWork | None = None
+
+    @property
+    def held(self) -> bool:
+        return not self.deferred or (self.claimed_in is not None and self.claimed_in.committed)
 
     @property
     def answered(self) -> bool:
@@ -186,15 +208,28 @@ _claim: ContextVar[_Claim | None] = ContextVar("idempotency_claim", default=None
 
 
 @contextmanager
-def claimed(scope: tuple[int, str, str, str]) -> Iterator[_Claim]:
-    """While the block runs, the request holds the key of `scope` (user, method, path, key):
-    a unit of work in it may store the answer (`answer_with_commit`)."""
-    claim = _Claim(scope)
+def claimed(
+    scope: tuple[int, str, str, str], print_: str = "", deferred: bool = False
+) -> Iterator[_Claim]:
+    """While the block runs, the request holds the key of `scope` (user, method, path, key),
+    or claims it with its effect (`deferred`, `claim_in`): a unit of work in it may store the
+    answer (`answer_with_commit`)."""
+    claim = _Claim(scope, print_, deferred)
     token = _claim.set(claim)
     try:
         yield claim
     finally:
         _claim.reset(token)
+
+
+async def claim_in(uow: UnitOfWork) -> None:
+    """Where the running request claims its key with its effect and does not hold it yet: the
+    claim is `uow`'s first statement, sent with its BEGIN. Nothing to do otherwise."""
+    claim = _claim.get()
+    if claim is None or claim.held:
+        return
+    await uow.begin_with(_statements(uow.db.schema)["claim_new"], *claim.scope, claim.print_)
+    claim.claimed_in = uow
 
 
 async def answer_with_commit(uow: UnitOfWork, body: Any) -> None:
@@ -207,31 +242,75 @@ async def answer_with_commit(uow: UnitOfWork, body: Any) -> None:
     claim.uow = uow
 
 
+def _held_before(exc: asyncpg.UniqueViolationError, keys: IdempotencyKeys) -> bool:
+    return exc.constraint_name == "idempotency_keys_pkey" and exc.schema_name == keys.db.schema
+
+
 async def idempotent(
-    request: Request, db: Database, user_id: int, produce: Callable[[], Awaitable[Any]]
+    request: Request,
+    db: Database,
+    user_id: int,
+    produce: Callable[[], Awaitable[Any]],
+    *,
+    claim_with_effect: bool = False,
 ) -> Response[Any]:
-    """Run `produce` (whose result is the 200 body) at most once per Idempotency-Key."""
+    """Run `produce` (whose result is the 200 body) at most once per Idempotency-Key. With
+    `claim_with_effect`, the transaction of its first effect claims the key (`claim_in`)."""
     key = header_key(request)
     if key is None:
         return Response(await produce(), status_code=200)
     keys = IdempotencyKeys(db)
     method, path = request.method, request.url.path.rstrip("/") or "/"
-    stored = await keys.claim(user_id, method, path, key, await fingerprint(request))
+    scope = (user_id, method, path, key)
+    print_ = await fingerprint(request)
+    if claim_with_effect:
+        try:
+            return await _produce(keys, scope, print_, produce, deferred=True)
+        except asyncpg.UniqueViolationError as exc:
+            if not _held_before(exc, keys):
+                raise
+    stored = await keys.claim(*scope, print_)
     if stored is not None:
-        return Response(stored[1], status_code=stored[0], media_type="application/json")
-    with claimed((user_id, method, path, key)) as claim:
+        return _stored(stored)
+    return await _produce(keys, scope, print_, produce, deferred=False)
+
+
+def _stored(stored: tuple[int, bytes]) -> Response[Any]:
+    return Response(stored[1], status_code=stored[0], media_type="application/json")
+
+
+async def _produce(
+    keys: IdempotencyKeys,
+    scope: tuple[int, str, str, str],
+    print_: str,
+    produce: Callable[[], Awaitable[Any]],
+    deferred: bool,
+) -> Response[Any]:
+    with claimed(scope, print_, deferred) as claim:
         try:
             body = encode(await produce())
-        except DomainError as exc:
-            if not claim.answered:
+        except Exception as exc:
+            if isinstance(exc, asyncpg.UniqueViolationError) and _held_before(exc, keys):
+                raise  # the claim with the effect failed: `idempotent` claims on its own
+            if not claim.held:
+                # Nothing was done (the claim goes with the first effect): answer as if the
+                # key had been claimed first.
+                if (stored := await keys.claim(*scope, print_)) is not None:
+                    return _stored(stored)
+            if not claim.answered:  # else the effect and its answer were committed: they stand
+                failed = exc if isinstance(exc, DomainError) else None
                 await keys.finish(
-                    user_id, method, path, key, exc.status_code, encode({"detail": exc.detail})
+                    *scope,
+                    failed.status_code if failed else 500,
+                    encode({"detail": failed.detail}) if failed else b"",
                 )
             raise
         except BaseException:
-            if not claim.answered:  # else the effect and its answer were committed: they stand
-                await keys.finish(user_id, method, path, key, 500, b"")
+            if claim.held and not claim.answered:
+                await keys.finish(*scope, 500, b"")
             raise
+    if not claim.held:
+        raise RuntimeError("a request that claims its key with its effect never claimed it")
     if not claim.answered:
-        await keys.finish(user_id, method, path, key, 200, body)
+        await keys.finish(*scope, 200, body)
     return Response(body, status_code=200, media_type="application/json")

@@ -145,7 +145,7 @@ async def checkout_cart(request: Request) -> Response[Any]:
             cmd, rt.db, payment_provider(rt.db), rules(), utcnow, lambda: rt.catch_up("catalog")
         )
 
-    return await idempotent(request, rt.db, identity.user_id, produce)
+    return await idempotent(request, rt.db, identity.user_id, produce, claim_with_effect=True)
 
 
 # ---- orders (§8.5, §8.6) -----------------------------------------------------------------

@@ -31,7 +31,7 @@ from contracts.ordering import (
 )
 from services.kernel.db import Database, Refused, UnitOfWork
 from services.kernel.errors import BadRequest, Conflict, PaymentRequired, ServiceUnavailable
-from services.kernel.idempotency import answer_with_commit
+from services.kernel.idempotency import answer_with_commit, claim_in
 from services.kernel.mail import queue_mail
 from services.kernel.payments import (
     PaymentDeclined,
@@ -209,6 +209,7 @@ UPDATE ordering.carts SET checkout_started_at = NULL WHERE user_id = $1
 
 async def _place(cmd: Checkout, db: Database, rules: CartRules, now: datetime) -> PlacedOrder:
     async with db.transaction() as uow:
+        await claim_in(uow)  # a request's Idempotency-Key, claimed with the pending order
         lines = await uow.fetch(_FLAG_AND_LINES, cmd.user_id, now, now - holds.CHECKOUT_STALE)
         if not lines:
             flagged_at = await uow.fetchval(_FLAGGED_AT, cmd.user_id)

@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 
 from tests.support.actors import Account, active_customer, admin_token, verified_organizer
 from tests.support.shop import OnSale, add, available, db_rows, event_on_sale, eventually
@@ -135,6 +138,33 @@ async def test_same_checkout_repeated_with_one_key_charges_once(
         409,
         {"detail": "Idempotency-Key reused with a different request"},
     )
+
+
+async def test_a_key_left_in_progress_by_a_request_that_died_is_taken_over(
+    api: httpx.AsyncClient, system: System
+) -> None:
+    """A checkout's key whose request died before its answer (in progress for longer than
+    idempotency.STALE_AFTER) is claimed again: the checkout runs once and stores its answer."""
+    event, buyer = await shop(api)
+    assert (await add(api, buyer, event.type_id, 1)).status_code == 200
+    engine = create_async_engine(system.database_url, poolclass=NullPool)
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO ordering.idempotency_keys"
+                " (user_id, method, path, key, fingerprint, state, created_at)"
+                " VALUES (:u, 'POST', '/api/cart/checkout', 'checkout-stale-1', 'dead',"
+                " 'in_progress', now() - interval '3 minutes')"
+            ),
+            {"u": buyer.user_id},
+        )
+    await engine.dispose()
+    headers = {**buyer.headers, "Idempotency-Key": "checkout-stale-1"}
+    for _ in range(2):
+        response = await api.post("/api/cart/checkout", headers=headers)
+        assert (response.status_code, response.json()) == (200, True)
+    assert len((await api.get("/api/tickets", headers=buyer.headers)).json()) == 1
+    assert await charges(system, buyer.user_id) == ["captured"]
 
 
 async def test_concurrent_checkouts_with_one_key_charge_once(

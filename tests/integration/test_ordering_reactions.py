@@ -13,6 +13,7 @@ from itertools import count
 from time import monotonic
 from typing import Any
 
+import asyncpg
 import httpx
 import msgspec
 import pytest
@@ -444,6 +445,40 @@ async def test_a_checkout_stores_its_answer_in_the_commit_of_its_sale(ordering: 
         await checkout._complete(ordering.db, cmd, placed, "pay_z", utcnow())
     assert not claim.answered
     assert (await _key_row(ordering, "key-refused")).state == "in_progress"
+
+
+async def test_a_checkout_claims_its_key_with_its_pending_order(ordering: Ordering) -> None:
+    """A checkout that claims its Idempotency-Key with its effect (`claim_in`): the key is
+    held once the pending order commits, and nothing is placed under a key held before (the
+    request then falls back to claiming it first)."""
+    await ordering.on_sale(event_id=12, type_id=121, capacity=5)
+    await ordering.customer(100)
+    scope = (100, "POST", "/api/cart/checkout", "key-with-order")
+    cmd = checkout.Checkout(user_id=100)
+
+    async def run() -> bool:
+        return await checkout.checkout(
+            cmd, ordering.db, ordering.payments, RULES, utcnow, no_refresh
+        )
+
+    with idempotency.claimed(scope, "print", deferred=True) as claim:
+        with pytest.raises(BadRequest, match="Shopping cart is empty"):
+            await run()
+        assert not claim.held  # rolled back with the checkout that did nothing
+    assert await _key_row(ordering, "key-with-order") is None
+    await cart.add_item(cart.AddToCart(100, 121, 1), ordering.db, RULES, utcnow())
+    with idempotency.claimed(scope, "print", deferred=True) as claim:
+        assert await run()
+        assert claim.held and claim.answered
+    stored = await _key_row(ordering, "key-with-order")
+    assert (stored.state, stored.status_code, bytes(stored.body)) == ("done", 200, b"true")
+    await cart.add_item(cart.AddToCart(100, 121, 1), ordering.db, RULES, utcnow())
+    with idempotency.claimed(scope, "print", deferred=True) as claim:
+        with pytest.raises(asyncpg.UniqueViolationError):
+            await run()
+        assert not claim.held
+    assert await ordering.count(orders) == 1
+    assert await ordering.count(cart_items) == 1  # the new line waits, untouched
 
 
 async def test_an_order_of_several_lines_is_sold_from_holds_that_grew_meanwhile(
