@@ -58,6 +58,20 @@ SELECT {OFFER_SQL},
 FROM ordering.ticket_types t JOIN ordering.events e ON e.event_id = t.event_id
 WHERE t.type_id = $2 AND NOT t.deleted
 """
+# The rules' row of an add, and the line put ($4 tickets, held until $5) in the same statement
+# if the type is not sold out as read: the add's rules refuse it otherwise, and its
+# transaction then rolls the line back. The line's columns are NULL where it was not put.
+_RULES_AND_LINE = f"""
+WITH r AS MATERIALIZED ({_RULES_OF_ADD}), line AS (
+  INSERT INTO ordering.cart_items (user_id, type_id, quantity, hold_expires_at)
+  SELECT $1, r.type_id, $4, $5 FROM r WHERE r.sold + r.held + $4 <= r.max_count
+  ON CONFLICT ON CONSTRAINT cart_items_one_line_per_type DO UPDATE
+    SET quantity = cart_items.quantity + EXCLUDED.quantity,
+        hold_expires_at = EXCLUDED.hold_expires_at
+  RETURNING cart_item_id, user_id, quantity, hold_expires_at
+)
+SELECT r.*, line.* FROM r LEFT JOIN line ON true
+"""
 # The customer's cart, created if need be, and locked: one customer's adds run one at a time,
 # so R5 cannot be passed twice concurrently.
 _LOCK_CART = """
@@ -165,19 +179,23 @@ async def add_item(cmd: AddToCart, db: Database, rules: CartRules, now: datetime
 
 
 async def _put_line(cmd: AddToCart, uow: UnitOfWork, rules: CartRules, now: datetime) -> Any:
-    """The cart locked, the rules checked, the line put (HoldPlaced): all but the claim."""
+    """The cart locked, the rules checked, the line put (HoldPlaced): all but the claim. The
+    line goes in with the rules' read while the type is not sold out (one round trip)."""
     await uow.begin_with(_LOCK_CART, cmd.user_id)
-    offer = _check_rules(cmd, rules, await uow.fetchrow(_RULES_OF_ADD, *_args(cmd, now)), now)
-    _saw(offer)
-    # Sold out or fully held: refused without queueing for the inventory row every buyer of
-    # the type needs (the claim re-checks under its lock whatever this read saw). Expired
-    # holds the sweeper has not reached yet are back on sale right now.
-    if _sold_out(offer, cmd.quantity):
-        if not await holds.release_expired(uow, now, type_id=cmd.type_id):
-            raise not_enough(offer, offer.max_count - offer.sold - offer.held)
     expires_at = now + rules.hold_for
-    line = await uow.fetchrow(_PUT_LINE, cmd.user_id, cmd.type_id, cmd.quantity, expires_at)
-    assert line is not None
+    line = await uow.fetchrow(_RULES_AND_LINE, *_args(cmd, now), cmd.quantity, expires_at)
+    offer = _check_rules(cmd, rules, line, now)
+    _saw(offer)
+    if line.cart_item_id is None:
+        # Sold out or fully held: refused without queueing for the inventory row every buyer
+        # of the type needs (the claim re-checks under its lock whatever this read saw).
+        # Expired holds the sweeper has not reached yet are back on sale right now.
+        if _sold_out(offer, cmd.quantity) and not await holds.release_expired(
+            uow, now, type_id=cmd.type_id
+        ):
+            raise not_enough(offer, offer.max_count - offer.sold - offer.held)
+        line = await uow.fetchrow(_PUT_LINE, cmd.user_id, cmd.type_id, cmd.quantity, expires_at)
+        assert line is not None
     uow.emit(holds.hold_event(HoldPlaced, line), aggregate_id=line.cart_item_id)
     return line
 

@@ -611,3 +611,25 @@ async def test_a_refusal_is_asked_again_only_while_catalogs_newest_event_may_be_
     assert await _CatalogHeadAt(ordering.db, uuid.uuid4()).changed_since(
         utcnow(), monotonic(), "catalog"
     )
+
+
+async def test_an_add_puts_its_line_with_the_rules_read_and_a_refusal_leaves_none(
+    ordering: Ordering,
+) -> None:
+    """The line goes in with the statement that reads the rules (while the type is not sold
+    out); an add the rules then refuse rolls it back with its transaction."""
+    await ordering.on_sale(event_id=13, type_id=131, capacity=30)
+    await ordering.customer(100)
+    with pytest.raises(BadRequest, match="at most 20 tickets"):
+        await cart.add_item(cart.AddToCart(100, 131, 21), ordering.db, RULES, utcnow())
+    assert await ordering.count(cart_items) == 0
+    assert await ordering.scalar(select(ticket_types.c.held)) == 0
+    first = await cart.add_item(cart.AddToCart(100, 131, 2), ordering.db, RULES, utcnow())
+    grown = await cart.add_item(cart.AddToCart(100, 131, 3), ordering.db, RULES, utcnow())
+    assert (first["quantity"], grown["quantity"]) == (2, 5)
+    assert first["cart_item_id"] == grown["cart_item_id"]
+    with pytest.raises(BadRequest, match="at most 20 tickets"):
+        await cart.add_item(cart.AddToCart(100, 131, 16), ordering.db, RULES, utcnow())
+    assert await ordering.scalar(select(cart_items.c.quantity)) == 5
+    assert await ordering.scalar(select(ticket_types.c.held)) == 5
+    assert [e["quantity"] for e in await ordering.events_of("ordering.HoldPlaced")] == [2, 5]
