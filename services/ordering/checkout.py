@@ -170,7 +170,9 @@ WITH e AS MATERIALIZED (
 )
 SELECT i.ticket_type_id, i.event_name AS ordered_event_name, i.ticket_type_description,
   i.quantity, i.unit_price, h.cart_item_id, h.quantity AS held_quantity, {OFFER_SQL},
-  t.max_count - t.sold - t.held AS left, u.email, u.first_name
+  t.max_count - t.sold - t.held AS left, u.email, u.first_name,
+  ARRAY(SELECT nextval('ordering.tickets_ticket_id_seq') FROM generate_series(1, i.quantity))
+    AS ticket_ids
 FROM ordering.order_items i
 JOIN ordering.ticket_types t ON t.type_id = i.ticket_type_id
 JOIN e ON e.event_id = t.event_id
@@ -179,9 +181,11 @@ LEFT JOIN ordering.users u ON u.user_id = $2
 WHERE i.order_id = $1
 ORDER BY i.ticket_type_id
 """
-# The order's ($3) tickets issued to $4 from the cart lines $1, each shrunk to what remains
-# of it ($2) or gone; one ticket per element of the type, event, price, currency and code
-# arrays.
+# Sent with the COMMIT: the order's ($3) tickets ($5, drawn with its lines) issued to $4
+# from the cart lines $1, each shrunk to what remains of it ($2) or gone; one ticket per
+# element of the id, type, event, price and currency arrays. Each code is drawn by
+# PostgreSQL from its strong random source (two random UUIDs, 244 random bits), so no code
+# travels in the message (which PostgreSQL logs if the commit fails).
 _ISSUE = """
 WITH shrunk AS (
   UPDATE ordering.cart_items c SET quantity = u.rest
@@ -191,12 +195,13 @@ WITH shrunk AS (
   DELETE FROM ordering.cart_items c USING unnest($1::bigint[], $2::integer[]) AS u(line, rest)
   WHERE c.cart_item_id = u.line AND u.rest = 0
 )
-INSERT INTO ordering.tickets (order_id, type_id, event_id, owner_id, original_price, currency,
-                              code)
-SELECT $3, u.type_id, u.event_id, $4, u.price, u.currency, u.code
-FROM unnest($5::bigint[], $6::bigint[], $7::numeric[], $8::text[], $9::text[])
-  AS u(type_id, event_id, price, currency, code)
-RETURNING ticket_id, type_id, event_id, original_price, currency
+INSERT INTO ordering.tickets (ticket_id, order_id, type_id, event_id, owner_id, original_price,
+                              currency, code)
+SELECT u.ticket_id, $3, u.type_id, u.event_id, $4, u.price, u.currency,
+  rtrim(translate(encode(uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid()),
+                         'base64'), '+/', '-_'), '=')
+FROM unnest($5::bigint[], $6::bigint[], $7::bigint[], $8::numeric[], $9::text[])
+  AS u(ticket_id, type_id, event_id, price, currency)
 """
 # Sent with the COMMIT: the order completed, the cart's checkout flag cleared.
 _COMPLETE = """
@@ -343,23 +348,39 @@ def _check_line(item: Any, now: datetime) -> None:
         raise not_enough(offer, offer.max_count - offer.sold - offer.held + item.held_quantity)
 
 
-async def _issue(uow: UnitOfWork, user_id: int, order_id: int, items: list[Any]) -> list[Any]:
-    """The order's tickets, issued from its lines' holds (which shrink or go), in ticket id
-    order; the holds become sales when the order completes."""
-    tickets_of = [item for item in items for _ in range(item.quantity)]
-    issued = await uow.fetch(
+class Issued(msgspec.Struct, frozen=True):
+    ticket_id: int
+    type_id: int
+    event_id: int
+    original_price: Decimal
+    currency: str
+
+
+async def _issue(uow: UnitOfWork, user_id: int, order_id: int, items: list[Any]) -> list[Issued]:
+    """The order's tickets, issued with the COMMIT from its lines' holds (which shrink or go)
+    under the ids drawn with the lines, in ticket id order; the holds become sales when the
+    order completes."""
+    issued = sorted(
+        (
+            Issued(ticket_id, i.ticket_type_id, i.event_id, i.unit_price, i.currency)
+            for i in items
+            for ticket_id in i.ticket_ids
+        ),
+        key=lambda t: t.ticket_id,
+    )
+    await uow.at_commit(
         _ISSUE,
         [item.cart_item_id for item in items],
         [item.held_quantity - item.quantity for item in items],
         order_id,
         user_id,
-        [item.ticket_type_id for item in tickets_of],
-        [item.event_id for item in tickets_of],
-        [item.unit_price for item in tickets_of],
-        [item.currency for item in tickets_of],
-        [new_ticket_code() for _ in tickets_of],
+        [t.ticket_id for t in issued],
+        [t.type_id for t in issued],
+        [t.event_id for t in issued],
+        [t.original_price for t in issued],
+        [t.currency for t in issued],
     )
-    return sorted(issued, key=lambda t: t.ticket_id)
+    return issued
 
 
 async def _confirmation_mail(

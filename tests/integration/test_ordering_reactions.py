@@ -5,6 +5,7 @@ replay (same envelope, reprocessed past the inbox) change nothing the second tim
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -482,7 +483,7 @@ async def test_a_checkout_claims_its_key_with_its_pending_order(ordering: Orderi
 
 
 async def test_an_order_of_several_lines_is_sold_from_holds_that_grew_meanwhile(
-    ordering: Ordering,
+    ordering: Ordering, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The completion sells each line of the order from its hold: a line whose hold grew
     after the order was placed (an add during the payment) keeps the rest in the cart; a line
@@ -493,7 +494,16 @@ async def test_an_order_of_several_lines_is_sold_from_holds_that_grew_meanwhile(
     await cart.add_item(cart.AddToCart(100, 121, 1), ordering.db, RULES, utcnow())
     cmd, placed = await ordering.placed_order(100, 111, 2)
     await cart.add_item(cart.AddToCart(100, 111, 1), ordering.db, RULES, utcnow())
+    sent: list[str] = []
+    execute = asyncpg.Connection.execute
+
+    async def recording(self: asyncpg.Connection, query: str, *args: object, **kw: Any) -> str:
+        sent.append(query)
+        return await execute(self, query, *args, **kw)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(asyncpg.Connection, "execute", recording)
     await checkout._complete(ordering.db, cmd, placed, "pay_m", utcnow())
+    monkeypatch.undo()
     issued = await ordering.scalar(
         select(func.array_agg(tickets.c.type_id.distinct())).where(
             tickets.c.order_id == placed.order_id
@@ -517,6 +527,21 @@ async def test_an_order_of_several_lines_is_sold_from_holds_that_grew_meanwhile(
     mail = await ordering.scalar(text("SELECT body FROM ordering.mail_queue"))
     assert "2 x Event 11 - Standard Ticket at 25.00 USD" in mail
     assert "1 x Event 12 - Standard Ticket at 25.00 USD" in mail
+    # Issued with the COMMIT under the ids drawn with the lines, which the events name; each
+    # code drawn by PostgreSQL (244 random bits, URL-safe), none of them in the message.
+    async with ordering.db.engine.connect() as conn:
+        issued_rows = (
+            await conn.execute(select(tickets.c.ticket_id, tickets.c.type_id, tickets.c.code))
+        ).all()
+    (completed,) = await ordering.events_of("ordering.OrderCompleted")
+    assert completed["ticket_ids"] == sorted(r.ticket_id for r in issued_rows)
+    purchased = await ordering.events_of("ordering.TicketPurchased")
+    assert {(e["ticket_id"], e["type_id"]) for e in purchased} == {
+        (r.ticket_id, r.type_id) for r in issued_rows
+    }
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]{43}", r.code) for r in issued_rows)
+    assert any(q.endswith("COMMIT;") and str(issued_rows[0].ticket_id) in q for q in sent)
+    assert not any(r.code in q for q in sent for r in issued_rows)
 
 
 async def test_a_sale_waiting_for_a_cancellation_sees_it(ordering: Ordering) -> None:
