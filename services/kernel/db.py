@@ -194,8 +194,8 @@ class _Lender:
     loan instead of going back through the pool: a checkout and a checkin there cost more
     Python than the statement a loan carries. At most `keep` are kept (the rest of the pool
     stays for SQLAlchemy's connections), none longer than KEEP_S since the pool lent it (the
-    pool still recycles them), and none idle longer than IDLE_S (a quiet moment gives them
-    back)."""
+    pool still recycles them), and none idle for much longer than IDLE_S (a quiet moment gives
+    them back)."""
 
     KEEP_S = 60.0
     IDLE_S = 0.25
@@ -321,8 +321,9 @@ class Database:
     async def driver(self) -> AsyncIterator[Driver]:
         """A pooled connection for single statements (each its own transaction) or a block
         of `Driver.transaction()`. Taken from the engine's pool without an SQLAlchemy
-        connection around it (half the client CPU of one); given back as it was lent, or
-        dropped if it broke or was left inside a transaction."""
+        connection around it (half the client CPU of one), or from those kept for the next
+        loan (`_Lender`); kept or given back as it was lent, or dropped if it broke or was
+        left inside a transaction."""
         fairy = await self.lender.lend()
         try:
             yield Driver(fairy.driver_connection)
