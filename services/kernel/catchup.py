@@ -80,12 +80,9 @@ class CatchUp:
         event_id = response.json().get("event_id")
         return UUID(event_id) if event_id else None
 
-    async def handled_at(self, event_id: UUID) -> datetime | None:
-        """When this service's inbox recorded the event; None if it has not yet."""
-        found = await self._found_handled(event_id)
-        return found[0] if found else None
-
     async def _found_handled(self, event_id: UUID) -> tuple[datetime, float] | None:
+        """When this service's inbox recorded the event, and when this process found it so;
+        None if it has not yet."""
         if (known := self._handled.get(event_id)) is not None:
             return known
         async with self.db.driver() as db:
@@ -138,9 +135,7 @@ class CatchUp:
             found = await self._caught_up(producer, deadline)
             if found is False:
                 return True
-            if found is None or isinstance(found, bool):
-                continue
-            handled_at, found_at = found
-            if found_at > began and handled_at > started - CLOCK_MARGIN:
-                changed = True
+            if isinstance(found, tuple):
+                handled_at, found_at = found
+                changed = changed or (found_at > began and handled_at > started - CLOCK_MARGIN)
         return changed

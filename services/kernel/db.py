@@ -216,7 +216,7 @@ class _Lender:
         now = monotonic()
         while self._kept:
             fairy, lent_at, _ = self._kept.pop()
-            if now - lent_at < self.KEEP_S and not fairy.driver_connection.is_closed():
+            if now - lent_at < self.KEEP_S and _healthy(fairy):
                 self._lent_at[id(fairy)] = lent_at
                 return fairy
             await self._return(fairy)
@@ -231,11 +231,13 @@ class _Lender:
         """Kept or given back to the pool as it was lent, or dropped if it broke or was left
         inside a transaction."""
         lent_at = self._lent_at.pop(id(fairy), 0.0)
-        connection = fairy.driver_connection
         now = monotonic()
-        if connection.is_closed() or connection.is_in_transaction():
-            await greenlet_spawn(fairy.invalidate)
-        elif not self._closed and len(self._kept) < self.keep and now - lent_at < self.KEEP_S:
+        if (
+            _healthy(fairy)
+            and not self._closed
+            and len(self._kept) < self.keep
+            and now - lent_at < self.KEEP_S
+        ):
             self._kept.append((fairy, lent_at, now))
             if self._trim is None:
                 self._trim = asyncio.get_running_loop().call_later(self.IDLE_S, self._trim_idle)
@@ -244,10 +246,9 @@ class _Lender:
 
     @staticmethod
     async def _return(fairy: Any) -> None:
-        if fairy.driver_connection.is_closed():
-            await greenlet_spawn(fairy.invalidate)
-        else:
-            await greenlet_spawn(fairy.close)
+        """Back to the pool as it was lent, or dropped if it broke or was left inside a
+        transaction."""
+        await greenlet_spawn(fairy.close if _healthy(fairy) else fairy.invalidate)
 
     def _trim_idle(self) -> None:
         """The kept connections idle for IDLE_S back to the pool (the oldest are first)."""
@@ -269,6 +270,11 @@ class _Lender:
         kept, self._kept = self._kept, []
         for fairy, _, _ in kept:
             await self._return(fairy)
+
+
+def _healthy(fairy: Any) -> bool:
+    connection = fairy.driver_connection
+    return not connection.is_closed() and not connection.is_in_transaction()
 
 
 _returning: set[asyncio.Task[None]] = set()
@@ -571,9 +577,10 @@ class UnitOfWork:
     async def commit(self, last: str = "") -> None:
         """Commit, with the events: the outbox rows, the `at_commit` statements and `last`
         (statements without parameters, ints formatted in by the caller) go in one message
-        with the COMMIT (the simple query protocol), so a commit is one round trip. A row lock `last` takes, on a row every
-        request wants, is then held only while the server commits, not across a round trip
-        to this process and whatever else its loop runs meanwhile. If one of them raises
+        with the COMMIT (the simple query protocol), so a commit is one round trip. A row
+        lock `last` takes, on a row every request wants, is then held only while the server
+        commits, not across a round trip to this process and whatever else its loop runs
+        meanwhile. If one of them raises
         Refused (SQLSTATE P0002), nothing is committed."""
         if not self.commit_allowed:
             raise RuntimeError("this unit of work is committed by its owner, not here")
