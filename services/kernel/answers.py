@@ -17,9 +17,11 @@ later. While the listening connection is down nothing is served from memory.
 from __future__ import annotations
 
 import logging
+import math
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from time import monotonic
 from typing import Any
 
 from litestar import Request, Response
@@ -82,6 +84,9 @@ class Answer:
     generation: int
     body: bytes
     headers: dict[str, str]
+    # When the answer stops being true with no write at all (this process's monotonic clock):
+    # a listing on sale until its event ends, say.
+    expires: float = math.inf
 
 
 class AnswerCache:
@@ -94,17 +99,29 @@ class AnswerCache:
 
     def get(self, key: str) -> Answer | None:
         answer = self._answers.get(key)
-        if answer is None or answer.generation != self.feed.generation or not self.feed.live:
-            metrics.answers_served.labels(self.feed.db.schema, "miss").inc()
+        if (
+            answer is None
+            or answer.generation != self.feed.generation
+            or not self.feed.live
+            or monotonic() >= answer.expires
+        ):
+            metrics.child(metrics.answers_served, self.feed.db.schema, "miss").inc()
             return None
         self._answers.move_to_end(key)
-        metrics.answers_served.labels(self.feed.db.schema, "hit").inc()
+        metrics.child(metrics.answers_served, self.feed.db.schema, "hit").inc()
         return answer
 
-    def put(self, key: str, generation: int, body: bytes, headers: dict[str, str]) -> None:
+    def put(
+        self,
+        key: str,
+        generation: int,
+        body: bytes,
+        headers: dict[str, str],
+        expires: float = math.inf,
+    ) -> None:
         if generation != self.feed.generation or not self.feed.live:
             return  # built from data that changed meanwhile (or unobserved): not kept
-        self._answers[key] = Answer(generation, body, headers)
+        self._answers[key] = Answer(generation, body, headers, expires)
         self._answers.move_to_end(key)
         while len(self._answers) > self.size:
             self._answers.popitem(last=False)
@@ -114,10 +131,16 @@ Build = Callable[[], Awaitable[tuple[Any, dict[str, str]]]]
 
 
 async def respond(
-    request: Request, cache: AnswerCache | None, shared: bool, build: Build
+    request: Request,
+    cache: AnswerCache | None,
+    shared: bool,
+    build: Build,
+    valid_for: Callable[[], float] | None = None,
 ) -> Response[Any]:
     """The 200 answer `build` gives (body, headers); from memory when `shared` (the same for
-    every caller who gets it, e.g. anonymous) and nothing under it changed since."""
+    every caller who gets it, e.g. anonymous) and nothing under it changed since. An answer
+    that time alone makes untrue says for how long it holds: `valid_for()`, in seconds, read
+    once `build` has run (the read that built it knows)."""
     if cache is None or not shared:
         body, headers = await build()
         return Response(body, headers=headers)
@@ -125,7 +148,9 @@ async def respond(
     answer = cache.get(key)
     if answer is None:
         generation = cache.feed.generation  # taken before reading, see the module's notes
+        began = monotonic()
         body, headers = await build()
-        answer = Answer(generation, encode_json(body), headers)
-        cache.put(key, answer.generation, answer.body, answer.headers)
+        expires = began + valid_for() if valid_for is not None else math.inf
+        answer = Answer(generation, encode_json(body), headers, expires)
+        cache.put(key, answer.generation, answer.body, answer.headers, answer.expires)
     return Response(answer.body, headers=answer.headers, media_type="application/json")

@@ -171,8 +171,9 @@ def request_context_middleware(service: str) -> Callable[[ASGIApp], ASGIApp]:
                 await app(scope, receive, send_with_id)
             finally:
                 route = scope.get("path_template") or "unmatched"
-                metrics.http_requests.labels(service, scope["method"], route, str(status)).inc()
-                metrics.http_latency.labels(service, scope["method"], route).observe(
+                method = scope["method"]
+                metrics.child(metrics.http_requests, service, method, route, str(status)).inc()
+                metrics.child(metrics.http_latency, service, method, route).observe(
                     time.perf_counter() - started
                 )
                 context.correlation_id.reset(token)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -49,6 +51,21 @@ consumer_lag = Histogram(
 dead_letter_depth = Gauge(
     "resellio_dead_letters", "Messages in the dead-letter queue", ["consumer"]
 )
+
+
+_children: dict[tuple[Any, ...], Any] = {}
+
+
+def child(metric: Any, *values: str) -> Any:
+    """`metric.labels(*values)`, remembered: every request asks for one of a few children,
+    and prometheus_client checks the labels and takes a lock each time it is asked."""
+    key = (metric, *values)
+    found = _children.get(key)
+    if found is None:
+        if len(_children) >= 10_000:  # label values are bounded; this only bounds a surprise
+            _children.clear()
+        found = _children[key] = metric.labels(*values)
+    return found
 
 
 def render() -> tuple[bytes, str]:

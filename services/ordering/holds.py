@@ -107,7 +107,8 @@ async def sweep_forever(db: Database, interval_s: float, clock: Any) -> None:
         try:
             async with db.unit_of_work() as uow:
                 released = await release_expired(uow, clock())
-                await uow.commit()
+                if released:  # a sweep that found nothing writes nothing: no commit, so
+                    await uow.commit()  # this instance's remembered answers stay
             if released:
                 log.info("released %d expired holds", released)
                 continue

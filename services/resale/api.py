@@ -3,6 +3,7 @@ answer. Checks against projections catch up with their producers before saying n
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -10,6 +11,7 @@ from litestar import Request, Response, delete, get, post
 from litestar.openapi import ResponseSpec
 
 from contracts.codec import encode
+from services.kernel.answers import respond
 from services.kernel.app import runtime
 from services.kernel.db import Database
 from services.kernel.errors import BadRequest, DomainError, Forbidden, NotFound
@@ -140,10 +142,21 @@ async def get_my_listings(request: Request) -> Response[list[Doc]]:
 
 
 @get("/internal/resale-summary", include_in_schema=False)
-async def resale_summary(request: Request) -> Doc:
+async def resale_summary(request: Request) -> Response[Any]:
+    """Asked for every event page: remembered until the next change of the listings (the
+    caller's id, if any, is part of the question), or until a listing counted stops being
+    shown because its event ended."""
     q = parse_query(request.query_params, SummaryQuery)
-    async with runtime(request).db.reader.connect() as conn:
-        return await marketplace.summary(conn, q.event_id, q.exclude_user_id)
+    rt = runtime(request)
+    holds_for = math.inf
+
+    async def build() -> tuple[Doc, dict[str, str]]:
+        nonlocal holds_for
+        found = await marketplace.summary(rt.db, q.event_id, q.exclude_user_id)
+        holds_for = found.holds_for_s
+        return found.doc, {}
+
+    return await respond(request, rt.extras.get("answers"), True, build, lambda: holds_for)
 
 
 # ---- purchase (§10.3) -------------------------------------------------------------------------

@@ -49,4 +49,5 @@ def create_app(settings: settings_mod.Settings | None = None) -> Litestar:
         topology=subscriptions(),
         on_startup=[_start],
         sends_mail=True,
+        caches_answers=True,
     )

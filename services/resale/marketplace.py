@@ -20,13 +20,15 @@ events (PostgreSQL, vacuumed, on a loaded 2-core machine):
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.kernel.db import Database
 from services.kernel.errors import BadRequest
 from services.kernel.search import contains
 from services.resale.models import events, listings, ticket_types
@@ -154,12 +156,29 @@ async def page_of(
     return list(rows.all()), int(total or 0)
 
 
-async def summary(
-    conn: AsyncConnection, event_id: int, exclude_user_id: int | None
-) -> dict[str, Any]:
-    """The event page's resale part: active listings of the event, the caller's own excluded."""
-    where = [*on_sale(), listings.c.event_id == event_id]
-    if exclude_user_id is not None:
-        where.append(listings.c.seller_id != exclude_user_id)
-    row = (await conn.execute(select(func.count(), func.min(listings.c.price)).where(*where))).one()
-    return {"listing_count": int(row[0]), "lowest_price": None if row[1] is None else float(row[1])}
+# The event page's resale part: active listings of the event ($1), the caller's own ($2)
+# excluded, and for how many seconds the count holds with no write (until the first of them
+# stops being shown because its event ended; NULL: none is shown).
+_SUMMARY = """
+SELECT count(*) AS listing_count, min(price) AS lowest_price,
+       extract(epoch FROM min(event_end) - now()) AS holds_for
+FROM resale.listings
+WHERE state = 'active' AND event_end > now() AND event_id = $1
+  AND seller_id IS DISTINCT FROM $2::integer
+"""
+
+
+class Summary(NamedTuple):
+    doc: dict[str, Any]
+    holds_for_s: float
+
+
+async def summary(db: Database, event_id: int, exclude_user_id: int | None) -> Summary:
+    """The event page's resale part: one statement on a connection of its own."""
+    async with db.driver() as conn:
+        row = await conn.fetchrow(_SUMMARY, event_id, exclude_user_id)
+    doc = {
+        "listing_count": int(row.listing_count),
+        "lowest_price": None if row.lowest_price is None else float(row.lowest_price),
+    }
+    return Summary(doc, math.inf if row.holds_for is None else max(0.0, float(row.holds_for)))

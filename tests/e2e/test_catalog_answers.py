@@ -6,7 +6,6 @@ from __future__ import annotations
 
 # ruff: noqa: F811  (test parameters name the fixtures imported from catalog_fixtures)
 import asyncio
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -24,20 +23,12 @@ from tests.support.actors import (
 )
 from tests.support.catalog_actors import approve, approved_event, new_event, new_location
 from tests.support.catalog_fixtures import admin, organizer  # noqa: F401  (fixtures)
-from tests.support.system import System
+from tests.support.system import System, answers_of
 
 
 async def answers(system: System, outcome: str) -> float:
     """Catalog's answers of one outcome (hit or miss), over every instance."""
-    total = 0.0
-    pattern = re.compile(
-        rf'^resellio_answers_total\{{[^}}]*outcome="{outcome}"[^}}]*\}} ([0-9.e+]+)$', re.M
-    )
-    async with httpx.AsyncClient(timeout=10) as client:
-        for _, port in system.instances("catalog"):
-            page = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
-            total += sum(float(v) for v in pattern.findall(page))
-    return total
+    return await answers_of(system, "catalog", outcome)
 
 
 async def names(api: httpx.AsyncClient, tag: str, token: str = "") -> list[str]:

@@ -3,6 +3,7 @@ only, and read-your-writes across catalog and ordering (§1.8)."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -17,7 +18,7 @@ from tests.support.shop import (
     eventually,
     ticket_type,
 )
-from tests.support.system import System
+from tests.support.system import System, answers_of
 
 
 async def people(api: httpx.AsyncClient) -> tuple[str, Account, Account]:
@@ -236,3 +237,23 @@ async def test_event_page_shows_live_availability(api: httpx.AsyncClient) -> Non
     assert await available(api, event.event_id, event.type_id) == 7  # remembered by ordering
     assert (await add(api, buyer, event.type_id, 3)).status_code == 200
     assert await available(api, event.event_id, event.type_id) == 4  # and forgotten at once
+
+
+async def test_a_sweep_that_finds_no_expired_hold_keeps_the_remembered_availability(
+    api: httpx.AsyncClient, system: System
+) -> None:
+    """The hold sweeper runs every second; one that found nothing to release commits nothing,
+    so ordering's remembered answers outlive it (a commit makes the instance forget them)."""
+    admin, organizer, _ = await people(api)
+    event = await event_on_sale(api, admin, organizer, tickets=5)
+
+    async def remembered() -> bool:
+        hits = await answers_of(system, "ordering", "hit")
+        assert await available(api, event.event_id, event.type_id) == 5
+        return await answers_of(system, "ordering", "hit") == hits + 1
+
+    # Once catalog's events about the new event are applied, every instance remembers it.
+    for _ in range(len(system.instances("ordering"))):
+        assert await eventually(remembered, timeout=10)
+    await asyncio.sleep(2.5)  # two sweeps or more on every instance
+    assert await remembered()

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -223,3 +224,17 @@ def running(
         yield system
     finally:
         system.stop()
+
+
+async def answers_of(system: System, service: str, outcome: str) -> float:
+    """A service's answers of one outcome (hit: from memory, miss: built), over every
+    instance, from its /metrics."""
+    total = 0.0
+    pattern = re.compile(
+        rf'^resellio_answers_total\{{[^}}]*outcome="{outcome}"[^}}]*\}} ([0-9.e+]+)$', re.M
+    )
+    async with httpx.AsyncClient(timeout=10) as client:
+        for _, port in system.instances(service):
+            page = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+            total += sum(float(v) for v in pattern.findall(page))
+    return total

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from time import monotonic
+
 from sqlalchemy import MetaData
 
 from services.kernel.answers import AnswerCache, ChangeFeed, notify_trigger_sql
@@ -22,6 +24,15 @@ def test_an_answer_is_served_until_the_next_change() -> None:
     assert hit is not None and hit.body == b"[1]" and hit.headers == {"X-Total-Count": "1"}
     c.feed.changed()
     assert c.get("/a?") is None
+
+
+def test_an_answer_that_time_makes_untrue_is_served_only_until_then() -> None:
+    c = cache()
+    now = monotonic()
+    c.put("/soon?", c.feed.generation, b"[1]", {}, expires=now + 60)
+    c.put("/gone?", c.feed.generation, b"[1]", {}, expires=now - 0.001)
+    assert c.get("/soon?") is not None
+    assert c.get("/gone?") is None
 
 
 def test_an_answer_built_while_the_data_changed_is_not_kept() -> None:
