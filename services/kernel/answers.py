@@ -87,6 +87,15 @@ class Answer:
     # When the answer stops being true with no write at all (this process's monotonic clock):
     # a listing on sale until its event ends, say.
     expires: float = math.inf
+    # Built for a request without credentials: any such request for the same key gets it,
+    # before routing (`AnsweredFromMemory`); and the route's template, for its metrics.
+    anonymous: bool = False
+    route: str = ""
+
+
+def answer_key(scope: Any) -> str:
+    """What an answer is remembered under: the path and the query, as received."""
+    return f"{scope['path']}?{scope['query_string'].decode('latin-1')}"
 
 
 class AnswerCache:
@@ -98,6 +107,22 @@ class AnswerCache:
         self._answers: OrderedDict[str, Answer] = OrderedDict()
 
     def get(self, key: str) -> Answer | None:
+        answer = self._valid(key)
+        outcome = "miss" if answer is None else "hit"
+        metrics.child(metrics.answers_served, self.feed.db.schema, outcome).inc()
+        return answer
+
+    def for_anyone(self, key: str) -> Answer | None:
+        """The answer under `key` if it holds and was built for a request without
+        credentials (what any request without them would be answered); counted as a hit
+        when found, and not counted otherwise (the request then goes to its handler)."""
+        answer = self._valid(key)
+        if answer is None or not answer.anonymous:
+            return None
+        metrics.child(metrics.answers_served, self.feed.db.schema, "hit").inc()
+        return answer
+
+    def _valid(self, key: str) -> Answer | None:
         answer = self._answers.get(key)
         if (
             answer is None
@@ -105,23 +130,14 @@ class AnswerCache:
             or not self.feed.live
             or monotonic() >= answer.expires
         ):
-            metrics.child(metrics.answers_served, self.feed.db.schema, "miss").inc()
             return None
         self._answers.move_to_end(key)
-        metrics.child(metrics.answers_served, self.feed.db.schema, "hit").inc()
         return answer
 
-    def put(
-        self,
-        key: str,
-        generation: int,
-        body: bytes,
-        headers: dict[str, str],
-        expires: float = math.inf,
-    ) -> None:
-        if generation != self.feed.generation or not self.feed.live:
+    def put(self, key: str, answer: Answer) -> None:
+        if answer.generation != self.feed.generation or not self.feed.live:
             return  # built from data that changed meanwhile (or unobserved): not kept
-        self._answers[key] = Answer(generation, body, headers, expires)
+        self._answers[key] = answer
         self._answers.move_to_end(key)
         while len(self._answers) > self.size:
             self._answers.popitem(last=False)
@@ -144,13 +160,19 @@ async def respond(
     if cache is None or not shared:
         body, headers = await build()
         return Response(body, headers=headers)
-    key = f"{request.url.path}?{request.url.query}"
+    key = answer_key(request.scope)
     answer = cache.get(key)
     if answer is None:
         generation = cache.feed.generation  # taken before reading, see the module's notes
         began = monotonic()
         body, headers = await build()
-        expires = began + valid_for() if valid_for is not None else math.inf
-        answer = Answer(generation, encode_json(body), headers, expires)
-        cache.put(key, answer.generation, answer.body, answer.headers, answer.expires)
+        answer = Answer(
+            generation,
+            encode_json(body),
+            headers,
+            began + valid_for() if valid_for is not None else math.inf,
+            anonymous="authorization" not in request.headers,
+            route=request.scope.get("path_template") or "",
+        )
+        cache.put(key, answer)
     return Response(answer.body, headers=answer.headers, media_type="application/json")

@@ -206,3 +206,31 @@ async def test_a_write_on_one_instance_is_seen_by_the_others_memory() -> None:
             assert await eventually(b_sees_it, timeout=1.0)
     finally:
         await asyncio.to_thread(system.stop)
+
+
+async def test_an_answer_from_memory_before_routing_is_the_handlers_answer(
+    system: System, api: httpx.AsyncClient, admin: str, organizer: Account
+) -> None:
+    """A request without credentials is answered from memory before routing, with the same
+    body and headers as the handler's answer and its own request id; a request with a token,
+    even a bad one, still goes to the handler (401 for the bad one)."""
+    tag = unique("edge")
+    venue = await new_location(api, admin)
+    await approved_event(api, admin, organizer, venue["location_id"], name=f"{tag} one")
+    catalog = system.url("catalog")
+    params = {"search": tag, "limit": "5"}
+    async with httpx.AsyncClient(base_url=catalog, timeout=10) as direct:
+        built = await direct.get("/api/events", params=params)
+        assert built.status_code == 200, built.text
+        hits = await answers(system, "hit")
+        remembered = await direct.get("/api/events", params=params, headers={"X-Request-ID": "r-1"})
+        assert await answers(system, "hit") == hits + 1
+        assert remembered.content == built.content
+        assert remembered.headers["x-request-id"] == "r-1"
+        for name in ("content-type", "content-length", "x-total-count"):
+            assert remembered.headers[name] == built.headers[name], name
+        bad = await direct.get("/api/events", params=params, headers=bearer("not-a-token"))
+        assert bad.status_code == 401, bad.text
+        customer = await active_customer(api, admin)
+        shared = await direct.get("/api/events", params=params, headers=customer.headers)
+        assert shared.status_code == 200 and shared.content == built.content

@@ -6,7 +6,7 @@ from time import monotonic
 
 from sqlalchemy import MetaData
 
-from services.kernel.answers import AnswerCache, ChangeFeed, notify_trigger_sql
+from services.kernel.answers import Answer, AnswerCache, ChangeFeed, notify_trigger_sql
 from services.kernel.db import Database
 
 
@@ -19,7 +19,7 @@ def cache(size: int = 2048) -> AnswerCache:
 
 def test_an_answer_is_served_until_the_next_change() -> None:
     c = cache()
-    c.put("/a?", c.feed.generation, b"[1]", {"X-Total-Count": "1"})
+    c.put("/a?", Answer(c.feed.generation, b"[1]", {"X-Total-Count": "1"}))
     hit = c.get("/a?")
     assert hit is not None and hit.body == b"[1]" and hit.headers == {"X-Total-Count": "1"}
     c.feed.changed()
@@ -29,26 +29,39 @@ def test_an_answer_is_served_until_the_next_change() -> None:
 def test_an_answer_that_time_makes_untrue_is_served_only_until_then() -> None:
     c = cache()
     now = monotonic()
-    c.put("/soon?", c.feed.generation, b"[1]", {}, expires=now + 60)
-    c.put("/gone?", c.feed.generation, b"[1]", {}, expires=now - 0.001)
+    c.put("/soon?", Answer(c.feed.generation, b"[1]", {}, expires=now + 60))
+    c.put("/gone?", Answer(c.feed.generation, b"[1]", {}, expires=now - 0.001))
     assert c.get("/soon?") is not None
     assert c.get("/gone?") is None
+
+
+def test_only_an_answer_built_without_credentials_is_given_to_anyone_before_routing() -> None:
+    c = cache()
+    g = c.feed.generation
+    c.put("/public?", Answer(g, b"[1]", {}, anonymous=True, route="/public"))
+    c.put("/shared?", Answer(g, b"[2]", {}))  # built for a customer: the handler decides
+    assert c.get("/shared?") is not None
+    assert c.for_anyone("/shared?") is None
+    found = c.for_anyone("/public?")
+    assert found is not None and found.body == b"[1]" and found.route == "/public"
+    c.feed.changed()
+    assert c.for_anyone("/public?") is None
 
 
 def test_an_answer_built_while_the_data_changed_is_not_kept() -> None:
     c = cache()
     taken = c.feed.generation  # before reading
     c.feed.changed()  # a commit lands while the answer is being built
-    c.put("/a?", taken, b"[old]", {})
+    c.put("/a?", Answer(taken, b"[old]", {}))
     assert c.get("/a?") is None
 
 
 def test_nothing_is_served_or_kept_while_nobody_listens() -> None:
     c = cache()
-    c.put("/a?", c.feed.generation, b"[1]", {})
+    c.put("/a?", Answer(c.feed.generation, b"[1]", {}))
     c.feed.live = False
     assert c.get("/a?") is None
-    c.put("/b?", c.feed.generation, b"[2]", {})
+    c.put("/b?", Answer(c.feed.generation, b"[2]", {}))
     c.feed.live = True
     assert c.get("/b?") is None
 
@@ -56,10 +69,10 @@ def test_nothing_is_served_or_kept_while_nobody_listens() -> None:
 def test_the_least_recently_used_answer_goes_first() -> None:
     c = cache(size=2)
     g = c.feed.generation
-    c.put("/a?", g, b"a", {})
-    c.put("/b?", g, b"b", {})
+    c.put("/a?", Answer(g, b"a", {}))
+    c.put("/b?", Answer(g, b"b", {}))
     assert c.get("/a?") is not None  # /a is now the most recent
-    c.put("/c?", g, b"c", {})
+    c.put("/c?", Answer(g, b"c", {}))
     assert c.get("/b?") is None and c.get("/a?") is not None and c.get("/c?") is not None
 
 
