@@ -65,7 +65,15 @@ def _wrk_command(
     url: str, concurrency: int, seconds: int, headers: dict[str, str] | None, varied: bool
 ) -> list[str]:
     script = "wrk_paths.lua" if varied else "wrk_report.lua"
-    cmd = ["wrk", "-t2", f"-c{concurrency}", f"-d{seconds}s", "--latency", "-s", str(HERE / script)]
+    cmd = [
+        "wrk",
+        f"-t{min(2, concurrency)}",
+        f"-c{concurrency}",
+        f"-d{seconds}s",
+        "--latency",
+        "-s",
+        str(HERE / script),
+    ]
     for k, v in (headers or {}).items():
         cmd += ["-H", f"{k}: {v}"]
     return [*cmd, url]

@@ -106,38 +106,37 @@ def browse(gateways: list[str], data: Dataset, seconds: int, base: Result) -> li
 
 
 def gateway_cost(gateway: str, catalog: str, seconds: int) -> list[Row]:
+    """The same listing through the gateway and straight to catalog. With one connection
+    nothing queues, so the difference of the p50s is what the gateway adds to a request (its
+    work and one more hop); with 16, each load saturates its slowest process and the
+    difference is mostly queueing there (catalog answers this listing from memory at about
+    half the gateway's CPU per request), so it reads as a throughput ratio."""
     path = "/api/events?limit=20"
-    through = get_loop(gateway + path, 16, seconds)
-    direct = get_loop(catalog + path, 16, seconds)
-    added = through.p50_ms - direct.p50_ms
-    return [
-        Row(
-            "gateway cost: GET /api/events c=16",
-            "p50 through gateway",
-            round(through.p50_ms, 2),
-            "ms",
-        ),
-        Row(
-            "gateway cost: GET /api/events c=16",
-            "p50 direct to catalog",
-            round(direct.p50_ms, 2),
-            "ms",
-        ),
-        Row(
-            "gateway cost: GET /api/events c=16",
-            "added p50",
-            round(added, 2),
-            "ms",
-            "< 1",
-            added < 1,
-        ),
-        Row(
-            "gateway cost: GET /api/events c=16",
-            "rps ratio gateway/direct",
-            round(through.rps / direct.rps, 3) if direct.rps else 0,
-            "x",
-        ),
-    ]
+    rows: list[Row] = []
+    for c in (1, 16):
+        through = get_loop(gateway + path, c, seconds)
+        direct = get_loop(catalog + path, c, seconds)
+        added = through.p50_ms - direct.p50_ms
+        name = f"gateway cost: GET /api/events c={c}"
+        rows += [
+            Row(name, "p50 through gateway", round(through.p50_ms, 2), "ms"),
+            Row(name, "p50 direct to catalog", round(direct.p50_ms, 2), "ms"),
+            Row(
+                name,
+                "added p50",
+                round(added, 2),
+                "ms",
+                "< 1" if c == 1 else "",
+                added < 1 if c == 1 else None,
+            ),
+            Row(
+                name,
+                "rps ratio gateway/direct",
+                round(through.rps / direct.rps, 3) if direct.rps else 0,
+                "x",
+            ),
+        ]
+    return rows
 
 
 async def ticket_drop(gateways: list[str], data: Dataset, capacity: int, engine: Any) -> list[Row]:
