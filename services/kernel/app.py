@@ -188,7 +188,7 @@ class AnsweredFromMemory:
     for such requests (`AnswerCache.for_anyone`) is answered here, before routing, with the
     headers the handler's answer had and the request id; anything else goes to the app. The
     event listing and the parts of the event page, which every visitor asks for, cost about
-    a third of their CPU this way."""
+    half their CPU this way (catalog's remembered listing: 0.36 -> 0.19 ms)."""
 
     def __init__(self, app: Litestar) -> None:
         self.app = app
