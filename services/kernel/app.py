@@ -207,7 +207,7 @@ class AnsweredFromMemory:
         for name, value in scope["headers"]:
             if name == b"authorization":
                 return False
-            if name == b"x-request-id":
+            if name == b"x-request-id" and incoming is None:  # the first, as the middleware
                 incoming = value.decode("latin-1")
         started = time.perf_counter()
         answer = cache.for_anyone(answer_key(scope))
