@@ -139,6 +139,19 @@ EXCEPTION_HANDLERS: dict[Any, Callable[..., Response[Any]]] = {
 # ---- request context middleware ----------------------------------------------------------
 
 
+def _request_id(incoming: str | None) -> str:
+    """The caller's X-Request-ID when it is acceptable, else a new one."""
+    return incoming if incoming is not None and valid_request_id(incoming) else str(uuid.uuid4())
+
+
+def _observe(service: str, method: str, route: str, status: int, started: float) -> None:
+    """A request answered: counted, and its latency since `started` (time.perf_counter)."""
+    metrics.child(metrics.http_requests, service, method, route, str(status)).inc()
+    metrics.child(metrics.http_latency, service, method, route).observe(
+        time.perf_counter() - started
+    )
+
+
 def request_context_middleware(service: str) -> Callable[[ASGIApp], ASGIApp]:
     """Keeps or makes X-Request-ID, binds it to logs and events, records metrics."""
 
@@ -152,7 +165,7 @@ def request_context_middleware(service: str) -> Callable[[ASGIApp], ASGIApp]:
                 if name == b"x-request-id":
                     incoming = value.decode("latin-1")
                     break
-            request_id = incoming if valid_request_id(incoming) else str(uuid.uuid4())
+            request_id = _request_id(incoming)
             token = context.correlation_id.set(request_id)
             started = time.perf_counter()
             status = 500
@@ -171,11 +184,7 @@ def request_context_middleware(service: str) -> Callable[[ASGIApp], ASGIApp]:
                 await app(scope, receive, send_with_id)
             finally:
                 route = scope.get("path_template") or "unmatched"
-                method = scope["method"]
-                metrics.child(metrics.http_requests, service, method, route, str(status)).inc()
-                metrics.child(metrics.http_latency, service, method, route).observe(
-                    time.perf_counter() - started
-                )
+                _observe(service, scope["method"], route, status, started)
                 context.correlation_id.reset(token)
 
         return handle
@@ -213,7 +222,7 @@ class AnsweredFromMemory:
         answer = cache.for_anyone(answer_key(scope))
         if answer is None:
             return False
-        request_id = incoming if valid_request_id(incoming) else str(uuid.uuid4())
+        request_id = _request_id(incoming)
         headers = [
             (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers.items()
         ]
@@ -224,11 +233,7 @@ class AnsweredFromMemory:
         ]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": answer.body})
-        route = answer.route or "unmatched"
-        metrics.child(metrics.http_requests, rt.service, "GET", route, "200").inc()
-        metrics.child(metrics.http_latency, rt.service, "GET", route).observe(
-            time.perf_counter() - started
-        )
+        _observe(rt.service, "GET", answer.route or "unmatched", 200, started)
         return True
 
 
