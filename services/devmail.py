@@ -3,19 +3,54 @@
 from __future__ import annotations
 
 import mailbox
+import os
+import socket
 import time
 from email.message import Message
+from itertools import count
 from pathlib import Path
+from typing import Any
+
+_HOST = socket.gethostname().replace("/", "_").replace(":", "_")
+
+
+class MaildirSink:
+    """An aiosmtpd handler that files each message in Maildir `new/` as it arrived, its
+    envelope's sender and recipients in Return-Path and X-RcptTo headers. It neither parses
+    the message nor writes it out again: aiosmtpd's Mailbox handler did both, which cost a
+    benchmark's purchase more CPU than the message's sender."""
+
+    def __init__(self, directory: str) -> None:
+        self.tmp = Path(directory, "tmp")
+        self.new = Path(directory, "new")
+        for part in (self.tmp, self.new, Path(directory, "cur")):
+            part.mkdir(parents=True, exist_ok=True)
+        self._serial = count()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        head = (
+            f"Return-Path: <{envelope.mail_from}>\r\nX-RcptTo: {', '.join(envelope.rcpt_tos)}\r\n"
+        ).encode()
+        content = envelope.original_content or b""
+        # Maildir's protocol: written under tmp/, then moved into new/ in one step, so a
+        # reader never sees half a message.
+        name = f"{time.time_ns()}.P{os.getpid()}Q{next(self._serial)}.{_HOST}"
+        staged = self.tmp / name
+        staged.write_bytes(head + content)
+        os.replace(staged, self.new / name)
+        return "250 Message accepted for delivery"
 
 
 def serve_forever(directory: str, port: int) -> None:
     from aiosmtpd.controller import Controller
-    from aiosmtpd.handlers import Mailbox
 
-    # mailbox.Maildir only makes tmp/new/cur when it creates the directory itself.
-    for part in ("tmp", "new", "cur"):
-        Path(directory, part).mkdir(parents=True, exist_ok=True)
-    controller = Controller(Mailbox(directory), hostname="127.0.0.1", port=port)
+    try:  # the services' event loop where it is installed: the catcher's protocol costs less
+        import uvloop
+
+        loop = uvloop.new_event_loop()
+    except ImportError:
+        loop = None
+    controller = Controller(MaildirSink(directory), hostname="127.0.0.1", port=port, loop=loop)
     controller.start()
     try:
         while True:
