@@ -1,10 +1,11 @@
 # Resellio: `make run` brings the whole system up, `make test` runs every test.
 # The interpreter the image ships (deploy/Dockerfile: Python 3.12) where this machine has it, on
-# PATH or under pyenv, so that the tests and `make bench` run what is deployed; else python3.
+# PATH or under pyenv and able to make a venv, so that the tests and `make bench` run what is
+# deployed; else python3.
 # 3.11 is supported too: `rm -rf .venv && make install PYTHON=python3.11`.
 ifndef PYTHON
 PYTHON := $(shell for p in python3.12 "$$(pyenv prefix 3.12 2>/dev/null)/bin/python3.12"; do \
-	"$$p" -c "" >/dev/null 2>&1 && { echo "$$p"; exit; }; done; echo python3)
+	"$$p" -c "import ensurepip" >/dev/null 2>&1 && { echo "$$p"; exit; }; done; echo python3)
 endif
 UV_VERSION := 0.13.8
 TOOLS := .tools
