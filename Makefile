@@ -46,14 +46,14 @@ test-faults: install  ## outages, kill -9, slow downstream, secrets; each ends w
 	$(BIN)/pytest -q -s tests/faults
 
 lint: install
-	$(BIN)/ruff check contracts services gateway tests
-	$(BIN)/ruff format --check contracts services gateway tests
+	$(BIN)/ruff check contracts services gateway tests bench
+	$(BIN)/ruff format --check contracts services gateway tests bench
 
 format: install
-	$(BIN)/ruff format contracts services gateway tests
-	$(BIN)/ruff check --fix contracts services gateway tests
+	$(BIN)/ruff format contracts services gateway tests bench
+	$(BIN)/ruff check --fix contracts services gateway tests bench
 
-bench: install  ## benchmarks; writes bench/results.json and bench/results.md
+bench: install  ## benchmarks; writes bench/results/latest.json and latest.md
 	$(BIN)/python -m bench
 
 clean:

@@ -50,6 +50,52 @@ def machine_cpu() -> tuple[float, float]:
     return (sum(fields) - idle) / tick, sum(fields) / tick
 
 
+# Server processes that are not the system's own children, by what their command line starts
+# with (PostgreSQL's backends retitle themselves "postgres: ...").
+SERVERS = {"postgres": "postgresql", "/usr/lib/postgresql/": "postgresql"}
+ERLANG_VM = "beam.smp"
+
+
+def _cpu_of(pid: int) -> float:
+    """User + system CPU seconds of one process so far; 0 if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _server_of(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            command = cmdline.read().split(b"\0")[0].decode(errors="replace")
+    except OSError:
+        return None
+    if command.endswith(ERLANG_VM):
+        return "rabbitmq"
+    return next((name for prefix, name in SERVERS.items() if command.startswith(prefix)), None)
+
+
+def process_cpu(named: dict[int, str]) -> dict[str, float]:
+    """CPU seconds used so far by each part of the machine: the processes in `named` under
+    their names (an instance's "name#1" counts as "name"), PostgreSQL's and RabbitMQ's
+    processes found by their command lines (every backend, whenever it started), and
+    "other" for the rest of the machine's busy time. Differences of two readings tell what a
+    stretch of work cost each part; a process that exits in between is not counted."""
+    parts: dict[str, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        name = named.get(pid)
+        part = name.split("#")[0] if name is not None else _server_of(pid)
+        if part is not None:
+            parts[part] = parts.get(part, 0.0) + _cpu_of(pid)
+    parts["other"] = machine_cpu()[0] - sum(parts.values())
+    return parts
+
+
 def percentile(samples: list[float], q: float) -> float:
     if not samples:
         return 0.0

@@ -4,6 +4,7 @@ invariant breaks (oversell, double sale, lost event), whatever the speed."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from sqlalchemy import text
 
 from bench.client import Client, ClientError
 from bench.dataset import Dataset, bearer, new_customer, new_event
-from bench.measure import Result, get_loop, machine_cpu, percentile, run_async
+from bench.measure import Result, get_loop, machine_cpu, percentile, process_cpu, run_async
 
 
 class CorrectnessError(Exception):
@@ -139,11 +140,18 @@ def gateway_cost(gateway: str, catalog: str, seconds: int) -> list[Row]:
     return rows
 
 
-async def ticket_drop(gateways: list[str], data: Dataset, capacity: int, engine: Any) -> list[Row]:
+async def ticket_drop(
+    gateways: list[str],
+    data: Dataset,
+    capacity: int,
+    engine: Any,
+    processes: dict[int, str] | None = None,
+) -> list[Row]:
     """Every customer adds one ticket and checks out at once; exactly `capacity` may win.
     Checkouts/s is the capacity over the time it took to sell out. A small drop of its own
     goes first, unmeasured: the first purchases of a fresh system open its pools and prepare
-    its statements."""
+    its statements. With `processes` (pid: name of the system's own processes), what a ticket
+    cost each part of the machine until the sell-out is reported too."""
     warm_up = await _standard_type(gateways[0], await _event(gateways[0], data, 64, "Warm-up"))
     await _wait_on_sale(engine, warm_up, 64)
     await _race(gateways, data, warm_up, 128)
@@ -152,7 +160,8 @@ async def ticket_drop(gateways: list[str], data: Dataset, capacity: int, engine:
     type_id = await _standard_type(gateways[0], event_id)
     await _wait_on_sale(engine, type_id, capacity)
     buyers = len(data.customers)
-    result, outcomes, won_at, cpu = await _race(gateways, data, type_id, buyers)
+    race = await _race(gateways, data, type_id, buyers, processes, capacity)
+    result, outcomes, won_at, cpu = race.result, race.outcomes, race.won_at, race.cpu
     async with engine.connect() as conn:
         issued = await conn.scalar(
             text("SELECT count(*) FROM ordering.tickets WHERE type_id = :t"), {"t": type_id}
@@ -197,17 +206,39 @@ async def ticket_drop(gateways: list[str], data: Dataset, capacity: int, engine:
         ),
         Row(name, "tickets issued", issued, "count", f"== {capacity}", issued == capacity),
         Row(name, "errors (5xx, timeouts)", result.errors, "count", "0", result.errors == 0),
+        *(
+            Row(name, f"CPU per ticket sold: {part}", round(seconds * 1000 / won, 2), "ms")
+            for part, seconds in sorted(race.parts.items(), key=lambda p: -p[1])
+            if won and seconds > 0
+        ),
     ]
 
 
+@dataclass
+class Race:
+    result: Result  # the load's
+    outcomes: dict[str, int]  # answers counted, as "add 400", "checkout 200"
+    won_at: list[float]  # seconds from the start to each winning checkout's answer
+    cpu: tuple[float, float]  # the machine's (busy, all) CPU seconds, start to last win
+    parts: dict[str, float]  # CPU seconds of each part of the machine, start to sell-out
+
+
 async def _race(
-    gateways: list[str], data: Dataset, type_id: int, buyers: int
-) -> tuple[Result, dict[str, int], list[float], tuple[float, float]]:
-    """`buyers` customers, 64 at a time, each adding one ticket of the type and checking out:
-    the load's result, the answers counted, when each winning checkout ended, and the
-    machine's (busy, all) CPU seconds from the start to the last win."""
+    gateways: list[str],
+    data: Dataset,
+    type_id: int,
+    buyers: int,
+    processes: dict[int, str] | None = None,
+    capacity: int | None = None,
+) -> Race:
+    """`buyers` customers, 64 at a time, each adding one ticket of the type and checking out.
+    With `processes`, each part's CPU is read at the start and once `capacity` checkouts won
+    (at the end if they never do): two scans of /proc, not one per sale."""
     outcomes: dict[str, int] = {}
     won_at: list[float] = []
+    named = {**processes, os.getpid(): "load generator"} if processes else None
+    parts_start = process_cpu(named) if named else {}
+    parts_end: dict[str, float] = {}
     started = time.monotonic()
     cpu_start = cpu_at_win = machine_cpu()
 
@@ -229,11 +260,16 @@ async def _race(
         if r.status_code == 200:
             won_at.append(time.monotonic() - started)
             cpu_at_win = machine_cpu()
+            if named and len(won_at) == capacity:
+                parts_end.update(process_cpu(named))
         return r.status_code == 200
 
     result = await run_async(buy, 64, 600, gateways, max_iterations=buyers)
     cpu = (cpu_at_win[0] - cpu_start[0], cpu_at_win[1] - cpu_start[1])
-    return result, outcomes, won_at, cpu
+    if named and not parts_end:
+        parts_end = process_cpu(named)
+    parts = {k: parts_end.get(k, 0.0) - parts_start.get(k, 0.0) for k in parts_end}
+    return Race(result, outcomes, won_at, cpu, parts)
 
 
 async def _empty_carts(gateway: str, customers: list[str]) -> None:
