@@ -83,6 +83,9 @@ async def queue_mail(
     )
 
 
+MESSAGES_PER_SESSION = 100
+
+
 class MailSender:
     """Sends queued mail; safe with several instances (rows claimed with SKIP LOCKED)."""
 
@@ -93,36 +96,76 @@ class MailSender:
         self.table = mail_table(db.metadata)
         self.sender = parseaddr(smtp.sender)[1]
         self.wake = asyncio.Event()
+        # One SMTP session while mail keeps coming, closed once the queue is empty: a session
+        # costs a connection, EHLO, perhaps STARTTLS and a login, and QUIT, which batch after
+        # batch of a busy hour would otherwise each pay.
+        self._smtp: aiosmtplib.SMTP | None = None
+        self._sent_in_session = 0
+        self.sessions = 0  # SMTP sessions opened, for the tests and the curious
 
     async def run(self) -> None:
         backoff = 1.0
-        while True:
-            try:
-                sent, failed = await self.send_batch()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("mail sender failed: %s", exc)
-                sent, failed = 0, 1
-            if failed:
-                # The SMTP server is away or refusing: wait before spending more attempts.
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 60.0)
-                continue
-            backoff = 1.0
-            if not sent:
+        try:
+            while True:
                 try:
-                    await asyncio.wait_for(self.wake.wait(), 1.0)
-                except TimeoutError:
-                    pass
-                self.wake.clear()
+                    sent, failed = await self.send_batch()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("mail sender failed: %s", exc)
+                    sent, failed = 0, 1
+                if failed:
+                    # The SMTP server is away or refusing: wait before spending more attempts.
+                    self._hang_up()
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 60.0)
+                    continue
+                backoff = 1.0
+                if not sent:
+                    await self.close()  # nothing queued: no session left idle on the server
+                    try:
+                        await asyncio.wait_for(self.wake.wait(), 1.0)
+                    except TimeoutError:
+                        pass
+                    self.wake.clear()
+        finally:
+            self._hang_up()
+
+    async def close(self) -> None:
+        """End the SMTP session, if one is open, with QUIT."""
+        smtp, self._smtp = self._smtp, None
+        if smtp is not None:
+            try:
+                await smtp.quit()
+            except (aiosmtplib.SMTPException, OSError):
+                _drop(smtp)
+
+    def _hang_up(self) -> None:
+        _drop(self._smtp)
+        self._smtp = None
+
+    async def _session(self) -> aiosmtplib.SMTP:
+        """The open SMTP session, or a new one if there is none, the server ended it, or it
+        carried MESSAGES_PER_SESSION already (servers may refuse more, and say so late)."""
+        if self._smtp is not None and not self._smtp.is_connected:
+            self._hang_up()
+        if self._smtp is not None and self._sent_in_session >= MESSAGES_PER_SESSION:
+            await self.close()
+        if self._smtp is None:
+            smtp = self._client()
+            await smtp.connect()
+            self._smtp, self._sent_in_session = smtp, 0
+            self.sessions += 1
+        self._sent_in_session += 1
+        return self._smtp
 
     async def send_batch(self, limit: int = 20) -> tuple[int, int]:
-        """Send up to `limit` queued messages over one SMTP connection; (sent, failed)."""
+        """Send up to `limit` queued messages over the open SMTP session; (sent, failed). A
+        message the server refuses counts an attempt and ends the session (the next one gets
+        a fresh session)."""
         t = self.table
         sent: list[int] = []
         failed = 0
-        smtp: aiosmtplib.SMTP | None = None
         async with self.db.engine.connect() as conn, conn.begin():
             rows = (
                 await conn.execute(
@@ -136,26 +179,18 @@ class MailSender:
             try:
                 for row in rows:
                     try:
-                        if smtp is None:
-                            smtp = self._client()
-                            await smtp.connect()
+                        smtp = await self._session()
                         await smtp.sendmail(self.sender, [row.recipient], self._message(row))
                         sent.append(row.id)
                     except (aiosmtplib.SMTPException, OSError) as exc:
                         failed += 1
-                        _drop(smtp)  # the next message gets a fresh connection
-                        smtp = None
+                        self._hang_up()
                         await conn.execute(
                             update(t)
                             .where(t.c.id == row.id)
                             .values(attempts=t.c.attempts + 1, last_error=str(exc)[:500])
                         )
             finally:
-                if smtp is not None:
-                    try:
-                        await smtp.quit()
-                    except (aiosmtplib.SMTPException, OSError):
-                        _drop(smtp)
                 if sent:
                     await conn.execute(
                         update(t).where(t.c.id.in_(sent)).values(sent_at=text("now()"))

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
-from sqlalchemy import text
+from sqlalchemy import MetaData, text
 from sqlalchemy.engine import make_url
 
 from services.kernel import broker
+from services.kernel.db import Database
 from services.kernel.migrate import ensure_database
 from tests.support.infra import amqp_url, database_url
 
@@ -47,3 +49,21 @@ def schema_name() -> str:
 async def drop_schema(engine, schema: str) -> None:  # type: ignore[no-untyped-def]
     async with engine.begin() as conn:
         await conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+
+
+@asynccontextmanager
+async def schema_with(
+    url: str, schema: str, tables: Callable[[MetaData], object], pool_size: int = 2
+) -> AsyncIterator[Database]:
+    """A private schema holding the tables `tables` declares, dropped afterwards."""
+    metadata = MetaData(schema=schema)
+    tables(metadata)
+    db = Database(url, schema, metadata, pool_size=pool_size)
+    async with db.engine.begin() as conn:
+        await conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+        await conn.run_sync(metadata.create_all)
+    try:
+        yield db
+    finally:
+        await drop_schema(db.engine, schema)
+        await db.dispose()

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import MetaData, func, select
+from sqlalchemy import func, select
 
 from services.kernel.db import Database
 from services.kernel.payments import (
@@ -18,20 +18,13 @@ from services.kernel.payments import (
     SimulatedProvider,
     payment_tables,
 )
-from tests.integration.conftest import drop_schema
+from tests.integration.conftest import schema_with
 
 
 @pytest.fixture
 async def ledger(integration_db_url: str, schema_name: str) -> AsyncIterator[Database]:
-    metadata = MetaData(schema=schema_name)
-    payment_tables(metadata)
-    db = Database(integration_db_url, schema_name, metadata, pool_size=4)
-    async with db.engine.begin() as conn:
-        await conn.exec_driver_sql(f'CREATE SCHEMA "{schema_name}"')
-        await conn.run_sync(metadata.create_all)
-    yield db
-    await drop_schema(db.engine, schema_name)
-    await db.dispose()
+    async with schema_with(integration_db_url, schema_name, payment_tables, 4) as db:
+        yield db
 
 
 async def test_one_key_one_charge_across_instances(ledger: Database) -> None:
