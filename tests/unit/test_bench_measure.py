@@ -92,7 +92,9 @@ async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
 
 
 @pytest.fixture
-async def server() -> AsyncIterator[tuple[str, list[int]]]:
+async def client() -> AsyncIterator[tuple[Client, list[int]]]:
+    """The load generator's client (one connection at most) on a real server, and the
+    connections that server accepted."""
     connections: list[int] = []
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -102,20 +104,20 @@ async def server() -> AsyncIterator[tuple[str, list[int]]]:
     srv = await asyncio.start_server(handle, "127.0.0.1", 0)
     port = srv.sockets[0].getsockname()[1]
     async with srv:
-        yield f"http://127.0.0.1:{port}", connections
+        client = Client(f"http://127.0.0.1:{port}", max_connections=1)
+        try:
+            yield client, connections
+        finally:
+            await client.aclose()
 
 
 async def test_client_reads_lengths_and_chunks_and_keeps_the_connection(
-    server: tuple[str, list[int]],
+    client: tuple[Client, list[int]],
 ) -> None:
-    base, connections = server
-    client = Client(base, max_connections=1)
-    try:
-        echoed = await client.post("/echo", json={"a": [1, 2]})
-        chunked = await client.get("/chunked")
-        again = await client.post("/echo", data={"q": "x y"})
-    finally:
-        await client.aclose()
+    http, connections = client
+    echoed = await http.post("/echo", json={"a": [1, 2]})
+    chunked = await http.get("/chunked")
+    again = await http.post("/echo", data={"q": "x y"})
     assert (echoed.status_code, echoed.json()) == (201, {"a": [1, 2]})
     assert (chunked.status_code, chunked.text) == (200, "hello, world")
     assert again.content == b"q=x+y"
@@ -123,15 +125,11 @@ async def test_client_reads_lengths_and_chunks_and_keeps_the_connection(
 
 
 async def test_client_opens_a_new_connection_after_the_server_closed_one(
-    server: tuple[str, list[int]],
+    client: tuple[Client, list[int]],
 ) -> None:
-    base, connections = server
-    client = Client(base, max_connections=1)
-    try:
-        closed = await client.get("/close")
-        after = await client.post("/echo", json={})
-    finally:
-        await client.aclose()
+    http, connections = client
+    closed = await http.get("/close")
+    after = await http.post("/echo", json={})
     assert (closed.status_code, closed.text) == (404, "no")
     assert (after.status_code, after.json()) == (201, {})
     assert len(connections) == 2
