@@ -101,7 +101,6 @@ class MailSender:
         # batch of a busy hour would otherwise each pay.
         self._smtp: aiosmtplib.SMTP | None = None
         self._sent_in_session = 0
-        self.sessions = 0  # SMTP sessions opened, for the tests and the curious
 
     async def run(self) -> None:
         backoff = 1.0
@@ -155,7 +154,6 @@ class MailSender:
             smtp = self._client()
             await smtp.connect()
             self._smtp, self._sent_in_session = smtp, 0
-            self.sessions += 1
         self._sent_in_session += 1
         return self._smtp
 
