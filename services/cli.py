@@ -167,12 +167,21 @@ def serve(name: str, host: str, port: int | None) -> None:
     )
 
 
+# The cyclic collector's thresholds in a served process (Python's own: 700, 10, 10). A request
+# allocates thousands of containers that its own end frees by reference counting, so at 700 the
+# youngest generation is walked several times per request for almost no garbage. Measured in a
+# drop (six drops each, interleaved): ordering 2.37 ms of CPU per ticket against 2.51, 221
+# checkouts/s against 209. What cycles do form (an exception's traceback) waits longer.
+COLLECTOR_THRESHOLDS = (20_000, 50, 100)
+
+
 def _settle_collector() -> None:
     """What is alive once the app is built (modules, routes, settings) lives as long as the
     process: the cyclic collector stops walking it (gc.freeze), so a full collection walks
-    what requests made, not every module and route."""
+    what requests made, not every module and route; and it runs less often."""
     gc.collect()
     gc.freeze()
+    gc.set_threshold(*COLLECTOR_THRESHOLDS)
 
 
 @main.command()
@@ -188,6 +197,7 @@ def relay(only: tuple[str, ...]) -> None:
     asyncio.run(_preflight(cfg))
     services = list(only) or available_services()
     queue_type = os.environ.get("RESELLIO_QUEUE_TYPE", "quorum")
+    _settle_collector()
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(run_apart(cfg, services, queue_type))
