@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -87,19 +88,23 @@ async def list_events(
     return list(reversed(rows))
 
 
+# One event of a producer's log by its id (:id, a UUID).
+FIND_SQL = (
+    f"SELECT '{{producer}}' AS producer, {COLUMNS}, payload FROM {{producer}}.outbox "
+    "WHERE event_id = :id"
+)
+
+
 async def find_event(engine: AsyncEngine, event_id: str) -> tuple[Any, Any] | None:
-    """(row, payload) of one event by id, from whichever log holds it."""
+    """(row, payload) of one event by id, from whichever log holds it; None for an id that
+    is not a UUID. Found through each log's unique index on the id, not by reading the log."""
+    try:
+        wanted = UUID(event_id)
+    except ValueError:
+        return None
     for p in await producers_with_log(engine):
         async with engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    text(
-                        f"SELECT '{p}' AS producer, {COLUMNS}, payload FROM {p}.outbox "
-                        "WHERE event_id::text = :id"
-                    ),
-                    {"id": event_id},
-                )
-            ).first()
+            row = (await conn.execute(text(FIND_SQL.format(producer=p)), {"id": wanted})).first()
         if row is not None:
             return row, row.payload
     return None

@@ -8,7 +8,10 @@ import sys
 import uuid
 
 import httpx
+from sqlalchemy import text
 
+from services.kernel.db import create_engine
+from services.kernel.eventlog import FIND_SQL
 from tests.support.actors import admin_token, verified_organizer
 from tests.support.system import ROOT, System
 
@@ -54,6 +57,27 @@ async def test_events_are_listed_by_correlation_id_and_shown(
         and email in shown.stdout
         and '"type": "auth.UserRegistered"' in shown.stdout
     )
+    for unknown in (str(uuid.uuid4()), "not-an-id"):
+        missing = await asyncio.to_thread(resellio, system, "events", "show", unknown)
+        assert missing.returncode == 1 and f"no event {unknown}" in missing.stderr
+        assert "Traceback" not in missing.stderr
+
+
+async def test_an_event_is_found_by_its_id_through_the_logs_index(system: System) -> None:
+    """An operator's lookup does not read the whole log (which only grows)."""
+    engine = create_engine(system.database_url, pool_size=1)
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text("SET enable_seqscan = off"))  # as on a log of millions
+            plan = (
+                await conn.execute(
+                    text("EXPLAIN " + FIND_SQL.format(producer="ordering")), {"id": uuid.uuid4()}
+                )
+            ).scalars()
+            shown = "\n".join(plan)
+            assert "outbox_event_id_key" in shown and "Index Cond: (event_id = " in shown
+    finally:
+        await engine.dispose()
 
 
 async def test_rebuilt_catalog_projection_equals_the_one_it_replaced(
