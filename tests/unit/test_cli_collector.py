@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 from services.cli import COLLECTOR_THRESHOLDS
 
@@ -19,7 +20,11 @@ print(*gc.get_threshold(), before, gc.get_freeze_count())
 def test_the_collector_is_settled_in_a_fresh_interpreter() -> None:
     # A process of its own: freezing the test runner's heap would outlive the test.
     out = subprocess.run(
-        [sys.executable, "-c", PROBE], capture_output=True, text=True, check=True
+        [sys.executable, "-c", PROBE],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     *thresholds, frozen_before, frozen_after = map(int, out)
     assert tuple(thresholds) == COLLECTOR_THRESHOLDS
