@@ -262,11 +262,13 @@ async def _one_customer(system: System) -> str:
         return await new_customer(client, admin, "login")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--seconds", type=int, default=10, help="per timed scenario")
     parser.add_argument("--events", type=int, default=200)
-    parser.add_argument("--customers", type=int, default=1000)
+    # The drop is a few thousand customers racing for a few hundred tickets (issue #8): every
+    # customer of the dataset is one buyer.
+    parser.add_argument("--customers", type=int, default=3000)
     parser.add_argument("--capacity", type=int, default=300)
     parser.add_argument("--listings", type=int, default=10)
     parser.add_argument("--buyers", type=int, default=20)
@@ -278,7 +280,14 @@ def main() -> None:
     )
     parser.add_argument("--scenarios", default="browse,gateway,drop,resale,pipeline,replay,login")
     parser.add_argument("--instances", default="1,2", help="comma-separated instance counts to run")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=RESULTS,
+        help="where latest.json and latest.md are written (default: bench/results)",
+    )
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv)
     ensure_wrk()
     database = choose_database()
     rows: list[Row] = []
@@ -293,17 +302,17 @@ def main() -> None:
         except Exception as exc:
             failed = f"[{n} instance(s)] benchmark could not finish: {exc!r}"
             break
-    RESULTS.mkdir(exist_ok=True)
+    args.results.mkdir(parents=True, exist_ok=True)
     meta = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
         "python": platform.python_version(),
         "load_tool": "wrk" if have_wrk() else "python async client",
         "database": f"PostgreSQL over {database}",
-        "command": "make bench " + " ".join(sys.argv[1:]),
+        "command": "make bench " + " ".join(argv),
         "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
         "seconds": round(time.time() - started),
     }
-    (RESULTS / "latest.json").write_text(
+    (args.results / "latest.json").write_text(
         json.dumps({"meta": meta, "rows": [r.as_dict() for r in rows], "failed": failed}, indent=2)
     )
     md = (
@@ -313,7 +322,7 @@ def main() -> None:
     )
     if failed:
         md += f"\n**FAILED**: {failed}\n"
-    (RESULTS / "latest.md").write_text(md)
+    (args.results / "latest.md").write_text(md)
     print(md)
     if failed:
         print(f"FAILED: {failed}", file=sys.stderr)

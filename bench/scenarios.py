@@ -415,7 +415,12 @@ async def resale_rush(
 
 
 async def event_pipeline(
-    gateways: list[str], data: Dataset, engine: Any, rate: int, seconds: int
+    gateways: list[str],
+    data: Dataset,
+    engine: Any,
+    rate: int,
+    seconds: int,
+    settle_s: float = 60,
 ) -> list[Row]:
     """TicketPurchased committed by ordering → handled by resale, at a steady event rate
     (checkouts of `per_checkout` tickets started at a fixed interval)."""
@@ -465,7 +470,8 @@ async def event_pipeline(
         "FROM ordering.outbox o LEFT JOIN resale.inbox i ON i.event_id = o.event_id "
         "WHERE o.type = 'ordering.TicketPurchased' AND o.occurred_at >= :t"
     )
-    deadline = time.monotonic() + 60  # every committed event must arrive: wait for the tail
+    # Every committed event must arrive: wait `settle_s` for the tail, then count what did not.
+    deadline = time.monotonic() + settle_s
     while True:
         async with engine.connect() as conn:
             rows = (await conn.execute(query, {"t": started_at})).all()
