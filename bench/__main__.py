@@ -240,15 +240,19 @@ async def login_rows(system: System, args: argparse.Namespace) -> list[Row]:
         scenarios.login_load(system.gateway_url, args.seconds, emails, PASSWORD)
     )
     together = await asyncio.to_thread(get_loop, url, 16, args.seconds)
-    await login_task
-    rows.append(
+    _, logins = await login_task
+    name = "login: browse c=16 while logins run"
+    rows += [
         Row(
-            "login: browse c=16 while logins run",
+            name,
             "rps ratio to browse alone",
             round(together.rps / alone.rps, 3) if alone.rps else 0,
             "x",
-        )
-    )
+        ),
+        # ... and what browsing costs the logins: they must not starve either.
+        Row(name, "logins/s meanwhile", round(logins.rps, 1), "/s"),
+        Row(name, "login p99 meanwhile", round(logins.p99_ms, 1), "ms"),
+    ]
     return rows
 
 

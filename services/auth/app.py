@@ -13,7 +13,7 @@ from services.auth.config import AuthConfig, load_auth_config
 from services.auth.consumers import HANDLERS
 from services.auth.keys import load_keyring, load_pem
 from services.auth.models import metadata
-from services.auth.passwords import warm_up_hasher
+from services.auth.passwords import start_hasher, warm_up_hasher
 from services.kernel import settings as settings_mod
 from services.kernel.app import Runtime, create_service_app
 from services.kernel.logs import configure
@@ -30,6 +30,7 @@ def _local_jwks(rt: Runtime) -> Callable[[], Awaitable[dict[str, Any]]]:
 
 def _start(config: AuthConfig) -> Callable[[Runtime], Awaitable[None]]:
     async def start(rt: Runtime) -> None:
+        start_hasher(config.password_hash_workers)
         rt.extras["config"] = config
         rt.extras["keyring"] = await load_keyring(
             rt.db, config.jwt_private_key, rt.settings.access_token_minutes

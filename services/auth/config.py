@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 import msgspec
 
-from services.auth.passwords import password_problem
+from services.auth.passwords import password_problem, usable_cores
 from services.auth.schemas import valid_email
 from services.kernel.settings import ConfigError
 from services.kernel.validation import FieldError
@@ -32,6 +32,7 @@ class AuthConfig(msgspec.Struct, kw_only=True, frozen=True):
     refresh_token_days: int = 14
     verification_hours: int = 24
     reset_minutes: int = 60
+    password_hash_workers: int = 1  # threads hashing passwords (services/auth/passwords.py)
 
 
 def load_auth_config(development: bool, env: Mapping[str, str] | None = None) -> AuthConfig:
@@ -86,6 +87,12 @@ def load_auth_config(development: bool, env: Mapping[str, str] | None = None) ->
         refresh_days = int(given("REFRESH_TOKEN_EXPIRE_DAYS") or 14)
     except ValueError as exc:
         raise ConfigError("REFRESH_TOKEN_EXPIRE_DAYS must be an integer") from exc
+    try:
+        hash_workers = int(given("PASSWORD_HASH_WORKERS") or usable_cores())
+    except ValueError:
+        hash_workers = 0
+    if hash_workers < 1:
+        raise ConfigError("PASSWORD_HASH_WORKERS must be a positive integer")
     return AuthConfig(
         initial_admin_email=admin_email,
         initial_admin_password=given("INITIAL_ADMIN_PASSWORD") or DEV_ADMIN_PASSWORD,
@@ -94,4 +101,5 @@ def load_auth_config(development: bool, env: Mapping[str, str] | None = None) ->
         app_base_url=base_url,
         password_reset_url=given("PASSWORD_RESET_URL") or f"{base_url}/reset-password",
         refresh_token_days=refresh_days,
+        password_hash_workers=hash_workers,
     )

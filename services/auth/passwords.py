@@ -1,9 +1,21 @@
-"""Password rules (API.md §2.3) and argon2id hashing, run off the event loop."""
+"""Password rules (API.md §2.3) and argon2id hashing, run off the event loop in a pool of its
+own.
+
+Hashing is the one CPU-bound step of a request. asyncio's default pool has cores + 4 threads,
+and the kernel shares the cores between threads, not processes: a burst of logins took six
+threads' worth of a 2-core machine and left browsing a fifth of its rate (`make bench`'s
+login rows). With one thread per core the process may use (`PASSWORD_HASH_WORKERS` to change
+it), logins still use the whole machine when nothing else runs, and only their share of it
+when something does."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -12,6 +24,30 @@ from services.kernel.validation import FieldError
 
 # OWASP's argon2id recommendation: 19 MiB, 2 passes, 1 lane.
 HASHER = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1, type=Type.ID)
+
+T = TypeVar("T")
+_pool: ThreadPoolExecutor | None = None
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, where the system tells it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def start_hasher(workers: int) -> None:
+    """The hashing pool, `workers` threads (replaced if it was started already)."""
+    global _pool
+    old, _pool = _pool, ThreadPoolExecutor(workers, thread_name_prefix="password-hash")
+    if old is not None:
+        old.shutdown(wait=True)  # at start-up, before any request: nothing to wait for
+
+
+async def _hashing(fn: Callable[..., T], *args: object) -> T:
+    if _pool is None:  # a tool or test that never started the app
+        start_hasher(usable_cores())
+    return await asyncio.get_running_loop().run_in_executor(_pool, fn, *args)
 
 
 @functools.cache
@@ -53,7 +89,7 @@ def strong_password(password: str) -> str:
 
 
 async def hash_password(password: str) -> str:
-    return await asyncio.to_thread(HASHER.hash, password)
+    return await _hashing(HASHER.hash, password)
 
 
 def _verify(stored: str, password: str) -> bool:
@@ -66,11 +102,11 @@ def _verify(stored: str, password: str) -> bool:
 async def verify_password(stored: str | None, password: str) -> bool:
     """False for a wrong password; with no stored hash, still spends the same time."""
     if stored is None:
-        await asyncio.to_thread(_verify, _dummy_hash(), password)
+        await _hashing(_verify, _dummy_hash(), password)
         return False
-    return await asyncio.to_thread(_verify, stored, password)
+    return await _hashing(_verify, stored, password)
 
 
 async def warm_up_hasher() -> None:
     """Make the dummy hash at start-up, so the first unknown-email login is not slower."""
-    await asyncio.to_thread(_dummy_hash)
+    await _hashing(_dummy_hash)

@@ -3,10 +3,20 @@ secrets, with one message naming every missing one; development has defaults."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
+
 import pytest
 
 from services.auth.config import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD, load_auth_config
-from services.auth.passwords import HASHER, password_problem
+from services.auth.passwords import (
+    HASHER,
+    hash_password,
+    password_problem,
+    start_hasher,
+    usable_cores,
+    verify_password,
+)
 from services.kernel.settings import ConfigError
 
 PRODUCTION = {
@@ -62,3 +72,33 @@ def test_password_rules_in_the_documented_order() -> None:
 def test_hasher_meets_owasp_argon2id() -> None:
     assert HASHER.memory_cost >= 19456 and HASHER.time_cost >= 2 and HASHER.parallelism == 1
     assert HASHER.hash("Abcdefg1").startswith("$argon2id$")
+
+
+def test_password_hashing_threads_default_to_the_usable_cores() -> None:
+    assert load_auth_config(development=True, env={}).password_hash_workers == usable_cores()
+    config = load_auth_config(development=True, env={"PASSWORD_HASH_WORKERS": "3"})
+    assert config.password_hash_workers == 3
+    for bad in ("0", "-1", "two"):
+        with pytest.raises(ConfigError, match="PASSWORD_HASH_WORKERS"):
+            load_auth_config(development=True, env={"PASSWORD_HASH_WORKERS": bad})
+
+
+async def test_passwords_are_hashed_by_the_pool_of_its_own_size() -> None:
+    """Six logins at once on two hashing threads: every hash right, no third thread started."""
+
+    def hashing_threads() -> set[str]:
+        return {t.name for t in threading.enumerate() if t.name.startswith("password-hash")}
+
+    start_hasher(2)
+    try:
+        hashes = await asyncio.gather(*(hash_password(f"Passw0rd{i}") for i in range(6)))
+        assert len(hashing_threads()) == 2
+        checks = await asyncio.gather(
+            *(verify_password(h, f"Passw0rd{i}") for i, h in enumerate(hashes)),
+            verify_password(hashes[0], "Wr0ngPassword"),
+            verify_password(None, "Passw0rd0"),  # an unknown user costs a hash too
+        )
+        assert checks == [True] * 6 + [False, False]
+        assert len(hashing_threads()) == 2
+    finally:
+        start_hasher(usable_cores())
