@@ -22,6 +22,13 @@ class Snapshot(msgspec.Struct):
     tokens_invalid_before: dict[int, float] = {}
 
 
+class Decision(msgspec.Struct):
+    """The part of auth's UserDetails answer to an organizer's verification that matters here."""
+
+    user_id: int
+    account_state: str
+
+
 BANNED = (403, "Account banned")
 REVOKED = (401, "Token has been revoked")
 
@@ -60,6 +67,15 @@ class DenyList:
 
     def unban(self, user_id: int) -> None:
         self.banned.discard(user_id)
+
+    def follow_decision(self, answer: bytes) -> None:
+        """An organizer approved or rejected, from auth's answer: a rejection bans at once,
+        before auth's event arrives, as a ban does; an approval lifts it."""
+        try:
+            decision = msgspec.json.decode(answer, type=Decision)
+        except msgspec.DecodeError:
+            return  # not the answer expected: auth's event will tell
+        self._follow_state(decision.user_id, decision.account_state)
 
     def _invalidate_before(self, user_id: int, at: float) -> None:
         if at > self.invalid_before.get(user_id, 0.0):

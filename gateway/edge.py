@@ -15,6 +15,7 @@ from gateway.http import Reply, RequestHeaders, read_body
 from gateway.ratelimit import Rule, client_ip
 from gateway.routes import (
     TOKEN_EXEMPT,
+    VERIFY_ORGANIZER,
     ban_target,
     event_page_id,
     service_for,
@@ -171,6 +172,8 @@ async def proxy(gw: Gateway, scope: dict, receive: object, reply: Reply, h: Requ
             gw.denylist.ban(user_id, time.time())
         else:
             gw.denylist.unban(user_id)
+    elif status == 200 and method == "POST" and path == VERIFY_ORGANIZER:
+        gw.denylist.follow_decision(answer.body)
     await _relay(reply, answer, method == "HEAD")
 
 

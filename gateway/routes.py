@@ -48,6 +48,7 @@ TOKEN_EXEMPT = frozenset(
 )
 _EVENT_PAGE = "/api/events/"
 _BAN = "/api/auth/ban-user/"
+VERIFY_ORGANIZER = "/api/auth/verify-organizer"
 _UNBAN = "/api/auth/unban-user/"
 
 

@@ -17,7 +17,7 @@ PUBLIC_STATUSES = ("created", "cancelled")
 
 
 async def verified_organizer(request: Request) -> Identity:
-    """[O]: the role, then verification.
+    """[O]: the role, then the account (banned first, API.md §2.4), then verification.
 
     A token issued before the verification lacks the `verified` claim and never passes. A
     token that has it passes only while auth's events (caught up first, so a decision that
@@ -25,8 +25,6 @@ async def verified_organizer(request: Request) -> Identity:
     organizer is refused at once, whatever token they hold.
     """
     identity = await organizer(request)
-    if not identity.verified:
-        raise Forbidden("Organizer not verified")
     rt = runtime(request)
     await rt.catch_up("auth")
     async with rt.db.engine.connect() as conn:
@@ -37,10 +35,10 @@ async def verified_organizer(request: Request) -> Identity:
                 )
             )
         ).first()
-    if row is None or not row.verified:
-        raise Forbidden("Organizer not verified")
-    if row.account_state != "active":
+    if row is not None and row.account_state != "active":
         raise Forbidden("Account banned")
+    if not identity.verified or row is None or not row.verified:
+        raise Forbidden("Organizer not verified")
     return identity
 
 

@@ -87,10 +87,14 @@ def listing(body: list[dict[str, Any]], total: int) -> Response[Any]:
 
 
 @get(["/api/cart/items", "/api/cart/items/"])
-async def list_cart(request: Request) -> list[dict[str, Any]]:
+async def list_cart(request: Request) -> Response[Any]:
     identity = await customer(request)
-    async with runtime(request).db.unit_of_work() as uow:
-        return await cart.list_items(identity.user_id, uow)
+    rt = runtime(request)
+    # The lines show catalog's prices and descriptions: as catalog last answered them (§1.8).
+    await rt.catch_up("catalog")
+    async with rt.db.unit_of_work() as uow:
+        body = await cart.list_items(identity.user_id, uow)
+    return listing(body, len(body))
 
 
 @post(["/api/cart/items", "/api/cart/items/"], status_code=200)
@@ -124,7 +128,7 @@ async def remove_from_cart(request: Request, cart_item_id: str) -> bool:
     identity = await customer(request)
     item_id = path_id(cart_item_id, "cart_item_id")
     async with runtime(request).db.unit_of_work() as uow:
-        return await cart.remove_item(identity.user_id, item_id, uow)
+        return await cart.remove_item(identity.user_id, item_id, uow, int(cart_item_id))
 
 
 @post(["/api/cart/checkout", "/api/cart/checkout/"], status_code=200)
@@ -185,7 +189,11 @@ async def list_tickets(request: Request) -> Response[Any]:
         is_on_resale=q.is_on_resale,
         status=q.status,
     )
-    async with runtime(request).db.unit_of_work() as uow:
+    rt = runtime(request)
+    # Whether each ticket is on resale, and at what price, is resale's to say: a listing just
+    # put up, repriced or withdrawn shows at once (API.md §1.8).
+    await rt.catch_up("resale")
+    async with rt.db.unit_of_work() as uow:
         body = await tickets.list_tickets(f, uow)
     return listing(body, len(body))
 
@@ -205,8 +213,11 @@ async def check_in(request: Request) -> dict[str, Any]:
     if not identity.verified:
         raise Forbidden("Organizer not verified")
     body = parse_json(await request.body(), CheckIn)
-
-    async with runtime(request).db.unit_of_work() as uow:
+    rt = runtime(request)
+    # Whether the ticket is listed for resale is resale's to say: a listing just put up or
+    # withdrawn counts at the door at once (API.md §1.8), both ways.
+    await rt.catch_up("resale")
+    async with rt.db.unit_of_work() as uow:
         return await tickets.check_in(body.code, identity.role_id, identity.user_id, uow, utcnow())
 
 

@@ -204,7 +204,10 @@ def _args(cmd: AddToCart, now: datetime) -> tuple[int, int, datetime]:
     return cmd.user_id, cmd.type_id, now
 
 
-async def remove_item(user_id: int, cart_item_id: int, uow: UnitOfWork) -> bool:
+async def remove_item(
+    user_id: int, cart_item_id: int, uow: UnitOfWork, shown: int | None = None
+) -> bool:
+    """`shown`: the id as the client sent it, for the 404 (`path_id`'s 0 names nothing)."""
     cart = (await uow.execute(select(carts.c.user_id).where(carts.c.user_id == user_id))).first()
     if cart is None:
         raise NotFound("Shopping cart not found")
@@ -212,7 +215,9 @@ async def remove_item(user_id: int, cart_item_id: int, uow: UnitOfWork) -> bool:
         uow, HoldReleased, "c.cart_item_id = $1 AND c.user_id = $2", cart_item_id, user_id
     )
     if not removed:
-        raise NotFound(f"Item with ID {cart_item_id} not found in your cart")
+        raise NotFound(
+            f"Item with ID {cart_item_id if shown is None else shown} not found in your cart"
+        )
     await uow.commit()
     return True
 

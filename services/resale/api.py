@@ -121,7 +121,11 @@ async def get_marketplace(request: Request) -> Response[list[Doc]]:
     identity = await optional_identity(request)
     q = parse_query(request.query_params, MarketQuery)
     where = marketplace.market_conditions(q, identity.user_id if identity else None)
-    async with runtime(request).db.engine.connect() as conn:
+    rt = runtime(request)
+    # What is shown depends on the events' dates and status: an event just moved into the
+    # past or cancelled no longer shows its listings (API.md §1.8).
+    await rt.catch_up("catalog")
+    async with rt.db.engine.connect() as conn:
         rows, total = await marketplace.page_of(
             conn, where, q.sort_by, q.sort_order, q.page, q.limit
         )

@@ -1,0 +1,190 @@
+"""Read-your-writes across services (API.md §1.8) where the answer is a "yes" or a listing, not
+a refusal, and what the review of 2026-11-27 found answered as if the write had not happened:
+each write below is followed at once, many times over, by the read that depends on it. Also the
+ids of API.md §1.2 shown as sent, and the list header of §1.5 on the cart."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import httpx
+
+from tests.support.actors import (
+    Account,
+    active_customer,
+    admin_token,
+    bearer,
+    verified_organizer,
+)
+from tests.support.shop import add, buy, event_on_sale, iso, location, ticket_code
+from tests.support.system import System
+
+ROUNDS = 5
+
+
+async def cast(api: httpx.AsyncClient) -> tuple[str, Account, Account]:
+    """An administrator's token, a verified organizer and an active customer."""
+    admin = await admin_token(api)
+    return admin, await verified_organizer(api, admin), await active_customer(api, admin)
+
+
+async def test_a_listing_put_up_repriced_or_withdrawn_shows_at_once_in_the_ticket_list(
+    api: httpx.AsyncClient,
+) -> None:
+    admin, organizer, owner = await cast(api)
+    event = await event_on_sale(api, admin, organizer, price=40)
+    [ticket] = await buy(api, owner, event.type_id)
+    tid = ticket["ticket_id"]
+
+    async def shown_price() -> float | None:
+        mine = await api.get("/api/tickets", params={"ticket_id": tid}, headers=owner.headers)
+        assert mine.status_code == 200, mine.text
+        return mine.json()[0]["resell_price"]  # type: ignore[no-any-return]
+
+    for i in range(ROUNDS):
+        listed = await api.post(
+            f"/api/tickets/{tid}/resell", json={"price": 41 + i}, headers=owner.headers
+        )
+        assert listed.status_code == 200, listed.text
+        assert await shown_price() == 41 + i
+        repriced = await api.post(
+            f"/api/tickets/{tid}/resell", json={"price": 30 + i}, headers=owner.headers
+        )
+        assert repriced.status_code == 200, repriced.text
+        assert await shown_price() == 30 + i
+        withdrawn = await api.delete(f"/api/tickets/{tid}/resell", headers=owner.headers)
+        assert withdrawn.status_code == 200, withdrawn.text
+        assert await shown_price() is None
+
+
+async def test_the_door_sees_a_listing_put_up_or_withdrawn_at_once(
+    api: httpx.AsyncClient, system: System
+) -> None:
+    admin, organizer, owner = await cast(api)
+    event = await event_on_sale(api, admin, organizer, price=40)
+    tickets = await buy(api, owner, event.type_id, ROUNDS)
+    for ticket in tickets:
+        tid, code = ticket["ticket_id"], await ticket_code(system, ticket["ticket_id"])
+        listed = await api.post(
+            f"/api/tickets/{tid}/resell", json={"price": 45}, headers=owner.headers
+        )
+        assert listed.status_code == 200, listed.text
+        refused = await api.post(
+            "/api/tickets/check-in", json={"code": code}, headers=organizer.headers
+        )
+        assert (refused.status_code, refused.json()) == (
+            409,
+            {"detail": "Ticket is listed for resale"},
+        )
+        withdrawn = await api.delete(f"/api/tickets/{tid}/resell", headers=owner.headers)
+        assert withdrawn.status_code == 200, withdrawn.text
+        scan = await api.post(
+            "/api/tickets/check-in", json={"code": code}, headers=organizer.headers
+        )
+        assert scan.status_code == 200, scan.text
+        assert scan.json()["message"] == "Ticket checked in"
+
+
+async def test_a_price_change_shows_at_once_in_the_cart(api: httpx.AsyncClient) -> None:
+    admin, organizer, buyer = await cast(api)
+    event = await event_on_sale(api, admin, organizer, price=30)
+    assert (await add(api, buyer, event.type_id)).status_code == 200
+    for i in range(ROUNDS):
+        price = 50 + i
+        changed = await api.put(
+            f"/api/ticket-types/{event.type_id}", json={"price": price}, headers=organizer.headers
+        )
+        assert changed.status_code == 200, changed.text
+        lines = await api.get("/api/cart/items", headers=buyer.headers)
+        assert lines.status_code == 200, lines.text
+        assert [line["ticket_type"]["price"] for line in lines.json()] == [price]
+        assert lines.headers["X-Total-Count"] == "1"
+
+
+async def test_an_empty_cart_is_a_list_with_its_count(api: httpx.AsyncClient) -> None:
+    admin = await admin_token(api)
+    buyer = await active_customer(api, admin)
+    lines = await api.get("/api/cart/items/", headers=buyer.headers)
+    assert (lines.status_code, lines.json(), lines.headers["X-Total-Count"]) == (200, [], "0")
+
+
+async def test_an_id_out_of_range_is_named_as_sent_in_its_404(api: httpx.AsyncClient) -> None:
+    admin = await admin_token(api)
+    buyer = await active_customer(api, admin)
+    organizer = await verified_organizer(api, admin)
+    event = await event_on_sale(api, admin, organizer)
+    assert (await add(api, buyer, event.type_id)).status_code == 200  # a cart, so the item 404
+    await location(api, admin)
+    for sent in ("-5", "0", "99999999999", str(2**70)):
+        put = await api.put(f"/api/locations/{sent}", json={"city": "Oslo"}, headers=bearer(admin))
+        assert (put.status_code, put.json()) == (404, {"detail": f"Location '{sent}' not found"})
+        gone = await api.delete(f"/api/locations/{sent}", headers=bearer(admin))
+        assert (gone.status_code, gone.json()) == (404, {"detail": f"Location '{sent}' not found"})
+        item = await api.delete(f"/api/cart/items/{sent}", headers=buyer.headers)
+        assert (item.status_code, item.json()) == (
+            404,
+            {"detail": f"Item with ID {sent} not found in your cart"},
+        )
+
+
+async def test_a_rejected_organizer_is_refused_at_once_whatever_token_they_hold(
+    api: httpx.AsyncClient, system: System
+) -> None:
+    """API.md §2.2: refused at once, at ordering's door as at catalog's writes, and banned is
+    answered before "Organizer not verified" (§2.4's order)."""
+    admin = await admin_token(api)
+    buyer = await active_customer(api, admin)
+    for _ in range(ROUNDS):
+        organizer = await verified_organizer(api, admin)
+        event = await event_on_sale(api, admin, organizer)
+        [ticket] = await buy(api, buyer, event.type_id)
+        code = await ticket_code(system, ticket["ticket_id"])
+        me = (await api.get("/api/user/me", headers=organizer.headers)).json()
+        decision = {"organizer_id": me["organizer_id"], "approve": False}
+        rejected = await api.post(
+            "/api/auth/verify-organizer", json=decision, headers=bearer(admin)
+        )
+        assert rejected.status_code == 200 and rejected.json()["account_state"] == "banned"
+        scan = await api.post(
+            "/api/tickets/check-in", json={"code": code}, headers=organizer.headers
+        )
+        assert (scan.status_code, scan.json()) == (403, {"detail": "Account banned"})
+        new_type = await api.post(
+            "/api/ticket-types",
+            json={"event_id": event.event_id, "max_count": 5, "price": 10, "currency": "USD"},
+            headers=organizer.headers,
+        )
+        assert (new_type.status_code, new_type.json()) == (403, {"detail": "Account banned"})
+        approved = await api.post(
+            "/api/auth/verify-organizer", json={**decision, "approve": True}, headers=bearer(admin)
+        )
+        assert approved.status_code == 200 and approved.json()["account_state"] == "active"
+        scan = await api.post(
+            "/api/tickets/check-in", json={"code": code}, headers=organizer.headers
+        )
+        assert scan.status_code == 200, scan.text
+
+
+async def test_an_event_moved_into_the_past_takes_its_listings_off_the_marketplace_at_once(
+    api: httpx.AsyncClient,
+) -> None:
+    admin, organizer, seller = await cast(api)
+    for _ in range(3):
+        event = await event_on_sale(api, admin, organizer, price=40)
+        [ticket] = await buy(api, seller, event.type_id)
+        listed = await api.post(
+            f"/api/tickets/{ticket['ticket_id']}/resell", json={"price": 45}, headers=seller.headers
+        )
+        assert listed.status_code == 200, listed.text
+        market = {"event_id": event.event_id}
+        shown = await api.get("/api/resale/marketplace", params=market)
+        assert [m["ticket_id"] for m in shown.json()] == [ticket["ticket_id"]]
+        now = datetime.now(UTC)
+        past = {
+            "start_date": iso(now - timedelta(hours=3)),
+            "end_date": iso(now - timedelta(hours=1)),
+        }
+        moved = await api.put(f"/api/events/{event.event_id}", json=past, headers=organizer.headers)
+        assert moved.status_code == 200, moved.text
+        shown = await api.get("/api/resale/marketplace", params=market)
+        assert (shown.json(), shown.headers["X-Total-Count"]) == ([], "0")
