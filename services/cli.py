@@ -220,13 +220,10 @@ def mailcatcher(directory: str, port: int) -> None:
 @click.option("--last", type=int, default=5, show_default=True)
 def mail(directory: str, last: int) -> None:
     """Show the newest messages the development mail catcher received."""
-    from services.devmail import read_messages
+    from services.devmail import read_messages, readable
 
     for message in read_messages(directory)[-last:]:
-        click.echo(f"--- {message['Date']}  To: {message['To']}  Subject: {message['Subject']}")
-        click.echo(
-            message.get_content() if hasattr(message, "get_content") else message.get_payload()
-        )
+        click.echo(readable(message))
 
 
 @main.command()
@@ -298,7 +295,7 @@ def run(instances: int, no_seed: bool) -> None:
             env[f"RESELLIO_{service.upper()}_URL"] = ",".join(
                 f"http://127.0.0.1:{port + 100 * i}" for i in range(instances)
             )
-    _wait_healthy(cfg, services, processes)
+    _wait_healthy([(service, cfg.url_of(service)) for service in services], processes)
     if not no_seed:
         _seed(env)
     processes.append(
@@ -307,11 +304,9 @@ def run(instances: int, no_seed: bool) -> None:
             subprocess.Popen([sys.executable, "-m", "services.cli", "serve", "gateway"], env=env),
         )
     )
-    click.secho(
-        f"Resellio is up: gateway on http://127.0.0.1:{env.get('RESELLIO_GATEWAY_PORT', 8080)}"
-        " (Ctrl-C stops everything)",
-        fg="green",
-    )
+    gateway = f"http://127.0.0.1:{env.get('RESELLIO_GATEWAY_PORT', DEFAULT_PORTS['gateway'])}"
+    _wait_healthy([("gateway", gateway)], processes)  # "up" only once it answers
+    click.secho(f"Resellio is up: gateway on {gateway} (Ctrl-C stops everything)", fg="green")
     _supervise(processes)
 
 
@@ -347,7 +342,7 @@ def reset(yes: bool) -> None:
     services = available_services()
     processes = _start_services(env, services, 1)
     try:
-        _wait_healthy(cfg, services, processes)
+        _wait_healthy([(service, cfg.url_of(service)) for service in services], processes)
         _seed(env)
     finally:
         _stop(processes)
@@ -374,15 +369,14 @@ def db_roles(only: tuple[str, ...]) -> None:
 
 
 def _wait_healthy(
-    cfg: settings_mod.Settings,
-    services: list[str],
+    apps: list[tuple[str, str]],
     processes: list[tuple[str, subprocess.Popen[bytes]]],
 ) -> None:
+    """Until each (name, url) answers its /health; stops everything if one cannot start."""
     import httpx
 
     deadline = time.monotonic() + 60
-    for service in services:
-        url = cfg.url_of(service).split(",")[0]
+    for service, url in apps:
         while True:
             try:
                 if httpx.get(f"{url}/health", timeout=1).status_code == 200:

@@ -6,6 +6,8 @@ import mailbox
 import os
 import socket
 import time
+from datetime import UTC, datetime
+from email.header import decode_header, make_header
 from email.message import Message
 from itertools import count
 from pathlib import Path
@@ -59,6 +61,21 @@ def serve_forever(directory: str, port: int) -> None:
         pass
     finally:
         controller.stop()
+
+
+def readable(message: Message) -> str:
+    """A stored message as a person reads it: a header line, then its text decoded (the
+    sender's base64 or quoted-printable undone), so a link in it can be copied."""
+    when = message["Date"] or datetime.fromtimestamp(message.get_date(), UTC).isoformat()
+    subject = str(make_header(decode_header(message["Subject"] or "")))
+    text = next((p for p in message.walk() if p.get_content_type() == "text/plain"), message)
+    raw = text.get_payload(decode=True)
+    body = (
+        raw.decode(text.get_content_charset() or "utf-8", "replace")
+        if isinstance(raw, bytes)
+        else str(text.get_payload())
+    )
+    return f"--- {when}  To: {message['To']}  Subject: {subject}\n{body}"
 
 
 def read_messages(directory: str) -> list[Message]:

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from contracts.timeutil import as_utc
 from services.kernel import broker, deadletters
 from services.kernel.db import create_engine
-from services.kernel.eventlog import Filters, find_event, list_events
+from services.kernel.eventlog import Filters, find_event, list_events, log_heads
 from services.kernel.replay import plan, replay
 from services.kernel.settings import Settings, load
 from services.topology import subscriptions
@@ -147,19 +147,15 @@ def events_tail(
     """Follow new events as they are committed (Ctrl-C to stop)."""
 
     async def follow(_s: Settings, engine: AsyncEngine) -> None:
-        seen: dict[str, int] = {}
-        first = True
+        # Where each log ends now: what follows is new. The last ten come first, as context.
+        seen = await log_heads(engine)
+        rows = await list_events(engine, filters, limit=10)
         while True:
-            rows = await list_events(
-                engine, filters, limit=10 if first else 1000, after_id=seen or None
-            )
-            first = False
             for row in rows:
                 click.echo(_line(row))
                 seen[row.producer] = max(seen.get(row.producer, 0), row.id)
-            for p in ("auth", "catalog", "ordering", "resale"):
-                seen.setdefault(p, 0)
             await asyncio.sleep(interval)
+            rows = await list_events(engine, filters, limit=1000, after_id=seen)
 
     try:
         _run(follow)
@@ -236,8 +232,18 @@ def dlq() -> None:
     """Dead letters: messages a consumer gave up on after its retries."""
 
 
+def _known_consumer(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    """Only a service that consumes events has a dead-letter queue."""
+    consumers = subscriptions()
+    if value not in consumers:
+        raise click.BadParameter(
+            f"{value!r} has no dead-letter queue; consumers: {', '.join(consumers)}"
+        )
+    return value
+
+
 def _consumer_arg(fn: Callable[..., Any]) -> Callable[..., Any]:
-    return click.argument("consumer")(fn)  # checked against the topology when the command runs
+    return click.argument("consumer", callback=_known_consumer)(fn)
 
 
 async def _with_channel(

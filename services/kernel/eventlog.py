@@ -67,6 +67,15 @@ def _where(filters: Filters) -> tuple[str, dict[str, Any]]:
     return " AND ".join(clauses), params
 
 
+async def log_heads(engine: AsyncEngine) -> dict[str, int]:
+    """The id of each producer's newest logged event (0 for an empty log)."""
+    heads = {}
+    async with engine.connect() as conn:
+        for p in await producers_with_log(engine):
+            heads[p] = int(await conn.scalar(text(f"SELECT coalesce(max(id), 0) FROM {p}.outbox")))
+    return heads
+
+
 async def list_events(
     engine: AsyncEngine, filters: Filters, limit: int = 50, after_id: dict[str, int] | None = None
 ) -> list[Any]:

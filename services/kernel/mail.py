@@ -10,7 +10,7 @@ import logging
 import socket
 from email.header import Header
 from email.mime.text import MIMEText
-from email.utils import parseaddr
+from email.utils import format_datetime, parseaddr
 from typing import Any
 
 import aiosmtplib
@@ -213,6 +213,10 @@ class MailSender:
         message["From"] = self.smtp.sender
         message["To"] = row.recipient
         message["Subject"] = row.subject if row.subject.isascii() else Header(row.subject, "utf-8")
+        # RFC 5322's required Date (when the change that sends it committed), and an id that
+        # stays the same if the message is sent again after a lost answer.
+        message["Date"] = format_datetime(row.created_at)
+        message["Message-ID"] = f"<{self.db.schema}.{row.id}@{_local_hostname()}>"
         return message.as_bytes()
 
 

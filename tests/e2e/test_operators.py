@@ -13,6 +13,7 @@ from sqlalchemy import text
 from services.kernel.db import create_engine
 from services.kernel.eventlog import FIND_SQL
 from tests.support.actors import admin_token, verified_organizer
+from tests.support.shop import location
 from tests.support.system import ROOT, System
 
 
@@ -118,3 +119,52 @@ async def test_replay_dry_run_says_how_many_and_which(
         resellio, system, "events", "replay", "--to", "nobody", "--dry-run"
     )
     assert unknown.returncode != 0 and "unknown consumer" in unknown.stderr
+
+
+async def test_dead_letters_are_asked_of_a_consumer_only(system: System) -> None:
+    for name in ("auth", "nobody"):  # auth consumes nothing: no dead-letter queue
+        refused = await asyncio.to_thread(resellio, system, "dlq", "list", name)
+        assert refused.returncode == 2 and "has no dead-letter queue" in refused.stderr
+        assert "Traceback" not in refused.stderr
+    listed = await asyncio.to_thread(resellio, system, "dlq", "list", "ordering")
+    assert listed.returncode == 0 and "(0 dead letters)" in listed.stdout, listed.stderr
+
+
+async def _register(api: httpx.AsyncClient, request_id: str) -> None:
+    email = f"{request_id}@example.com"
+    fields = {"login": email, "password": "Secret123!", "first_name": "T", "last_name": "L"}
+    registered = await api.post(
+        "/api/auth/register/customer",
+        json={"email": email, **fields},
+        headers={"X-Request-ID": request_id},
+    )
+    assert registered.status_code == 201
+
+
+async def test_tail_shows_the_last_ten_then_only_what_is_new(
+    system: System, api: httpx.AsyncClient
+) -> None:
+    # The last ten all auth's: the other logs (catalog's has a location at least) must not
+    # follow in full on the next poll.
+    await location(api, await admin_token(api))
+    for i in range(11):
+        await _register(api, f"before-{i}-{uuid.uuid4().hex[:8]}")
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "services.cli", "events", "tail", "--interval", "0.2"),
+        env=system.env,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await asyncio.sleep(3)  # started, the last ten shown, polling
+        request_id = f"tail-{uuid.uuid4().hex[:12]}"
+        await _register(api, request_id)
+        await asyncio.sleep(2)
+    finally:
+        proc.terminate()
+        out, err = await proc.communicate()
+    lines = out.decode().splitlines()
+    assert [line for line in lines if "corr=before-" in line] == lines[:10], lines
+    # Then what is new only, not whole logs: the registration's own events.
+    assert lines[10:] and all(request_id in line for line in lines[10:]), (lines, err.decode())

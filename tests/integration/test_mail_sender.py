@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from email import message_from_bytes
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import pytest
@@ -25,10 +27,12 @@ class Recorder:
 
     def __init__(self) -> None:
         self.messages: list[tuple[tuple[str, int], str]] = []  # (client's address, recipient)
+        self.contents: list[bytes] = []
         self.quits = 0
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.messages.append((session.peer, envelope.rcpt_tos[0]))
+        self.contents.append(envelope.content)
         return "250 OK"
 
     async def handle_QUIT(self, server: Any, session: Any, envelope: Any) -> str:
@@ -84,6 +88,10 @@ async def test_batch_after_batch_goes_over_one_session_until_the_queue_is_empty(
     assert [await sender.send_batch(limit=20) for _ in range(3)] == [(20, 0), (20, 0), (5, 0)]
     assert [rcpt for _, rcpt in server.messages] == recipients  # each once, in queue order
     assert (server.sessions, server.quits) == (1, 0)
+    # RFC 5322's Date, and a Message-ID of its own per queued message.
+    parsed = [message_from_bytes(content) for content in server.contents]
+    assert all(parsedate_to_datetime(m["Date"]).tzinfo is not None for m in parsed)
+    assert len({m["Message-ID"] for m in parsed}) == 45
     await sender.close()
     assert server.quits == 1
     assert await unsent(db) == 0

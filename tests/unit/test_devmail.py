@@ -9,7 +9,7 @@ from pathlib import Path
 import aiosmtplib
 from aiosmtpd.controller import Controller
 
-from services.devmail import MaildirSink, read_messages
+from services.devmail import MaildirSink, read_messages, readable
 from tests.support.system import free_port
 
 
@@ -43,6 +43,11 @@ async def test_every_message_sent_is_read_back_whole_in_the_order_it_arrived(
     bodies = [m.get_payload(decode=True).decode().replace("\r\n", "\n") for m in messages]
     assert bodies == [".dotted\nline\n", "Zażółć\n"]  # dot-stuffing undone, UTF-8 intact
     assert not list((tmp_path / "tmp").iterdir())  # nothing left half-written
+    # What `resellio mail` prints: the text decoded, not the base64 it travelled in.
+    shown = readable(messages[1]).replace("\r\n", "\n")
+    header, body = shown.split("\n", 1)
+    assert header.startswith("--- 20") and header.endswith("To: a@x.test  Subject: Second")
+    assert body == "Zażółć\n"
 
 
 def test_an_empty_maildir_reads_as_no_messages(tmp_path: Path) -> None:
