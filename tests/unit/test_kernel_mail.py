@@ -3,8 +3,10 @@ alphabet of its subject and body."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from email import message_from_bytes
 from email.header import decode_header, make_header
+from email.utils import parsedate_to_datetime
 from types import SimpleNamespace
 
 from sqlalchemy import MetaData
@@ -24,8 +26,13 @@ def test_message_reads_back_as_written_in_any_alphabet() -> None:
         ("Your Resellio order #12", "Hello Ann,\n\nTotal: 50.00 USD\n"),
         ("Bilet na Wesele — Łódź", "Cześć Zoë,\n\n2 x Koncert – Ñandú at 50.00 PLN\n"),
     ]:
-        row = SimpleNamespace(recipient="ann@example.com", subject=subject, body=body)
+        queued = datetime(2026, 11, 27, 7, 30, tzinfo=UTC)
+        row = SimpleNamespace(
+            id=7, recipient="ann@example.com", subject=subject, body=body, created_at=queued
+        )
         parsed = message_from_bytes(mail._message(row))
+        assert parsedate_to_datetime(parsed["Date"]) == queued
+        assert parsed["Message-ID"].startswith("<svc.7@")
         assert str(make_header(decode_header(parsed["Subject"]))) == subject
         assert parsed["To"] == "ann@example.com"
         assert parsed["From"] == "Resellio <no-reply@resellio.local>"
