@@ -48,8 +48,8 @@ TOKEN_EXEMPT = frozenset(
 )
 _EVENT_PAGE = "/api/events/"
 _BAN = "/api/auth/ban-user/"
-VERIFY_ORGANIZER = "/api/auth/verify-organizer"
 _UNBAN = "/api/auth/unban-user/"
+VERIFY_ORGANIZER = "/api/auth/verify-organizer"
 
 
 def without_trailing_slash(path: str) -> str:

@@ -77,7 +77,7 @@ async def put_location(request: Request, location_id: str) -> Doc:
     lid = path_id(location_id, "location_id")
     cmd = parse_json(await request.body(), LocationUpdate, empty_ok=True)
     async with runtime(request).db.unit_of_work() as uow:
-        return location_doc(await domain.update_location(lid, cmd, uow, int(location_id)))
+        return location_doc(await domain.update_location(lid, cmd, uow, shown=int(location_id)))
 
 
 @delete("/api/locations/{location_id:str}", status_code=200)
@@ -85,7 +85,7 @@ async def delete_location(request: Request, location_id: str) -> bool:
     await administrator(request)
     lid = path_id(location_id, "location_id")
     async with runtime(request).db.unit_of_work() as uow:
-        await domain.delete_location(lid, uow, int(location_id))
+        await domain.delete_location(lid, uow, shown=int(location_id))
     return True
 
 

@@ -51,13 +51,13 @@ async def create_location(cmd: LocationCreate, uow: UnitOfWork) -> Any:
 
 
 async def update_location(
-    location_id: int, cmd: LocationUpdate, uow: UnitOfWork, shown: int | None = None
+    location_id: int, cmd: LocationUpdate, uow: UnitOfWork, *, shown: int
 ) -> Any:
     """`shown`: the id as the client sent it, for the 404 (`path_id`'s 0 names nothing)."""
     where = locations.c.location_id == location_id
     before = (await uow.execute(select(locations).where(where).with_for_update())).first()
     if before is None:
-        raise _location_missing(location_id if shown is None else shown)
+        raise _location_missing(shown)
     changes = {k: v for k, v in _fields(cmd).items() if v is not None}
     row = before
     if changes:
@@ -78,13 +78,13 @@ async def update_location(
     return row
 
 
-async def delete_location(location_id: int, uow: UnitOfWork, shown: int | None = None) -> None:
+async def delete_location(location_id: int, uow: UnitOfWork, *, shown: int) -> None:
     """`shown`: the id as the client sent it, for the 404 (`path_id`'s 0 names nothing)."""
     where = locations.c.location_id == location_id
     if (
         await uow.execute(select(locations.c.location_id).where(where).with_for_update())
     ).first() is None:
-        raise _location_missing(location_id if shown is None else shown)
+        raise _location_missing(shown)
     if await uow.conn.scalar(select(exists().where(events.c.location_id == location_id))):
         raise BadRequest("Cannot delete a location that is used by events")
     await uow.execute(delete(locations).where(where))

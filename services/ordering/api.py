@@ -128,7 +128,7 @@ async def remove_from_cart(request: Request, cart_item_id: str) -> bool:
     identity = await customer(request)
     item_id = path_id(cart_item_id, "cart_item_id")
     async with runtime(request).db.unit_of_work() as uow:
-        return await cart.remove_item(identity.user_id, item_id, uow, int(cart_item_id))
+        return await cart.remove_item(identity.user_id, item_id, uow, shown=int(cart_item_id))
 
 
 @post(["/api/cart/checkout", "/api/cart/checkout/"], status_code=200)

@@ -204,9 +204,7 @@ def _args(cmd: AddToCart, now: datetime) -> tuple[int, int, datetime]:
     return cmd.user_id, cmd.type_id, now
 
 
-async def remove_item(
-    user_id: int, cart_item_id: int, uow: UnitOfWork, shown: int | None = None
-) -> bool:
+async def remove_item(user_id: int, cart_item_id: int, uow: UnitOfWork, *, shown: int) -> bool:
     """`shown`: the id as the client sent it, for the 404 (`path_id`'s 0 names nothing)."""
     cart = (await uow.execute(select(carts.c.user_id).where(carts.c.user_id == user_id))).first()
     if cart is None:
@@ -215,9 +213,7 @@ async def remove_item(
         uow, HoldReleased, "c.cart_item_id = $1 AND c.user_id = $2", cart_item_id, user_id
     )
     if not removed:
-        raise NotFound(
-            f"Item with ID {cart_item_id if shown is None else shown} not found in your cart"
-        )
+        raise NotFound(f"Item with ID {shown} not found in your cart")
     await uow.commit()
     return True
 
