@@ -26,13 +26,13 @@ from gateway.http import Reply, RequestHeaders
 from gateway.openapi import DOCS_PAGE, MergedDocument
 from gateway.ratelimit import RateLimiter
 from gateway.routes import without_trailing_slash
-from gateway.upstream import Upstreams
 from services.kernel import broker
 from services.kernel import settings as settings_mod
 from services.kernel.app import valid_request_id
 from services.kernel.logs import configure
 from services.kernel.settings import SERVICES
 from services.kernel.tokens import TokenVerifier
+from services.kernel.upstream import Upstreams
 
 log = logging.getLogger("resellio.gateway")
 _READ_ONLY = [(b"allow", b"GET, HEAD")]

@@ -23,9 +23,9 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from contracts.codec import decode_envelope, decode_payload
 from contracts.envelope import Event
 from gateway.denylist import DenyList, Snapshot
-from gateway.upstream import UpstreamError, Upstreams
 from services.kernel import broker
 from services.kernel.relay import PACK_CONTENT_TYPE, unpack
+from services.kernel.upstream import UpstreamError, Upstreams
 from services.topology import GATEWAY_FOLLOWS
 
 log = logging.getLogger("resellio.gateway")

@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from gateway.upstream import Answer, UpstreamError, Upstreams
+from services.kernel.upstream import Answer, UpstreamError, Upstreams
 
 INT32_MAX = 2**31 - 1
 

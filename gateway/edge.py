@@ -21,9 +21,9 @@ from gateway.routes import (
     service_for,
     without_trailing_slash,
 )
-from gateway.upstream import Answer, UpstreamError
 from services.kernel.errors import Unauthorized
 from services.kernel.tokens import Identity, bearer_token
+from services.kernel.upstream import Answer, UpstreamError
 
 if TYPE_CHECKING:
     from gateway.app import Gateway

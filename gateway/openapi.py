@@ -6,7 +6,7 @@ import asyncio
 import time
 from typing import Any
 
-from gateway.upstream import UpstreamError, Upstreams
+from services.kernel.upstream import UpstreamError, Upstreams
 
 SCHEMA_PATH = "/schema/openapi.json"
 _REF = "#/components/schemas/"

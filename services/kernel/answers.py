@@ -152,15 +152,21 @@ async def respond(
     shared: bool,
     build: Build,
     valid_for: Callable[[], float] | None = None,
+    *,
+    variant: str = "",
+    before_routing: bool = True,
 ) -> Response[Any]:
     """The 200 answer `build` gives (body, headers); from memory when `shared` (the same for
     every caller who gets it, e.g. anonymous) and nothing under it changed since. An answer
     that time alone makes untrue says for how long it holds: `valid_for()`, in seconds, read
-    once `build` has run (the read that built it knows)."""
+    once `build` has run (the read that built it knows). An answer that differs by caller is
+    remembered per `variant` (the caller's id, say). `before_routing=False` keeps it from
+    being served before the handler runs (`AnsweredFromMemory`): for a handler that must do
+    something first on every request, such as catching up with another service."""
     if cache is None or not shared:
         body, headers = await build()
         return Response(body, headers=headers)
-    key = answer_key(request.scope)
+    key = answer_key(request.scope) + (f"#{variant}" if variant else "")
     answer = cache.get(key)
     if answer is None:
         generation = cache.feed.generation  # taken before reading, see the module's notes
@@ -171,7 +177,7 @@ async def respond(
             encode_json(body),
             headers,
             began + valid_for() if valid_for is not None else math.inf,
-            anonymous="authorization" not in request.headers,
+            anonymous=before_routing and "authorization" not in request.headers,
             route=request.scope.get("path_template") or "",
         )
         cache.put(key, answer)

@@ -31,6 +31,7 @@ from services.kernel.openapi import describe_requests
 from services.kernel.relay import Relay, consumed_types
 from services.kernel.settings import Settings
 from services.kernel.tokens import TokenVerifier
+from services.kernel.upstream import Upstreams
 
 log = logging.getLogger("resellio.app")
 MAX_BODY_BYTES = 1024 * 1024
@@ -343,6 +344,14 @@ def create_service_app(
         http = httpx.AsyncClient(
             timeout=5.0, limits=httpx.Limits(max_connections=200, max_keepalive_connections=50)
         )
+        # The catch-up's questions to other services (a hot path: see services/kernel/upstream.py).
+        upstreams = Upstreams(
+            {name: settings.urls_of(name) for name in settings.service_urls},
+            connect_timeout_s=1.0,
+            timeout_s=settings.catch_up_timeout_s,
+            max_connections=64,
+            max_idle=16,
+        )
         names = broker.Names(settings.broker_prefix)
 
         async def remote_jwks() -> dict[str, Any]:
@@ -357,9 +366,7 @@ def create_service_app(
             db=db,
             http=http,
             verifier=TokenVerifier(remote_jwks, settings.jwt_issuer, settings.jwt_audience),
-            catch_up=CatchUp(
-                db, http, settings.service_urls, subscribed, settings.catch_up_timeout_s
-            ),
+            catch_up=CatchUp(db, upstreams, subscribed, settings.catch_up_timeout_s),
             names=names,
         )
         if jwks_source is not None:
@@ -416,6 +423,7 @@ def create_service_app(
             await asyncio.gather(*rt.tasks, return_exceptions=True)
             await rt.connection.close()
             await http.aclose()
+            upstreams.close()
             await db.dispose()
 
     app = Litestar(

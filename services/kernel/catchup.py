@@ -12,28 +12,34 @@ import logging
 import time
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from urllib.parse import urlencode
 from uuid import UUID
 
-import httpx
+import msgspec
 
 from services.kernel.db import Database
+from services.kernel.upstream import UpstreamError, Upstreams
 
 log = logging.getLogger("resellio.catchup")
 CLOCK_MARGIN = timedelta(seconds=1)
+
+
+class Head(msgspec.Struct):
+    """What /internal/events/head answers: the newest event of the types asked, if any."""
+
+    event_id: UUID | None = None
 
 
 class CatchUp:
     def __init__(
         self,
         db: Database,
-        http: httpx.AsyncClient,
-        service_urls: dict[str, str],
+        upstreams: Upstreams,
         subscriptions: Iterable[str],
         timeout_s: float,
     ) -> None:
         self.db = db
-        self.http = http
-        self.urls = service_urls
+        self.upstreams = upstreams
         self.timeout_s = timeout_s
         self.types_by_producer: dict[str, list[str]] = {}
         # Lookups are numbered in the order they start; the newest per producer is kept.
@@ -71,14 +77,13 @@ class CatchUp:
         types = self.types_by_producer.get(producer)
         if not types:
             return None
-        response = await self.http.get(
-            f"{self.urls[producer].split(',')[0]}/internal/events/head",
-            params={"types": ",".join(types)},
-            timeout=self.timeout_s,
+        head = await self.upstreams.get_json(
+            producer,
+            f"/internal/events/head?{urlencode({'types': ','.join(types)})}",
+            self.timeout_s,
+            Head,
         )
-        response.raise_for_status()
-        event_id = response.json().get("event_id")
-        return UUID(event_id) if event_id else None
+        return head.event_id
 
     async def _found_handled(self, event_id: UUID) -> tuple[datetime, float] | None:
         """When this service's inbox recorded the event, and when this process found it so;
@@ -102,7 +107,7 @@ class CatchUp:
         when unreachable or out of time."""
         try:
             event_id = await self.head(producer)
-        except (httpx.HTTPError, ValueError) as exc:
+        except UpstreamError as exc:
             log.warning("catch-up: %s unreachable: %s", producer, exc)
             return False
         if event_id is None:

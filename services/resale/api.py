@@ -120,16 +120,33 @@ async def withdraw_listing(request: Request, ticket_id: str) -> Doc:
 async def get_marketplace(request: Request) -> Response[list[Doc]]:
     identity = await optional_identity(request)
     q = parse_query(request.query_params, MarketQuery)
-    where = marketplace.market_conditions(q, identity.user_id if identity else None)
+    caller_id = identity.user_id if identity else None
     rt = runtime(request)
     # What is shown depends on the events' dates and status: an event just moved into the
-    # past or cancelled no longer shows its listings (API.md §1.8).
+    # past or cancelled no longer shows its listings (API.md §1.8). So the catch-up comes
+    # first on every request, and only then the answer, from memory while nothing under it
+    # (listings, events, ticket types) changed and no listing counted has ended; the
+    # caller's own listings are left out, so a caller's answer is remembered for them alone.
     await rt.catch_up("catalog")
-    async with rt.db.engine.connect() as conn:
-        rows, total = await marketplace.page_of(
-            conn, where, q.sort_by, q.sort_order, q.page, q.limit
-        )
-    return _listed([listing_doc(r) for r in rows], total)
+    holds_for = math.inf
+
+    async def build() -> tuple[list[Doc], dict[str, str]]:
+        nonlocal holds_for
+        where = marketplace.market_conditions(q, caller_id)  # 400s are never remembered
+        async with rt.db.engine.connect() as conn:
+            found = await marketplace.page_of(conn, where, q.sort_by, q.sort_order, q.page, q.limit)
+        holds_for = found.holds_for_s
+        return [listing_doc(r) for r in found.rows], {"X-Total-Count": str(found.total)}
+
+    return await respond(
+        request,
+        rt.extras.get("answers"),
+        True,
+        build,
+        lambda: holds_for,
+        variant="" if caller_id is None else str(caller_id),
+        before_routing=False,
+    )
 
 
 @get("/api/resale/my-listings")
@@ -139,10 +156,8 @@ async def get_my_listings(request: Request) -> Response[list[Doc]]:
     q = parse_query(request.query_params, MyListingsQuery)
     where = marketplace.my_conditions(q, identity.user_id)
     async with runtime(request).db.engine.connect() as conn:
-        rows, total = await marketplace.page_of(
-            conn, where, q.sort_by, q.sort_order, q.page, q.limit
-        )
-    return _listed([listing_doc(r) for r in rows], total)
+        found = await marketplace.page_of(conn, where, q.sort_by, q.sort_order, q.page, q.limit)
+    return _listed([listing_doc(r) for r in found.rows], found.total)
 
 
 @get("/internal/resale-summary", include_in_schema=False)

@@ -138,6 +138,14 @@ def my_conditions(q: MyListingsQuery, seller_id: int) -> list[ColumnElement[bool
     return where
 
 
+class Page(NamedTuple):
+    rows: list[Any]
+    total: int
+    # For how many seconds the page holds with no write: until the first listing counted
+    # stops being shown because its event ended (inf: none is counted).
+    holds_for_s: float
+
+
 async def page_of(
     conn: AsyncConnection,
     where: list[ColumnElement[bool]],
@@ -145,15 +153,19 @@ async def page_of(
     sort_order: str,
     page: int,
     limit: int,
-) -> tuple[list[Any], int]:
+) -> Page:
     """One page in the asked order (ties by ticket_id, so pages never overlap) and the total."""
     key = SORTS[sort_by]
     order = [key.desc() if sort_order == "desc" else key.asc(), listings.c.ticket_id.asc()]
-    total = await conn.scalar(select(func.count()).select_from(listings).where(and_(*where)))
+    counted = select(
+        func.count(), func.extract("epoch", func.min(listings.c.event_end) - func.now())
+    ).where(and_(*where))
+    total, holds_for = (await conn.execute(counted)).one()
     rows = await conn.execute(
         LISTING_ROW.where(*where).order_by(*order).limit(limit).offset((page - 1) * limit)
     )
-    return list(rows.all()), int(total or 0)
+    holds_for_s = math.inf if holds_for is None else max(0.0, float(holds_for))
+    return Page(list(rows.all()), int(total or 0), holds_for_s)
 
 
 # The event page's resale part: active listings of the event ($1), the caller's own ($2)

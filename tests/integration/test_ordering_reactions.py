@@ -15,7 +15,6 @@ from time import monotonic
 from typing import Any
 
 import asyncpg
-import httpx
 import msgspec
 import pytest
 from sqlalchemy import func, select, text
@@ -34,6 +33,7 @@ from services.kernel.db import Database
 from services.kernel.errors import BadRequest
 from services.kernel.migrate import drop_database, ensure_database, upgrade
 from services.kernel.payments import SimulatedProvider
+from services.kernel.upstream import Upstreams
 from services.ordering import cart, checkout, holds, recovery
 from services.ordering.consumers import HANDLERS
 from services.ordering.models import (
@@ -604,7 +604,9 @@ class _CatalogHeadAt(CatchUp):
     /internal/events/head answers; the decision after it is what is tested here)."""
 
     def __init__(self, db: Database, newest: uuid.UUID) -> None:
-        super().__init__(db, httpx.AsyncClient(), {}, ["catalog.TicketTypeCreated"], 0.3)
+        super().__init__(
+            db, Upstreams({}, connect_timeout_s=1, timeout_s=1), ["catalog.TicketTypeCreated"], 0.3
+        )
         self.newest = newest
 
     async def head(self, producer: str) -> uuid.UUID | None:

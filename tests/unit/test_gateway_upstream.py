@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from gateway.upstream import UpstreamError, Upstreams
+from services.kernel.upstream import UpstreamError, Upstreams
 
 Answerer = Callable[[bytes], bytes | None]
 
