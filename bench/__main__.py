@@ -125,6 +125,13 @@ async def run_suite(args: argparse.Namespace, instances: int, rows: list[Row]) -
                 ),
             ),
             (
+                "marketplace",
+                True,
+                lambda: scenarios.marketplace(
+                    gateways, data, args.market_listings, args.seconds, base, engine
+                ),
+            ),
+            (
                 "resale",
                 True,
                 lambda: scenarios.resale_rush(gateways, data, args.listings, args.buyers, engine),
@@ -275,6 +282,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--customers", type=int, default=3000)
     parser.add_argument("--capacity", type=int, default=300)
     parser.add_argument("--listings", type=int, default=10)
+    parser.add_argument(
+        "--market-listings", type=int, default=400, help="tickets listed for the marketplace"
+    )
     parser.add_argument("--buyers", type=int, default=20)
     parser.add_argument(
         "--pipeline-rate",
@@ -282,7 +292,9 @@ def main(argv: list[str] | None = None) -> None:
         help="TicketPurchased events/s offered, one pipeline run per comma-separated rate, in "
         "order (one this machine sustains, on a quiet system; then the target's rate)",
     )
-    parser.add_argument("--scenarios", default="browse,gateway,drop,resale,pipeline,replay,login")
+    parser.add_argument(
+        "--scenarios", default="browse,gateway,drop,marketplace,resale,pipeline,replay,login"
+    )
     parser.add_argument("--instances", default="1,2", help="comma-separated instance counts to run")
     parser.add_argument(
         "--results",

@@ -14,7 +14,7 @@ import httpx
 from sqlalchemy import text
 
 from bench.client import Client, ClientError
-from bench.dataset import Dataset, bearer, new_customer, new_event
+from bench.dataset import Dataset, bearer, gather_limited, new_customer, new_event
 from bench.measure import Result, get_loop, machine_cpu, percentile, process_cpu, run_async
 
 
@@ -412,6 +412,119 @@ async def resale_rush(
             True,
         ),
     ]
+
+
+async def marketplace(
+    gateways: list[str], data: Dataset, listings: int, seconds: int, base: Result, engine: Any
+) -> list[Row]:
+    """Anonymous browsing of the resale marketplace: `listings` customers each buy a ticket of
+    one of the dataset's events and list it; then `wrk` cycles through its searches, filters,
+    sorts and pages at 16 and 64 connections, and again at 16 while sellers reprice their
+    listings one after another, 20 ms apart (each change makes every instance forget every
+    page it remembered). Then the
+    check: the page a visitor is shown agrees with resale's tables."""
+    sellers = data.customers[-listings:]
+    async with httpx.AsyncClient(base_url=gateways[0], timeout=60) as client:
+        types = {e: await _standard_type(gateways[0], e) for e in data.event_ids[: len(sellers)]}
+        event_of = list(types)
+
+        async def sell(i: int) -> tuple[str, int]:
+            h = bearer(sellers[i])
+            type_id = types[event_of[i % len(event_of)]]
+            added = await client.post(
+                "/api/cart/items", params={"ticket_type_id": type_id}, headers=h
+            )
+            added.raise_for_status()
+            (await client.post("/api/cart/checkout", headers=h)).raise_for_status()
+            ticket_id = int((await client.get("/api/tickets", headers=h)).json()[0]["ticket_id"])
+            listed = await client.post(
+                f"/api/tickets/{ticket_id}/resell", json={"price": _price(i, 0)}, headers=h
+            )
+            listed.raise_for_status()
+            return sellers[i], ticket_id
+
+        listed = [tuple(t) for t in await gather_limited(len(sellers), 16, sell)]  # type: ignore[arg-type]
+    queries = [
+        f"sort_by={sort}&sort_order={order}&limit=20&page={page}"
+        for sort in ("event_date", "resell_price", "original_price", "event_name")
+        for order in ("asc", "desc")
+        for page in (1, 2, 3)
+    ]
+    queries += [f"{q}&sort_by=resell_price" for q in ("search=Concert%201", "venue=Hall%202")]
+    queries += [f"min_price=50&max_price=120&page={page}" for page in (1, 2, 3)]
+    queries += [f"event_id={e}" for e in event_of[:20]]
+    paths = [f"/api/resale/marketplace?{q}" for q in queries]
+    rows: list[Row] = []
+    name = f"marketplace: {len(listed)} listings, {len(paths)} queries"
+    for c in (16, 64):
+        r = await asyncio.to_thread(get_loop, gateways, c, seconds, paths=paths)
+        rows += _rows(f"{name}, c={c}", r)
+        rows.append(Row(f"{name}, c={c}", "ratio to baseline rps", round(r.rps / base.rps, 3), "x"))
+    changes = 0
+    stop = asyncio.Event()
+
+    async def reprice() -> None:
+        nonlocal changes
+        async with httpx.AsyncClient(base_url=gateways[0], timeout=60) as client:
+            while not stop.is_set():
+                seller, ticket_id = listed[changes % len(listed)]
+                r = await client.post(
+                    f"/api/tickets/{ticket_id}/resell",
+                    json={"price": _price(changes, 1 + changes // len(listed))},
+                    headers=bearer(seller),
+                )
+                r.raise_for_status()
+                changes += 1
+                await asyncio.sleep(0.02)
+
+    writer = asyncio.create_task(reprice())
+    started = time.monotonic()
+    try:
+        r = await asyncio.to_thread(get_loop, gateways, 16, seconds, paths=paths)
+    finally:
+        stop.set()
+        await writer
+    meanwhile = f"{name}, c=16, listings changing"
+    rows += _rows(meanwhile, r)
+    rows.append(Row(meanwhile, "ratio to baseline rps", round(r.rps / base.rps, 3), "x"))
+    rows.append(
+        Row(meanwhile, "listing changes/s", round(changes / (time.monotonic() - started), 1), "/s")
+    )
+    rows.append(await _market_agrees(gateways, engine, name))
+    return rows
+
+
+def _price(i: int, round_: int) -> int:
+    return 20 + (i * 37 + round_ * 11) % 200
+
+
+async def _market_agrees(gateways: list[str], engine: Any, name: str) -> Row:
+    """The cheapest page each gateway shows a visitor, against resale's tables: a page
+    remembered past a change is a failure."""
+    async with engine.connect() as conn:
+        expected = [
+            (int(t), float(p))
+            for t, p in (
+                await conn.execute(
+                    text(
+                        "SELECT ticket_id, price FROM resale.listings WHERE state = 'active' "
+                        "AND event_end > now() ORDER BY price, ticket_id LIMIT 50"
+                    )
+                )
+            ).all()
+        ]
+    for gateway in gateways:
+        async with httpx.AsyncClient(base_url=gateway, timeout=60) as client:
+            for _ in range(3):  # each instance of resale, round-robin behind the gateway
+                page = await client.get(
+                    "/api/resale/marketplace", params={"sort_by": "resell_price", "limit": 50}
+                )
+                shown = [(m["ticket_id"], m["resell_price"]) for m in page.json()]
+                if shown != expected:
+                    raise CorrectnessError(
+                        f"marketplace: shown {shown[:5]}..., resale's tables {expected[:5]}..."
+                    )
+    return Row(name, "pages agreeing with the tables", 1, "", "== 1", True)
 
 
 async def event_pipeline(

@@ -7,7 +7,13 @@ from typing import Any
 from sqlalchemy import ColumnElement
 
 
+def like_pattern(term: str) -> str:
+    """The ILIKE pattern of a literal substring: %, _ and \\ (LIKE's default escape) are not
+    wildcards."""
+    literal = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{literal}%"
+
+
 def contains(column: Any, term: str) -> ColumnElement[bool]:
     """Case-insensitive literal substring: %, _ and \\ are not wildcards."""
-    literal = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return column.ilike(f"%{literal}%", escape="\\")  # type: ignore[no-any-return]
+    return column.ilike(like_pattern(term), escape="\\")  # type: ignore[no-any-return]

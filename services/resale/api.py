@@ -133,8 +133,7 @@ async def get_marketplace(request: Request) -> Response[list[Doc]]:
     async def build() -> tuple[list[Doc], dict[str, str]]:
         nonlocal holds_for
         where = marketplace.market_conditions(q, caller_id)  # 400s are never remembered
-        async with rt.db.engine.connect() as conn:
-            found = await marketplace.page_of(conn, where, q.sort_by, q.sort_order, q.page, q.limit)
+        found = await marketplace.page_of(rt.db, where, q.sort_by, q.sort_order, q.page, q.limit)
         holds_for = found.holds_for_s
         return [listing_doc(r) for r in found.rows], {"X-Total-Count": str(found.total)}
 
@@ -155,8 +154,8 @@ async def get_my_listings(request: Request) -> Response[list[Doc]]:
     identity = await authenticated(request)
     q = parse_query(request.query_params, MyListingsQuery)
     where = marketplace.my_conditions(q, identity.user_id)
-    async with runtime(request).db.engine.connect() as conn:
-        found = await marketplace.page_of(conn, where, q.sort_by, q.sort_order, q.page, q.limit)
+    db = runtime(request).db
+    found = await marketplace.page_of(db, where, q.sort_by, q.sort_order, q.page, q.limit)
     return _listed([listing_doc(r) for r in found.rows], found.total)
 
 

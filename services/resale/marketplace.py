@@ -25,34 +25,65 @@ import re
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from services.kernel.db import Database
 from services.kernel.errors import BadRequest
-from services.kernel.search import contains
-from services.resale.models import events, listings, ticket_types
+from services.kernel.search import like_pattern
 from services.resale.schemas import MarketQuery, MyListingsQuery
 
+# Statements go straight to the driver (services/kernel/db.py, `Driver`): a page is built and
+# read per request when not remembered, and through SQLAlchemy the building, its cache key and
+# its rows cost about as much as PostgreSQL's work. The shapes are few (which filters are
+# present, the sort), so asyncpg prepares each once per connection.
 SORTS = {
-    "event_date": listings.c.event_start,
-    "resell_price": listings.c.price,
-    "original_price": listings.c.original_price,
-    "event_name": listings.c.event_name.collate("C"),
+    "event_date": "l.event_start",
+    "resell_price": "l.price",
+    "original_price": "l.original_price",
+    "event_name": 'l.event_name COLLATE "C"',
 }
-LISTING_ROW = (
-    select(
-        *listings.c,
-        events.c.location_name.label("venue_name"),
-        ticket_types.c.description.label("ticket_type_description"),
-    )
-    .join(events, events.c.event_id == listings.c.event_id)
-    .outerjoin(ticket_types, ticket_types.c.type_id == listings.c.type_id)
-)
+_PAGE = """
+SELECT l.ticket_id, l.original_price, l.price, l.event_name, l.event_start, l.seat, l.event_id,
+       e.location_name AS venue_name, t.description AS ticket_type_description
+FROM resale.listings l
+JOIN resale.events e ON e.event_id = l.event_id
+LEFT JOIN resale.ticket_types t ON t.type_id = l.type_id
+WHERE {where}
+ORDER BY {key} {direction}, l.ticket_id
+LIMIT ${limit} OFFSET ${offset}
+"""
+# The total, and for how many seconds it holds with no write: until the first listing
+# counted stops being shown because its event ended (NULL: none is counted).
+_COUNT = """
+SELECT count(*) AS total, extract(epoch FROM min(l.event_end) - now()) AS holds_for
+FROM resale.listings l WHERE {where}
+"""
+_ON_SALE = "l.state = 'active' AND l.event_end > now()"
+_EVENTS_WHERE = "l.event_id IN (SELECT event_id FROM resale.events WHERE {})"
 
 
-def on_sale() -> list[ColumnElement[bool]]:
-    return [listings.c.state == "active", listings.c.event_end > func.now()]
+class Conditions:
+    """A WHERE clause and its arguments ($1, $2, ... in the order added)."""
+
+    def __init__(self, *fixed: str) -> None:
+        self.parts = list(fixed)
+        self.args: list[Any] = []
+
+    def arg(self, value: Any) -> str:
+        self.args.append(value)
+        return f"${len(self.args)}"
+
+    def add(self, fragment: str, *values: Any) -> None:
+        """`fragment` with a `{}` for each value."""
+        self.parts.append(fragment.format(*(self.arg(v) for v in values)))
+
+    def range(self, column: str, low: Any, high: Any) -> None:
+        if low is not None:
+            self.add(f"{column} >= {{}}", low)
+        if high is not None:
+            self.add(f"{column} <= {{}}", high)
+
+    @property
+    def sql(self) -> str:
+        return " AND ".join(self.parts)
 
 
 def _day(raw: str | None, name: str) -> datetime | None:
@@ -76,96 +107,74 @@ def _check_sort(sort_by: str, sort_order: str) -> None:
         raise BadRequest("Invalid sort_order. Must be 'asc' or 'desc'")
 
 
-def _events_where(*conditions: ColumnElement[bool]) -> ColumnElement[bool]:
-    return listings.c.event_id.in_(select(events.c.event_id).where(or_(*conditions)))
-
-
-def _price_bounds(low: Any, high: Any, column: Any) -> list[ColumnElement[bool]]:
-    bounds = []
-    if low is not None:
-        bounds.append(column >= low)
-    if high is not None:
-        bounds.append(column <= high)
-    return bounds
-
-
-def market_conditions(q: MarketQuery, caller_id: int | None) -> list[ColumnElement[bool]]:
+def market_conditions(q: MarketQuery, caller_id: int | None) -> Conditions:
     """Every filter of §10.1; 400 for a bad sort or date."""
     _check_sort(q.sort_by, q.sort_order)
     day_from = _day(q.event_date_from, "event_date_from")
     day_to = _day(q.event_date_to, "event_date_to")
-    where = on_sale()
+    where = Conditions(_ON_SALE)
     if caller_id is not None:
-        where.append(listings.c.seller_id != caller_id)
+        where.add("l.seller_id <> {}", caller_id)
     if q.search:
-        described = select(ticket_types.c.type_id).where(
-            contains(ticket_types.c.description, q.search)
-        )
-        where.append(
-            or_(
-                _events_where(
-                    contains(events.c.name, q.search), contains(events.c.location_name, q.search)
-                ),
-                listings.c.type_id.in_(described),
-            )
+        term = where.arg(like_pattern(q.search))
+        where.add(
+            f"({_EVENTS_WHERE.format(f'name ILIKE {term} OR location_name ILIKE {term}')}"
+            " OR l.type_id IN (SELECT type_id FROM resale.ticket_types"
+            f" WHERE description ILIKE {term}))"
         )
     if q.event_id:
-        where.append(listings.c.event_id == q.event_id)
+        where.add("l.event_id = {}", q.event_id)
     if q.venue:
-        where.append(_events_where(contains(events.c.location_name, q.venue)))
-    where += _price_bounds(q.min_price, q.max_price, listings.c.price)
-    where += _price_bounds(q.min_original_price, q.max_original_price, listings.c.original_price)
+        where.add(_EVENTS_WHERE.format("location_name ILIKE {}"), like_pattern(q.venue))
+    where.range("l.price", q.min_price, q.max_price)
+    where.range("l.original_price", q.min_original_price, q.max_original_price)
     if day_from is not None:
-        where.append(listings.c.event_start >= day_from)
+        where.add("l.event_start >= {}", day_from)
     if day_to is not None:
-        where.append(listings.c.event_start < day_to + timedelta(days=1))
+        where.add("l.event_start < {}", day_to + timedelta(days=1))
     if q.has_seat is not None:
-        where.append(listings.c.seat.is_not(None) if q.has_seat else listings.c.seat.is_(None))
+        where.add("l.seat IS NOT NULL" if q.has_seat else "l.seat IS NULL")
     return where
 
 
-def my_conditions(q: MyListingsQuery, seller_id: int) -> list[ColumnElement[bool]]:
+def my_conditions(q: MyListingsQuery, seller_id: int) -> Conditions:
     """§10.2: the caller's active listings, searched by event name or venue."""
     _check_sort(q.sort_by, q.sort_order)
-    where = [*on_sale(), listings.c.seller_id == seller_id]
+    where = Conditions(_ON_SALE)
+    where.add("l.seller_id = {}", seller_id)
     if q.search:
-        where.append(
-            _events_where(
-                contains(events.c.name, q.search), contains(events.c.location_name, q.search)
-            )
-        )
-    where += _price_bounds(q.min_price, q.max_price, listings.c.price)
+        term = where.arg(like_pattern(q.search))
+        where.add(_EVENTS_WHERE.format(f"name ILIKE {term} OR location_name ILIKE {term}"))
+    where.range("l.price", q.min_price, q.max_price)
     return where
 
 
 class Page(NamedTuple):
     rows: list[Any]
     total: int
-    # For how many seconds the page holds with no write: until the first listing counted
-    # stops being shown because its event ended (inf: none is counted).
+    # For how many seconds the page holds with no write (inf: nothing counted ends).
     holds_for_s: float
 
 
 async def page_of(
-    conn: AsyncConnection,
-    where: list[ColumnElement[bool]],
-    sort_by: str,
-    sort_order: str,
-    page: int,
-    limit: int,
+    db: Database, where: Conditions, sort_by: str, sort_order: str, page: int, limit: int
 ) -> Page:
     """One page in the asked order (ties by ticket_id, so pages never overlap) and the total."""
-    key = SORTS[sort_by]
-    order = [key.desc() if sort_order == "desc" else key.asc(), listings.c.ticket_id.asc()]
-    counted = select(
-        func.count(), func.extract("epoch", func.min(listings.c.event_end) - func.now())
-    ).where(and_(*where))
-    total, holds_for = (await conn.execute(counted)).one()
-    rows = await conn.execute(
-        LISTING_ROW.where(*where).order_by(*order).limit(limit).offset((page - 1) * limit)
+    args = [*where.args, limit, (page - 1) * limit]
+    paged = _PAGE.format(
+        where=where.sql,
+        key=SORTS[sort_by],
+        direction="DESC" if sort_order == "desc" else "ASC",
+        limit=len(args) - 1,
+        offset=len(args),
     )
+    async with db.driver() as conn:
+        counted = await conn.fetchrow(_COUNT.format(where=where.sql), *where.args)
+        rows = await conn.fetch(paged, *args)
+    assert counted is not None
+    holds_for = counted.holds_for
     holds_for_s = math.inf if holds_for is None else max(0.0, float(holds_for))
-    return Page(list(rows.all()), int(total or 0), holds_for_s)
+    return Page(rows, int(counted.total), holds_for_s)
 
 
 # The event page's resale part: active listings of the event ($1), the caller's own ($2)
