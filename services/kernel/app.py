@@ -392,6 +392,7 @@ def create_service_app(
             feed = ChangeFeed(db)
             feed.follow(notifications)
             db.on_committed = feed.changed
+            rt.catch_up.on_newly_handled = feed.changed
             rt.extras["answers"] = AnswerCache(feed)
         rt.tasks.append(asyncio.create_task(notifications.run(), name=f"{service}-listen"))
         if settings.relay_inline:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from urllib.parse import urlencode
 from uuid import UUID
@@ -51,6 +51,12 @@ class CatchUp:
         # event, and once handled it stays handled (a replay that handles it again changes
         # nothing a read since then has not seen).
         self._handled: dict[UUID, tuple[datetime, float]] = {}
+        # Called when an event is first found handled here: answers remembered before then
+        # may not show it (`ChangeFeed.changed`, wired by the app factory). Another instance
+        # that handled it says so by PostgreSQL's notification, which may arrive after this
+        # process has read the inbox: a read that caught up must not be answered from memory
+        # older than the event.
+        self.on_newly_handled: Callable[[], None] = lambda: None
         for event_type in subscriptions:
             producer = event_type.split(".", 1)[0]
             self.types_by_producer.setdefault(producer, []).append(event_type)
@@ -97,6 +103,7 @@ class CatchUp:
         if len(self._handled) >= 1024:
             self._handled.clear()
         found = self._handled[event_id] = (handled_at, time.monotonic())
+        self.on_newly_handled()
         return found
 
     async def _caught_up(

@@ -620,10 +620,14 @@ async def test_a_refusal_is_asked_again_only_while_catalogs_newest_event_may_be_
     inbox = ordering.db.inbox
     newest = await ordering.scalar(select(inbox.c.event_id).order_by(inbox.c.handled_at.desc()))
     catch_up = _CatalogHeadAt(ordering.db, newest)
+    found: list[bool] = []
+    catch_up.on_newly_handled = lambda: found.append(True)
     # Handled a moment ago, and not yet known here when the read began: it may not have seen it.
     assert await catch_up.changed_since(utcnow(), monotonic(), "catalog")
+    assert found == [True]  # remembered answers are forgotten: they may predate it
     # Known handled before the read began: the read saw it, asking again would say the same.
     assert not await catch_up.changed_since(utcnow(), monotonic(), "catalog")
+    assert found == [True]  # and nothing more to forget
     async with ordering.db.engine.begin() as conn:
         await conn.execute(
             inbox.update()
