@@ -304,14 +304,21 @@ async def events_head(request: Request, types: str = "") -> dict[str, str | None
     for to read its own writes (services.kernel.catchup)."""
     db = runtime(request).db
     wanted = [t for t in types.split(",") if t]
-    async with db.reader.connect() as conn:
-        event_id = await conn.scalar(
-            select(db.outbox.c.event_id)
-            .where(db.outbox.c.type.in_(wanted))
-            .order_by(db.outbox.c.id.desc())
-            .limit(1)
-        )
+    async with db.driver() as conn:
+        event_id = await conn.fetchval(_HEAD_SQL.format(schema=db.schema), wanted)
     return {"event_id": str(event_id) if event_id else None}
+
+
+# Asked before every read that catches up (a marketplace page, say), so one prepared
+# statement on the driver, and the newest event of each type found by its own index probe
+# (outbox_type_id: type, id) rather than a walk back through the whole outbox.
+_HEAD_SQL = """
+SELECT o.event_id FROM unnest($1::text[]) AS wanted(type)
+CROSS JOIN LATERAL (
+    SELECT id, event_id FROM "{schema}".outbox WHERE type = wanted.type ORDER BY id DESC LIMIT 1
+) AS o
+ORDER BY o.id DESC LIMIT 1
+"""
 
 
 StartHook = Callable[[Runtime], Awaitable[None]]

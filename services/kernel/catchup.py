@@ -60,6 +60,11 @@ class CatchUp:
         for event_type in subscriptions:
             producer = event_type.split(".", 1)[0]
             self.types_by_producer.setdefault(producer, []).append(event_type)
+        # What is asked of each producer (its /internal/events/head), written once.
+        self._head_targets = {
+            producer: f"/internal/events/head?{urlencode({'types': ','.join(types)})}"
+            for producer, types in self.types_by_producer.items()
+        }
 
     async def head(self, producer: str) -> UUID | None:
         """The producer's newest event as of some moment after this call began. Callers that
@@ -80,15 +85,10 @@ class CatchUp:
             return await asyncio.shield(lookup)
 
     async def _fetch_head(self, producer: str) -> UUID | None:
-        types = self.types_by_producer.get(producer)
-        if not types:
+        target = self._head_targets.get(producer)
+        if target is None:
             return None
-        head = await self.upstreams.get_json(
-            producer,
-            f"/internal/events/head?{urlencode({'types': ','.join(types)})}",
-            self.timeout_s,
-            Head,
-        )
+        head = await self.upstreams.get_json(producer, target, self.timeout_s, Head)
         return head.event_id
 
     async def _found_handled(self, event_id: UUID) -> tuple[datetime, float] | None:

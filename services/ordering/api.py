@@ -193,8 +193,7 @@ async def list_tickets(request: Request) -> Response[Any]:
     # Whether each ticket is on resale, and at what price, is resale's to say: a listing just
     # put up, repriced or withdrawn shows at once (API.md §1.8).
     await rt.catch_up("resale")
-    async with rt.db.unit_of_work() as uow:
-        body = await tickets.list_tickets(f, uow)
+    body = await tickets.list_tickets(f, rt.db)
     return listing(body, len(body))
 
 

@@ -25,15 +25,13 @@ import re
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, NamedTuple
 
+from services.kernel.conditions import Conditions
 from services.kernel.db import Database
 from services.kernel.errors import BadRequest
 from services.kernel.search import like_pattern
 from services.resale.schemas import MarketQuery, MyListingsQuery
 
-# Statements go straight to the driver (services/kernel/db.py, `Driver`): a page is built and
-# read per request when not remembered, and through SQLAlchemy the building, its cache key and
-# its rows cost about as much as PostgreSQL's work. The shapes are few (which filters are
-# present, the sort), so asyncpg prepares each once per connection.
+# Pages are read straight through the driver (services/kernel/conditions.py says why).
 SORTS = {
     "event_date": "l.event_start",
     "resell_price": "l.price",
@@ -58,32 +56,6 @@ FROM resale.listings l WHERE {where}
 """
 _ON_SALE = "l.state = 'active' AND l.event_end > now()"
 _EVENTS_WHERE = "l.event_id IN (SELECT event_id FROM resale.events WHERE {})"
-
-
-class Conditions:
-    """A WHERE clause and its arguments ($1, $2, ... in the order added)."""
-
-    def __init__(self, *fixed: str) -> None:
-        self.parts = list(fixed)
-        self.args: list[Any] = []
-
-    def arg(self, value: Any) -> str:
-        self.args.append(value)
-        return f"${len(self.args)}"
-
-    def add(self, fragment: str, *values: Any) -> None:
-        """`fragment` with a `{}` for each value."""
-        self.parts.append(fragment.format(*(self.arg(v) for v in values)))
-
-    def range(self, column: str, low: Any, high: Any) -> None:
-        if low is not None:
-            self.add(f"{column} >= {{}}", low)
-        if high is not None:
-            self.add(f"{column} <= {{}}", high)
-
-    @property
-    def sql(self) -> str:
-        return " AND ".join(self.parts)
 
 
 def _day(raw: str | None, name: str) -> datetime | None:

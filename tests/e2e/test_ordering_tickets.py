@@ -59,6 +59,10 @@ async def test_ticket_list_filters_and_only_shows_the_callers_own(api: httpx.Asy
         "/api/tickets", params={"is_on_resale": "TRUE"}, headers=buyer.headers
     )
     assert not_listed.json() == []
+    unlisted = await api.get(
+        "/api/tickets", params={"is_on_resale": "false"}, headers=buyer.headers
+    )
+    assert [t["ticket_id"] for t in unlisted.json()] == ids
     bad = await api.get("/api/tickets", params={"status": "lost"}, headers=buyer.headers)
     assert (bad.status_code, bad.json()) == (
         400,
