@@ -436,7 +436,8 @@ async def marketplace(
             )
             added.raise_for_status()
             (await client.post("/api/cart/checkout", headers=h)).raise_for_status()
-            ticket_id = int((await client.get("/api/tickets", headers=h)).json()[0]["ticket_id"])
+            mine = await client.get("/api/tickets", params={"type_id": type_id}, headers=h)
+            ticket_id = int(mine.json()[0]["ticket_id"])  # this one (a drop winner holds another)
             listed = await client.post(
                 f"/api/tickets/{ticket_id}/resell", json={"price": _price(i, 0)}, headers=h
             )
@@ -460,21 +461,24 @@ async def marketplace(
         r = await asyncio.to_thread(get_loop, gateways, c, seconds, paths=paths)
         rows += _rows(f"{name}, c={c}", r)
         rows.append(Row(f"{name}, c={c}", "ratio to baseline rps", round(r.rps / base.rps, 3), "x"))
-    changes = 0
+    changes = refused = 0
     stop = asyncio.Event()
 
     async def reprice() -> None:
-        nonlocal changes
+        nonlocal changes, refused
         async with httpx.AsyncClient(base_url=gateways[0], timeout=60) as client:
             while not stop.is_set():
-                seller, ticket_id = listed[changes % len(listed)]
+                attempt = changes + refused
+                seller, ticket_id = listed[attempt % len(listed)]
                 r = await client.post(
                     f"/api/tickets/{ticket_id}/resell",
-                    json={"price": _price(changes, 1 + changes // len(listed))},
+                    json={"price": _price(attempt, 1 + attempt // len(listed))},
                     headers=bearer(seller),
                 )
-                r.raise_for_status()
-                changes += 1
+                if r.status_code == 200:
+                    changes += 1
+                else:  # counted, not fatal: the page check below is what must hold
+                    refused += 1
                 await asyncio.sleep(0.02)
 
     writer = asyncio.create_task(reprice())
@@ -490,6 +494,7 @@ async def marketplace(
     rows.append(
         Row(meanwhile, "listing changes/s", round(changes / (time.monotonic() - started), 1), "/s")
     )
+    rows.append(Row(meanwhile, "listing changes refused", refused, "count"))
     rows.append(await _market_agrees(gateways, engine, name))
     return rows
 
@@ -519,6 +524,8 @@ async def _market_agrees(gateways: list[str], engine: Any, name: str) -> Row:
                 page = await client.get(
                     "/api/resale/marketplace", params={"sort_by": "resell_price", "limit": 50}
                 )
+                if page.status_code != 200:
+                    raise CorrectnessError(f"marketplace: {page.status_code} {page.text[:200]}")
                 shown = [(m["ticket_id"], m["resell_price"]) for m in page.json()]
                 if shown != expected:
                     raise CorrectnessError(

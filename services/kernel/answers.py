@@ -166,7 +166,8 @@ async def respond(
     if cache is None or not shared:
         body, headers = await build()
         return Response(body, headers=headers)
-    key = answer_key(request.scope) + (f"#{variant}" if variant else "")
+    # A line break cannot be part of a request's path or query: no query names a variant.
+    key = answer_key(request.scope) + (f"\n{variant}" if variant else "")
     answer = cache.get(key)
     if answer is None:
         generation = cache.feed.generation  # taken before reading, see the module's notes

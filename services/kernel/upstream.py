@@ -147,13 +147,14 @@ class Instance:
         self._max_idle = max_idle
         self._connect_timeout = connect_timeout_s
         self._idle_timeout = idle_timeout_s
+        self._closed = False
 
     async def _open(self) -> _Connection:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self._connect_timeout):
                 _, conn = await loop.create_connection(_Connection, self.host, self.port)
-        except (OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError, ValueError) as exc:  # ValueError: a name IDNA refuses
             raise UpstreamError(f"cannot connect to {self.host}:{self.port}: {exc!r}") from exc
         return conn
 
@@ -168,7 +169,7 @@ class Instance:
         return None
 
     def _release(self, conn: _Connection) -> None:
-        if conn.closed or not conn.reusable or len(self._idle) >= self._max_idle:
+        if self._closed or conn.closed or not conn.reusable or len(self._idle) >= self._max_idle:
             conn.close()
             return
         conn.idle_since = time.monotonic()
@@ -200,6 +201,8 @@ class Instance:
             raise UpstreamError("timed out") from exc
 
     def close(self) -> None:
+        """Closes the idle connections, and each one in use when its request ends."""
+        self._closed = True
         while self._idle:
             self._idle.pop().close()
 
@@ -239,7 +242,9 @@ class Upstreams:
             ]
             for name, service_urls in urls.items()
         }
-        self._cycles = {name: itertools.cycle(found) for name, found in self._instances.items()}
+        self._cycles = {
+            name: itertools.cycle(found) for name, found in self._instances.items() if found
+        }
 
     async def send(
         self,
@@ -250,7 +255,10 @@ class Upstreams:
         body: bytes = b"",
         timeout_s: float | None = None,
     ) -> Answer:
-        instance: Instance = next(self._cycles[service])
+        instances = self._cycles.get(service)
+        if instances is None:
+            raise UpstreamError(f"no instance of {service} is configured")
+        instance: Instance = next(instances)
         request = encode_request(method, target, instance.authority, headers, body)
         return await instance.request(request, method == "HEAD", timeout_s or self.timeout_s)
 

@@ -121,6 +121,7 @@ async def get_marketplace(request: Request) -> Response[list[Doc]]:
     identity = await optional_identity(request)
     q = parse_query(request.query_params, MarketQuery)
     caller_id = identity.user_id if identity else None
+    where = marketplace.market_conditions(q, caller_id)  # a bad sort or date: 400 at once
     rt = runtime(request)
     # What is shown depends on the events' dates and status: an event just moved into the
     # past or cancelled no longer shows its listings (API.md §1.8). So the catch-up comes
@@ -132,7 +133,6 @@ async def get_marketplace(request: Request) -> Response[list[Doc]]:
 
     async def build() -> tuple[list[Doc], dict[str, str]]:
         nonlocal holds_for
-        where = marketplace.market_conditions(q, caller_id)  # 400s are never remembered
         found = await marketplace.page_of(rt.db, where, q.sort_by, q.sort_order, q.page, q.limit)
         holds_for = found.holds_for_s
         return [listing_doc(r) for r in found.rows], {"X-Total-Count": str(found.total)}

@@ -1,4 +1,5 @@
-"""The gateway's pooled HTTP/1.1 client against a plain socket server (no services needed)."""
+"""The pooled HTTP/1.1 client (the gateway's, and the services' catch-up's) against a plain socket
+server (no services needed)."""
 
 from __future__ import annotations
 
@@ -154,3 +155,34 @@ async def test_a_silent_service_times_out(serve: Callable) -> None:
         await pool.send("svc", "GET", b"/")
     assert time.monotonic() - started < 1.0
     silent.close()
+
+
+async def test_a_service_without_instances_or_a_bad_name_is_an_upstream_error() -> None:
+    pool = Upstreams(
+        {"none": [], "bad": [f"http://{'x' * 70}.example:80"]}, connect_timeout_s=0.5, timeout_s=1
+    )
+    for service in ("none", "bad", "unknown"):
+        with pytest.raises(UpstreamError):
+            await pool.send(service, "GET", b"/")
+    pool.close()
+
+
+async def test_a_request_that_ends_after_close_does_not_keep_its_connection(
+    serve: Callable,
+) -> None:
+    release = asyncio.Event()
+    server = await serve(lambda _: OK)
+    pool = upstreams(server.port)
+
+    async def slow_request() -> int:
+        sending = asyncio.create_task(pool.send("svc", "GET", b"/"))
+        await release.wait()
+        return (await sending).status
+
+    pending = asyncio.create_task(slow_request())
+    await asyncio.sleep(0)
+    pool.close()  # the instance stops while the request is on its way
+    release.set()
+    assert await pending == 200
+    assert (await pool.send("svc", "GET", b"/")).status == 200  # still answers, unpooled
+    assert server.connections == 2  # the first connection was closed, not kept idle
