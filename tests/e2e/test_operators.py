@@ -156,15 +156,22 @@ async def test_tail_shows_the_last_ten_then_only_what_is_new(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
+    assert proc.stdout is not None
+    first: list[str] = []
     try:
-        await asyncio.sleep(3)  # started, the last ten shown, polling
+        # Started, and the last ten shown (however long a busy machine takes to start it):
+        # only then the new registration.
+        while len(first) < 10:
+            line = await asyncio.wait_for(proc.stdout.readline(), timeout=60)
+            assert line, "events tail ended before showing the last ten"
+            first.append(line.decode().rstrip("\n"))
         request_id = f"tail-{uuid.uuid4().hex[:12]}"
         await _register(api, request_id)
         await asyncio.sleep(2)
     finally:
         proc.terminate()
         out, err = await proc.communicate()
-    lines = out.decode().splitlines()
+    lines = first + out.decode().splitlines()
     assert [line for line in lines if "corr=before-" in line] == lines[:10], lines
     # Then what is new only, not whole logs: the registration's own events.
     assert lines[10:] and all(request_id in line for line in lines[10:]), (lines, err.decode())
