@@ -36,9 +36,19 @@ async def _check_available(uow: UnitOfWork, cmd: CustomerRegistration, reserved:
     """The 400s of §3.1, in order."""
     if cmd.email.lower() == reserved.lower():
         raise BadRequest(RESERVED)
-    if await user_by_email(uow.conn, cmd.email) is not None:
+    # Both in one statement, so one snapshot: asked one after the other, a concurrent
+    # duplicate committed between them showed as a taken login, not a registered email.
+    email_taken, login_taken = (
+        await uow.conn.execute(
+            select(
+                exists().where(func.lower(users.c.email) == cmd.email.lower()),
+                exists().where(users.c.login == cmd.login),
+            )
+        )
+    ).one()
+    if email_taken:
         raise BadRequest("Email already registered")
-    if await uow.conn.scalar(select(exists().where(users.c.login == cmd.login))):
+    if login_taken:
         raise BadRequest("Login already taken")
 
 
