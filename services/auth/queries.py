@@ -56,9 +56,14 @@ async def user_by_id(conn: AsyncConnection, user_id: int, lock: bool = False) ->
     return (await conn.execute(query)).first()
 
 
+def email_is(email: str) -> Any:
+    """Emails compare case-insensitively (API.md §2.3)."""
+    return func.lower(users.c.email) == email.lower()
+
+
 async def user_by_email(conn: AsyncConnection, email: str, lock: bool = False) -> Any:
-    """Emails compare case-insensitively (API.md §2.3). A lock serialises token issuing."""
-    query = user_select().where(func.lower(users.c.email) == email.lower())
+    """The account of this email. A lock serialises token issuing."""
+    query = user_select().where(email_is(email))
     if lock:
         query = query.with_for_update(of=users)
     return (await conn.execute(query)).first()

@@ -15,7 +15,7 @@ from services.auth import audit
 from services.auth.config import AuthConfig
 from services.auth.models import ROLE_TABLES, users
 from services.auth.passwords import hash_password
-from services.auth.queries import user_by_email, user_by_id
+from services.auth.queries import email_is, user_by_email, user_by_id
 from services.auth.schemas import AdminRegistration, CustomerRegistration
 from services.auth.tokens import AccessToken, issue_access_token, issue_mailed_token
 from services.kernel.app import Runtime
@@ -41,7 +41,7 @@ async def _check_available(uow: UnitOfWork, cmd: CustomerRegistration, reserved:
     email_taken, login_taken = (
         await uow.conn.execute(
             select(
-                exists().where(func.lower(users.c.email) == cmd.email.lower()),
+                exists().where(email_is(cmd.email)),
                 exists().where(users.c.login == cmd.login),
             )
         )

@@ -41,7 +41,6 @@ class CatchUp:
         self.db = db
         self.upstreams = upstreams
         self.timeout_s = timeout_s
-        self.types_by_producer: dict[str, list[str]] = {}
         # Lookups are numbered in the order they start; the newest per producer is kept.
         self._started = 0
         self._lookups: dict[str, tuple[int, asyncio.Future[UUID | None]]] = {}
@@ -57,13 +56,13 @@ class CatchUp:
         # process has read the inbox: a read that caught up must not be answered from memory
         # older than the event.
         self.on_newly_handled: Callable[[], None] = lambda: None
+        types_by_producer: dict[str, list[str]] = {}
         for event_type in subscriptions:
-            producer = event_type.split(".", 1)[0]
-            self.types_by_producer.setdefault(producer, []).append(event_type)
+            types_by_producer.setdefault(event_type.split(".", 1)[0], []).append(event_type)
         # What is asked of each producer (its /internal/events/head), written once.
         self._head_targets = {
             producer: f"/internal/events/head?{urlencode({'types': ','.join(types)})}"
-            for producer, types in self.types_by_producer.items()
+            for producer, types in types_by_producer.items()
         }
 
     async def head(self, producer: str) -> UUID | None:

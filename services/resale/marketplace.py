@@ -144,9 +144,7 @@ async def page_of(
         counted = await conn.fetchrow(_COUNT.format(where=where.sql), *where.args)
         rows = await conn.fetch(paged, *args)
     assert counted is not None
-    holds_for = counted.holds_for
-    holds_for_s = math.inf if holds_for is None else max(0.0, float(holds_for))
-    return Page(rows, int(counted.total), holds_for_s)
+    return Page(rows, int(counted.total), _seconds_left(counted.holds_for))
 
 
 # The event page's resale part: active listings of the event ($1), the caller's own ($2)
@@ -174,4 +172,10 @@ async def summary(db: Database, event_id: int, exclude_user_id: int | None) -> S
         "listing_count": int(row.listing_count),
         "lowest_price": None if row.lowest_price is None else float(row.lowest_price),
     }
-    return Summary(doc, math.inf if row.holds_for is None else max(0.0, float(row.holds_for)))
+    return Summary(doc, _seconds_left(row.holds_for))
+
+
+def _seconds_left(holds_for: Any) -> float:
+    """A statement's `holds_for` (seconds until the first listing counted ends; NULL when
+    none is counted) as how long its answer holds."""
+    return math.inf if holds_for is None else max(0.0, float(holds_for))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -74,6 +74,15 @@ async def listing_ending_soon(system: System) -> AsyncIterator[int]:
         await engine.dispose()
 
 
+async def seen(system: System, check: Callable[[], Awaitable[bool]]) -> None:
+    """The check holds at once with one instance of resale; with several, once PostgreSQL's
+    notification of the write has reached the instance asked."""
+    if len(system.instances("resale")) == 1:
+        assert await check()
+    else:
+        assert await eventually(check)
+
+
 async def test_the_resale_part_is_remembered_until_a_listing_changes(
     api: httpx.AsyncClient, system: System
 ) -> None:
@@ -85,8 +94,7 @@ async def test_the_resale_part_is_remembered_until_a_listing_changes(
         return await resale_part(api, event.event_id, headers) == expected
 
     one = {"listing_count": 1, "lowest_price": 70.0}
-    single = len(system.instances("resale")) == 1
-    assert await shows(one) if single else await eventually(lambda: shows(one))
+    await seen(system, lambda: shows(one))
     hits = await answers_of(system, "resale", "hit")
     for _ in range(6):
         assert await shows(one)
@@ -100,9 +108,9 @@ async def test_the_resale_part_is_remembered_until_a_listing_changes(
 
     assert (await resell(api, other.account, other.ticket_id, 55)).status_code == 200
     two = {"listing_count": 2, "lowest_price": 55.0}
-    assert await shows(two) if single else await eventually(lambda: shows(two))
+    await seen(system, lambda: shows(two))
     assert (await withdraw(api, other.account, other.ticket_id)).status_code == 200
-    assert await shows(one) if single else await eventually(lambda: shows(one))
+    await seen(system, lambda: shows(one))
     assert await shows(none, seller.account.headers)
 
 
@@ -123,10 +131,6 @@ async def test_a_remembered_count_drops_a_listing_when_its_event_ends(
         assert await answers_of(system, "resale", "hit") == hits + 1  # remembered
         await asyncio.sleep(1.7)
         assert await summary() == {"listing_count": 0, "lowest_price": None}
-
-
-async def _equal(found: Any, expected: Any) -> bool:
-    return await found == expected
 
 
 async def market(
@@ -150,16 +154,12 @@ async def test_marketplace_pages_are_remembered_per_caller_until_what_they_show_
     event, seller, other = await two_holders(api)
     assert await market(api, event.event_id) == ([], "0")
     assert (await resell(api, seller.account, seller.ticket_id, 70)).status_code == 200
-    single = len(system.instances("resale")) == 1
 
     async def shows(expected: Any, headers: dict[str, str] | None = None) -> bool:
         return await market(api, event.event_id, headers) == expected
 
     async def soon(expected: Any, headers: dict[str, str] | None = None) -> None:
-        if single:
-            assert await market(api, event.event_id, headers) == expected
-        else:  # another instance learns of the write when PostgreSQL's notification arrives
-            await eventually(lambda: shows(expected, headers))
+        await seen(system, lambda: shows(expected, headers))
 
     types = await api.get("/api/ticket-types", params={"type_id": event.type_id})
     [described] = [t["description"] for t in types.json()]
@@ -205,7 +205,11 @@ async def test_marketplace_pages_are_remembered_per_caller_until_what_they_show_
             )
     finally:
         await engine.dispose()
-    assert await eventually(lambda: _equal(venues(), {"Renamed"}), timeout=3)
+
+    async def renamed() -> bool:
+        return await venues() == {"Renamed"}
+
+    assert await eventually(renamed, timeout=3)
     assert (await withdraw(api, other.account, other.ticket_id)).status_code == 200
     await soon(([(seller.ticket_id, 70.0, "Balcony")], "1"))
     await soon(([], "0"), seller.account.headers)
