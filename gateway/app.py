@@ -1,7 +1,8 @@
 """The gateway: the one public entry point (ARCHITECTURE.md §6), a raw ASGI app.
 
-`/`, `/health`, `/docs` and `/docs/openapi.json` are its own; everything under `/api` goes
-through gateway.edge to the services. No framework on this path: it is the hot loop.
+`/`, `/health`, `/ready`, `/metrics`, `/docs` and `/docs/openapi.json` are its own; everything
+under `/api` goes through gateway.edge to the services. No framework on this path: it is the hot
+loop.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import contextlib
 import logging
 import time
 import uuid
+from time import perf_counter
 from typing import Any
 from urllib.parse import unquote
 
@@ -23,6 +25,7 @@ from gateway.cors import Cors
 from gateway.denylist import DenyList
 from gateway.edge import proxy
 from gateway.http import Reply, RequestHeaders
+from gateway.observe import UNROUTED, Exposition, Readiness, Traffic
 from gateway.openapi import DOCS_PAGE, MergedDocument
 from gateway.ratelimit import RateLimiter
 from gateway.routes import without_trailing_slash
@@ -36,6 +39,7 @@ from services.kernel.upstream import Upstreams
 
 log = logging.getLogger("resellio.gateway")
 _READ_ONLY = [(b"allow", b"GET, HEAD")]
+_OWN_PATHS = frozenset({"/", "/health", "/ready", "/metrics", "/docs", "/docs/openapi.json"})
 HEADERS_TOO_LARGE = "Request header fields too large"
 
 
@@ -47,7 +51,12 @@ class Gateway:
         self.limiter = RateLimiter(config.rate_limits, config.exempt(), config.proxies())
         self.denylist = DenyList()
         self.verifier = TokenVerifier(self._jwks, settings.jwt_issuer, settings.jwt_audience)
+        self.metrics_from = config.metrics_from()
+        self.traffic = Traffic()
+        self.traffic.gauges = self._gauges
+        self.exposition = Exposition(self.traffic)
         self.upstreams: Upstreams
+        self.readiness: Readiness
         self.follower: DenyListFollower
         self.docs: MergedDocument
         self._housekeeping: asyncio.Task[None] | None = None
@@ -65,6 +74,11 @@ class Gateway:
             await self._lifespan(receive, send)
 
     async def _http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        started = perf_counter()
+        reply = await self._answer(scope, receive, send)
+        self.traffic.observe(reply.route, scope["method"], reply.status, perf_counter() - started)
+
+    async def _answer(self, scope: dict[str, Any], receive: Any, send: Any) -> Reply:
         h = RequestHeaders(scope["headers"])
         if len(scope["headers"]) > self.config.max_header_count or (
             h.size > self.config.max_header_bytes
@@ -72,7 +86,7 @@ class Gateway:
             request_id = str(uuid.uuid4()).encode()  # theirs is not worth reading
             reply = Reply(send, request_id, self.cors.response_headers(h.origin))
             await reply.json(431, {"detail": HEADERS_TOO_LARGE})
-            return
+            return reply
         incoming = h.request_id
         if incoming is not None and valid_request_id(incoming.decode("latin-1")):
             request_id = incoming
@@ -82,22 +96,32 @@ class Gateway:
         if method == "OPTIONS" and h.origin and h.cors_method:
             reply = Reply(send, request_id, self.cors.preflight_headers(h.origin, h.cors_headers))
             await reply.send(204, [], b"")
-            return
+            return reply
         reply = Reply(send, request_id, self.cors.response_headers(h.origin))
         path: str = scope["path"]
         try:
             if path.startswith("/api/") or path == "/api":
                 await proxy(self, scope, receive, reply, h)
             else:
-                await self._own(path, method, reply)
+                await self._own(path, method, reply, scope, h)
         except Exception:
             log.exception("gateway: unexpected error on %s %s", method, path)
             await reply.json(500, {"detail": "Internal server error"})
+        return reply
 
-    async def _own(self, path: str, method: str, reply: Reply) -> None:
-        """The gateway's own read-only pages."""
+    async def _own(
+        self, path: str, method: str, reply: Reply, scope: dict[str, Any], h: RequestHeaders
+    ) -> None:
+        """The gateway's own read-only pages. `/metrics` is answered only to a scraper
+        connecting from GATEWAY_METRICS_NETWORKS itself (no proxy in between): to anyone
+        else it does not exist."""
         path = without_trailing_slash(path)
-        if path not in ("/", "/health", "/docs", "/docs/openapi.json"):
+        if path == "/metrics" and (
+            h.forwarded_for is not None or _peer(scope) not in self.metrics_from
+        ):
+            path = ""
+        if path not in _OWN_PATHS:
+            reply.route = UNROUTED
             await reply.json(404, {"detail": "Not Found"})
             return
         if method not in ("GET", "HEAD"):
@@ -107,6 +131,13 @@ class Gateway:
             await reply.text(200, "API Gateway is up")
         elif path == "/health":
             await reply.text(200, "API Gateway is healthy")
+        elif path == "/ready":
+            checks = await self.readiness.checks()
+            ready = all(state == "ok" for state in checks.values())
+            await reply.json(200 if ready else 503, checks)
+        elif path == "/metrics":
+            body, content_type = self.exposition.render()
+            await reply.send(200, [(b"content-type", content_type.encode())], body)
         elif path == "/docs":
             await reply.send(200, [(b"content-type", b"text/html; charset=utf-8")], DOCS_PAGE)
         else:
@@ -138,6 +169,7 @@ class Gateway:
             max_connections=self.config.max_connections_per_instance,
         )
         self.docs = MergedDocument(self.upstreams, SERVICES)
+        self.readiness = Readiness(self.upstreams, SERVICES, lambda: self.denylist.loaded)
         self.follower = DenyListFollower(
             self.denylist,
             self.upstreams,
@@ -146,6 +178,13 @@ class Gateway:
         )
         await self.follower.start(self.config.denylist_startup_wait_s)
         self._housekeeping = asyncio.create_task(self._tidy())
+
+    def _gauges(self) -> dict[str, float]:
+        return {
+            "banned_users": len(self.denylist.banned),
+            "revoked_tokens": len(self.denylist.revoked),
+            "deny_list_loaded": float(self.denylist.loaded),
+        }
 
     async def _tidy(self) -> None:
         """Forget what can no longer matter: expired revocations, idle rate-limit keys."""
@@ -161,6 +200,11 @@ class Gateway:
                 await self._housekeeping
         await self.follower.stop()
         self.upstreams.close()
+
+
+def _peer(scope: dict[str, Any]) -> str:
+    client = scope.get("client")
+    return client[0] if client else ""
 
 
 def create_app(

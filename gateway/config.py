@@ -24,6 +24,8 @@ class GatewayConfig(msgspec.Struct, kw_only=True, frozen=True):
     rate_limits: dict[str, Limit | None] = {}
     exempt_networks: str = ""
     trusted_proxies: str = ""
+    # Who may scrape /metrics (connecting directly, not through a proxy).
+    metrics_networks: str = LOOPBACK
     # Start-up waits this long for auth's deny-list before serving without it (then retries).
     denylist_startup_wait_s: float = 10.0
     # Header limits: more header fields, or more bytes of names and values in all, is a 431
@@ -37,6 +39,9 @@ class GatewayConfig(msgspec.Struct, kw_only=True, frozen=True):
 
     def proxies(self) -> Networks:
         return Networks(self.trusted_proxies)
+
+    def metrics_from(self) -> Networks:
+        return Networks(self.metrics_networks)
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
@@ -67,9 +72,14 @@ def load(env: Mapping[str, str] | None = None) -> GatewayConfig:
         rate_limits=limits,
         exempt_networks=env.get("RATE_LIMIT_EXEMPT_NETWORKS", LOOPBACK if development else ""),
         trusted_proxies=env.get("TRUSTED_PROXIES", ""),
+        metrics_networks=env.get("GATEWAY_METRICS_NETWORKS", LOOPBACK),
         denylist_startup_wait_s=_float(env, "DENYLIST_STARTUP_WAIT_S", 10.0),
         max_header_count=int(_float(env, "GATEWAY_MAX_HEADER_COUNT", 100)),
         max_header_bytes=int(_float(env, "GATEWAY_MAX_HEADER_BYTES", 32 * 1024)),
     )
-    config.exempt(), config.proxies()  # fail at start-up on a malformed network
+    (
+        config.exempt(),
+        config.proxies(),
+        config.metrics_from(),
+    )  # fail at start-up on a malformed network
     return config

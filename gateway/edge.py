@@ -12,6 +12,7 @@ import msgspec
 
 from gateway.compose import event_page
 from gateway.http import Reply, RequestHeaders, read_body
+from gateway.observe import EVENT_PAGE, UNROUTED
 from gateway.ratelimit import Rule, client_ip
 from gateway.routes import (
     TOKEN_EXEMPT,
@@ -89,8 +90,10 @@ async def proxy(gw: Gateway, scope: dict, receive: object, reply: Reply, h: Requ
         raw = raw.rstrip(b"/") or b"/"
     service = service_for(path)
     if service is None:
+        reply.route = UNROUTED
         await reply.json(404, {"detail": "Not Found"})
         return
+    reply.route = service
     method: str = scope["method"]
     peer = scope["client"][0] if scope.get("client") else "unknown"
     ip = client_ip(peer, h.forwarded_for, gw.limiter.proxies)
@@ -146,6 +149,7 @@ async def proxy(gw: Gateway, scope: dict, receive: object, reply: Reply, h: Requ
     target = raw + b"?" + query if query else raw
     try:
         if method == "GET" and (event_id := event_page_id(path)) is not None:
+            reply.route = EVENT_PAGE
             answer = await event_page(
                 gw.upstreams,
                 target,
@@ -158,6 +162,7 @@ async def proxy(gw: Gateway, scope: dict, receive: object, reply: Reply, h: Requ
             answer = await gw.upstreams.send(service, method, target, headers, body)
     except UpstreamError as exc:
         log.warning("gateway: %s unavailable: %s", service, exc)
+        gw.traffic.unavailable(service)
         answer = None
     status = answer.status if answer is not None else 503
     if rule is not None and email is not None:

@@ -56,12 +56,14 @@ class RequestHeaders:
 
 
 class Reply:
-    __slots__ = ("_extra", "_send", "request_id")
+    __slots__ = ("_extra", "_send", "request_id", "route", "status")
 
     def __init__(self, send: Send, request_id: bytes, cors: list[tuple[bytes, bytes]]) -> None:
         self._send = send
         self.request_id = request_id
         self._extra = [(b"x-request-id", request_id), *cors]
+        self.route = "gateway"  # what the metrics count it under (gateway.observe)
+        self.status = 0  # as answered (0: not answered)
 
     async def send(
         self,
@@ -73,6 +75,7 @@ class Reply:
         if length:
             headers.append((b"content-length", str(len(body)).encode()))
         headers += self._extra
+        self.status = status
         await self._send({"type": "http.response.start", "status": status, "headers": headers})
         await self._send({"type": "http.response.body", "body": body})
 

@@ -254,13 +254,22 @@ class Upstreams:
         headers: Iterable[tuple[bytes, bytes]] = (),
         body: bytes = b"",
         timeout_s: float | None = None,
+        instance: int | None = None,
     ) -> Answer:
-        instances = self._cycles.get(service)
-        if instances is None:
+        """To the next instance of `service` in turn, or to the one numbered `instance` (in
+        configuration order)."""
+        if instance is not None:
+            chosen = self._instances[service][instance]
+        elif (instances := self._cycles.get(service)) is not None:
+            chosen = next(instances)
+        else:
             raise UpstreamError(f"no instance of {service} is configured")
-        instance: Instance = next(instances)
-        request = encode_request(method, target, instance.authority, headers, body)
-        return await instance.request(request, method == "HEAD", timeout_s or self.timeout_s)
+        request = encode_request(method, target, chosen.authority, headers, body)
+        return await chosen.request(request, method == "HEAD", timeout_s or self.timeout_s)
+
+    def count(self, service: str) -> int:
+        """How many instances of `service` are configured."""
+        return len(self._instances.get(service, ()))
 
     async def get_json(
         self, service: str, target: str, timeout_s: float | None = None, type_: Any = Any

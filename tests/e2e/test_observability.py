@@ -75,3 +75,38 @@ async def test_metrics_count_handled_events_and_their_lag(
         assert re.search(
             r'resellio_outbox_publish_seconds_bucket\{le="[^"]+",producer="auth"\}', auth
         )
+
+
+async def test_the_gateway_is_ready_and_counts_what_it_answered(system: System) -> None:
+    gateway = system.gateway_url
+    async with httpx.AsyncClient(base_url=gateway, timeout=10) as client:
+        ready = await client.get("/ready")
+        assert ready.status_code == 200, ready.text
+        assert ready.json() == {
+            "auth": "ok",
+            "catalog": "ok",
+            "ordering": "ok",
+            "resale": "ok",
+            "deny_list": "ok",
+        }
+        before = _gateway_counts((await client.get("/metrics")).text)
+        assert (await client.get("/api/events")).status_code == 200
+        assert (await client.get("/api/nothing-here")).status_code == 404
+        page = await client.get("/metrics")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/plain")
+        after = _gateway_counts(page.text)
+        assert after[("catalog", "GET", "200")] - before.get(("catalog", "GET", "200"), 0) == 1
+        assert after[("unrouted", "GET", "404")] - before.get(("unrouted", "GET", "404"), 0) == 1
+        assert 'resellio_gateway_request_seconds_bucket{le="+Inf",route="catalog"}' in page.text
+        assert "resellio_gateway_deny_list_loaded 1.0" in page.text
+        # Through a proxy (or from outside GATEWAY_METRICS_NETWORKS) there is no such page.
+        proxied = await client.get("/metrics", headers={"X-Forwarded-For": "203.0.113.9"})
+        assert proxied.status_code == 404 and proxied.json() == {"detail": "Not Found"}
+
+
+def _gateway_counts(text: str) -> dict[tuple[str, str, str], float]:
+    pattern = re.compile(
+        r'^resellio_gateway_requests_total\{method="([^"]+)",route="([^"]+)",status="(\d+)"\} (\S+)$',
+        re.MULTILINE,
+    )
+    return {(route, method, status): float(n) for method, route, status, n in pattern.findall(text)}

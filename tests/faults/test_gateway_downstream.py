@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import time
 
@@ -41,6 +42,16 @@ async def burst(url: str, path: str) -> list[tuple[httpx.Response, float]]:
     """BURST concurrent requests on their own connections, closed before returning."""
     async with httpx.AsyncClient(base_url=url, timeout=60) as client:
         return await asyncio.gather(*(_timed(client.get(path)) for _ in range(BURST)))
+
+
+async def _ready_when(gw: httpx.AsyncClient, status: int) -> dict[str, str]:
+    """The gateway's /ready checks once it answers `status` (it probes at most once a second)."""
+    for _ in range(100):
+        answer = await gw.get("/ready")
+        if answer.status_code == status:
+            return answer.json()  # type: ignore[no-any-return]
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"/ready never answered {status}: {answer.text}")
 
 
 async def test_frozen_then_dead_resale(rig: Rig, gw: httpx.AsyncClient) -> None:
@@ -91,8 +102,24 @@ async def test_frozen_then_dead_resale(rig: Rig, gw: httpx.AsyncClient) -> None:
         dead = await burst(system.gateway_url, "/api/resale/marketplace")
         page_dead, took_dead_page = await _timed(gw.get(page))
         after_dead = await settled_fds(gateway, baseline)
+        ready_dead = await _ready_when(gw, 503)
+        unavailable = await gw.get("/metrics")
     finally:
         await asyncio.to_thread(system.start_app, "resale")
+    # The gateway's own /ready says which service is away, and its metrics count the 503s.
+    assert ready_dead == {
+        "auth": "ok",
+        "catalog": "ok",
+        "ordering": "ok",
+        "resale": "unreachable",
+        "deny_list": "ok",
+    }
+    assert re.search(
+        r'^resellio_gateway_upstream_unavailable_total\{service="resale"\} (\d+)',
+        unavailable.text,
+        re.MULTILINE,
+    ), unavailable.text
+    assert await _ready_when(gw, 200) == {**ready_dead, "resale": "ok"}
     for response, took in dead:
         assert response.status_code == 503, response.text
         assert response.json() == {"detail": "Service unavailable"} and took < 5, took
