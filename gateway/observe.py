@@ -20,6 +20,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from services.kernel.metrics import LATENCY_BUCKETS
 from services.kernel.upstream import Upstreams
@@ -97,7 +98,7 @@ def _counter(
 
 
 def _bound(bound: float) -> str:
-    return "+Inf" if bound == float("inf") else repr(bound)
+    return floatToGoString(bound)  # as prometheus_client writes its own: "1.0", "+Inf"
 
 
 class Exposition:
