@@ -97,6 +97,7 @@ async def run_suite(args: argparse.Namespace, instances: int, rows: list[Row]) -
         t0 = time.monotonic()
         data = await load(system.gateway_url, args.events, args.customers)
         print(f"dataset loaded in {time.monotonic() - t0:.0f}s", file=sys.stderr)
+        await settle_noted(engine, "the dataset's loading")
         base_rows, base = scenarios.baseline(gateways, args.seconds)
         rows += base_rows
         wanted = set(args.scenarios.split(","))
@@ -152,6 +153,7 @@ async def run_suite(args: argparse.Namespace, instances: int, rows: list[Row]) -
         ]
         for name, applies, step in steps:
             if name in wanted and applies:
+                await settle_noted(engine, "the last scenario")
                 t0 = time.monotonic()
                 rows += await step()
                 print(f"{name}: {time.monotonic() - t0:.0f}s", file=sys.stderr)
@@ -160,6 +162,12 @@ async def run_suite(args: argparse.Namespace, instances: int, rows: list[Row]) -
             row.scenario += suffix
         await engine.dispose()
         await asyncio.to_thread(system.stop)
+
+
+async def settle_noted(engine: Any, after: str) -> None:
+    waited = await scenarios.settle(engine)
+    if waited > 1:
+        print(f"waited {waited:.0f}s for the system to finish {after}", file=sys.stderr)
 
 
 async def replay_rows(system: System) -> list[Row]:
