@@ -123,6 +123,7 @@ async def run_suite(args: argparse.Namespace, instances: int, rows: list[Row]) -
                     args.capacity,
                     engine,
                     {p.pid: PART.get(name, name) for name, p in system.processes.items()},
+                    max(1, args.drops),
                 ),
             ),
             (
@@ -289,6 +290,9 @@ def main(argv: list[str] | None = None) -> None:
     # customer of the dataset is one buyer.
     parser.add_argument("--customers", type=int, default=3000)
     parser.add_argument("--capacity", type=int, default=300)
+    parser.add_argument(
+        "--drops", type=int, default=3, help="measured drops; the median one is reported"
+    )
     parser.add_argument("--listings", type=int, default=10)
     parser.add_argument(
         "--market-listings", type=int, default=400, help="tickets listed for the marketplace"
