@@ -24,7 +24,7 @@ from gateway.bus import DenyListFollower
 from gateway.cors import Cors
 from gateway.denylist import DenyList
 from gateway.edge import proxy
-from gateway.http import Reply, RequestHeaders
+from gateway.http import Reply, RequestHeaders, peer_of
 from gateway.observe import UNROUTED, Exposition, Readiness, Traffic
 from gateway.openapi import DOCS_PAGE, MergedDocument
 from gateway.ratelimit import RateLimiter
@@ -52,8 +52,7 @@ class Gateway:
         self.denylist = DenyList()
         self.verifier = TokenVerifier(self._jwks, settings.jwt_issuer, settings.jwt_audience)
         self.metrics_from = config.metrics_from()
-        self.traffic = Traffic()
-        self.traffic.gauges = self._gauges
+        self.traffic = Traffic(gauges=self._gauges)
         self.exposition = Exposition(self.traffic)
         self.upstreams: Upstreams
         self.readiness: Readiness
@@ -117,7 +116,7 @@ class Gateway:
         else it does not exist."""
         path = without_trailing_slash(path)
         if path == "/metrics" and (
-            h.forwarded_for is not None or _peer(scope) not in self.metrics_from
+            h.forwarded_for is not None or peer_of(scope) not in self.metrics_from
         ):
             path = ""
         if path not in _OWN_PATHS:
@@ -200,11 +199,6 @@ class Gateway:
                 await self._housekeeping
         await self.follower.stop()
         self.upstreams.close()
-
-
-def _peer(scope: dict[str, Any]) -> str:
-    client = scope.get("client")
-    return client[0] if client else ""
 
 
 def create_app(

@@ -11,7 +11,7 @@ from urllib.parse import parse_qsl
 import msgspec
 
 from gateway.compose import event_page
-from gateway.http import Reply, RequestHeaders, read_body
+from gateway.http import Reply, RequestHeaders, peer_of, read_body
 from gateway.observe import EVENT_PAGE, UNROUTED
 from gateway.ratelimit import Rule, client_ip
 from gateway.routes import (
@@ -95,8 +95,7 @@ async def proxy(gw: Gateway, scope: dict, receive: object, reply: Reply, h: Requ
         return
     reply.route = service
     method: str = scope["method"]
-    peer = scope["client"][0] if scope.get("client") else "unknown"
-    ip = client_ip(peer, h.forwarded_for, gw.limiter.proxies)
+    ip = client_ip(peer_of(scope), h.forwarded_for, gw.limiter.proxies)
     rule: Rule | None = gw.limiter.rule(method, path)
     now = time.monotonic()
     if rule is not None and (wait := gw.limiter.hit_ip(rule, ip, now)):

@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 
+from gateway.observe import OWN
 from services.kernel.app import MAX_BODY_BYTES
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -62,7 +63,7 @@ class Reply:
         self._send = send
         self.request_id = request_id
         self._extra = [(b"x-request-id", request_id), *cors]
-        self.route = "gateway"  # what the metrics count it under (gateway.observe)
+        self.route = OWN  # what the metrics count it under (gateway.observe)
         self.status = 0  # as answered (0: not answered)
 
     async def send(
@@ -93,6 +94,12 @@ class Reply:
         await self.send(
             status, [(b"content-type", b"text/plain; charset=utf-8"), *headers], text.encode()
         )
+
+
+def peer_of(scope: dict[str, Any]) -> str:
+    """The connecting address ("unknown" when the server did not say)."""
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
 
 
 async def read_body(receive: Receive) -> bytes | None:

@@ -35,13 +35,18 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 class Traffic(Collector):
     """Requests per route, method and status, and their latency per route."""
 
-    def __init__(self, buckets: Sequence[float] = LATENCY_BUCKETS) -> None:
+    def __init__(
+        self,
+        buckets: Sequence[float] = LATENCY_BUCKETS,
+        gauges: Callable[[], dict[str, float]] = dict,
+    ) -> None:
+        """`gauges`: read when scraped, each as resellio_gateway_<name>."""
         self.buckets = tuple(buckets)
         self._counts: dict[tuple[str, str, int], int] = {}
         # Per route: one count per bucket (+Inf last), then the sum of seconds.
         self._latency: dict[str, list[float]] = {}
         self._unavailable: dict[str, int] = {}
-        self.gauges: Callable[[], dict[str, float]] = dict
+        self.gauges = gauges
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         key = (route, method if method in _METHODS else "other", status)
@@ -75,7 +80,7 @@ class Traffic(Collector):
             cumulative, running = [], 0.0
             for bound, n in zip((*self.buckets, float("inf")), counts, strict=False):
                 running += n
-                cumulative.append((_bound(bound), running))
+                cumulative.append((floatToGoString(bound), running))  # "1.0", "+Inf"
             latency.add_metric([route], cumulative, counts[-1])
         yield latency
         yield _counter(
@@ -95,10 +100,6 @@ def _counter(
     for values, n in sorted(counts.items()):
         family.add_metric(list(values), n)
     return family
-
-
-def _bound(bound: float) -> str:
-    return floatToGoString(bound)  # as prometheus_client writes its own: "1.0", "+Inf"
 
 
 class Exposition:

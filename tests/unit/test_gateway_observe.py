@@ -22,13 +22,12 @@ def samples(traffic: Traffic) -> dict[tuple[str, tuple[tuple[str, str], ...]], f
 
 
 def test_requests_are_counted_per_route_method_and_status_with_their_latency() -> None:
-    traffic = Traffic(buckets=(0.01, 0.1))
+    traffic = Traffic(buckets=(0.01, 0.1), gauges=lambda: {"banned_users": 3})
     traffic.observe("catalog", "GET", 200, 0.005)
     traffic.observe("catalog", "GET", 200, 0.05)
     traffic.observe("catalog", "GET", 404, 0.5)
     traffic.observe("ordering", "BREW", 405, 0.001)  # a method nobody defined is "other"
     traffic.unavailable("resale")
-    traffic.gauges = lambda: {"banned_users": 3}
     found = samples(traffic)
 
     def count(route: str, method: str, status: str) -> float:
