@@ -409,6 +409,7 @@ def create_service_app(
                 service,
                 consumed=consumed_types(topology),
                 notifications=notifications,
+                batch_interval=settings.relay_batch_interval_ms / 1000,
             )
             rt.tasks.append(asyncio.create_task(rt.relay.run(), name=f"{service}-relay"))
         if handlers:

@@ -103,6 +103,7 @@ class Relay:
         poll_interval: float = 1.0,
         consumed: frozenset[str] | None = None,
         notifications: Notifications | None = None,
+        batch_interval: float = 0.0,
     ) -> None:
         self.db = db
         # The event types some consumer of the topology subscribes to (None: any may be).
@@ -111,6 +112,12 @@ class Relay:
         self.exchange_factory = exchange_factory
         self.batch_size = batch_size
         self.poll_interval = poll_interval
+        # The least time from one batch to the next while events keep coming: under load the
+        # events of that moment go in one batch (one transaction, fewer and larger messages,
+        # a consumer's pack applied in one transaction) instead of a batch per commit; an
+        # event after a quiet moment goes at once.
+        self.batch_interval = batch_interval
+        self._last_batch = -batch_interval
         # Types no consumer subscribes to that the broker returned for want of any queue, and
         # until when they are not sent (a queue an operator binds gets them from then on).
         self.unbound_recheck_s = UNBOUND_RECHECK_S
@@ -148,7 +155,8 @@ class Relay:
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)
             except TimeoutError:
                 pass
-            self._wake.clear()
+            await self._pace()
+            self._wake.clear()  # what committed until now goes in the next batch
 
     async def publish_batch(self) -> int:
         async with self.db.driver() as db, db.transaction():
@@ -168,6 +176,8 @@ class Relay:
             held_back = {row.id for row in rows if self._held_back(row.type, now)}
             pairs = zip(rows, sequences, strict=True)
             runs = _runs([(r, seq) for r, seq in pairs if r.id not in held_back])
+            if runs:  # a batch of types nobody consumes sends nothing: it sets no pace
+                self._last_batch = now
             returned = await asyncio.gather(*(self._publish(exchange, run) for run in runs))
             unroutable = held_back | {
                 r.id for run, back in zip(runs, returned, strict=True) if back for r, _ in run
@@ -184,6 +194,12 @@ class Relay:
                 metrics.outbox_unroutable.labels(self.producer, row.type).inc()
         metrics.outbox_published.labels(self.producer).inc(len(rows))
         return len(rows)
+
+    async def _pace(self) -> None:
+        """Wait out what is left of `batch_interval` since the last batch that sent messages."""
+        wait = self._last_batch + self.batch_interval - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
 
     def _held_back(self, event_type: str, now: float) -> bool:
         """A type no consumer subscribes to that the broker returned a moment ago (only such
@@ -287,6 +303,7 @@ async def run_apart(settings: Settings, services: Sequence[str], queue_type: str
                 service,
                 consumed=consumed,
                 notifications=notifications,
+                batch_interval=settings.relay_batch_interval_ms / 1000,
             )
             tasks += [notifications.run(), relay.run()]
         log.info("relaying the outboxes of %s", ", ".join(services))

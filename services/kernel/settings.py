@@ -42,6 +42,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # Each service publishes its own outbox from its own event loop; off when `resellio relay`
     # runs the relays in a process of their own (RESELLIO_RELAY=external).
     relay_inline: bool = True
+    # The least time between two batches of a relay while events keep coming
+    # (services/kernel/relay.py): under load, fewer and larger batches; after a quiet moment,
+    # no wait at all. It bounds what it adds to an event's way to its consumers.
+    relay_batch_interval_ms: int = 25
 
     @property
     def development(self) -> bool:
@@ -121,6 +125,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         catch_up_timeout_s=float(env.get("CATCH_UP_TIMEOUT_S", "3.0")),
         answer_cache=_switch(env, "ANSWER_CACHE", True),
         relay_inline=_relay_inline(env),
+        relay_batch_interval_ms=_int(env, "RESELLIO_RELAY_BATCH_INTERVAL_MS", 25),
     )
 
 

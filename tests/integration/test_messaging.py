@@ -301,6 +301,64 @@ async def test_event_committed_with_its_change_reaches_the_consumer(harness: Har
         relay_task.cancel()
 
 
+async def test_under_load_the_relay_batches_commits_and_after_a_quiet_moment_it_waits_for_none(
+    harness: Harness,
+) -> None:
+    relay = harness.relay
+    relay.batch_interval = 2.0
+    batches: list[list[int]] = []
+
+    async def note_batch(rows: list[Any]) -> None:
+        batches.append(sorted(int(row.aggregate_id) for row in rows))
+
+    relay.after_publish = note_batch
+    relay_task = asyncio.create_task(relay.run())
+    try:
+        await harness.add_note(1)  # the first event in a while: published at once
+        assert await harness.wait_applied(1, timeout=1.5) == 1
+        for note_id in range(2, 7):  # five commits within the interval: one batch
+            await harness.add_note(note_id)
+        assert await harness.wait_applied(6) == 1
+        assert all([await harness.applied_times(n) for n in range(2, 7)])
+        assert batches == [[1], [2, 3, 4, 5, 6]]
+    finally:
+        relay_task.cancel()
+
+
+async def test_a_batch_that_sends_nothing_sets_no_pace(harness: Harness) -> None:
+    """A checkout's events before its TicketPurchased are of types nobody consumes: their
+    batches are held back, and must not hold back the purchase behind them."""
+    relay = harness.relay
+    relay.consumed = frozenset({NoteAdded.TYPE})
+    relay.unbound_recheck_s = 60.0
+    relay.batch_interval = 4.0
+    async with harness.producer.unit_of_work() as uow:
+        uow.emit(NoteArchived(note_id=1), aggregate_id=1)
+        await uow.commit()
+    assert await relay.publish_batch() == 1  # returned: held back from now on
+    await asyncio.sleep(4.1)  # that batch's pace is over
+    relay_task = asyncio.create_task(relay.run())
+    try:
+        async with harness.producer.unit_of_work() as uow:
+            uow.emit(NoteArchived(note_id=2), aggregate_id=2)
+            await uow.commit()
+        for _ in range(200):  # the held-back batch published (marked), nothing sent
+            async with harness.producer.engine.connect() as conn:
+                left = await conn.scalar(
+                    select(func.count())
+                    .select_from(harness.producer.outbox)
+                    .where(harness.producer.outbox.c.published_at.is_(None))
+                )
+            if left == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert left == 0
+        await harness.add_note(3)
+        assert await harness.wait_applied(3, timeout=2) == 1  # not 4 s behind it
+    finally:
+        relay_task.cancel()
+
+
 async def test_rolled_back_change_publishes_nothing(harness: Harness) -> None:
     await harness.add_note(7, commit=False)
     assert await harness.relay.publish_batch() == 0

@@ -18,6 +18,13 @@ def test_an_unknown_relay_placement_is_refused_with_what_is_allowed() -> None:
         load({"RESELLIO_RELAY": "sidecar"})
 
 
+def test_the_relay_paces_its_batches_by_25_milliseconds_unless_told_otherwise() -> None:
+    assert load({}).relay_batch_interval_ms == 25
+    assert load({"RESELLIO_RELAY_BATCH_INTERVAL_MS": "0"}).relay_batch_interval_ms == 0
+    with pytest.raises(ConfigError, match="RESELLIO_RELAY_BATCH_INTERVAL_MS"):
+        load({"RESELLIO_RELAY_BATCH_INTERVAL_MS": "soon"})
+
+
 def test_a_service_may_have_a_pool_of_its_own_size() -> None:
     settings = load({"RESELLIO_DB_POOL_SIZE": "6", "RESELLIO_ORDERING_DB_POOL_SIZE": "20"})
     assert settings.db_pool_size_for("ordering") == 20
