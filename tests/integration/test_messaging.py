@@ -131,6 +131,22 @@ class Harness:
             if commit:
                 await uow.commit()
 
+    async def archive_note(self, note_id: int) -> None:
+        """One commit of one NoteArchived (a type the consumer does not subscribe to)."""
+        async with self.producer.unit_of_work() as uow:
+            uow.emit(NoteArchived(note_id=note_id), aggregate_id=note_id)
+            await uow.commit()
+
+    async def unpublished(self) -> int:
+        async with self.producer.engine.connect() as conn:
+            return int(
+                await conn.scalar(
+                    select(func.count())
+                    .select_from(self.producer.outbox)
+                    .where(self.producer.outbox.c.published_at.is_(None))
+                )
+            )
+
     async def applied_times(self, note_id: int) -> int | None:
         async with self.consumer_db.engine.connect() as conn:
             return await conn.scalar(
@@ -169,9 +185,7 @@ async def test_an_event_no_consumer_subscribes_to_reaches_a_queue_an_operator_bo
     harness.relay.consumed = frozenset({NoteAdded.TYPE})
     before = metrics.outbox_unroutable.labels("ktest", NoteArchived.TYPE)._value.get()
     for note_id in (7, 8):
-        async with harness.producer.unit_of_work() as uow:
-            uow.emit(NoteArchived(note_id=note_id), aggregate_id=note_id)
-            await uow.commit()
+        await harness.archive_note(note_id)
         assert await harness.relay.publish_batch() == 1
         message = await tap.get(timeout=5)
         assert message.type == NoteArchived.TYPE
@@ -198,9 +212,7 @@ async def test_a_type_nobody_consumes_or_binds_is_not_sent_until_the_relay_tries
     harness.exchange.publish = counted  # type: ignore[method-assign]
 
     async def archive(note_id: int) -> None:
-        async with harness.producer.unit_of_work() as uow:
-            uow.emit(NoteArchived(note_id=note_id), aggregate_id=note_id)
-            await uow.commit()
+        await harness.archive_note(note_id)
         assert await harness.relay.publish_batch() == 1
 
     before = metrics.outbox_unroutable.labels("ktest", NoteArchived.TYPE)._value.get()
@@ -231,9 +243,7 @@ async def test_events_on_either_side_of_a_held_back_type_travel_in_one_pack(
     with the types nobody consumes held back, the TicketPurchased of many checkouts are one
     message."""
     harness.relay.consumed = frozenset({NoteAdded.TYPE})
-    async with harness.producer.unit_of_work() as uow:
-        uow.emit(NoteArchived(note_id=1), aggregate_id=1)
-        await uow.commit()
+    await harness.archive_note(1)
     assert await harness.relay.publish_batch() == 1  # returned: held back from now on
     tap = await harness.bus.channel.declare_queue(exclusive=True)
     await tap.bind(harness.exchange, routing_key=NoteAdded.TYPE)
@@ -332,23 +342,14 @@ async def test_a_batch_that_sends_nothing_sets_no_pace(harness: Harness) -> None
     relay.consumed = frozenset({NoteAdded.TYPE})
     relay.unbound_recheck_s = 60.0
     relay.batch_interval = 4.0
-    async with harness.producer.unit_of_work() as uow:
-        uow.emit(NoteArchived(note_id=1), aggregate_id=1)
-        await uow.commit()
+    await harness.archive_note(1)
     assert await relay.publish_batch() == 1  # returned: held back from now on
     await asyncio.sleep(4.1)  # that batch's pace is over
     relay_task = asyncio.create_task(relay.run())
     try:
-        async with harness.producer.unit_of_work() as uow:
-            uow.emit(NoteArchived(note_id=2), aggregate_id=2)
-            await uow.commit()
+        await harness.archive_note(2)
         for _ in range(200):  # the held-back batch published (marked), nothing sent
-            async with harness.producer.engine.connect() as conn:
-                left = await conn.scalar(
-                    select(func.count())
-                    .select_from(harness.producer.outbox)
-                    .where(harness.producer.outbox.c.published_at.is_(None))
-                )
+            left = await harness.unpublished()
             if left == 0:
                 break
             await asyncio.sleep(0.05)
@@ -386,13 +387,7 @@ async def test_relay_killed_between_publish_and_mark_republishes_and_consumer_ap
     with pytest.raises(Killed):
         await harness.relay.publish_batch()
     harness.relay.after_publish = None
-    async with harness.producer.engine.connect() as conn:
-        unpublished = await conn.scalar(
-            select(func.count())
-            .select_from(harness.producer.outbox)
-            .where(harness.producer.outbox.c.published_at.is_(None))
-        )
-    assert unpublished == 1
+    assert await harness.unpublished() == 1
     assert await harness.relay.publish_batch() == 1  # published a second time
     assert await harness.wait_applied(3) == 1
     for _ in range(40):  # both copies have arrived: one applied, one recognised by the inbox
