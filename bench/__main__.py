@@ -100,6 +100,18 @@ async def run_suite(args: argparse.Namespace, instances: int, rows: list[Row]) -
         await settle_noted(engine, "the dataset's loading")
         base_rows, base = scenarios.baseline(gateways, args.seconds)
         rows += base_rows
+
+        def drop(concurrency: int) -> Awaitable[list[Row]]:
+            return scenarios.ticket_drop(
+                gateways,
+                data,
+                args.capacity,
+                engine,
+                {p.pid: PART.get(name, name) for name, p in system.processes.items()},
+                max(1, args.drops),
+                concurrency,
+            )
+
         wanted = set(args.scenarios.split(","))
         steps: list[tuple[str, bool, Callable[[], Awaitable[list[Row]]]]] = [
             (
@@ -114,18 +126,8 @@ async def run_suite(args: argparse.Namespace, instances: int, rows: list[Row]) -
                     scenarios.gateway_cost, system.gateway_url, system.url("catalog"), args.seconds
                 ),
             ),
-            (
-                "drop",
-                True,
-                lambda: scenarios.ticket_drop(
-                    gateways,
-                    data,
-                    args.capacity,
-                    engine,
-                    {p.pid: PART.get(name, name) for name, p in system.processes.items()},
-                    max(1, args.drops),
-                ),
-            ),
+            ("drop", True, lambda: drop(64)),
+            ("crowd", True, lambda: drop(256)),  # the same drop, four times the buyers at once
             (
                 "marketplace",
                 True,
@@ -305,7 +307,7 @@ def main(argv: list[str] | None = None) -> None:
         "order (one this machine sustains, on a quiet system; then the target's rate)",
     )
     parser.add_argument(
-        "--scenarios", default="browse,gateway,drop,marketplace,resale,pipeline,replay,login"
+        "--scenarios", default="browse,gateway,drop,crowd,marketplace,resale,pipeline,replay,login"
     )
     parser.add_argument("--instances", default="1,2", help="comma-separated instance counts to run")
     parser.add_argument(

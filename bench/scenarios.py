@@ -183,6 +183,7 @@ async def ticket_drop(
     engine: Any,
     processes: dict[int, str] | None = None,
     drops: int = 3,
+    concurrency: int = 64,
 ) -> list[Row]:
     """Every customer adds one ticket and checks out at once; exactly `capacity` may win.
     Checkouts/s is the capacity over the time it took to sell out. A small drop of its own
@@ -191,7 +192,7 @@ async def ticket_drop(
     median drop's (by rate), with the slowest and the fastest rate beside it: one drop's rate
     swings by up to a quarter between runs on a shared machine. With `processes` (pid: name of the
     system's own processes), what a ticket cost each part of the machine until the sell-out is
-    reported too."""
+    reported too. `concurrency`: customers at once (a crowd bigger than 64 is named in the rows)."""
     warm_up = await _standard_type(gateways[0], await _event(gateways[0], data, 64, "Warm-up"))
     await _wait_on_sale(engine, warm_up, 64)
     await _race(gateways, data, warm_up, 128)
@@ -200,7 +201,9 @@ async def ticket_drop(
     for i in range(drops):
         if i:
             await settle(engine)
-        measured.append(await _one_drop(gateways, data, capacity, engine, processes, f"Drop {i}"))
+        measured.append(
+            await _one_drop(gateways, data, capacity, engine, processes, f"Drop {i}", concurrency)
+        )
     rates = ", ".join(f"{rate:g}" for rate, _ in measured)
     print(f"drop: checkouts/s in the order run: {rates}", file=sys.stderr)
     measured.sort(key=lambda drop: drop[0])
@@ -222,13 +225,14 @@ async def _one_drop(
     engine: Any,
     processes: dict[int, str] | None,
     tag: str,
+    concurrency: int = 64,
 ) -> tuple[float, list[Row]]:
     """One measured drop: its rate, and its rows (CorrectnessError if it oversold)."""
     event_id = await _event(gateways[0], data, capacity, tag)
     type_id = await _standard_type(gateways[0], event_id)
     await _wait_on_sale(engine, type_id, capacity)
     buyers = len(data.customers)
-    race = await _race(gateways, data, type_id, buyers, processes, capacity)
+    race = await _race(gateways, data, type_id, buyers, processes, capacity, concurrency)
     result, outcomes, won_at, cpu = race.result, race.outcomes, race.won_at, race.cpu
     async with engine.connect() as conn:
         issued = await conn.scalar(
@@ -256,6 +260,8 @@ async def _one_drop(
     sell_out = max(won_at) if won_at else result.seconds
     checkouts_per_s = round(won / sell_out, 1) if sell_out else 0.0
     name = f"ticket drop: {buyers} buyers, {capacity} tickets"
+    if concurrency != 64:
+        name += f", {concurrency} at a time"
     return checkouts_per_s, [
         Row(
             name,
@@ -272,6 +278,7 @@ async def _one_drop(
         Row(
             name, "machine busy until sold out", round(100 * cpu[0] / cpu[1]) if cpu[1] else 0, "%"
         ),
+        Row(name, "adds refused before the sell-out", race.refused_first, "count"),
         Row(name, "tickets issued", issued, "count", f"== {capacity}", issued == capacity),
         Row(name, "errors (5xx, timeouts)", result.errors, "count", "0", result.errors == 0),
         *(
@@ -289,6 +296,7 @@ class Race:
     won_at: list[float]  # seconds from the start to each winning checkout's answer
     cpu: tuple[float, float]  # the machine's (busy, all) CPU seconds, start to last win
     parts: dict[str, float]  # CPU seconds of each part of the machine, start to sell-out
+    refused_first: int  # adds refused before the last winning checkout's answer
 
 
 async def _race(
@@ -298,12 +306,15 @@ async def _race(
     buyers: int,
     processes: dict[int, str] | None = None,
     capacity: int | None = None,
+    concurrency: int = 64,
 ) -> Race:
-    """`buyers` customers, 64 at a time, each adding one ticket of the type and checking out.
+    """`buyers` customers, `concurrency` at a time, each adding one ticket of the type and
+    checking out.
     With `processes`, each part's CPU is read at the start and once `capacity` checkouts won
     (at the end if they never do): two scans of /proc, not one per sale."""
     outcomes: dict[str, int] = {}
     won_at: list[float] = []
+    refused_at: list[float] = []
     named = {**processes, os.getpid(): "load generator"} if processes else None
     parts_start = process_cpu(named) if named else {}
     parts_end: dict[str, float] = {}
@@ -317,6 +328,7 @@ async def _race(
             "/api/cart/items", params={"ticket_type_id": type_id, "quantity": 1}, headers=h
         )
         if r.status_code != 200:
+            refused_at.append(time.monotonic() - started)
             key = f"add {r.status_code}"
             outcomes[key] = outcomes.get(key, 0) + 1
             return r.status_code == 400 and "Not enough tickets available" in r.text
@@ -332,12 +344,14 @@ async def _race(
                 parts_end.update(process_cpu(named))
         return r.status_code == 200
 
-    result = await run_async(buy, 64, 600, gateways, max_iterations=buyers)
+    result = await run_async(buy, concurrency, 600, gateways, max_iterations=buyers)
     cpu = (cpu_at_win[0] - cpu_start[0], cpu_at_win[1] - cpu_start[1])
     if named and not parts_end:
         parts_end = process_cpu(named)
     parts = {k: parts_end.get(k, 0.0) - parts_start.get(k, 0.0) for k in parts_end}
-    return Race(result, outcomes, won_at, cpu, parts)
+    sell_out = max(won_at) if won_at else result.seconds
+    refused_first = sum(1 for t in refused_at if t < sell_out)
+    return Race(result, outcomes, won_at, cpu, parts, refused_first)
 
 
 async def _empty_carts(gateway: str, customers: list[str]) -> None:

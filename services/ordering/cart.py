@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from datetime import datetime, timedelta
 from time import monotonic
 from typing import Any
@@ -10,6 +12,7 @@ import msgspec
 from sqlalchemy import select
 
 from contracts.ordering import HoldPlaced, HoldReleased
+from contracts.timeutil import utcnow
 from services.kernel.db import Database, Refused, UnitOfWork
 from services.kernel.errors import BadRequest, NotFound
 from services.kernel.idempotency import answer_with_commit
@@ -120,15 +123,41 @@ PLENTY = 32
 PLENTY_FOR_S = 1.0
 
 
-def _saw(offer: Offer) -> None:
+def _saw(offer: Offer, taking: int = 0) -> None:
+    """`offer` read just now, `taking` of what it had left about to be held."""
     if len(_left_seen) > 10_000:
         _left_seen.clear()
-    _left_seen[offer.type_id] = (offer.max_count - offer.sold - offer.held, monotonic())
+    _left_seen[offer.type_id] = (offer.max_count - offer.sold - offer.held - taking, monotonic())
 
 
 def _plenty_left(cmd: AddToCart) -> bool:
     left, at = _left_seen.get(cmd.type_id, (0, 0.0))
     return left >= PLENTY + cmd.quantity and monotonic() - at < PLENTY_FOR_S
+
+
+def _looked_short(cmd: AddToCart) -> bool:
+    """Fewer than the add asks for were left a moment ago: it will most likely be refused."""
+    left, at = _left_seen.get(cmd.type_id, (PLENTY, 0.0))
+    return left < cmd.quantity and monotonic() - at < PLENTY_FOR_S
+
+
+# Adds to a type that looked sold out a moment ago read it through this gate, a few at a
+# time: in a drop's crowd they would otherwise take the CPU and the pool's connections from
+# the purchases under way (the winners' checkouts), and the sell-out would come after most of
+# the refusals. Each still reads the type as it is now, so one that finds tickets given back
+# goes on to claim them.
+SHORT_READS = 2
+_gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _gate() -> asyncio.Semaphore:
+    loop = asyncio.get_running_loop()
+    gate = _gates.get(loop)
+    if gate is None:
+        gate = _gates[loop] = asyncio.Semaphore(SHORT_READS)
+    return gate
 
 
 async def refuse_early(cmd: AddToCart, db: Database, rules: CartRules, now: datetime) -> None:
@@ -142,7 +171,11 @@ async def refuse_early(cmd: AddToCart, db: Database, rules: CartRules, now: date
         raise BadRequest(QUANTITY_TOO_LOW)
     if _plenty_left(cmd):
         return
-    offer, row = await _offer_now(cmd, db, rules, now)
+    if _looked_short(cmd):
+        async with _gate():
+            offer, row = await _offer_now(cmd, db, rules, utcnow())
+    else:
+        offer, row = await _offer_now(cmd, db, rules, now)
     _saw(offer)
     if _sold_out(offer, cmd.quantity) and not row.expired_holds:
         raise not_enough(offer, offer.max_count - offer.sold - offer.held)
@@ -185,7 +218,7 @@ async def _put_line(cmd: AddToCart, uow: UnitOfWork, rules: CartRules, now: date
     expires_at = now + rules.hold_for
     line = await uow.fetchrow(_RULES_AND_LINE, *_args(cmd, now), cmd.quantity, expires_at)
     offer = _check_rules(cmd, rules, line, now)
-    _saw(offer)
+    _saw(offer, taking=0 if line.cart_item_id is None else cmd.quantity)
     if line.cart_item_id is None:
         # Sold out or fully held: refused without queueing for the inventory row every buyer
         # of the type needs (the claim re-checks under its lock whatever this read saw).

@@ -599,6 +599,58 @@ async def test_an_add_skips_the_early_read_only_while_plenty_is_left(
     assert await ordering.count(cart_items) == 2
 
 
+async def test_adds_to_a_type_that_looked_sold_out_read_it_a_few_at_a_time(
+    ordering: Ordering, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crowd's adds to a type this process saw sold out a moment ago read it through a
+    gate, SHORT_READS at a time, so the purchases under way keep the CPU and the pool; each
+    is still answered from the type as it is when its read runs: refused exactly while none
+    is left, and sold one once a hold is given back."""
+    monkeypatch.setattr(cart, "_left_seen", {})
+    in_flight = most = 0
+    offer_now = cart._offer_now
+
+    async def counted(*args: Any) -> Any:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        try:
+            await asyncio.sleep(0.01)  # a read that takes a moment, as under load
+            return await offer_now(*args)
+        finally:
+            in_flight -= 1
+
+    monkeypatch.setattr(cart, "_offer_now", counted)
+    await ordering.on_sale(event_id=15, type_id=151, capacity=1)
+    for user_id in range(100, 113):
+        await ordering.customer(user_id)
+    first = cart.AddToCart(100, 151, 1)
+    await cart.refuse_early(first, ordering.db, RULES, utcnow())
+    await cart.add_item(first, ordering.db, RULES, utcnow())  # the last ticket, seen sold out
+
+    async def add(user_id: int) -> str:
+        cmd = cart.AddToCart(user_id, 151, 1)
+        try:
+            await cart.refuse_early(cmd, ordering.db, RULES, utcnow())
+            await cart.add_item(cmd, ordering.db, RULES, utcnow())
+        except BadRequest as exc:
+            return exc.detail
+        return "added"
+
+    most = 0
+    answers = await asyncio.gather(*(add(u) for u in range(101, 111)))
+    assert most == cart.SHORT_READS
+    assert all(a.endswith("Only 0 left.") for a in answers), answers
+    async with ordering.db.engine.begin() as conn:  # the holder gives the ticket back
+        await conn.execute(cart_items.delete())
+        await conn.execute(ticket_types.update().values(held=0))
+    assert await add(111) == "added"  # still gated (seen sold out), and sold what is there
+    assert (
+        await add(112)
+        == "Not enough tickets available for 'Event 15 - Standard Ticket'. Only 0 left."
+    )
+
+
 class _CatalogHeadAt(CatchUp):
     """Ordering's catch-up with catalog, given catalog's newest event (what its
     /internal/events/head answers; the decision after it is what is tested here)."""
