@@ -233,7 +233,7 @@ async def _one_drop(
     await _wait_on_sale(engine, type_id, capacity)
     buyers = len(data.customers)
     race = await _race(gateways, data, type_id, buyers, processes, capacity, concurrency)
-    result, outcomes, won_at, cpu = race.result, race.outcomes, race.won_at, race.cpu
+    result, outcomes, cpu = race.result, race.outcomes, race.cpu
     async with engine.connect() as conn:
         issued = await conn.scalar(
             text("SELECT count(*) FROM ordering.tickets WHERE type_id = :t"), {"t": type_id}
@@ -257,7 +257,7 @@ async def _one_drop(
         raise CorrectnessError(
             f"ticket drop: {sold} sold + {held} held of {capacity} with {buyers} buyers"
         )
-    sell_out = max(won_at) if won_at else result.seconds
+    sell_out = race.sell_out
     checkouts_per_s = round(won / sell_out, 1) if sell_out else 0.0
     name = f"ticket drop: {buyers} buyers, {capacity} tickets"
     if concurrency != 64:
@@ -293,10 +293,10 @@ async def _one_drop(
 class Race:
     result: Result  # the load's
     outcomes: dict[str, int]  # answers counted, as "add 400", "checkout 200"
-    won_at: list[float]  # seconds from the start to each winning checkout's answer
     cpu: tuple[float, float]  # the machine's (busy, all) CPU seconds, start to last win
     parts: dict[str, float]  # CPU seconds of each part of the machine, start to sell-out
-    refused_first: int  # adds refused before the last winning checkout's answer
+    sell_out: float  # seconds from the start to the last winning checkout's answer (or the end)
+    refused_first: int  # adds refused before it
 
 
 async def _race(
@@ -351,7 +351,7 @@ async def _race(
     parts = {k: parts_end.get(k, 0.0) - parts_start.get(k, 0.0) for k in parts_end}
     sell_out = max(won_at) if won_at else result.seconds
     refused_first = sum(1 for t in refused_at if t < sell_out)
-    return Race(result, outcomes, won_at, cpu, parts, refused_first)
+    return Race(result, outcomes, cpu, parts, sell_out, refused_first)
 
 
 async def _empty_carts(gateway: str, customers: list[str]) -> None:
