@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from time import monotonic
 from typing import Any
@@ -145,8 +147,10 @@ def _looked_short(cmd: AddToCart) -> bool:
 # time: in a drop's crowd they would otherwise take the CPU and the pool's connections from
 # the purchases under way (the winners' checkouts), and the sell-out would come after most of
 # the refusals. Each still reads the type as it is now, so one that finds tickets given back
-# goes on to claim them.
+# goes on to claim them. An add waits for its turn at most SHORT_WAIT_S, then reads anyway:
+# a crowd no gate could serve in time is answered, at the price of the CPU it takes.
 SHORT_READS = 2
+SHORT_WAIT_S = 5.0
 _gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
     weakref.WeakKeyDictionary()
 )
@@ -158,6 +162,24 @@ def _gate() -> asyncio.Semaphore:
     if gate is None:
         gate = _gates[loop] = asyncio.Semaphore(SHORT_READS)
     return gate
+
+
+@asynccontextmanager
+async def _turn_at_gate() -> AsyncIterator[None]:
+    """A turn at the gate, or none once SHORT_WAIT_S have passed waiting for one."""
+    gate = _gate()
+    try:
+        async with asyncio.timeout(SHORT_WAIT_S):
+            await gate.acquire()  # gives a turn granted as the wait ran out to the next
+    except TimeoutError:
+        turn = False
+    else:
+        turn = True
+    try:
+        yield
+    finally:
+        if turn:
+            gate.release()
 
 
 async def refuse_early(cmd: AddToCart, db: Database, rules: CartRules, now: datetime) -> None:
@@ -172,7 +194,7 @@ async def refuse_early(cmd: AddToCart, db: Database, rules: CartRules, now: date
     if _plenty_left(cmd):
         return
     if _looked_short(cmd):
-        async with _gate():
+        async with _turn_at_gate():
             offer, row = await _offer_now(cmd, db, rules, utcnow())
     else:
         offer, row = await _offer_now(cmd, db, rules, now)

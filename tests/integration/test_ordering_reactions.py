@@ -599,6 +599,18 @@ async def test_an_add_skips_the_early_read_only_while_plenty_is_left(
     assert await ordering.count(cart_items) == 2
 
 
+async def _seen_sold_out(ordering: Ordering, event_id: int, customers: range) -> None:
+    """Type `event_id`1 on sale with one ticket, which the first of `customers` takes, as
+    this process sees."""
+    type_id = event_id * 10 + 1
+    await ordering.on_sale(event_id=event_id, type_id=type_id, capacity=1)
+    for user_id in customers:
+        await ordering.customer(user_id)
+    first = cart.AddToCart(customers[0], type_id, 1)
+    await cart.refuse_early(first, ordering.db, RULES, utcnow())
+    await cart.add_item(first, ordering.db, RULES, utcnow())
+
+
 async def test_adds_to_a_type_that_looked_sold_out_read_it_a_few_at_a_time(
     ordering: Ordering, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -621,12 +633,7 @@ async def test_adds_to_a_type_that_looked_sold_out_read_it_a_few_at_a_time(
             in_flight -= 1
 
     monkeypatch.setattr(cart, "_offer_now", counted)
-    await ordering.on_sale(event_id=15, type_id=151, capacity=1)
-    for user_id in range(100, 113):
-        await ordering.customer(user_id)
-    first = cart.AddToCart(100, 151, 1)
-    await cart.refuse_early(first, ordering.db, RULES, utcnow())
-    await cart.add_item(first, ordering.db, RULES, utcnow())  # the last ticket, seen sold out
+    await _seen_sold_out(ordering, event_id=15, customers=range(100, 113))
 
     async def add(user_id: int) -> str:
         cmd = cart.AddToCart(user_id, 151, 1)
@@ -649,6 +656,47 @@ async def test_adds_to_a_type_that_looked_sold_out_read_it_a_few_at_a_time(
         await add(112)
         == "Not enough tickets available for 'Event 15 - Standard Ticket'. Only 0 left."
     )
+
+
+async def test_an_add_waits_for_its_turn_at_the_gate_a_bounded_time_then_reads_anyway(
+    ordering: Ordering, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crowd the gate cannot serve in time (every turn taken for longer than SHORT_WAIT_S)
+    is still answered, exactly, once the wait runs out; and turns given up or granted just
+    as waits run out are never lost to the gate."""
+    monkeypatch.setattr(cart, "_left_seen", {})
+    monkeypatch.setattr(cart, "SHORT_WAIT_S", 0.05)
+    await _seen_sold_out(ordering, event_id=16, customers=range(200, 260))
+
+    async def refusal(user_id: int) -> str:
+        with pytest.raises(BadRequest) as refused:
+            await cart.refuse_early(cart.AddToCart(user_id, 161, 1), ordering.db, RULES, utcnow())
+        return refused.value.detail
+
+    gate = cart._gate()
+    for _ in range(cart.SHORT_READS):  # every turn taken, and kept
+        await gate.acquire()
+    async with asyncio.timeout(2):  # not held until the turns come back
+        answers = await asyncio.gather(*(refusal(u) for u in range(201, 205)))
+    assert all(a.endswith("Only 0 left.") for a in answers), answers
+    for _ in range(cart.SHORT_READS):
+        gate.release()
+
+    offer_now = cart._offer_now
+
+    async def slow(*args: Any) -> Any:
+        await asyncio.sleep(0.02)  # turns end about as waits run out
+        return await offer_now(*args)
+
+    monkeypatch.setattr(cart, "_offer_now", slow)
+    answers = await asyncio.gather(*(refusal(u) for u in range(205, 260)))
+    assert all(a.endswith("Only 0 left.") for a in answers), answers
+    async with asyncio.timeout(1):  # every turn is back: all can be taken at once, no more
+        for _ in range(cart.SHORT_READS):
+            await gate.acquire()
+    assert gate.locked()
+    for _ in range(cart.SHORT_READS):
+        gate.release()
 
 
 class _CatalogHeadAt(CatchUp):
