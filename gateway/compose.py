@@ -14,8 +14,7 @@ from typing import Any
 import msgspec
 
 from services.kernel.upstream import Answer, UpstreamError, Upstreams
-
-INT32_MAX = 2**31 - 1
+from services.kernel.validation import id_in_path
 
 
 class ResaleSummary(msgspec.Struct):
@@ -63,8 +62,8 @@ async def event_page(
     """Catalog's answer with the live parts overlaid; catalog's non-200 answers unchanged.
     Raises UpstreamError when catalog itself cannot answer."""
     parts: list[asyncio.Task[Any]] = []
-    if event_id.isascii() and event_id.isdigit() and 0 < int(event_id) <= INT32_MAX:
-        resale_target = f"/internal/resale-summary?event_id={int(event_id)}"
+    if the_id := id_in_path(event_id):
+        resale_target = f"/internal/resale-summary?event_id={the_id}"
         if caller_user_id is not None:
             resale_target += f"&exclude_user_id={caller_user_id}"
         parts = [
@@ -72,7 +71,7 @@ async def event_page(
                 _part(
                     upstreams,
                     "ordering",
-                    f"/internal/availability?event_id={int(event_id)}",
+                    f"/internal/availability?event_id={the_id}",
                     part_timeout_s,
                     dict[str, int],
                 )
@@ -104,7 +103,7 @@ async def event_page(
         availability = await _part(
             upstreams,
             "ordering",
-            f"/internal/availability?event_id={int(event_id)}&catch_up=true",
+            f"/internal/availability?event_id={the_id}&catch_up=true",
             part_timeout_s,
             dict[str, int],
         )

@@ -43,6 +43,7 @@ def _categories(values: list[str]) -> list[str]:
 
 Text100 = _text(100)
 Category = _text(50)
+Message = _text(2000)
 Categories = Annotated[list[Category], msgspec.Meta(max_length=10), Check(_categories)]
 Description = Annotated[str, msgspec.Meta(max_length=5000)]
 Zipcode = Annotated[str, msgspec.Meta(max_length=20)]
@@ -126,7 +127,7 @@ class EventQuery(msgspec.Struct, kw_only=True):
 
 
 class Notification(msgspec.Struct, kw_only=True):
-    message: Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
+    message: Message
     urgent: bool = False
 
 

@@ -274,17 +274,33 @@ def parse_query(params: Mapping[str, Any], model: type[S]) -> S:
     return parse_mapping(params, model, source="query")
 
 
+_PATH_INTEGER = re.compile(r"([+-]?)0*([0-9]*)")  # ASCII digits only
+
+
+def id_in_path(raw: str) -> int | None:
+    """A path's id: None when it is not an integer (ASCII digits, perhaps signed: not `1_0`,
+    `١٢` or an empty string), 0 when it is one out of the id range (it names nothing, however
+    many digits it has)."""
+    match = _PATH_INTEGER.fullmatch(raw)
+    if match is None or not raw.lstrip("+-"):
+        return None
+    sign, digits = match.groups()
+    if len(digits) > len(str(INT32_MAX)):
+        return 0
+    value = int(sign + (digits or "0"))
+    return value if 1 <= value <= INT32_MAX else 0
+
+
 def path_id(raw: str, name: str) -> int:
     """A path id: non-integer → 422; out of the id range → 0, which names nothing (404)."""
-    try:
-        value = int(raw)
-    except ValueError as exc:
+    value = id_in_path(raw)
+    if value is None:
         raise RequestValidationError.single(
             ["path", name],
             "Input should be a valid integer, unable to parse string as an integer",
             "int_parsing",
-        ) from exc
-    return value if 1 <= value <= INT32_MAX else 0
+        )
+    return value
 
 
 def decimal_or_none(value: Any) -> Decimal | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from time import monotonic
 from typing import Annotated, Any, TypeVar
 
@@ -16,7 +16,7 @@ from services.kernel.errors import BadRequest, Forbidden, NotFound
 from services.kernel.idempotency import idempotent
 from services.kernel.openapi import accepts
 from services.kernel.security import authenticated, customer, organizer
-from services.kernel.validation import Int32, parse_json, parse_query, path_id
+from services.kernel.validation import Check, Int32, not_blank, parse_json, parse_query, path_id
 from services.ordering import cart, checkout, holds, orders, tickets
 from services.ordering.config import current, payment_provider
 from services.ordering.domain import QUANTITY_TOO_LOW
@@ -47,7 +47,7 @@ class TicketQuery(msgspec.Struct, frozen=True):
 
 
 class CheckIn(msgspec.Struct, frozen=True):
-    code: str
+    code: Annotated[str, msgspec.Meta(min_length=1), Check(not_blank)]
 
 
 class AvailabilityQuery(msgspec.Struct, frozen=True):
@@ -180,8 +180,12 @@ async def get_order(request: Request, order_id: str) -> dict[str, Any]:
 @accepts(query=TicketQuery)
 async def list_tickets(request: Request) -> Response[Any]:
     identity = await authenticated(request)
-    q = parse_query(request.query_params, TicketQuery)
-    owner = q.owner_id if identity.role == "administrator" and q.owner_id else identity.user_id
+    admin = identity.role == "administrator"
+    params: Mapping[str, Any] = request.query_params
+    if not admin and "owner_id" in params:  # honoured only for administrators, else ignored
+        params = {k: v for k, v in params.items() if k != "owner_id"}
+    q = parse_query(params, TicketQuery)
+    owner = q.owner_id if admin and q.owner_id is not None else identity.user_id
     f = tickets.TicketFilter(
         owner_id=owner,
         ticket_id=q.ticket_id,

@@ -102,7 +102,7 @@ def market_conditions(q: MarketQuery, caller_id: int | None) -> Conditions:
     where.range("l.original_price", q.min_original_price, q.max_original_price)
     if day_from is not None:
         where.add("l.event_start >= {}", day_from)
-    if day_to is not None:
+    if day_to is not None and day_to.date() < date.max:  # every start is on or before the last
         where.add("l.event_start < {}", day_to + timedelta(days=1))
     if q.has_seat is not None:
         where.add("l.seat IS NOT NULL" if q.has_seat else "l.seat IS NULL")

@@ -172,11 +172,16 @@ async def test_event_page_has_ticket_types_and_resale_parts(
     assert EVENT_KEYS <= set(page) and page["status"] == "created"
     assert [t["description"] for t in page["ticket_types"]] == ["Standard Ticket"]
     assert "available" in page["ticket_types"][0] and "resale" in page
-    for path in ("/api/events/0", "/api/events/-3", f"/api/events/{2**40}"):
+    huge = "1" * 5000  # more digits than Python's int() takes from a string
+    for path in ("/api/events/0", "/api/events/-3", f"/api/events/{2**40}", f"/api/events/{huge}"):
         missing = await api.get(path)
-        assert (missing.status_code, detail(missing)) == (404, "Event not found"), path
-    bad = await api.get("/api/events/abc")
-    assert bad.status_code == 422 and detail(bad)[0]["loc"] == ["path", "event_id"]
+        assert (missing.status_code, detail(missing)) == (404, "Event not found"), path[:40]
+    for not_an_integer in ("abc", "1_0", "%D9%A5", "+", "1.0"):  # the third: Arabic-Indic 5
+        bad = await api.get(f"/api/events/{not_an_integer}")
+        assert bad.status_code == 422, not_an_integer
+        assert detail(bad)[0]["loc"] == ["path", "event_id"]
+    padded = await api.get(f"/api/events/000{event['event_id']}")  # the same id: composed too
+    assert padded.status_code == 200 and "available" in padded.json()["ticket_types"][0]
     slash = await api.get(f"/api/events/{event['event_id']}/")
     assert slash.status_code == 200 and slash.json()["event_id"] == event["event_id"]
 
@@ -369,7 +374,13 @@ async def test_notify_without_buyers_reaches_nobody(
         path, json={"message": "Doors at 7", "urgent": True}, headers=organizer.headers
     )
     assert custom.json()["message"] == "Doors at 7"
-    for body in ({}, {"message": ""}, {"message": "x" * 2001}, {"message": "ok", "urgent": "very"}):
+    for body in (
+        {},
+        {"message": ""},
+        {"message": " \n "},
+        {"message": "x" * 2001},
+        {"message": "ok", "urgent": "very"},
+    ):
         refused = await api.post(path, json=body, headers=organizer.headers)
         assert refused.status_code == 422, body
     other = await verified_organizer(api, admin)

@@ -111,6 +111,9 @@ async def test_filters(api: httpx.AsyncClient, market: dict[str, Any]) -> None:
     assert len(await ids(api, event_id=eid, event_date_from=str(day), event_date_to=str(day))) == 4
     assert await ids(api, event_id=eid, event_date_from=str(day + timedelta(days=1))) == []
     assert await ids(api, event_id=eid, event_date_to=str(day - timedelta(days=1))) == []
+    assert len(await ids(api, event_id=eid, event_date_to="9999-12-31")) == 4  # the last day
+    assert await ids(api, event_id=eid, event_date_from="9999-12-31") == []
+    assert len(await ids(api, event_id=eid, event_date_from="0001-01-01")) == 4
     assert await ids(api, event_id=eid, has_seat="true") == []
     assert len(await ids(api, event_id=eid, has_seat="FALSE")) == 4
     assert len(await ids(api, search=market["event"].name, event_id=0)) == 4  # 0 = ignored

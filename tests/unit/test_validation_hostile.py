@@ -8,7 +8,7 @@ import pytest
 
 from services.catalog.schemas import EventQuery
 from services.kernel.errors import RequestValidationError
-from services.kernel.validation import parse_json, parse_query
+from services.kernel.validation import parse_json, parse_query, path_id
 from services.resale.schemas import ListingPrice
 
 
@@ -51,3 +51,31 @@ def test_the_text_null_is_not_an_absent_value() -> None:
     ]
     assert parse_query({"search": "null"}, EventQuery).search == "null"
     assert parse_json(b'{"price": null}', ListingPrice).price is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [
+        ("7", 7),
+        ("0007", 7),
+        ("+7", 7),
+        ("2147483647", 2147483647),
+        ("2147483648", 0),  # out of the id range: names nothing (404)
+        ("0", 0),
+        ("-7", 0),
+        ("0" * 30 + "7", 7),
+        ("9" * 5000, 0),  # beyond what int() takes from a string
+        ("-" + "9" * 5000, 0),
+    ],
+)
+def test_a_path_id_of_any_length_is_an_id_or_names_nothing(raw: str, value: int) -> None:
+    assert path_id(raw, "event_id") == value
+
+
+@pytest.mark.parametrize(
+    "raw", ["", "abc", "1_0", "\u0661\u0662", "+", "-", "1.0", " 7", "+-7", "0x7"]
+)
+def test_a_path_id_that_is_not_an_integer_is_a_422(raw: str) -> None:
+    with pytest.raises(RequestValidationError) as refused:
+        path_id(raw, "event_id")
+    assert refused.value.errors[0]["loc"] == ["path", "event_id"]
