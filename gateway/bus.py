@@ -59,6 +59,16 @@ class DenyListFollower:
         if not await self._load(deadline):
             self._spawn(self._load(None))
 
+    async def refresh(self, timeout_s: float) -> None:
+        """Load auth's deny-list now, waiting at most `timeout_s` (a write that revokes tokens
+        auth alone can name was just answered; its event follows anyway)."""
+        try:
+            await asyncio.wait_for(self._load(time.monotonic() + timeout_s), timeout_s)
+        except TimeoutError:
+            log.warning(
+                "gateway: deny-list not refreshed in %.1f s; auth's event will tell", timeout_s
+            )
+
     async def stop(self) -> None:
         for task in list(self._tasks):
             task.cancel()

@@ -28,6 +28,8 @@ class GatewayConfig(msgspec.Struct, kw_only=True, frozen=True):
     metrics_networks: str = LOOPBACK
     # Start-up waits this long for auth's deny-list before serving without it (then retries).
     denylist_startup_wait_s: float = 10.0
+    # How long the answer to a password change waits for auth's deny-list to be read again.
+    denylist_refresh_wait_s: float = 2.0
     # Header limits: more header fields, or more bytes of names and values in all, is a 431
     # "Request header fields too large" before anything else (the server itself has no limit,
     # and every header would be forwarded to the services). Browsers send ~20 fields, a few KiB.
@@ -74,6 +76,7 @@ def load(env: Mapping[str, str] | None = None) -> GatewayConfig:
         trusted_proxies=env.get("TRUSTED_PROXIES", ""),
         metrics_networks=env.get("GATEWAY_METRICS_NETWORKS", LOOPBACK),
         denylist_startup_wait_s=_float(env, "DENYLIST_STARTUP_WAIT_S", 10.0),
+        denylist_refresh_wait_s=_float(env, "DENYLIST_REFRESH_WAIT_S", 2.0),
         max_header_count=int(_float(env, "GATEWAY_MAX_HEADER_COUNT", 100)),
         max_header_bytes=int(_float(env, "GATEWAY_MAX_HEADER_BYTES", 32 * 1024)),
     )

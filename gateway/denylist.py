@@ -65,6 +65,9 @@ class DenyList:
         self.banned.add(user_id)
         self._invalidate_before(user_id, at)
 
+    def revoke(self, jti: str, exp: float) -> None:
+        self.revoked[jti] = exp
+
     def unban(self, user_id: int) -> None:
         self.banned.discard(user_id)
 
@@ -95,7 +98,7 @@ class DenyList:
             case events.PasswordChanged():
                 self._invalidate_before(event.user_id, _unix(event.changed_at))
             case events.AccessTokenRevoked():
-                self.revoked[event.jti] = _unix(event.expires_at)
+                self.revoke(event.jti, _unix(event.expires_at))
 
     def _follow_state(self, user_id: int, account_state: str) -> None:
         if account_state == "banned":

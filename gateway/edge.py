@@ -15,6 +15,8 @@ from gateway.http import Reply, RequestHeaders, peer_of, read_body
 from gateway.observe import EVENT_PAGE, UNROUTED
 from gateway.ratelimit import Rule, client_ip
 from gateway.routes import (
+    LOGOUT,
+    PASSWORD_CHANGES,
     TOKEN_EXEMPT,
     VERIFY_ORGANIZER,
     ban_target,
@@ -178,7 +180,24 @@ async def proxy(gw: Gateway, scope: dict, receive: object, reply: Reply, h: Requ
             gw.denylist.unban(user_id)
     elif status == 200 and method == "POST" and path == VERIFY_ORGANIZER:
         gw.denylist.follow_decision(answer.body)
+    elif status == 200 and method == "POST" and path == LOGOUT and h.authorization is not None:
+        await _revoke_presented(gw, h.authorization)
+    elif status == 200 and method == "POST" and path in PASSWORD_CHANGES:
+        await gw.follower.refresh(gw.config.denylist_refresh_wait_s)
     await _relay(reply, answer, method == "HEAD")
+
+
+async def _revoke_presented(gw: Gateway, authorization: bytes) -> None:
+    """Refuse here at once the access token a logout revoked (API.md §3.6: a valid one),
+    before auth's event arrives."""
+    token = bearer_token(authorization.decode("latin-1"))
+    if token is None:
+        return
+    try:
+        identity = await gw.verifier.verify(token)
+    except Exception:  # not a valid token: auth revoked nothing
+        return
+    gw.denylist.revoke(identity.jti, float(identity.exp))
 
 
 async def _relay(reply: Reply, answer: Answer, head: bool) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from services.kernel.validation import id_in_path
+
 # Longest prefix first; a prefix matches the path itself or the path followed by "/".
 ROUTES: tuple[tuple[str, str], ...] = (
     ("/api/tickets/check-in", "ordering"),
@@ -50,6 +52,9 @@ _EVENT_PAGE = "/api/events/"
 _BAN = "/api/auth/ban-user/"
 _UNBAN = "/api/auth/unban-user/"
 VERIFY_ORGANIZER = "/api/auth/verify-organizer"
+LOGOUT = "/api/auth/logout"
+# Answered 200, these revoke tokens issued before them, of a user only auth can name.
+PASSWORD_CHANGES = frozenset({"/api/auth/reset-password", "/api/user/change-password"})
 
 
 def without_trailing_slash(path: str) -> str:
@@ -70,7 +75,6 @@ def ban_target(path: str) -> tuple[bool, int] | None:
     """(banned?, user_id) for the admin's ban-user / unban-user paths."""
     for prefix, banned in ((_BAN, True), (_UNBAN, False)):
         if path.startswith(prefix):
-            raw = path[len(prefix) :]
-            if raw.isascii() and raw.isdigit() and len(raw) < 11:
-                return banned, int(raw)
+            if user_id := id_in_path(path[len(prefix) :]):
+                return banned, user_id
     return None

@@ -61,6 +61,9 @@ def test_ban_and_unban_paths_name_the_user() -> None:
     assert ban_target("/api/auth/unban-user/42") == (False, 42)
     assert ban_target("/api/auth/ban-user/x") is None
     assert ban_target("/api/auth/ban-user/99999999999") is None
+    assert ban_target("/api/auth/ban-user/" + "9" * 5000) is None
+    assert ban_target("/api/auth/ban-user/1_0") is None  # auth answers its 422
+    assert ban_target("/api/auth/ban-user/0042") == (True, 42)  # auth's user 42 too
     assert ban_target("/api/auth/users/42") is None
 
 
