@@ -171,12 +171,19 @@ class IdempotencyKeys:
         return int(row.status_code), bytes(row.body)
 
     async def finish(
-        self, user_id: int, method: str, path: str, key: str, status: int, body: bytes
+        self,
+        user_id: int,
+        method: str,
+        path: str,
+        key: str,
+        status: int,
+        body: bytes,
+        kept: frozenset[int] = STORED_STATUSES,
     ) -> None:
         """Store the answer, or free the key when this kind of answer is not kept."""
         scope = (user_id, method, path, key)
         async with self.db.driver() as db:
-            if status in STORED_STATUSES:
+            if status in kept:
                 await db.fetchval(self.sql["store"], *scope, status, body)
             else:
                 await db.fetchval(self.sql["free"], *scope)

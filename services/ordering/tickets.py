@@ -29,6 +29,7 @@ SELECT * FROM (
     SELECT t.ticket_id, t.type_id, t.seat, t.owner_id, t.original_price, t.event_id, t.status,
            (SELECT l.price FROM ordering.listings l
             WHERE l.ticket_id = t.ticket_id AND l.seller_id = t.owner_id AND l.state = 'active'
+              AND e.end_date > now()  -- an ended event's listings are not active (§10)
             ORDER BY l.listing_id DESC LIMIT 1) AS resell_price,
            e.name AS event_name, e.start_date AS event_start_date,
            e.location_name AS event_location, tt.description AS ticket_type_description

@@ -15,7 +15,12 @@ from services.kernel.answers import respond
 from services.kernel.app import runtime
 from services.kernel.db import Database
 from services.kernel.errors import BadRequest, DomainError, Forbidden, NotFound
-from services.kernel.idempotency import IdempotencyKeys, fingerprint, header_key
+from services.kernel.idempotency import (
+    STORED_STATUSES,
+    IdempotencyKeys,
+    fingerprint,
+    header_key,
+)
 from services.kernel.openapi import accepts
 from services.kernel.security import authenticated, customer, optional_identity
 from services.kernel.validation import parse_json, parse_query, path_id
@@ -201,6 +206,9 @@ async def _buy(request: Request, cmd: purchase.BuyTicket) -> tuple[int, Any]:
     return 202, {"detail": "Purchase is being processed", "purchase_id": bought.purchase_id}
 
 
+_KEPT = STORED_STATUSES | {202}
+
+
 @post("/api/resale/purchase", status_code=200, responses={202: PROCESSING})
 @accepts(body=PurchaseRequest)
 async def buy_ticket(request: Request) -> Response[Any]:
@@ -217,22 +225,24 @@ async def buy_ticket(request: Request) -> Response[Any]:
     if key is None:
         status, answer = await _buy(request, cmd)
         return Response(answer, status_code=status)
-    # Idempotency-Key (§1.6): the kernel's store; a 202 is not kept, so a repeat of the same
-    # request follows the purchase it started (found by the key) to its final answer.
+    # Idempotency-Key (§1.6): the kernel's store. A 202 is kept (another request under the
+    # key is refused with 409) but not replayed: a repeat of the same request follows the
+    # purchase it started (found by the key) to its final answer, which replaces it.
     keys = IdempotencyKeys(runtime(request).db)
     scope = (identity.user_id, request.method, request.url.path.rstrip("/"), key)
     stored = await keys.claim(*scope, await fingerprint(request))
-    if stored is not None:
+    if stored is not None and stored[0] != 202:
         return Response(stored[1], status_code=stored[0], media_type="application/json")
     try:
         status, answer = await _buy(request, cmd)
     except DomainError as exc:
-        await keys.finish(*scope, exc.status_code, encode({"detail": exc.detail}))
+        await keys.finish(*scope, exc.status_code, encode({"detail": exc.detail}), _KEPT)
         raise
     except BaseException:
-        await keys.finish(*scope, 500, b"")
+        if stored is None:  # a followed purchase keeps its 202 until it has an answer
+            await keys.finish(*scope, 500, b"")
         raise
-    await keys.finish(*scope, status, encode(answer))
+    await keys.finish(*scope, status, encode(answer), _KEPT)
     return Response(answer, status_code=status)
 
 

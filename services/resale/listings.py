@@ -22,6 +22,7 @@ from services.resale.tickets import OPEN, open_listing_of, ticket_row
 TICKET_NOT_FOUND = "Ticket not found"
 NOT_OWNER = "Not the ticket owner"
 BEING_PURCHASED = "Ticket is being purchased"
+NOT_LISTED = "Ticket is not listed for resale"
 
 
 @dataclass(frozen=True)
@@ -120,17 +121,15 @@ async def list_ticket(cmd: ListTicket, uow: UnitOfWork, default_cap: int | None)
 
 async def withdraw(ticket_id: int, seller_id: int, uow: UnitOfWork) -> None:
     """§9.5: the owner takes the ticket off the market."""
-    await owned_ticket(uow, ticket_id, seller_id)
+    row = await owned_ticket(uow, ticket_id, seller_id)
+    if row.event_end_date <= utcnow():  # its listing, if any, is no longer active (§10)
+        raise BadRequest(NOT_LISTED)
     withdrawn = await cancel_listings(uow, open_listing_of(ticket_id), "withdrawn", notify=False)
     if not withdrawn:
         state = await uow.conn.scalar(
             select(listings.c.state).where(open_listing_of(ticket_id)).limit(1)
         )
-        raise (
-            Conflict(BEING_PURCHASED)
-            if state in OPEN
-            else BadRequest("Ticket is not listed for resale")
-        )
+        raise (Conflict(BEING_PURCHASED) if state in OPEN else BadRequest(NOT_LISTED))
     await uow.commit()
 
 

@@ -31,6 +31,7 @@ from services.kernel.errors import (
     PaymentRequired,
     ServiceUnavailable,
 )
+from services.kernel.idempotency import REUSED
 from services.kernel.payments import (
     PaymentDeclined,
     PaymentProvider,
@@ -61,7 +62,8 @@ def payment_key(purchase_id: int, step: str) -> str:
 
 
 async def earlier_purchase(db: Database, cmd: BuyTicket) -> Any:
-    """The purchase a repeated Idempotency-Key already started (its answer was a 202)."""
+    """The purchase a repeated Idempotency-Key already started (its answer was a 202); 409
+    if the key started the purchase of another ticket."""
     if cmd.idempotency_key is None:
         return None
     async with db.engine.connect() as conn:
@@ -69,7 +71,10 @@ async def earlier_purchase(db: Database, cmd: BuyTicket) -> Any:
             purchases.c.buyer_id == cmd.buyer_id,
             purchases.c.idempotency_key == cmd.idempotency_key,
         )
-        return (await conn.execute(stmt)).first()
+        found = (await conn.execute(stmt)).first()
+    if found is not None and found.ticket_id != cmd.ticket_id:
+        raise Conflict(REUSED)
+    return found
 
 
 async def claim(cmd: BuyTicket, uow: UnitOfWork) -> Any:
@@ -88,16 +93,17 @@ async def claim(cmd: BuyTicket, uow: UnitOfWork) -> Any:
         raise BadRequest(NOT_FOR_RESALE)
     if cmd.expected_price is not None and cmd.expected_price != listing.price:
         raise Conflict("Price changed")
+    # A reprice in between is bought at the new price unless the buyer named the one seen.
     claimed = (
         await uow.execute(
             update(listings)
             .where(
                 listings.c.listing_id == listing.listing_id,
                 listings.c.state == "active",
-                listings.c.price == listing.price,  # a reprice in between is not bought unseen
+                *(() if cmd.expected_price is None else (listings.c.price == cmd.expected_price,)),
             )
             .values(state="purchasing", updated_at=utcnow())
-            .returning(listings.c.listing_id)
+            .returning(listings.c.listing_id, listings.c.price)
         )
     ).first()
     if claimed is None:
@@ -116,7 +122,7 @@ async def claim(cmd: BuyTicket, uow: UnitOfWork) -> Any:
                 event_id=listing.event_id,
                 buyer_id=cmd.buyer_id,
                 seller_id=listing.seller_id,
-                price=listing.price,
+                price=claimed.price,
                 currency=listing.currency,
                 status="charging",
                 idempotency_key=cmd.idempotency_key,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, select
+from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts.timeutil import utcnow
@@ -15,13 +15,15 @@ OPEN = ("active", "purchasing")
 
 
 def _open_listing_price() -> Any:
-    """The price of the holder's open listing of the ticket, if any."""
+    """The price of the holder's open listing of the ticket, if any (none once its event has
+    ended: such a listing is not active, §10)."""
     return (
         select(listings.c.price)
         .where(
             listings.c.ticket_id == tickets.c.ticket_id,
             listings.c.seller_id == tickets.c.owner_id,
             listings.c.state.in_(OPEN),
+            events.c.end_date > func.now(),
         )
         .limit(1)
         .scalar_subquery()

@@ -174,6 +174,16 @@ async def test_ended_event_cannot_be_listed_and_leaves_the_market(api: httpx.Asy
         {"detail": "Cannot resell tickets for an event that has ended"},
     )
     assert (await marketplace(api, event_id=seller.event.event_id)).json() == []
+    # the listing is no longer active (§10): the ticket shows none, and there is none to withdraw
+    gone = await withdraw(api, seller.account, seller.ticket_id)
+    assert (gone.status_code, gone.json()) == (400, {"detail": "Ticket is not listed for resale"})
+
+    async def shown_unlisted() -> bool:
+        [ticket] = await my_tickets(api, seller.account)
+        listed = await my_tickets(api, seller.account, is_on_resale="true")
+        return ticket["resell_price"] is None and listed == []
+
+    assert await eventually(shown_unlisted)  # ordering learns the new end from catalog's event
 
 
 async def test_cancelled_event_withdraws_listings_and_tells_the_seller(

@@ -3,9 +3,13 @@ ticket: the new owner sees it and enters with its new code, the old code is refu
 
 from __future__ import annotations
 
+import asyncio
 import base64
+from typing import Any
 
+import asyncpg
 import httpx
+from sqlalchemy.engine import make_url
 
 from tests.support.actors import active_customer, admin_token, verified_organizer
 from tests.support.resale_actors import (
@@ -188,3 +192,49 @@ async def test_purchase_status_is_for_the_buyer_only(
     assert (await api.get(f"/api/resale/purchases/{pid}")).status_code == 401
     assert (await api.get("/api/resale/purchases/abc", headers=buyer.headers)).status_code == 422
     assert (await api.get("/api/resale/purchases/0", headers=buyer.headers)).status_code == 404
+
+
+async def test_a_reprice_landing_during_the_claim_sells_at_the_new_price_unless_one_was_named(
+    api: httpx.AsyncClient, system: System
+) -> None:
+    """§10.3: 409 "Price changed" only when `expected_price` is given and differs. The seller's
+    reprice commits while the buyer's claim waits for the listing's row (after the buyer's
+    read saw the old price): a buyer who named no price buys at the new one, and pays it."""
+    admin = await admin_token(api)
+    dsn = make_url(system.database_url).set(drivername="postgresql")
+    conn = await asyncpg.connect(dsn.render_as_string(hide_password=False))
+    watcher = await asyncpg.connect(dsn.render_as_string(hide_password=False))
+    try:
+        for named in (None, 50):
+            seller = await listed(api, admin, price=50)
+            buyer = await active_customer(api, admin)
+            body: dict[str, Any] = {} if named is None else {"expected_price": named}
+            async with conn.transaction():
+                await conn.execute(
+                    "UPDATE resale.listings SET price = 55"
+                    " WHERE ticket_id = $1 AND state = 'active'",
+                    seller.ticket_id,
+                )
+                buying = asyncio.create_task(purchase(api, buyer, seller.ticket_id, **body))
+                for _ in range(500):  # until the claim waits for the reprice's row
+                    if await watcher.fetchval(  # (outside the transaction: a fresh view)
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                        " AND query LIKE 'UPDATE resale.listings%'"
+                    ):
+                        break
+                    assert not buying.done(), buying.result().text
+                    await asyncio.sleep(0.01)
+                else:
+                    raise AssertionError("the claim never waited for the listing")
+            answer = await buying
+            charges = await resale_charges(system, seller.ticket_id)
+            if named is None:
+                assert answer.status_code == 200, answer.text
+                assert answer.json()["owner_id"] == buyer.user_id
+                assert [(c.state, c.amount) for c in charges] == [("captured", 55)]
+            else:
+                assert (answer.status_code, answer.json()) == (409, {"detail": "Price changed"})
+                assert charges == []
+    finally:
+        await conn.close()
+        await watcher.close()

@@ -16,11 +16,20 @@ async def test_late_transfer_answers_202_then_the_same_key_gives_the_final_answe
 ) -> None:
     admin = await admin_token(api)
     seller = await listed(api, admin, price=45)
+    another = await listed(api, admin, price=20)
     buyer = await active_customer(api, admin)
+    reused = (409, {"detail": "Idempotency-Key reused with a different request"})
     system.stop_app("ordering")  # ListingSold waits in ordering's queue
     try:
         pending = await purchase(api, buyer, seller.ticket_id, key="late-1")
         assert pending.status_code == 202, pending.text
+        # the key stays with its request: not another ticket, nor the same one otherwise asked
+        for ticket_id, changed in (
+            (another.ticket_id, {}),
+            (seller.ticket_id, {"expected_price": 45}),
+        ):
+            other_request = await purchase(api, buyer, ticket_id, key="late-1", **changed)
+            assert (other_request.status_code, other_request.json()) == reused
         body = pending.json()
         assert body["detail"] == "Purchase is being processed"
         status = await api.get(
@@ -45,6 +54,12 @@ async def test_late_transfer_answers_202_then_the_same_key_gives_the_final_answe
     assert [t["ticket_id"] for t in await my_tickets(api, buyer)] == [seller.ticket_id]
     done = await api.get(f"/api/resale/purchases/{body['purchase_id']}", headers=buyer.headers)
     assert done.json()["status"] == "completed"
+    again = await purchase(api, buyer, seller.ticket_id, key="late-1")
+    assert (again.status_code, again.json()) == (200, final.json())  # now stored
+    late_reuse = await purchase(api, buyer, another.ticket_id, key="late-1")
+    assert (late_reuse.status_code, late_reuse.json()) == reused
+    assert len(await resale_charges(system, seller.ticket_id)) == 1
+    assert await resale_charges(system, another.ticket_id) == []  # never bought by the key
 
 
 async def test_cancelled_event_refunds_the_resale_buyer_once(
