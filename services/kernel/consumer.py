@@ -35,6 +35,8 @@ from services.kernel.db import Database, DatabaseUnavailable, UnitOfWork
 from services.kernel.relay import PACK_CONTENT_TYPE, unpack
 
 log = logging.getLogger("resellio.consumer")
+# The first and the longest wait before handling an event again while the database is away.
+DATABASE_RETRY_S = (0.5, 5.0)
 
 Handler = Callable[[Any, Envelope, UnitOfWork], Awaitable[None]]
 # Applies a run of consecutive events of one type at once (a replay, a burst of purchases).
@@ -258,12 +260,7 @@ class Consumer:
         if not await self._apply_batch(bodies, reprocess):
             for body in bodies:
                 try:
-                    await self.handle(body, reprocess=reprocess)
-                except DatabaseUnavailable as exc:
-                    log.warning("database unavailable while handling, requeueing: %s", exc)
-                    await asyncio.sleep(1.0)
-                    await message.nack(requeue=True)  # the inbox skips what is done already
-                    return
+                    await self._handle_held(body, reprocess)
                 except Exception as exc:
                     log.warning("handling a replayed event failed: %r", exc, exc_info=True)
                     await self._park(_unpacked(message, body), 1, exc)
@@ -276,17 +273,28 @@ class Consumer:
         attempts = _attempt(message)
         reprocess = bool(message.headers.get("x-reprocess"))
         try:
-            await self.handle(message.body, reprocess=reprocess)
-        except DatabaseUnavailable as exc:
-            # Not the message's fault: put it back without spending an attempt.
-            log.warning("database unavailable while handling, requeueing: %s", exc)
-            await asyncio.sleep(1.0)
-            await message.nack(requeue=True)
-            return
+            await self._handle_held(message.body, reprocess)
         except Exception as exc:
             log.warning("handling failed (attempt %d): %r", attempts, exc, exc_info=True)
             await self._park(message, attempts, exc)
         await message.ack()
+
+    async def _handle_held(self, body: bytes, reprocess: bool) -> None:
+        """Handle the event; while the database is unavailable, wait and try again, the message
+        held (not acked). That is not the message's fault, so it spends no attempt, nor a
+        delivery: a requeue counts against the quorum queue's delivery limit, and a long
+        enough outage would dead-letter live events. Every slot waiting so, consumption waits."""
+        delay = DATABASE_RETRY_S[0]
+        while True:
+            try:
+                await self.handle(body, reprocess=reprocess)
+                return
+            except DatabaseUnavailable as exc:
+                log.warning(
+                    "database unavailable while handling, retrying in %.1f s: %s", delay, exc
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, DATABASE_RETRY_S[1])
 
     async def handle(self, body: bytes, reprocess: bool = False) -> bool:
         """Apply one event; False when it had been handled already (no second effect)."""

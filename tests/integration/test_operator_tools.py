@@ -10,8 +10,9 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 
 from contracts.envelope import Envelope
-from services.kernel import deadletters
-from services.kernel.db import UnitOfWork
+from services.kernel import broker, deadletters
+from services.kernel import consumer as consumer_module
+from services.kernel.db import DatabaseUnavailable, UnitOfWork
 from services.kernel.eventlog import Filters
 from services.kernel.replay import PACK, plan, replay
 from tests.integration.conftest import Bus
@@ -23,9 +24,13 @@ class VersionedConsumer(Harness):
 
     mode = "buggy"
     poison_ids: frozenset[int] = frozenset()
+    unavailable_for = 0  # calls that find the database away
 
     async def apply(self, event: NoteAdded, envelope: Envelope, uow: UnitOfWork) -> None:
         self.deliveries += 1
+        if self.unavailable_for > 0:
+            self.unavailable_for -= 1
+            raise DatabaseUnavailable("the database went away")
         if self.mode == "poison" or event.note_id in self.poison_ids:
             raise ValueError("cannot parse note")
         times = 1 if self.mode == "buggy" else 2  # the fixed handler records the right value
@@ -188,6 +193,22 @@ async def test_poison_event_is_dead_lettered_then_requeued_after_the_fix_and_app
     assert await consumer.wait_applied(99) == 2
     await consumer.drained()
     assert consumer.deliveries == 4  # three failed attempts, then exactly one successful one
+    assert await deadletters.inspect(consumer.bus.channel, consumer.bus.names, "kconsumer") == []
+
+
+async def test_a_long_database_outage_spends_no_delivery_and_loses_no_event(
+    consumer: VersionedConsumer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database away for more tries than the quorum queue's delivery limit: the event is
+    held and handled again, never requeued (each requeue counts as a delivery, and the queue
+    dead-letters the message at the limit), and is applied once the database answers."""
+    monkeypatch.setattr(consumer_module, "DATABASE_RETRY_S", (0.01, 0.02))
+    consumer.unavailable_for = broker.BROKER_DELIVERY_LIMIT + 5
+    await consumer.add_note(5)
+    assert await consumer.relay.publish_batch() == 1
+    assert await consumer.eventually_applied({5: 1})
+    await consumer.drained()
+    assert consumer.deliveries == broker.BROKER_DELIVERY_LIMIT + 6  # then applied once
     assert await deadletters.inspect(consumer.bus.channel, consumer.bus.names, "kconsumer") == []
 
 
