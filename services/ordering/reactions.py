@@ -12,7 +12,7 @@ from collections import defaultdict
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import exists, func, select, update
 
 from contracts.catalog import EventCancelled, ParticipantsNotified, TicketTypeDeleted
 from contracts.envelope import Envelope
@@ -28,7 +28,7 @@ from services.kernel.mail import queue_mail
 from services.ordering import holds
 from services.ordering.checkout import new_ticket_code
 from services.ordering.config import payment_provider
-from services.ordering.models import events, orders, ticket_types, tickets, users
+from services.ordering.models import events, listings, orders, ticket_types, tickets, users
 from services.ordering.projections import NotProjectedYet, close_listing
 
 log = logging.getLogger("resellio.ordering.reactions")
@@ -67,7 +67,14 @@ async def on_event_cancelled(event: EventCancelled, envelope: Envelope, uow: Uni
     )
     to_refund = (
         await uow.execute(
-            select(tickets, orders.c.payment_id, orders.c.user_id.label("buyer_id"))
+            select(
+                tickets,
+                orders.c.payment_id,
+                orders.c.user_id.label("buyer_id"),
+                exists()
+                .where(listings.c.ticket_id == tickets.c.ticket_id, listings.c.state == "sold")
+                .label("resold"),
+            )
             .join(orders, orders.c.order_id == tickets.c.order_id)
             .where(tickets.c.event_id == event.event_id, tickets.c.status != "refunded")
             .order_by(tickets.c.ticket_id)
@@ -81,8 +88,9 @@ async def on_event_cancelled(event: EventCancelled, envelope: Envelope, uow: Uni
     for order_id, order_tickets in by_order.items():
         # The current holder gets back what they paid (API.md §6.5): a ticket resold since is
         # refunded by resale to its buyer, so the primary buyer is refunded only for the tickets
-        # they still hold (they were paid by the resale buyer for the others).
-        held = [t for t in order_tickets if t.owner_id == t.buyer_id]
+        # they still hold and never sold (they were paid by the resale buyer for the others;
+        # one they bought back is refunded by resale what they paid for it then).
+        held = [t for t in order_tickets if t.owner_id == t.buyer_id and not t.resold]
         amount = sum((t.original_price for t in held), Decimal("0.00"))
         if amount > 0:
             # One refund per order and event: a retry of this handler repeats the same key.

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import exists, select, update
 
 from contracts.resale import ResaleRefunded
 from contracts.timeutil import utcnow
@@ -92,8 +92,10 @@ async def refund(uow: UnitOfWork, purchase: Any, payments: PaymentProvider, reas
 
 
 async def refund_holders(uow: UnitOfWork, which: Any, payments: PaymentProvider) -> None:
-    """Refund every completed resale purchase (matching `which`) whose buyer still holds the
-    ticket: the current holder gets back what they paid here."""
+    """Refund the latest completed resale purchase of each ticket (matching `which`) whose
+    buyer still holds it: the current holder gets back what they paid here for it, once (an
+    earlier purchase of theirs was paid back by the next buyer)."""
+    later = purchases.alias("later")
     rows = (
         await uow.execute(
             select(purchases)
@@ -103,6 +105,11 @@ async def refund_holders(uow: UnitOfWork, which: Any, payments: PaymentProvider)
                 purchases.c.status == "completed",
                 purchases.c.refunded_at.is_(None),
                 purchases.c.buyer_id == tickets.c.owner_id,
+                ~exists().where(
+                    later.c.ticket_id == purchases.c.ticket_id,
+                    later.c.status == "completed",
+                    later.c.purchase_id > purchases.c.purchase_id,
+                ),
             )
         )
     ).all()

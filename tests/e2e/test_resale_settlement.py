@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 
 from tests.support.actors import active_customer, admin_token
-from tests.support.resale_actors import listed, my_tickets, purchase, resale_charges
+from tests.support.resale_actors import listed, my_tickets, purchase, resale_charges, resell
 from tests.support.shop import db_rows, eventually
 from tests.support.system import System
 
@@ -87,3 +87,47 @@ async def test_cancelled_event_refunds_the_resale_buyer_once(
         t=str(seller.ticket_id),
     )
     assert [(int(e.buyer), e.amount) for e in events] == [(buyer.user_id, "55.00")]
+
+
+async def test_a_ticket_bought_back_refunds_its_holder_once_what_they_paid_last(
+    api: httpx.AsyncClient, system: System
+) -> None:
+    """A buys at 50 and sells to B at 55, buys it back at 60, sells it to B again at 65 and buys
+    it back at 70; the event is cancelled. The holder gets back what they paid for the ticket
+    they hold, 70, once: not the 50 and the 60 of their earlier purchases, which B paid them
+    back, and B (no longer a holder) nothing."""
+    admin = await admin_token(api)
+    first = await listed(api, admin, price=55)
+    other = await active_customer(api, admin)
+    for back_at, again_at in ((60, 65), (70, None)):
+        assert (await purchase(api, other, first.ticket_id)).status_code == 200
+        assert (await resell(api, other, first.ticket_id, back_at)).status_code == 200
+        back = await purchase(api, first.account, first.ticket_id)
+        assert back.status_code == 200 and back.json()["owner_id"] == first.account.user_id
+        if again_at is not None:
+            relisted = await resell(api, first.account, first.ticket_id, again_at)
+            assert relisted.status_code == 200
+    cancelled = await api.delete(
+        f"/api/events/{first.event.event_id}", headers=first.event.organizer.headers
+    )
+    assert cancelled.status_code == 200
+
+    async def voided() -> bool:
+        rows = await db_rows(
+            system, "SELECT status FROM ordering.tickets WHERE ticket_id = :t", t=first.ticket_id
+        )
+        return rows[0].status == "refunded"
+
+    async def refunds() -> list[float] | None:
+        amounts = [float(c.refunded) for c in await resale_charges(system, first.ticket_id)]
+        return sorted(amounts) if any(amounts) else None
+
+    assert await eventually(voided)
+    assert await eventually(refunds) == [0.0, 0.0, 0.0, 70.0]  # of 55, 60, 65 and 70
+    primary = await db_rows(
+        system,
+        "SELECT p.refunded FROM ordering.payments p JOIN ordering.tickets t"
+        " ON p.authorize_key = 'order-' || t.order_id WHERE t.ticket_id = :t",
+        t=first.ticket_id,
+    )
+    assert [float(p.refunded) for p in primary] == [0.0]
