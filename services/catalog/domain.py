@@ -68,9 +68,14 @@ async def update_location(
         ).one()
     uow.emit(ev.LocationUpdated(**row._mapping), aggregate_id=f"location-{location_id}")
     if row.name != before.name:
-        # Consumers keep location_name with each event: a rename updates every event there.
+        # Consumers keep location_name with each event: a rename updates every event there,
+        # each locked first and told as it is then (read unlocked, an approval committed
+        # meanwhile would be undone by this later, staler EventUpdated).
         ids = await uow.execute(
-            select(events.c.event_id).where(events.c.location_id == location_id)
+            select(events.c.event_id)
+            .where(events.c.location_id == location_id)
+            .order_by(events.c.event_id)
+            .with_for_update()
         )
         for (event_id,) in ids.all():
             await _emit_event(uow, event_id, ev.EventUpdated)
@@ -186,7 +191,8 @@ async def update_event(event_id: int, cmd: EventUpdate, identity: Identity, uow:
     changes = {k: v for k, v in _fields(cmd).items() if v is not None}
     if changes.get("start_date", current.start_date) >= changes.get("end_date", current.end_date):
         raise END_BEFORE_START
-    if "location_id" in changes:
+    if changes.get("location_id", current.location_id) != current.location_id:
+        # Only another venue: the event's own is locked by its rename after its events.
         await _require_location(uow, changes["location_id"])
     if "category" in changes:
         categories = changes.pop("category")

@@ -4,10 +4,13 @@ reject, notify; each with its errors in the documented order."""
 from __future__ import annotations
 
 # ruff: noqa: F811  (test parameters name the fixtures imported from catalog_fixtures)
+import asyncio
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
+from sqlalchemy.engine import make_url
 
 from tests.support.actors import Account, active_customer, bearer, verified_organizer
 from tests.support.catalog_actors import (
@@ -19,6 +22,8 @@ from tests.support.catalog_actors import (
     ticket_types_of,
 )
 from tests.support.catalog_fixtures import admin, organizer, venue  # noqa: F401  (fixtures)
+from tests.support.shop import db_rows
+from tests.support.system import System
 
 EVENT_KEYS = {
     "event_id", "organizer_id", "name", "description", "start_date", "end_date", "minimum_age",
@@ -391,3 +396,53 @@ async def test_notify_without_buyers_reaches_nobody(
     )
     missing = await api.post("/api/events/0/notify", headers=organizer.headers)
     assert (missing.status_code, detail(missing)) == (404, "Event not found")
+
+
+async def test_a_venue_renamed_while_its_event_is_approved_tells_the_event_as_approved(
+    api: httpx.AsyncClient, system: System, admin: str, organizer: Account
+) -> None:
+    """A rename tells every event at the venue again (EventUpdated, for the venue's new name):
+    each as it is once the rename holds it, never as it was before a change committed
+    meanwhile (an approval, which that later, staler EventUpdated would undo in ordering's and
+    resale's projections: sales closed again)."""
+    hall = await new_location(api, admin)
+    event = await new_event(api, organizer, hall["location_id"])
+    dsn = make_url(system.database_url).set(drivername="postgresql")
+    approving = await asyncpg.connect(dsn.render_as_string(hide_password=False))
+    watcher = await asyncpg.connect(dsn.render_as_string(hide_password=False))
+    try:
+        async with approving.transaction():  # an approval under way: the event row locked
+            await approving.execute(
+                "UPDATE catalog.events SET status = 'created' WHERE event_id = $1",
+                event["event_id"],
+            )
+            renaming = asyncio.create_task(
+                api.put(
+                    f"/api/locations/{hall['location_id']}",
+                    json={"name": "Renamed Hall"},
+                    headers=bearer(admin),
+                )
+            )
+            for _ in range(300):  # until the rename waits for the event (a fresh view each time)
+                if await watcher.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND query LIKE '%catalog.events%'"
+                ):
+                    break
+                assert not renaming.done(), renaming.result().text
+                await asyncio.sleep(0.01)
+            else:
+                raise AssertionError("the rename never waited for the event")
+        renamed = await renaming
+        assert renamed.status_code == 200, renamed.text
+        [told] = await db_rows(
+            system,
+            "SELECT payload->>'status' AS status, payload->>'location_name' AS venue"
+            " FROM catalog.outbox WHERE type = 'catalog.EventUpdated' AND aggregate_id = :a"
+            " ORDER BY id DESC LIMIT 1",
+            a=f"event-{event['event_id']}",
+        )
+        assert (told.status, told.venue) == ("created", "Renamed Hall")
+    finally:
+        await approving.close()
+        await watcher.close()
