@@ -10,7 +10,6 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from sqlalchemy.engine import make_url
 
 from tests.support.actors import Account, active_customer, bearer, verified_organizer
 from tests.support.catalog_actors import (
@@ -22,7 +21,7 @@ from tests.support.catalog_actors import (
     ticket_types_of,
 )
 from tests.support.catalog_fixtures import admin, organizer, venue  # noqa: F401  (fixtures)
-from tests.support.shop import db_rows
+from tests.support.shop import db_rows, driver_dsn, waiting_for_lock
 from tests.support.system import System
 
 EVENT_KEYS = {
@@ -407,9 +406,7 @@ async def test_a_venue_renamed_while_its_event_is_approved_tells_the_event_as_ap
     resale's projections: sales closed again)."""
     hall = await new_location(api, admin)
     event = await new_event(api, organizer, hall["location_id"])
-    dsn = make_url(system.database_url).set(drivername="postgresql")
-    approving = await asyncpg.connect(dsn.render_as_string(hide_password=False))
-    watcher = await asyncpg.connect(dsn.render_as_string(hide_password=False))
+    approving = await asyncpg.connect(driver_dsn(system))
     try:
         async with approving.transaction():  # an approval under way: the event row locked
             await approving.execute(
@@ -423,16 +420,7 @@ async def test_a_venue_renamed_while_its_event_is_approved_tells_the_event_as_ap
                     headers=bearer(admin),
                 )
             )
-            for _ in range(300):  # until the rename waits for the event (a fresh view each time)
-                if await watcher.fetchval(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                    " AND query LIKE '%catalog.events%'"
-                ):
-                    break
-                assert not renaming.done(), renaming.result().text
-                await asyncio.sleep(0.01)
-            else:
-                raise AssertionError("the rename never waited for the event")
+            await waiting_for_lock(system, "%catalog.events%", renaming)
         renamed = await renaming
         assert renamed.status_code == 200, renamed.text
         [told] = await db_rows(
@@ -445,4 +433,3 @@ async def test_a_venue_renamed_while_its_event_is_approved_tells_the_event_as_ap
         assert (told.status, told.venue) == ("created", "Renamed Hall")
     finally:
         await approving.close()
-        await watcher.close()

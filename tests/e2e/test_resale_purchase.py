@@ -9,7 +9,6 @@ from typing import Any
 
 import asyncpg
 import httpx
-from sqlalchemy.engine import make_url
 
 from tests.support.actors import active_customer, admin_token, verified_organizer
 from tests.support.resale_actors import (
@@ -20,7 +19,7 @@ from tests.support.resale_actors import (
     resale_charges,
     resell,
 )
-from tests.support.shop import db_rows, eventually, ticket_code
+from tests.support.shop import db_rows, driver_dsn, eventually, ticket_code, waiting_for_lock
 from tests.support.system import System
 
 
@@ -201,9 +200,7 @@ async def test_a_reprice_landing_during_the_claim_sells_at_the_new_price_unless_
     reprice commits while the buyer's claim waits for the listing's row (after the buyer's
     read saw the old price): a buyer who named no price buys at the new one, and pays it."""
     admin = await admin_token(api)
-    dsn = make_url(system.database_url).set(drivername="postgresql")
-    conn = await asyncpg.connect(dsn.render_as_string(hide_password=False))
-    watcher = await asyncpg.connect(dsn.render_as_string(hide_password=False))
+    conn = await asyncpg.connect(driver_dsn(system))
     try:
         for named in (None, 50):
             seller = await listed(api, admin, price=50)
@@ -216,16 +213,7 @@ async def test_a_reprice_landing_during_the_claim_sells_at_the_new_price_unless_
                     seller.ticket_id,
                 )
                 buying = asyncio.create_task(purchase(api, buyer, seller.ticket_id, **body))
-                for _ in range(500):  # until the claim waits for the reprice's row
-                    if await watcher.fetchval(  # (outside the transaction: a fresh view)
-                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                        " AND query LIKE 'UPDATE resale.listings%'"
-                    ):
-                        break
-                    assert not buying.done(), buying.result().text
-                    await asyncio.sleep(0.01)
-                else:
-                    raise AssertionError("the claim never waited for the listing")
+                await waiting_for_lock(system, "UPDATE resale.listings%", buying)
             answer = await buying
             charges = await resale_charges(system, seller.ticket_id)
             if named is None:
@@ -237,4 +225,3 @@ async def test_a_reprice_landing_during_the_claim_sells_at_the_new_price_unless_
                 assert charges == []
     finally:
         await conn.close()
-        await watcher.close()

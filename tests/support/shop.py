@@ -10,8 +10,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import httpx
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -150,6 +152,32 @@ async def db_rows(system: System, sql: str, **params: Any) -> list[Any]:
         )
     async with engine.connect() as conn:
         return list((await conn.execute(text(sql), params)).all())
+
+
+def driver_dsn(system: System) -> str:
+    """The running system's database for a plain asyncpg connection (a test's own locks)."""
+    url = make_url(system.database_url).set(drivername="postgresql")
+    return url.render_as_string(hide_password=False)
+
+
+async def waiting_for_lock(system: System, query_like: str, running: asyncio.Task[Any]) -> None:
+    """Return once a backend waits for a lock in a statement LIKE `query_like`; fail if
+    `running` ends first. Read on a connection of its own, outside any transaction: inside
+    one, PostgreSQL shows the same view of pg_stat_activity on every look."""
+    watcher = await asyncpg.connect(driver_dsn(system))
+    try:
+        for _ in range(500):
+            if await watcher.fetchval(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE wait_event_type = 'Lock' AND query LIKE $1",
+                query_like,
+            ):
+                return
+            assert not running.done(), running.result()
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"nothing waited for a lock in {query_like!r}")
+    finally:
+        await watcher.close()
 
 
 async def ticket_code(system: System, ticket_id: int) -> str:
