@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from sqlalchemy import case, select, update
+from sqlalchemy import case, update
 from sqlalchemy.dialects.postgresql import insert
 
 from contracts.auth import UserBanned, UserProfileUpdated, UserRegistered
@@ -152,21 +152,15 @@ async def on_ticket_transferred(
         .values(owner_id=event.to_user_id)
     )
     await settlement.transfer_recorded(event.listing_id, uow)
-    # Refunded already (its TicketRefunded applied first: this event was retried after it):
-    # the holder is paid back now, as TicketRefunded would have done after the transfer.
-    status = await uow.conn.scalar(
-        select(tickets.c.status).where(tickets.c.ticket_id == event.ticket_id)
-    )
-    if status == "refunded":
-        await settlement.refund_holders(
-            uow, purchases.c.ticket_id == event.ticket_id, payment_provider(uow.db)
-        )
+    await settlement.refund_if_void(uow, event.ticket_id, payment_provider(uow.db))
 
 
 async def on_transfer_refused(
     event: TicketTransferRefused, envelope: Envelope, uow: UnitOfWork
 ) -> None:
-    await settlement.transfer_refused(event.listing_id, event.reason, uow, payment_provider(uow.db))
+    payments = payment_provider(uow.db)
+    await settlement.transfer_refused(event.listing_id, event.reason, uow, payments)
+    await settlement.refund_if_void(uow, event.ticket_id, payments)
 
 
 async def on_ticket_refunded(event: TicketRefunded, envelope: Envelope, uow: UnitOfWork) -> None:

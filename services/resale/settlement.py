@@ -94,7 +94,9 @@ async def refund(uow: UnitOfWork, purchase: Any, payments: PaymentProvider, reas
 async def refund_holders(uow: UnitOfWork, which: Any, payments: PaymentProvider) -> None:
     """Refund the latest completed resale purchase of each ticket (matching `which`) whose
     buyer still holds it: the current holder gets back what they paid here for it, once (an
-    earlier purchase of theirs was paid back by the next buyer)."""
+    earlier purchase of theirs was paid back by the next buyer). None while a later sale is
+    being transferred: its buyer paid the holder, and is refunded once the transfer is
+    recorded (or the holder, if it is refused: `refund_if_void`)."""
     later = purchases.alias("later")
     rows = (
         await uow.execute(
@@ -107,7 +109,7 @@ async def refund_holders(uow: UnitOfWork, which: Any, payments: PaymentProvider)
                 purchases.c.buyer_id == tickets.c.owner_id,
                 ~exists().where(
                     later.c.ticket_id == purchases.c.ticket_id,
-                    later.c.status == "completed",
+                    later.c.status.in_(("processing", "completed")),
                     later.c.purchase_id > purchases.c.purchase_id,
                 ),
             )
@@ -142,3 +144,12 @@ async def _mail_parties(uow: UnitOfWork, purchase: Any) -> None:
             f"Hello {buyer.first_name},\n\nYou bought ticket #{purchase.ticket_id} for {name} "
             f"for {price} (purchase #{purchase.purchase_id}). Download it from your tickets.\n",
         )
+
+
+async def refund_if_void(uow: UnitOfWork, ticket_id: int, payments: PaymentProvider) -> None:
+    """After a sale of the ticket settled (transferred or refused): if ordering voided it
+    meanwhile (its TicketRefunded applied here first, as when the settling event was parked
+    for a retry), refund its holder now, as TicketRefunded would have done after it."""
+    status = await uow.conn.scalar(select(tickets.c.status).where(tickets.c.ticket_id == ticket_id))
+    if status == "refunded":
+        await refund_holders(uow, purchases.c.ticket_id == ticket_id, payments)

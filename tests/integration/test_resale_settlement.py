@@ -18,7 +18,12 @@ from sqlalchemy.engine import make_url
 from contracts.auth import UserRegistered
 from contracts.catalog import EventApproved, EventCancelled, EventCreated
 from contracts.envelope import Event
-from contracts.ordering import TicketPurchased, TicketRefunded, TicketTransferred
+from contracts.ordering import (
+    TicketPurchased,
+    TicketRefunded,
+    TicketTransferred,
+    TicketTransferRefused,
+)
 from contracts.timeutil import utcnow
 from services.kernel import broker
 from services.kernel.consumer import Consumer
@@ -32,7 +37,7 @@ from services.resale.models import metadata, outbox, payments, purchases
 from tests.integration.test_ordering_reactions import envelope
 from tests.support.infra import database_url
 
-SELLER, BUYER, TICKET, EVENT = 100, 200, 7, 1
+SELLER, BUYER, THIRD, TICKET, EVENT = 100, 200, 300, 7, 1
 
 
 class Resale:
@@ -47,9 +52,8 @@ class Resale:
         async with self.db.engine.connect() as conn:
             return await conn.scalar(stmt)
 
-    async def sold_in_processing(self) -> int:
-        """An event on sale, a ticket of it listed by SELLER and bought by BUYER: charged, the
-        sale recorded, ordering's transfer not yet applied here. The listing's id."""
+    async def on_sale_with_holder(self) -> None:
+        """An event on sale, customers SELLER, BUYER and THIRD, and SELLER's ticket TICKET."""
         now = utcnow()
         await self.deliver(
             EventCreated(
@@ -65,7 +69,7 @@ class Resale:
             EVENT,
         )
         await self.deliver(EventApproved(event_id=EVENT, by=1), EVENT)
-        for user_id in (SELLER, BUYER):
+        for user_id in (SELLER, BUYER, THIRD):
             await self.deliver(
                 UserRegistered(
                     user_id=user_id,
@@ -91,14 +95,24 @@ class Resale:
             ),
             TICKET,
         )
+
+    async def sold(self, seller: int, buyer: int, price: str) -> int:
+        """`seller` lists TICKET at `price` and `buyer` buys it: charged, the sale recorded,
+        ordering's transfer not yet applied here. The listing's id."""
         async with self.db.unit_of_work() as uow:
-            await list_ticket(ListTicket(TICKET, SELLER, Decimal("40.00")), uow, None)
+            await list_ticket(ListTicket(TICKET, seller, Decimal(price)), uow, None)
         async with self.db.unit_of_work() as uow:
-            bought = await purchase.claim(purchase.BuyTicket(TICKET, BUYER, None, None, None), uow)
+            bought = await purchase.claim(purchase.BuyTicket(TICKET, buyer, None, None, None), uow)
         paid = await purchase.charge(bought, None, self.db, SimulatedProvider(self.db, 0))
         async with self.db.unit_of_work() as uow:
             await purchase.record_sale(bought, paid, Decimal("5"), uow)
         return int(bought.listing_id)
+
+    async def refunded(self) -> dict[str, Decimal]:
+        """What each resale purchase's charge has had refunded, by its price."""
+        async with self.db.engine.connect() as conn:
+            rows = await conn.execute(select(payments.c.amount, payments.c.refunded))
+            return {str(r.amount): r.refunded for r in rows}
 
 
 @pytest.fixture
@@ -115,6 +129,24 @@ async def resale() -> AsyncIterator[Resale]:
         await drop_database(rendered)
 
 
+def _voided(owner_id: int) -> TicketRefunded:
+    """Ordering's void of TICKET with its cancelled event (no money: a resale holder's)."""
+    return TicketRefunded(
+        ticket_id=TICKET,
+        owner_id=owner_id,
+        event_id=EVENT,
+        amount="0.00",
+        currency="USD",
+        reason="event_cancelled_resold",
+    )
+
+
+def _moved(listing_id: int, from_user_id: int, to_user_id: int) -> TicketTransferred:
+    return TicketTransferred(
+        ticket_id=TICKET, listing_id=listing_id, from_user_id=from_user_id, to_user_id=to_user_id
+    )
+
+
 @pytest.mark.parametrize("transfer_retried", [False, True], ids=["in order", "transfer last"])
 async def test_a_cancelled_resale_buyer_is_refunded_once_whatever_the_order(
     resale: Resale, transfer_retried: bool
@@ -123,23 +155,40 @@ async def test_a_cancelled_resale_buyer_is_refunded_once_whatever_the_order(
     (TicketTransferred, then TicketRefunded). Applied in that order, or with the transfer
     last (it failed once and was parked for a retry meanwhile), the buyer gets back the 40
     paid, once, and the purchase is complete."""
-    listing_id = await resale.sold_in_processing()
-    transferred = TicketTransferred(
-        ticket_id=TICKET, listing_id=listing_id, from_user_id=SELLER, to_user_id=BUYER
-    )
-    voided = TicketRefunded(
-        ticket_id=TICKET,
-        owner_id=BUYER,
-        event_id=EVENT,
-        amount="0.00",
-        currency="USD",
-        reason="event_cancelled_resold",
-    )
+    await resale.on_sale_with_holder()
+    listing_id = await resale.sold(SELLER, BUYER, "40.00")
+    transferred, voided = _moved(listing_id, SELLER, BUYER), _voided(BUYER)
     await resale.deliver(EventCancelled(event_id=EVENT, by=1, at=utcnow()), EVENT)
     for event in [voided, transferred] if transfer_retried else [transferred, voided]:
         await resale.deliver(event, TICKET)
 
     assert await resale.scalar(select(purchases.c.status)) == "completed"
-    assert await resale.scalar(select(payments.c.refunded)) == Decimal("40.00")
+    assert await resale.refunded() == {"40.00": Decimal("40.00")}
     refunds = select(func.count()).where(outbox.c.type == "resale.ResaleRefunded")
     assert await resale.scalar(refunds) == 1
+
+
+@pytest.mark.parametrize("transferred", [True, False], ids=["transferred", "refused"])
+async def test_a_ticket_resold_twice_refunds_only_whoever_holds_it_at_the_cancellation(
+    resale: Resale, transferred: bool
+) -> None:
+    """SELLER sold to BUYER at 40 (transferred), BUYER to THIRD at 60; the event is cancelled
+    while the second sale settles, its settling event applied last (parked for a retry).
+    Transferred, THIRD holds the ticket and gets back 60, BUYER (paid by THIRD) nothing;
+    refused (the ticket was void first), BUYER still holds it and gets back 40, THIRD 60."""
+    await resale.on_sale_with_holder()
+    first = await resale.sold(SELLER, BUYER, "40.00")
+    await resale.deliver(_moved(first, SELLER, BUYER), TICKET)
+    second = await resale.sold(BUYER, THIRD, "60.00")
+    await resale.deliver(EventCancelled(event_id=EVENT, by=1, at=utcnow()), EVENT)
+    if transferred:
+        await resale.deliver(_voided(THIRD), TICKET)
+        await resale.deliver(_moved(second, BUYER, THIRD), TICKET)
+        assert await resale.refunded() == {"40.00": Decimal("0.00"), "60.00": Decimal("60.00")}
+    else:
+        await resale.deliver(_voided(BUYER), TICKET)
+        refused = TicketTransferRefused(
+            ticket_id=TICKET, listing_id=second, reason="ticket_refunded"
+        )
+        await resale.deliver(refused, TICKET)
+        assert await resale.refunded() == {"40.00": Decimal("40.00"), "60.00": Decimal("60.00")}
