@@ -21,7 +21,6 @@ from typing import Any
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from contracts.codec import decode_envelope, decode_payload
-from contracts.envelope import Event
 from gateway.denylist import DenyList, Snapshot
 from services.kernel import broker
 from services.kernel.relay import PACK_CONTENT_TYPE, unpack
@@ -44,7 +43,6 @@ class DenyListFollower:
         self.amqp_url = amqp_url
         self.names = names
         self.connection: AbstractRobustConnection | None = None
-        self._pending: list[Event] | None = None  # events seen while a snapshot loads
         self._loading = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -122,13 +120,11 @@ class DenyListFollower:
             return
         for event in events:
             self.denylist.apply(event)
-            if self._pending is not None:
-                self._pending.append(event)
 
     async def _load(self, deadline: float | None) -> bool:
         """Fetch the snapshot, retrying until it comes or `deadline` passes (None: forever)."""
         async with self._loading:
-            self._pending = []
+            self.denylist.loading()
             delay = 0.1
             try:
                 while True:
@@ -146,10 +142,8 @@ class DenyListFollower:
                         await asyncio.sleep(delay)
                         delay = min(delay * 2, 5.0)
                         continue
-                    self.denylist.load(snapshot)
-                    for event in self._pending:
-                        self.denylist.apply(event)
+                    self.denylist.load(snapshot)  # and the changes made meanwhile again
                     log.info("gateway: deny-list loaded (%d banned)", len(self.denylist.banned))
                     return True
             finally:
-                self._pending = None
+                self.denylist.not_loading()  # (a load has ended it already)

@@ -4,6 +4,7 @@ user's latest ban or password change (internal.md). A snapshot from auth, then a
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import datetime
 
 import msgspec
@@ -43,6 +44,10 @@ class DenyList:
         self.revoked: dict[str, float] = {}  # jti -> its exp (forgotten after)
         self.invalid_before: dict[int, float] = {}
         self.loaded = False
+        # Every change made while a snapshot is on its way (auth's events, and what the
+        # gateway applied at once): made again, in order, on top of the snapshot, which may
+        # have been read before them.
+        self._journal: list[Callable[[], None]] | None = None
 
     def refusal(self, identity: Identity) -> tuple[int, str] | None:
         """403 "Account banned" first, then 401 "Token has been revoked"; None = allowed."""
@@ -55,21 +60,43 @@ class DenyList:
             return REVOKED
         return None
 
+    def loading(self) -> None:
+        """A snapshot is being fetched: keep the changes made until it is loaded."""
+        self._journal = []
+
     def load(self, snapshot: Snapshot) -> None:
+        journal, self._journal = self._journal or [], None
         self.banned = set(snapshot.banned_user_ids)
         self.revoked = dict(snapshot.revoked_jtis)
         self.invalid_before = dict(snapshot.tokens_invalid_before)
+        for change in journal:
+            change()
         self.loaded = True
 
+    def not_loading(self) -> None:
+        """The fetch gave up: nothing to make again."""
+        self._journal = None
+
+    def _change(self, change: Callable[[], None]) -> None:
+        change()
+        if self._journal is not None:
+            self._journal.append(change)
+
     def ban(self, user_id: int, at: float) -> None:
-        self.banned.add(user_id)
+        self._set_banned(user_id, True)
         self._invalidate_before(user_id, at)
 
     def revoke(self, jti: str, exp: float) -> None:
-        self.revoked[jti] = exp
+        self._change(lambda: self.revoked.__setitem__(jti, exp))
 
     def unban(self, user_id: int) -> None:
-        self.banned.discard(user_id)
+        self._set_banned(user_id, False)
+
+    def _set_banned(self, user_id: int, banned: bool) -> None:
+        if banned:
+            self._change(lambda: self.banned.add(user_id))
+        else:
+            self._change(lambda: self.banned.discard(user_id))
 
     def follow_decision(self, answer: bytes) -> None:
         """An organizer approved or rejected, from auth's answer: a rejection bans at once,
@@ -81,8 +108,11 @@ class DenyList:
         self._follow_state(decision.user_id, decision.account_state)
 
     def _invalidate_before(self, user_id: int, at: float) -> None:
-        if at > self.invalid_before.get(user_id, 0.0):
-            self.invalid_before[user_id] = at
+        def change() -> None:
+            if at > self.invalid_before.get(user_id, 0.0):
+                self.invalid_before[user_id] = at
+
+        self._change(change)
 
     def apply(self, event: Event) -> None:
         """One auth event; applying it twice changes nothing."""
@@ -101,10 +131,8 @@ class DenyList:
                 self.revoke(event.jti, _unix(event.expires_at))
 
     def _follow_state(self, user_id: int, account_state: str) -> None:
-        if account_state == "banned":
-            self.banned.add(user_id)
-        elif account_state:
-            self.banned.discard(user_id)
+        if account_state:
+            self._set_banned(user_id, account_state == "banned")
 
     def forget_expired(self, now: float | None = None) -> None:
         """A revoked jti matters only until its token expires (plus the verifier's leeway)."""

@@ -128,3 +128,32 @@ def test_what_the_gateway_follows_is_never_held_back_by_a_relay() -> None:
     followed = {event.TYPE for event in GATEWAY_FOLLOWS}
     assert followed <= consumed_types({})
     assert followed <= consumed_types({"catalog": ["auth.UserBanned"]})
+
+
+def test_changes_made_while_a_snapshot_is_fetched_survive_its_load() -> None:
+    """A snapshot read before a logout, a ban or an unban that the gateway applied (or whose
+    event came) meanwhile: loaded, it does not bring them back, and the order holds."""
+    denylist = DenyList()
+    denylist.loading()
+    denylist.revoke("logged-out", T0.timestamp() + 1800)  # at once, on a logout's answer
+    denylist.ban(8, T0.timestamp())
+    denylist.apply(
+        events.UserBanned(user_id=9, role="customer", role_id=1, at=T0, account_state="banned")
+    )
+    denylist.unban(9)  # the unban came after the ban: it stays lifted
+    denylist.load(Snapshot(banned_user_ids=[5], revoked_jtis={}, tokens_invalid_before={}))
+    assert denylist.revoked == {"logged-out": T0.timestamp() + 1800}
+    assert denylist.banned == {5, 8}
+    assert denylist.refusal(token(user_id=9, iat=T0.timestamp() - 5)) == REVOKED  # from before
+    denylist.revoke("later", T0.timestamp())
+    denylist.load(Snapshot())  # no fetch under way: nothing kept to make again
+    assert denylist.revoked == {} and denylist.banned == set()
+
+
+def test_a_fetch_given_up_keeps_nothing_for_the_next_load() -> None:
+    denylist = DenyList()
+    denylist.loading()
+    denylist.ban(8, T0.timestamp())
+    denylist.not_loading()
+    denylist.load(Snapshot())
+    assert denylist.banned == set()
