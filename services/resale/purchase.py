@@ -84,34 +84,39 @@ async def claim(cmd: BuyTicket, uow: UnitOfWork) -> Any:
         raise NotFound(TICKET_NOT_FOUND)
     if row.owner_id == cmd.buyer_id:
         raise BadRequest("Cannot buy your own ticket")
-    listing = await latest_listing(uow.conn, cmd.ticket_id)
-    if listing is None or listing.state == "cancelled":
-        raise BadRequest(NOT_FOR_RESALE)
-    if listing.state != "active":  # claimed or sold: another buyer won
-        raise Conflict(NO_LONGER_FOR_SALE)
-    if not sellable(row):
-        raise BadRequest(NOT_FOR_RESALE)
-    if cmd.expected_price is not None and cmd.expected_price != listing.price:
-        raise Conflict("Price changed")
-    # A reprice in between is bought at the new price unless the buyer named the one seen.
-    claimed = (
-        await uow.execute(
-            update(listings)
-            .where(
-                listings.c.listing_id == listing.listing_id,
-                listings.c.state == "active",
-                *(() if cmd.expected_price is None else (listings.c.price == cmd.expected_price,)),
-            )
-            .values(state="purchasing", updated_at=utcnow())
-            .returning(listings.c.listing_id, listings.c.price)
-        )
-    ).first()
-    if claimed is None:
-        now = await latest_listing(uow.conn, cmd.ticket_id)
-        if now.state == "active":
-            raise Conflict("Price changed")
-        if now.state == "cancelled":
+    for _ in range(3):  # again if the listing was withdrawn and the ticket listed anew
+        listing = await latest_listing(uow.conn, cmd.ticket_id)
+        if listing is None or listing.state == "cancelled":
             raise BadRequest(NOT_FOR_RESALE)
+        if listing.state != "active":  # claimed or sold: another buyer won
+            raise Conflict(NO_LONGER_FOR_SALE)
+        if not sellable(row):
+            raise BadRequest(NOT_FOR_RESALE)
+        if cmd.expected_price is not None and cmd.expected_price != listing.price:
+            raise Conflict("Price changed")
+        # A change in between is bought at the new price unless the buyer named the one seen.
+        claimed = (
+            await uow.execute(
+                update(listings)
+                .where(
+                    listings.c.listing_id == listing.listing_id,
+                    listings.c.state == "active",
+                    *(
+                        ()
+                        if cmd.expected_price is None
+                        else (listings.c.price == cmd.expected_price,)
+                    ),
+                )
+                .values(state="purchasing", updated_at=utcnow())
+                .returning(listings.c.listing_id, listings.c.price)
+            )
+        ).first()
+        if claimed is not None:
+            break
+        now = await latest_listing(uow.conn, cmd.ticket_id)
+        if now.listing_id == listing.listing_id and now.state == "active":
+            raise Conflict("Price changed")  # repriced from the price the buyer named
+    else:
         raise Conflict(NO_LONGER_FOR_SALE)
     purchase = (
         await uow.execute(

@@ -193,35 +193,49 @@ async def test_purchase_status_is_for_the_buyer_only(
     assert (await api.get("/api/resale/purchases/0", headers=buyer.headers)).status_code == 404
 
 
-async def test_a_reprice_landing_during_the_claim_sells_at_the_new_price_unless_one_was_named(
+_REPRICE = "UPDATE resale.listings SET price = 55 WHERE ticket_id = $1 AND state = 'active'"
+# Withdrawn and listed again at 55: the same listing closed, a new one open.
+_RELIST = (
+    "UPDATE resale.listings SET state = 'cancelled' WHERE ticket_id = $1 AND state = 'active'",
+    "INSERT INTO resale.listings (ticket_id, seller_id, event_id, type_id, price, currency,"
+    " original_price, seat, state, event_name, event_start, event_end)"
+    " SELECT ticket_id, seller_id, event_id, type_id, 55, currency, original_price, seat,"
+    " 'active', event_name, event_start, event_end FROM resale.listings"
+    " WHERE ticket_id = $1 ORDER BY listing_id DESC LIMIT 1",
+)
+
+
+async def test_a_listing_changed_during_the_claim_sells_at_the_new_price_unless_one_was_named(
     api: httpx.AsyncClient, system: System
 ) -> None:
     """§10.3: 409 "Price changed" only when `expected_price` is given and differs. The seller's
-    reprice commits while the buyer's claim waits for the listing's row (after the buyer's
-    read saw the old price): a buyer who named no price buys at the new one, and pays it."""
+    reprice, or withdrawal and new listing, commits while the buyer's claim waits for the
+    listing's row (after the buyer's read saw it at 50): a buyer who named no price buys at
+    the new one, and pays it."""
     admin = await admin_token(api)
     conn = await asyncpg.connect(driver_dsn(system))
     try:
-        for named in (None, 50):
-            seller = await listed(api, admin, price=50)
-            buyer = await active_customer(api, admin)
-            body: dict[str, Any] = {} if named is None else {"expected_price": named}
-            async with conn.transaction():
-                await conn.execute(
-                    "UPDATE resale.listings SET price = 55"
-                    " WHERE ticket_id = $1 AND state = 'active'",
-                    seller.ticket_id,
-                )
-                buying = asyncio.create_task(purchase(api, buyer, seller.ticket_id, **body))
-                await waiting_for_lock(system, "UPDATE resale.listings%", buying)
-            answer = await buying
-            charges = await resale_charges(system, seller.ticket_id)
-            if named is None:
-                assert answer.status_code == 200, answer.text
-                assert answer.json()["owner_id"] == buyer.user_id
-                assert [(c.state, c.amount) for c in charges] == [("captured", 55)]
-            else:
-                assert (answer.status_code, answer.json()) == (409, {"detail": "Price changed"})
-                assert charges == []
+        for change in ((_REPRICE,), _RELIST):
+            for named in (None, 50):
+                seller = await listed(api, admin, price=50)
+                buyer = await active_customer(api, admin)
+                body: dict[str, Any] = {} if named is None else {"expected_price": named}
+                async with conn.transaction():
+                    for statement in change:
+                        await conn.execute(statement, seller.ticket_id)
+                    buying = asyncio.create_task(purchase(api, buyer, seller.ticket_id, **body))
+                    await waiting_for_lock(system, "UPDATE resale.listings%", buying)
+                answer = await buying
+                charges = await resale_charges(system, seller.ticket_id)
+                if named is None:
+                    assert answer.status_code == 200, (change, answer.text)
+                    assert answer.json()["owner_id"] == buyer.user_id
+                    assert [(c.state, c.amount) for c in charges] == [("captured", 55)]
+                else:
+                    assert (answer.status_code, answer.json()) == (
+                        409,
+                        {"detail": "Price changed"},
+                    ), change
+                    assert charges == []
     finally:
         await conn.close()
