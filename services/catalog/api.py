@@ -32,7 +32,7 @@ from services.kernel.errors import NotFound, RequestValidationError
 from services.kernel.openapi import accepts
 from services.kernel.security import administrator, optional_identity
 from services.kernel.tokens import Identity
-from services.kernel.validation import INT32_MAX, parse_json, parse_query, path_id
+from services.kernel.validation import INT32_MAX, parse_json, parse_query, path_id, shown_id
 
 Doc = dict[str, Any]
 
@@ -77,7 +77,9 @@ async def put_location(request: Request, location_id: str) -> Doc:
     lid = path_id(location_id, "location_id")
     cmd = parse_json(await request.body(), LocationUpdate, empty_ok=True)
     async with runtime(request).db.unit_of_work() as uow:
-        return location_doc(await domain.update_location(lid, cmd, uow, shown=int(location_id)))
+        return location_doc(
+            await domain.update_location(lid, cmd, uow, shown=shown_id(location_id))
+        )
 
 
 @delete("/api/locations/{location_id:str}", status_code=200)
@@ -85,7 +87,7 @@ async def delete_location(request: Request, location_id: str) -> bool:
     await administrator(request)
     lid = path_id(location_id, "location_id")
     async with runtime(request).db.unit_of_work() as uow:
-        await domain.delete_location(lid, uow, shown=int(location_id))
+        await domain.delete_location(lid, uow, shown=shown_id(location_id))
     return True
 
 

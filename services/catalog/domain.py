@@ -37,7 +37,7 @@ END_BEFORE_START = RequestValidationError.single(
 # ---- venues ----------------------------------------------------------------------------
 
 
-def _location_missing(location_id: int) -> NotFound:
+def _location_missing(location_id: int | str) -> NotFound:
     return NotFound(f"Location '{location_id}' not found")
 
 
@@ -51,7 +51,7 @@ async def create_location(cmd: LocationCreate, uow: UnitOfWork) -> Any:
 
 
 async def update_location(
-    location_id: int, cmd: LocationUpdate, uow: UnitOfWork, *, shown: int
+    location_id: int, cmd: LocationUpdate, uow: UnitOfWork, *, shown: str
 ) -> Any:
     """`shown`: the id as the client sent it, for the 404 (`path_id`'s 0 names nothing)."""
     where = locations.c.location_id == location_id
@@ -83,7 +83,7 @@ async def update_location(
     return row
 
 
-async def delete_location(location_id: int, uow: UnitOfWork, *, shown: int) -> None:
+async def delete_location(location_id: int, uow: UnitOfWork, *, shown: str) -> None:
     """`shown`: the id as the client sent it, for the 404 (`path_id`'s 0 names nothing)."""
     where = locations.c.location_id == location_id
     if (

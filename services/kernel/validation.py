@@ -291,6 +291,16 @@ def id_in_path(raw: str) -> int | None:
     return value if 1 <= value <= INT32_MAX else 0
 
 
+def shown_id(raw: str) -> str:
+    """A path id that is an integer (`path_id` let it through) as a 404 names it: as its
+    number reads, however many digits it has ("+007" is 7)."""
+    match = _PATH_INTEGER.fullmatch(raw)
+    if match is None:
+        return raw
+    sign, digits = match.groups()
+    return f"-{digits}" if sign == "-" and digits else digits or "0"
+
+
 def path_id(raw: str, name: str) -> int:
     """A path id: non-integer → 422; out of the id range → 0, which names nothing (404)."""
     value = id_in_path(raw)

@@ -16,7 +16,15 @@ from services.kernel.errors import BadRequest, Forbidden, NotFound
 from services.kernel.idempotency import idempotent
 from services.kernel.openapi import accepts
 from services.kernel.security import authenticated, customer, organizer
-from services.kernel.validation import Check, Int32, not_blank, parse_json, parse_query, path_id
+from services.kernel.validation import (
+    Check,
+    Int32,
+    not_blank,
+    parse_json,
+    parse_query,
+    path_id,
+    shown_id,
+)
 from services.ordering import cart, checkout, holds, orders, tickets
 from services.ordering.config import current, payment_provider
 from services.ordering.domain import QUANTITY_TOO_LOW
@@ -128,7 +136,7 @@ async def remove_from_cart(request: Request, cart_item_id: str) -> bool:
     identity = await customer(request)
     item_id = path_id(cart_item_id, "cart_item_id")
     async with runtime(request).db.unit_of_work() as uow:
-        return await cart.remove_item(identity.user_id, item_id, uow, shown=int(cart_item_id))
+        return await cart.remove_item(identity.user_id, item_id, uow, shown=shown_id(cart_item_id))
 
 
 @post(["/api/cart/checkout", "/api/cart/checkout/"], status_code=200)

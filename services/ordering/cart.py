@@ -259,7 +259,7 @@ def _args(cmd: AddToCart, now: datetime) -> tuple[int, int, datetime]:
     return cmd.user_id, cmd.type_id, now
 
 
-async def remove_item(user_id: int, cart_item_id: int, uow: UnitOfWork, *, shown: int) -> bool:
+async def remove_item(user_id: int, cart_item_id: int, uow: UnitOfWork, *, shown: str) -> bool:
     """`shown`: the id as the client sent it, for the 404 (`path_id`'s 0 names nothing)."""
     cart = (await uow.execute(select(carts.c.user_id).where(carts.c.user_id == user_id))).first()
     if cart is None:

@@ -275,6 +275,10 @@ async def test_venue_errors(api: httpx.AsyncClient, admin: str, organizer: Accou
             "/api/locations/99999999", headers=bearer(admin), **kwargs
         )
         assert (gone.status_code, detail(gone)) == (404, "Location '99999999' not found")
+        huge = await getattr(api, method)(
+            f"/api/locations/+00{'9' * 5000}", headers=bearer(admin), **kwargs
+        )  # more digits than int() takes from a string; named as its number reads
+        assert (huge.status_code, detail(huge)) == (404, f"Location '{'9' * 5000}' not found")
         bad = await getattr(api, method)("/api/locations/abc", headers=bearer(admin), **kwargs)
         assert bad.status_code == 422
         denied = await getattr(api, method)("/api/locations/1", headers=organizer.headers, **kwargs)

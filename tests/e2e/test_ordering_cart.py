@@ -202,6 +202,11 @@ async def test_removing_a_line_releases_its_hold_and_only_the_owner_can(
         )
     not_int = await api.delete("/api/cart/items/abc", headers=buyer.headers)
     assert not_int.status_code == 422
+    huge = await api.delete(f"/api/cart/items/{'9' * 5000}", headers=buyer.headers)
+    assert (huge.status_code, huge.json()) == (
+        404,
+        {"detail": f"Item with ID {'9' * 5000} not found in your cart"},
+    )
     removed = await api.delete(f"/api/cart/items/{item}", headers=buyer.headers)
     assert (removed.status_code, removed.json()) == (200, True)
     assert await available(api, event.event_id, event.type_id) == 4

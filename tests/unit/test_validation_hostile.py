@@ -8,7 +8,7 @@ import pytest
 
 from services.catalog.schemas import EventQuery
 from services.kernel.errors import RequestValidationError
-from services.kernel.validation import parse_json, parse_query, path_id
+from services.kernel.validation import parse_json, parse_query, path_id, shown_id
 from services.resale.schemas import ListingPrice
 
 
@@ -79,3 +79,14 @@ def test_a_path_id_that_is_not_an_integer_is_a_422(raw: str) -> None:
     with pytest.raises(RequestValidationError) as refused:
         path_id(raw, "event_id")
     assert refused.value.errors[0]["loc"] == ["path", "event_id"]
+
+
+def test_a_path_id_is_named_as_its_number_reads() -> None:
+    assert [shown_id(raw) for raw in ("7", "+007", "-0", "000", "-12")] == [
+        "7",
+        "7",
+        "0",
+        "0",
+        "-12",
+    ]
+    assert shown_id("9" * 5000) == "9" * 5000  # beyond what int() takes from a string
