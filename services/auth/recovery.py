@@ -101,7 +101,9 @@ async def _issue_reset_link(rt: Runtime, config: AuthConfig, email: str) -> None
 
 
 async def _set_password(uow: UnitOfWork, user_id: int, password_hash: str) -> None:
-    """New hash; every refresh token and every access token issued before now revoked."""
+    """New hash; every refresh token and every access token issued before now revoked. The
+    account is locked first, so "now" comes after any session being issued meanwhile."""
+    await user_by_id(uow.conn, user_id, lock=True)
     changed_at = now_ms()
     await uow.execute(
         update(users)

@@ -48,13 +48,23 @@ async def login(rt: Runtime, config: AuthConfig, email: str, password: str) -> S
     # The password is checked before the account state, and always costs one hash.
     if not await verify_password(user.password_hash if user else None, password):
         raise Unauthorized("Incorrect email or password")
+    checked_hash = user.password_hash
     refuse_inactive(user)
     if user.role == "organizer" and not user.is_verified:
         return None
     async with rt.db.unit_of_work() as uow:
+        # The account as it is now, locked while the session is issued: a change of
+        # password, a ban or a rejection committed while the password was being checked
+        # refuses it; one that comes later waits, and then revokes what was issued.
+        user = await user_by_id(uow.conn, user.user_id, lock=True)
+        if user.password_hash != checked_hash:
+            raise Unauthorized("Incorrect email or password")
+        refuse_inactive(user)
+        if user.role == "organizer" and not user.is_verified:
+            return None
         refresh = await issue_refresh_token(uow, user.user_id, config.refresh_token_days)
+        access = issue_access_token(rt.extras["keyring"], rt.settings, user)
         await uow.commit()
-    access = issue_access_token(rt.extras["keyring"], rt.settings, user)
     return Session(access.token, refresh)
 
 
@@ -76,15 +86,17 @@ async def refresh(rt: Runtime, config: AuthConfig, token: str) -> Session:
             raise InvalidRefreshToken()
         if row.revoked_at is not None or row.expires_at <= utcnow():
             raise InvalidRefreshToken()
-        user = await user_by_id(uow.conn, row.user_id)
+        # Locked while the tokens are issued: a ban or a change of password waits for them,
+        # then revokes them (the new refresh token included).
+        user = await user_by_id(uow.conn, row.user_id, lock=True)
         if user.account_state == "banned":
             raise Forbidden("Account banned")
         await mark_rotated(uow, row.id)
         new_refresh = await issue_refresh_token(
             uow, user.user_id, config.refresh_token_days, row.chain_id
         )
+        access = issue_access_token(rt.extras["keyring"], rt.settings, user)
         await uow.commit()
-    access = issue_access_token(rt.extras["keyring"], rt.settings, user)
     return Session(access.token, new_refresh)
 
 
