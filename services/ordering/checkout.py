@@ -70,6 +70,15 @@ class PlacedOrder(msgspec.Struct, frozen=True):
     currency: str
 
 
+class Settled(Exception):
+    """The order was no longer pending: another process (crash recovery, finishing a checkout
+    stalled past CHECKOUT_STALLED_AFTER_S) completed or failed it first."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__(status)
+        self.status = status
+
+
 def new_ticket_code() -> str:
     """192 random bits: unguessable, and only ever shown in the owner's PDF."""
     return secrets.token_urlsafe(24)
@@ -108,6 +117,12 @@ async def checkout(
     # recovery settles it with the processor (recovery.py).
     try:
         await _complete(db, cmd, order, payment_id, clock())
+    except Settled as settled:
+        # Recovery finished this order while this checkout stalled: with this very payment
+        # (its tickets issued), or failed, its money given back.
+        if settled.status == "completed":
+            return COMPLETED
+        raise ServiceUnavailable("Payment service unavailable") from None
     except BadRequest:
         # The cart changed under the payment (event cancelled, type deleted): give it back.
         await payments.refund(payment_id, order.total, idempotency_key=f"{key}-refund")
@@ -148,27 +163,39 @@ INSERT INTO ordering.order_items (order_id, position, ticket_type_id, event_id, 
 SELECT $1, u.* FROM unnest($5::integer[], $6::bigint[], $7::bigint[], $8::text[], $9::text[],
                            $10::integer[], $11::numeric[]) AS u
 """
+# The order failed if still pending, and then only the cart's flag cleared (a later checkout
+# may have taken a stale one over); how many orders failed (0 or 1).
 _FAIL = """
-WITH failed AS (UPDATE ordering.orders SET status = 'failed' WHERE order_id = $2)
-UPDATE ordering.carts SET checkout_started_at = NULL WHERE user_id = $1
+WITH failed AS (
+  UPDATE ordering.orders SET status = 'failed' WHERE order_id = $2 AND status = 'pending'
+  RETURNING order_id
+), freed AS (
+  UPDATE ordering.carts SET checkout_started_at = NULL
+  WHERE user_id = $1 AND EXISTS (SELECT 1 FROM failed)
+)
+SELECT count(*) FROM failed
 """
 # The order's ($1) lines, in type order, each with the customer's ($2) cart line of its type
 # (locked; none if the cart changed), the type's offer and what is left of it, and who gets the
 # confirmation. Shared locks on the order's events come first: a cancellation waits for this
 # sale, or this sale sees it (a locked row is read as it is once locked, not as the statement's
-# snapshot had it).
+# snapshot had it). Then the order itself, with its status: crash recovery may have settled it.
 _ORDER_LINES = f"""
 WITH e AS MATERIALIZED (
   SELECT event_id, name, status, end_date FROM ordering.events
   WHERE event_id IN (SELECT event_id FROM ordering.order_items WHERE order_id = $1)
   ORDER BY event_id FOR SHARE
+), o AS MATERIALIZED (
+  SELECT status FROM ordering.orders WHERE order_id = $1 AND (SELECT count(*) FROM e) >= 0
+  FOR UPDATE
 ), held AS MATERIALIZED (
   SELECT c.cart_item_id, c.type_id, c.quantity FROM ordering.cart_items c
   WHERE c.user_id = $2 AND (SELECT count(*) FROM e) >= 0
     AND c.type_id IN (SELECT ticket_type_id FROM ordering.order_items WHERE order_id = $1)
   ORDER BY c.type_id FOR UPDATE
 )
-SELECT i.ticket_type_id, i.event_name AS ordered_event_name, i.ticket_type_description,
+SELECT (SELECT status FROM o) AS order_status,
+  i.ticket_type_id, i.event_name AS ordered_event_name, i.ticket_type_description,
   i.quantity, i.unit_price, h.cart_item_id, h.quantity AS held_quantity, {OFFER_SQL},
   t.max_count - t.sold - t.held AS left, u.email, u.first_name,
   ARRAY(SELECT nextval('ordering.tickets_ticket_id_seq') FROM generate_series(1, i.quantity))
@@ -276,8 +303,10 @@ async def _record_order(
 
 
 async def _fail(db: Database, user_id: int, order_id: int, reason: str) -> None:
+    """The order failed, unless it was settled already (then nothing)."""
     async with db.transaction() as uow:
-        await uow.fetchval(_FAIL, user_id, order_id)
+        if not await uow.fetchval(_FAIL, user_id, order_id):
+            return
         uow.emit(
             OrderFailed(order_id=order_id, user_id=user_id, reason=reason), aggregate_id=order_id
         )
@@ -289,7 +318,9 @@ async def _complete(
 ) -> None:
     user_id = cmd.user_id
     async with db.transaction() as uow:
-        items = await uow.fetch(_ORDER_LINES, order.order_id, user_id)
+        items = await uow.fetch(_ORDER_LINES, order.order_id, user_id)  # the order locked
+        if items and items[0].order_status != "pending":
+            raise Settled(items[0].order_status)
         for item in items:
             _check_line(item, now)
             uow.emit(

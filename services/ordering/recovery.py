@@ -21,7 +21,7 @@ from contracts.timeutil import utcnow
 from services.kernel.db import Database
 from services.kernel.errors import BadRequest
 from services.kernel.payments import PaymentDeclined, PaymentProvider, PaymentRejected
-from services.ordering.checkout import Checkout, PlacedOrder, _complete, _fail
+from services.ordering.checkout import Checkout, PlacedOrder, Settled, _complete, _fail
 from services.ordering.models import orders
 
 log = logging.getLogger("resellio.ordering.recovery")
@@ -68,6 +68,8 @@ async def _finish(db: Database, payments: PaymentProvider, order_id: int) -> Non
         placed = PlacedOrder(order_id=order_id, total=order.total_amount, currency=order.currency)
         try:
             await _complete(db, Checkout(user_id=order.user_id), placed, payment_id, utcnow())
+        except Settled:  # the checkout itself finished it meanwhile
+            return
         except BadRequest:
             await payments.refund(payment_id, order.total_amount, idempotency_key=f"{key}-refund")
             await _fail(db, order.user_id, order_id, "cart_changed")

@@ -395,6 +395,41 @@ async def test_a_charge_whose_answer_is_lost_leaves_the_order_to_recovery(
     assert await ordering.count(tickets) == 2
 
 
+async def test_a_checkout_resuming_after_recovery_finished_its_order_changes_nothing(
+    ordering: Ordering,
+) -> None:
+    """A checkout stalled between its charge and its completion past the recovery's
+    threshold: recovery completes the order with that charge; the checkout then resumes and
+    answers completed, with no second set of tickets, no refund, the order still completed
+    (before, it found its cart lines gone, refunded the money and marked the order failed,
+    the tickets still valid). A failure after the fact changes nothing either."""
+    await ordering.on_sale(event_id=10, type_id=101, capacity=5)
+    await ordering.customer(100)
+    await cart.add_item(cart.AddToCart(100, 101, 2), ordering.db, RULES, utcnow())
+    resumed: list[bool] = []
+
+    class Stalled(SimulatedProvider):
+        async def charge(self, **kw: Any) -> str:
+            payment_id = await super().charge(**kw)
+            # Stalled here long enough for recovery to find the order and finish it.
+            assert await recovery.recover_stalled(ordering.db, self, timedelta(0)) == 1
+            resumed.append(True)
+            return payment_id
+
+    cmd = checkout.Checkout(user_id=100)
+    stalled = Stalled(ordering.db, latency_ms=0)
+    assert await checkout.checkout(cmd, ordering.db, stalled, RULES, utcnow, no_refresh)
+    assert resumed == [True]
+    assert await ordering.count(orders, orders.c.status == "completed") == 1
+    assert await ordering.count(tickets) == 2
+    assert await ordering.scalar(select(ticket_types.c.sold)) == 2
+    assert await ordering.count(payment_operations, payment_operations.c.kind == "refund") == 0
+    order_id = await ordering.scalar(select(orders.c.order_id))
+    await checkout._fail(ordering.db, 100, order_id, "late")
+    assert await ordering.count(orders, orders.c.status == "completed") == 1
+    assert await ordering.events_of("ordering.OrderFailed") == []
+
+
 async def test_a_sale_refused_at_the_commit_issues_nothing(ordering: Ordering) -> None:
     """The capacity lowered below the held line between placing and completing the order:
     the completion is refused whole (no ticket, the hold still there)."""
