@@ -252,7 +252,8 @@ async def put_ticket_type(request: Request, type_id: str) -> Doc:
 async def delete_ticket_type(request: Request, type_id: str) -> bool:
     identity = await verified_organizer(request)
     tid = path_id(type_id, "type_id")
-    if int(type_id) < 1:  # 7.4: ids below 1 are invalid input here, not unknown ones
+    shown = shown_id(type_id)
+    if shown == "0" or shown.startswith("-"):  # 7.4: ids below 1 are invalid input here
         raise RequestValidationError.single(
             ["path", "type_id"], "Input should be greater than or equal to 1", "greater_than_equal"
         )

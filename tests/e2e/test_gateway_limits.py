@@ -125,6 +125,21 @@ async def test_refresh_per_address(client: httpx.AsyncClient) -> None:
     assert_limited(await client.post("/api/auth/refresh", json={"refresh_token": "nope"}), 60)
 
 
+async def test_a_path_spelt_otherwise_is_limited_as_itself(client: httpx.AsyncClient) -> None:
+    """The services read "//" as "/", and "%2F" as a slash: so does every limit. (Each of
+    these reached auth's login unlimited.)"""
+
+    def form() -> dict[str, str]:  # a new account each time: only the address's limit counts
+        return {"username": f"{unique()}@example.com", "password": "Wrong123!"}
+
+    for path in ("/api/auth//token", "/api//auth/token/", "/api/auth/%2Ftoken", "/api/auth/token"):
+        response = await client.post(path, data=form())
+        assert response.status_code == 401, (path, response.text)
+    response = await client.post("/api/auth///token", data=form())
+    assert response.status_code == 401, response.text
+    assert_limited(await client.post("/api/auth//token", data=form()), 60)
+
+
 async def test_failed_password_changes_per_account(client: httpx.AsyncClient) -> None:
     customer = await active_customer(client, await admin_token(client))
     wrong = {"current_password": "Wrong123!", "new_password": "Another123!"}
