@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -14,7 +15,7 @@ from sqlalchemy.engine import make_url
 
 from services.kernel import broker
 from services.kernel.db import Database
-from services.kernel.migrate import ensure_database
+from services.kernel.migrate import drop_database, ensure_database, upgrade
 from tests.support.infra import amqp_url, database_url
 
 
@@ -24,6 +25,19 @@ async def integration_db_url() -> str:
     rendered = url.render_as_string(hide_password=False)
     await ensure_database(rendered)
     return rendered
+
+
+@asynccontextmanager
+async def migrated_database(service: str) -> AsyncIterator[str]:
+    """A scratch database with `service`'s schema migrated (its URL), dropped afterwards."""
+    url = make_url(database_url()).set(database=f"resellio_it{service[:3]}_{uuid.uuid4().hex[:8]}")
+    rendered = url.render_as_string(hide_password=False)
+    await ensure_database(rendered)
+    try:
+        await asyncio.to_thread(upgrade, service, rendered)
+        yield rendered
+    finally:
+        await drop_database(rendered)
 
 
 @dataclass

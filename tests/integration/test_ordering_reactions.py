@@ -18,7 +18,6 @@ import asyncpg
 import msgspec
 import pytest
 from sqlalchemy import func, select, text
-from sqlalchemy.engine import make_url
 
 from contracts.auth import UserRegistered
 from contracts.catalog import EventApproved, EventCancelled, EventCreated, TicketTypeCreated
@@ -31,7 +30,6 @@ from services.kernel.catchup import CatchUp
 from services.kernel.consumer import Consumer
 from services.kernel.db import Database
 from services.kernel.errors import BadRequest
-from services.kernel.migrate import drop_database, ensure_database, upgrade
 from services.kernel.payments import SimulatedProvider
 from services.kernel.upstream import Upstreams
 from services.ordering import cart, checkout, holds, recovery
@@ -46,7 +44,7 @@ from services.ordering.models import (
     ticket_types,
     tickets,
 )
-from tests.support.infra import database_url
+from tests.integration.conftest import migrated_database
 
 _sequence = count(1)
 RULES = cart.CartRules(hold_for=timedelta(minutes=15), max_per_event=20)
@@ -64,6 +62,35 @@ def envelope(event: Event, aggregate_id: object) -> bytes:
             sequence=next(_sequence),
             payload=msgspec.Raw(encode(event)),
         )
+    )
+
+
+def event_created(event_id: int) -> EventCreated:
+    """Catalog's new event, pending, five days from now."""
+    now = utcnow()
+    return EventCreated(
+        event_id=event_id,
+        organizer_id=1,
+        name=f"Event {event_id}",
+        start_date=now + timedelta(days=5),
+        end_date=now + timedelta(days=6),
+        location_id=1,
+        location_name="Hall",
+        status="pending",
+    )
+
+
+def customer_registered(user_id: int) -> UserRegistered:
+    """Auth's new active customer."""
+    return UserRegistered(
+        user_id=user_id,
+        email=f"c{user_id}@example.com",
+        role="customer",
+        role_id=user_id,
+        first_name="Cy",
+        last_name="Buyer",
+        login=f"c{user_id}",
+        account_state="active",
     )
 
 
@@ -92,19 +119,7 @@ class Ordering:
 
     async def on_sale(self, event_id: int, type_id: int, capacity: int = 10) -> None:
         now = utcnow()
-        await self.deliver(
-            EventCreated(
-                event_id=event_id,
-                organizer_id=1,
-                name=f"Event {event_id}",
-                start_date=now + timedelta(days=5),
-                end_date=now + timedelta(days=6),
-                location_id=1,
-                location_name="Hall",
-                status="pending",
-            ),
-            event_id,
-        )
+        await self.deliver(event_created(event_id), event_id)
         await self.deliver(
             TicketTypeCreated(
                 type_id=type_id,
@@ -120,19 +135,7 @@ class Ordering:
         await self.deliver(EventApproved(event_id=event_id, by=1), event_id)
 
     async def customer(self, user_id: int) -> None:
-        await self.deliver(
-            UserRegistered(
-                user_id=user_id,
-                email=f"c{user_id}@example.com",
-                role="customer",
-                role_id=user_id,
-                first_name="Cy",
-                last_name="Buyer",
-                login=f"c{user_id}",
-                account_state="active",
-            ),
-            user_id,
-        )
+        await self.deliver(customer_registered(user_id), user_id)
 
     async def buy(self, user_id: int, type_id: int, quantity: int) -> None:
         await cart.add_item(cart.AddToCart(user_id, type_id, quantity), self.db, RULES, utcnow())
@@ -154,16 +157,12 @@ async def no_refresh() -> None:
 
 @pytest.fixture
 async def ordering() -> AsyncIterator[Ordering]:
-    url = make_url(database_url()).set(database=f"resellio_itord_{uuid.uuid4().hex[:8]}")
-    rendered = url.render_as_string(hide_password=False)
-    await ensure_database(rendered)
-    await asyncio.to_thread(upgrade, "ordering", rendered)
-    running = Ordering(rendered)
-    try:
-        yield running
-    finally:
-        await running.db.dispose()
-        await drop_database(rendered)
+    async with migrated_database("ordering") as url:
+        running = Ordering(url)
+        try:
+            yield running
+        finally:
+            await running.db.dispose()
 
 
 async def test_listing_sold_delivered_twice_and_replayed_transfers_exactly_once(

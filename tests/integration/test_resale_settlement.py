@@ -5,18 +5,13 @@ retry is applied after the later events of its ticket)."""
 
 from __future__ import annotations
 
-import asyncio
-import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.engine import make_url
 
-from contracts.auth import UserRegistered
-from contracts.catalog import EventApproved, EventCancelled, EventCreated
+from contracts.catalog import EventApproved, EventCancelled
 from contracts.envelope import Event
 from contracts.ordering import (
     TicketPurchased,
@@ -28,14 +23,17 @@ from contracts.timeutil import utcnow
 from services.kernel import broker
 from services.kernel.consumer import Consumer
 from services.kernel.db import Database
-from services.kernel.migrate import drop_database, ensure_database, upgrade
 from services.kernel.payments import SimulatedProvider
 from services.resale import purchase
 from services.resale.consumers import HANDLERS
 from services.resale.listings import ListTicket, list_ticket
 from services.resale.models import metadata, outbox, payments, purchases
-from tests.integration.test_ordering_reactions import envelope
-from tests.support.infra import database_url
+from tests.integration.conftest import migrated_database
+from tests.integration.test_ordering_reactions import (
+    customer_registered,
+    envelope,
+    event_created,
+)
 
 SELLER, BUYER, THIRD, TICKET, EVENT = 100, 200, 300, 7, 1
 
@@ -54,35 +52,10 @@ class Resale:
 
     async def on_sale_with_holder(self) -> None:
         """An event on sale, customers SELLER, BUYER and THIRD, and SELLER's ticket TICKET."""
-        now = utcnow()
-        await self.deliver(
-            EventCreated(
-                event_id=EVENT,
-                organizer_id=1,
-                name="Event 1",
-                start_date=now + timedelta(days=5),
-                end_date=now + timedelta(days=6),
-                location_id=1,
-                location_name="Hall",
-                status="pending",
-            ),
-            EVENT,
-        )
+        await self.deliver(event_created(EVENT), EVENT)
         await self.deliver(EventApproved(event_id=EVENT, by=1), EVENT)
         for user_id in (SELLER, BUYER, THIRD):
-            await self.deliver(
-                UserRegistered(
-                    user_id=user_id,
-                    email=f"c{user_id}@example.com",
-                    role="customer",
-                    role_id=user_id,
-                    first_name="Cy",
-                    last_name="Holder",
-                    login=f"c{user_id}",
-                    account_state="active",
-                ),
-                user_id,
-            )
+            await self.deliver(customer_registered(user_id), user_id)
         await self.deliver(
             TicketPurchased(
                 ticket_id=TICKET,
@@ -117,16 +90,12 @@ class Resale:
 
 @pytest.fixture
 async def resale() -> AsyncIterator[Resale]:
-    url = make_url(database_url()).set(database=f"resellio_itres_{uuid.uuid4().hex[:8]}")
-    rendered = url.render_as_string(hide_password=False)
-    await ensure_database(rendered)
-    await asyncio.to_thread(upgrade, "resale", rendered)
-    running = Resale(rendered)
-    try:
-        yield running
-    finally:
-        await running.db.dispose()
-        await drop_database(rendered)
+    async with migrated_database("resale") as url:
+        running = Resale(url)
+        try:
+            yield running
+        finally:
+            await running.db.dispose()
 
 
 def _voided(owner_id: int) -> TicketRefunded:
