@@ -80,6 +80,10 @@ class TicketTypeCreated(Event, frozen=True):
     event_status: str | None = None
     event_start_date: datetime | None = None
     event_end_date: datetime | None = None
+    # Catalog's count of changes to the type. Ordering applies a max_count only from an event
+    # at least as new as the last limit catalog set in it directly (`POST
+    # /internal/ticket-types/{id}/limit`, before committing a lower capacity or a deletion).
+    revision: int = 0
 
 
 class TicketTypeUpdated(TicketTypeCreated, frozen=True):

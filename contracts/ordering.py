@@ -118,3 +118,22 @@ register(
     TicketCheckedIn,
     TicketTransferRefused,
 )
+
+
+# ---- ordering's internal HTTP API (not events) -----------------------------------------------
+
+
+class InventoryLimit(msgspec.Struct, frozen=True):
+    """Catalog's `POST /internal/ticket-types/{type_id}/limit`, sent before it commits a lower
+    capacity or a deletion (max_count 0): from now on ordering sells no more than `max_count`
+    of the type, whatever sale races the change (API.md §7.3, §7.4). `revision` is catalog's
+    count of the type's changes with this one: ordering takes a capacity from a later event
+    only if it is at least that new."""
+
+    revision: int
+    max_count: int
+
+
+class LimitAnswer(msgspec.Struct, frozen=True):
+    applied: bool  # False: more than max_count is sold already, nothing changed
+    sold: int  # every ticket of the type ordering ever issued

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import msgspec
 from litestar import Request, Response, delete, get, post, put
 
+from contracts.ordering import InventoryLimit, LimitAnswer
 from services.catalog import domain
 from services.catalog.access import organizer_or_administrator, verified_organizer
 from services.catalog.listing import all_locations, event_page_of, list_events, list_ticket_types
@@ -27,14 +29,16 @@ from services.catalog.schemas import (
     ticket_type_doc,
 )
 from services.kernel.answers import AnswerCache, respond
-from services.kernel.app import runtime
-from services.kernel.errors import NotFound, RequestValidationError
+from services.kernel.app import Runtime, runtime
+from services.kernel.errors import NotFound, RequestValidationError, ServiceUnavailable
 from services.kernel.openapi import accepts
 from services.kernel.security import administrator, optional_identity
 from services.kernel.tokens import Identity
+from services.kernel.upstream import UpstreamError
 from services.kernel.validation import INT32_MAX, parse_json, parse_query, path_id, shown_id
 
 Doc = dict[str, Any]
+log = logging.getLogger("resellio.catalog.api")
 
 
 # ---- locations (§5) ----------------------------------------------------------------------
@@ -235,6 +239,25 @@ async def post_ticket_type(request: Request) -> Doc:
         return ticket_type_doc(await domain.create_ticket_type(event_id, body, identity, uow))
 
 
+class OrderingInventory:
+    """domain.Inventory through ordering's internal API; with ordering unreachable a change
+    that needs it is refused (503), never committed unprotected."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+
+    async def limit(self, type_id: int, revision: int, max_count: int) -> int | None:
+        target = f"/internal/ticket-types/{type_id}/limit"
+        try:
+            answer: LimitAnswer = await self.rt.catch_up.upstreams.post_json(
+                "ordering", target, InventoryLimit(revision, max_count), type_=LimitAnswer
+            )
+        except UpstreamError as exc:
+            log.warning("ticket type %s not limited in ordering: %s", type_id, exc)
+            raise ServiceUnavailable() from exc
+        return None if answer.applied else answer.sold
+
+
 @put("/api/ticket-types/{type_id:str}")
 @accepts(body=TicketTypeUpdate, body_required=False)
 async def put_ticket_type(request: Request, type_id: str) -> Doc:
@@ -245,7 +268,8 @@ async def put_ticket_type(request: Request, type_id: str) -> Doc:
     if cmd.max_count is not None:
         await rt.catch_up("ordering")  # never below what has been sold, up to this moment
     async with rt.db.unit_of_work() as uow:
-        return ticket_type_doc(await domain.update_ticket_type(tid, cmd, identity, uow))
+        row = await domain.update_ticket_type(tid, cmd, identity, uow, OrderingInventory(rt))
+        return ticket_type_doc(row)
 
 
 @delete("/api/ticket-types/{type_id:str}", status_code=200)
@@ -260,7 +284,7 @@ async def delete_ticket_type(request: Request, type_id: str) -> bool:
     rt = runtime(request)
     await rt.catch_up("ordering")  # any ticket ever issued, up to this moment
     async with rt.db.unit_of_work() as uow:
-        await domain.delete_ticket_type(tid, identity, uow)
+        await domain.delete_ticket_type(tid, identity, uow, OrderingInventory(rt))
     return True
 
 

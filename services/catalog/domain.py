@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import delete, exists, func, insert, select, update
 
@@ -273,6 +273,15 @@ async def notify_participants(
 # ---- ticket types ----------------------------------------------------------------------
 
 
+class Inventory(Protocol):
+    """Ordering's inventory, limited before catalog commits a lower capacity or a deletion, so
+    that no sale goes past it, not even one racing the change (API.md §7.3, §7.4)."""
+
+    async def limit(self, type_id: int, revision: int, max_count: int) -> int | None:
+        """From now on no more than `max_count` of the type is sold (None); or, when more is
+        sold already, how many (nothing changed)."""
+
+
 def _ticket_type_event(
     kind: type[ev.TicketTypeCreated], tt: Any, event: Any
 ) -> ev.TicketTypeCreated:
@@ -287,6 +296,7 @@ def _ticket_type_event(
         event_status=event.status,
         event_start_date=event.start_date,
         event_end_date=event.end_date,
+        revision=tt.revision,
     )
 
 
@@ -352,18 +362,26 @@ async def _ticket_type_for_change(
     return event, row
 
 
+def _below_sold(sold: int) -> BadRequest:
+    return BadRequest(f"max_count cannot be lower than the number of tickets sold ({sold})")
+
+
 async def update_ticket_type(
-    type_id: int, cmd: TicketTypeUpdate, identity: Identity, uow: UnitOfWork
+    type_id: int, cmd: TicketTypeUpdate, identity: Identity, uow: UnitOfWork, inventory: Inventory
 ) -> Any:
     event, current = await _ticket_type_for_change(uow, type_id, identity)
     _check_manager(event, identity)
     changes = {k: v for k, v in _fields(cmd).items() if v is not None}
     if "max_count" in changes and changes["max_count"] < current.sold:
-        raise BadRequest(
-            f"max_count cannot be lower than the number of tickets sold ({current.sold})"
-        )
+        raise _below_sold(current.sold)
     row = current
     if changes:
+        changes["revision"] = current.revision + 1
+        lower = changes.get("max_count", current.max_count)
+        if lower < current.max_count:
+            sold = await inventory.limit(type_id, changes["revision"], lower)
+            if sold is not None:
+                raise _below_sold(sold)
         row = (
             await uow.execute(
                 update(ticket_types)
@@ -380,11 +398,13 @@ async def update_ticket_type(
     return row
 
 
-async def delete_ticket_type(type_id: int, identity: Identity, uow: UnitOfWork) -> None:
+async def delete_ticket_type(
+    type_id: int, identity: Identity, uow: UnitOfWork, inventory: Inventory
+) -> None:
     event, current = await _ticket_type_for_change(uow, type_id, identity)
     if event.organizer_id != identity.role_id:
         raise Forbidden("Not authorized to manage ticket types for this event")
-    if current.issued > 0:
+    if current.issued > 0 or await inventory.limit(type_id, current.revision + 1, 0) is not None:
         raise BadRequest("Cannot delete a ticket type with sold tickets")
     await uow.execute(delete(ticket_types).where(ticket_types.c.type_id == type_id))
     await _sync_capacity(uow, event.event_id)

@@ -276,14 +276,34 @@ class Upstreams:
     ) -> Any:
         """An internal GET whose 200 answer is JSON (of `type_`); else an UpstreamError."""
         answer = await self.send(service, "GET", target.encode(), timeout_s=timeout_s)
-        if answer.status != 200:
-            raise UpstreamError(f"{service} {target} answered {answer.status}", answer.status)
-        try:
-            return msgspec.json.decode(answer.body, type=type_)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise UpstreamError(f"{service} {target}: unexpected answer ({exc})") from exc
+        return _json_answer(service, target, answer, type_)
+
+    async def post_json(
+        self,
+        service: str,
+        target: str,
+        body: Any,
+        timeout_s: float | None = None,
+        type_: Any = Any,
+    ) -> Any:
+        """An internal POST of `body` as JSON whose 200 answer is JSON (of `type_`); else an
+        UpstreamError."""
+        headers = [(b"content-type", b"application/json")]
+        answer = await self.send(
+            service, "POST", target.encode(), headers, msgspec.json.encode(body), timeout_s
+        )
+        return _json_answer(service, target, answer, type_)
 
     def close(self) -> None:
         for instances in self._instances.values():
             for instance in instances:
                 instance.close()
+
+
+def _json_answer(service: str, target: str, answer: Answer, type_: Any) -> Any:
+    if answer.status != 200:
+        raise UpstreamError(f"{service} {target} answered {answer.status}", answer.status)
+    try:
+        return msgspec.json.decode(answer.body, type=type_)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise UpstreamError(f"{service} {target}: unexpected answer ({exc})") from exc

@@ -9,6 +9,7 @@ from typing import Annotated, Any, TypeVar
 import msgspec
 from litestar import Request, Response, delete, get, post
 
+from contracts.ordering import InventoryLimit, LimitAnswer
 from contracts.timeutil import utcnow
 from services.kernel.answers import respond
 from services.kernel.app import runtime
@@ -249,6 +250,22 @@ async def availability(request: Request) -> Response[Any]:
     return await respond(request, rt.extras.get("answers"), not q.catch_up, build)
 
 
+@post("/internal/ticket-types/{type_id:int}/limit", include_in_schema=False, status_code=200)
+async def limit_ticket_type(request: Request, type_id: int) -> LimitAnswer:
+    """Catalog's, before it commits a lower capacity or a deletion (holds.limit)."""
+    change = parse_json(await request.body(), InventoryLimit)
+    rt = runtime(request)
+    for _ in range(2):
+        async with rt.db.unit_of_work() as uow:
+            answer = await holds.limit(uow, type_id, change)
+            if answer is not None:
+                if answer.applied:
+                    await uow.commit()
+                return answer
+        await rt.catch_up("catalog")  # created a moment ago: its event may not be here yet
+    raise NotFound("Ticket type not found")
+
+
 ROUTES = [
     list_cart,
     add_to_cart,
@@ -260,4 +277,5 @@ ROUTES = [
     download_ticket,
     check_in,
     availability,
+    limit_ticket_type,
 ]

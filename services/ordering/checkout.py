@@ -230,6 +230,7 @@ SELECT u.ticket_id, $3, u.type_id, u.event_id, $4, u.price, u.currency,
 FROM unnest($5::bigint[], $6::bigint[], $7::bigint[], $8::numeric[], $9::text[])
   AS u(ticket_id, type_id, event_id, price, currency)
 """
+_LEFT = "SELECT max_count - sold FROM ordering.ticket_types WHERE type_id = $1"
 # Sent with the COMMIT: the order completed, the cart's checkout flag cleared.
 _COMPLETE = """
 WITH done AS (
@@ -362,8 +363,11 @@ async def _complete(
             await uow.commit(last=holds.sell([(i.ticket_type_id, i.quantity) for i in items]))
         except Refused as exc:
             item = next((i for i in items if str(i.ticket_type_id) == exc.detail), items[0])
-            offer = offer_from(item)
-            raise not_enough(offer, offer.max_count - offer.sold) from None
+            # What is left as the refusal found it: a limit that committed while this sale
+            # waited for the row (catalog's lower capacity) is not in what was read before.
+            async with db.driver() as conn:
+                left = await conn.fetchval(_LEFT, item.ticket_type_id)
+            raise not_enough(offer_from(item), left or 0) from None
 
 
 def _check_line(item: Any, now: datetime) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from contracts.ordering import HoldExpired, HoldPlaced
+from contracts.ordering import HoldExpired, HoldPlaced, InventoryLimit, LimitAnswer
 from services.kernel.db import Database, UnitOfWork
 from services.ordering.models import ticket_types
 
@@ -35,6 +35,29 @@ def sell(lines: list[tuple[int, int]]) -> str:
     """The sale of (type, quantity) lines' held tickets, sent with the COMMIT: Refused (the
     type in its detail) if a capacity was lowered below what is sold plus the line."""
     return ";\n".join(f"SELECT ordering.sell_held({int(t)}, {int(q)})" for t, q in lines)
+
+
+# Catalog's limit ($3, at its revision $2) on a type ($1), set before it commits a lower
+# capacity or a deletion: no more than that is sold from now on, unless more is sold already.
+# A sale committing meanwhile holds the row; the WHERE is then checked again on the row as the
+# sale left it, so that sale is counted.
+_LIMIT = """
+UPDATE ordering.ticket_types SET max_count = $3, revision = greatest(revision, $2)
+WHERE type_id = $1 AND sold <= $3
+RETURNING sold
+"""
+# Read by a statement of its own, after the refused limit: it sees every sale committed before.
+_SOLD = "SELECT sold FROM ordering.ticket_types WHERE type_id = $1"
+
+
+async def limit(uow: UnitOfWork, type_id: int, change: InventoryLimit) -> LimitAnswer | None:
+    """Catalog's lower capacity, in effect before catalog commits it (API.md §7.3, §7.4): what
+    is sold, and whether the limit applied; None when the type is not known here yet."""
+    sold = await uow.fetchval(_LIMIT, type_id, change.revision, change.max_count)
+    if sold is not None:
+        return LimitAnswer(applied=True, sold=sold)
+    sold = await uow.fetchval(_SOLD, type_id)
+    return None if sold is None else LimitAnswer(applied=False, sold=sold)
 
 
 _RELEASE = "UPDATE ordering.ticket_types SET held = held - $2 WHERE type_id = $1"

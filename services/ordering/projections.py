@@ -10,7 +10,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import case, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from contracts.auth import UserProfileUpdated, UserRegistered
@@ -90,7 +90,9 @@ async def on_ticket_type_saved(
     event: TicketTypeCreated, envelope: Envelope, uow: UnitOfWork
 ) -> None:
     """TicketTypeCreated and TicketTypeUpdated: price, capacity, sale window. A lower
-    max_count only stops new holds and sales; what is held or sold stays."""
+    max_count only stops new holds and sales; what is held or sold stays. The capacity comes
+    only from an event at least as new as the limit catalog set here before it committed a
+    lower one (holds.limit): an older event arriving late does not raise it again."""
     values = {
         "type_id": event.type_id,
         "event_id": event.event_id,
@@ -100,13 +102,18 @@ async def on_ticket_type_saved(
         "available_from": event.available_from,
         "max_count": event.max_count,
         "seq": envelope.sequence,
+        "revision": event.revision,
     }
     stmt = insert(ticket_types).values(**values)
+    changes: dict[str, Any] = {k: stmt.excluded[k] for k in values if k != "type_id"}
+    t = ticket_types.c
+    changes["max_count"] = case(
+        (t.revision <= event.revision, stmt.excluded.max_count), else_=t.max_count
+    )
+    changes["revision"] = func.greatest(t.revision, event.revision)
     await uow.execute(
         stmt.on_conflict_do_update(
-            index_elements=[ticket_types.c.type_id],
-            set_={k: stmt.excluded[k] for k in values if k != "type_id"},
-            where=ticket_types.c.seq < envelope.sequence,
+            index_elements=[t.type_id], set_=changes, where=t.seq < envelope.sequence
         )
     )
 

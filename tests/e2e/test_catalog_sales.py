@@ -4,14 +4,87 @@ with real purchases through ordering and no pause between the purchase and the r
 from __future__ import annotations
 
 # ruff: noqa: F811  (test parameters name the fixtures imported from catalog_fixtures)
+import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import asyncpg
 import httpx
+import msgspec
 
 from tests.support.actors import Account, active_customer
 from tests.support.catalog_actors import approved_event, new_ticket_type
 from tests.support.catalog_fixtures import admin, organizer, venue  # noqa: F401  (fixtures)
-from tests.support.shop import buy, eventually
+from tests.support.shop import add, buy, db_rows, driver_dsn, eventually, waiting_for_lock
+from tests.support.system import System
+
+Request = Callable[[], Awaitable[httpx.Response]]
+# The sale: sent with its COMMIT after the order's other statements (its confirmation mail's
+# among them), which fill PostgreSQL's 1 kB of the query's text shown before sell_held.
+SALE = "%Your Resellio order%"
+LIMIT = "%revision = greatest%"  # catalog's limit on ordering's inventory
+
+
+class Held(msgspec.Struct):
+    """A new event's ticket type (5 tickets, "VIP") and a customer holding some in the cart."""
+
+    event_name: str
+    type_id: int
+    buyer: Account
+
+    @property
+    def path(self) -> str:
+        return f"/api/ticket-types/{self.type_id}"
+
+
+async def in_a_cart(
+    api: httpx.AsyncClient, admin: str, organizer: Account, venue: dict[str, Any], quantity: int
+) -> Held:
+    event = await approved_event(api, admin, organizer, venue["location_id"])
+    vip = await new_ticket_type(api, organizer, event["event_id"], max_count=5)
+    buyer = await active_customer(api, admin)
+    assert (await add(api, buyer, vip["type_id"], quantity)).status_code == 200
+    return Held(event["name"], vip["type_id"], buyer)
+
+
+async def sale_and_change(
+    api: httpx.AsyncClient, system: System, held: Held, change: Request, change_first: bool
+) -> tuple[httpx.Response, httpx.Response]:
+    """The customer's checkout and an organizer's change of the type, both made to wait for
+    the type's inventory row in ordering (as behind another buyer's sale committing), and
+    served in the order given: each is started once the one before waits for the row."""
+    sale: tuple[str, Request] = (
+        SALE,
+        lambda: api.post("/api/cart/checkout", headers=held.buyer.headers),
+    )
+    turns = [(LIMIT, change), sale] if change_first else [sale, (LIMIT, change)]
+    holder = await asyncpg.connect(driver_dsn(system))
+    try:
+        async with holder.transaction():
+            await holder.execute(
+                "SELECT 1 FROM ordering.ticket_types WHERE type_id = $1 FOR UPDATE", held.type_id
+            )
+            started = []
+            for statement, request in turns:
+                started.append(asyncio.create_task(request()))
+                await waiting_for_lock(system, statement, started[-1])
+        done = await asyncio.gather(*started)
+    finally:
+        await holder.close()
+    return (done[1], done[0]) if change_first else (done[0], done[1])
+
+
+def lower_to_2(api: httpx.AsyncClient, held: Held, organizer: Account) -> Request:
+    return lambda: api.put(held.path, json={"max_count": 2}, headers=organizer.headers)
+
+
+async def sold_in_ordering(system: System, type_id: int) -> list[int]:
+    rows = await db_rows(
+        system,
+        "SELECT sold, max_count FROM ordering.ticket_types WHERE type_id = :t",
+        t=type_id,
+    )
+    return [rows[0].sold, rows[0].max_count]
 
 
 async def test_max_count_never_below_what_was_just_sold(
@@ -42,6 +115,71 @@ async def test_a_ticket_type_with_an_issued_ticket_cannot_be_deleted(
         400,
         "Cannot delete a ticket type with sold tickets",
     )
+
+
+async def test_a_capacity_lowered_while_a_sale_commits_counts_that_sale(
+    api: httpx.AsyncClient, system: System, admin: str, organizer: Account, venue: dict[str, Any]
+) -> None:
+    """API.md §7.3: ordering never sells beyond max_count, even when sales race the change. A
+    sale that commits after catalog counted what was sold is counted by ordering's limit."""
+    held = await in_a_cart(api, admin, organizer, venue, 3)
+    sale, lowering = await sale_and_change(
+        api, system, held, lower_to_2(api, held, organizer), False
+    )
+    assert sale.status_code == 200, sale.text
+    assert (lowering.status_code, lowering.json()["detail"]) == (
+        400,
+        "max_count cannot be lower than the number of tickets sold (3)",
+    )
+    assert await sold_in_ordering(system, held.type_id) == [3, 5]
+    shown = await api.get("/api/ticket-types", params={"type_id": held.type_id})
+    assert shown.json()[0]["max_count"] == 5
+
+
+async def test_a_capacity_lowered_before_a_sale_commits_refuses_that_sale(
+    api: httpx.AsyncClient, system: System, admin: str, organizer: Account, venue: dict[str, Any]
+) -> None:
+    held = await in_a_cart(api, admin, organizer, venue, 3)
+    sale, lowering = await sale_and_change(
+        api, system, held, lower_to_2(api, held, organizer), True
+    )
+    assert (lowering.status_code, lowering.json()["max_count"]) == (200, 2)
+    assert (sale.status_code, sale.json()["detail"]) == (
+        400,
+        f"Not enough tickets available for '{held.event_name} - VIP'. Only 2 left.",
+    )
+    assert await sold_in_ordering(system, held.type_id) == [0, 2]
+    assert (await api.get("/api/tickets", headers=held.buyer.headers)).json() == []
+
+
+async def test_a_type_deleted_while_a_sale_commits_is_kept_with_that_sale(
+    api: httpx.AsyncClient, system: System, admin: str, organizer: Account, venue: dict[str, Any]
+) -> None:
+    """API.md §7.4: after the deletion's answer no ticket of the type can be sold; a sale that
+    commits first makes the deletion a 400."""
+    held = await in_a_cart(api, admin, organizer, venue, 1)
+    sale, deletion = await sale_and_change(
+        api, system, held, lambda: api.delete(held.path, headers=organizer.headers), False
+    )
+    assert sale.status_code == 200, sale.text
+    assert (deletion.status_code, deletion.json()["detail"]) == (
+        400,
+        "Cannot delete a ticket type with sold tickets",
+    )
+    assert await sold_in_ordering(system, held.type_id) == [1, 5]
+
+
+async def test_a_type_deleted_before_a_sale_commits_sells_nothing(
+    api: httpx.AsyncClient, system: System, admin: str, organizer: Account, venue: dict[str, Any]
+) -> None:
+    held = await in_a_cart(api, admin, organizer, venue, 1)
+    sale, deletion = await sale_and_change(
+        api, system, held, lambda: api.delete(held.path, headers=organizer.headers), True
+    )
+    assert (deletion.status_code, deletion.json()) == (200, True)
+    assert sale.status_code == 400, sale.text
+    assert (await sold_in_ordering(system, held.type_id))[0] == 0
+    assert (await api.get("/api/tickets", headers=held.buyer.headers)).json() == []
 
 
 async def test_notify_counts_distinct_holders_of_valid_tickets(

@@ -20,9 +20,16 @@ import pytest
 from sqlalchemy import func, select, text
 
 from contracts.auth import UserRegistered
-from contracts.catalog import EventApproved, EventCancelled, EventCreated, TicketTypeCreated
+from contracts.catalog import (
+    EventApproved,
+    EventCancelled,
+    EventCreated,
+    TicketTypeCreated,
+    TicketTypeUpdated,
+)
 from contracts.codec import encode
 from contracts.envelope import Envelope, Event
+from contracts.ordering import InventoryLimit, LimitAnswer
 from contracts.resale import ListingCreated, ListingSold
 from contracts.timeutil import utcnow
 from services.kernel import broker, idempotency
@@ -80,6 +87,27 @@ def event_created(event_id: int) -> EventCreated:
     )
 
 
+def type_saved(
+    kind: type[TicketTypeCreated],
+    type_id: int,
+    event_id: int,
+    capacity: int,
+    price: str = "25.00",
+    revision: int = 0,
+) -> TicketTypeCreated:
+    """Catalog's ticket type as created or changed, on sale since yesterday."""
+    return kind(
+        type_id=type_id,
+        event_id=event_id,
+        max_count=capacity,
+        price=price,
+        currency="USD",
+        available_from=utcnow() - timedelta(days=1),
+        description="Standard Ticket",
+        revision=revision,
+    )
+
+
 def customer_registered(user_id: int) -> UserRegistered:
     """Auth's new active customer."""
     return UserRegistered(
@@ -109,6 +137,10 @@ class Ordering:
         async with self.db.engine.connect() as conn:
             return await conn.scalar(stmt)
 
+    async def row(self, stmt: Any) -> Any:
+        async with self.db.engine.connect() as conn:
+            return (await conn.execute(stmt)).one()
+
     async def count(self, table: Any, *where: Any) -> int:
         return int(await self.scalar(select(func.count()).select_from(table).where(*where)))
 
@@ -118,20 +150,8 @@ class Ordering:
             return [row.payload for row in rows]
 
     async def on_sale(self, event_id: int, type_id: int, capacity: int = 10) -> None:
-        now = utcnow()
         await self.deliver(event_created(event_id), event_id)
-        await self.deliver(
-            TicketTypeCreated(
-                type_id=type_id,
-                event_id=event_id,
-                max_count=capacity,
-                price="25.00",
-                currency="USD",
-                available_from=now - timedelta(days=1),
-                description="Standard Ticket",
-            ),
-            event_id,
-        )
+        await self.deliver(type_saved(TicketTypeCreated, type_id, event_id, capacity), event_id)
         await self.deliver(EventApproved(event_id=event_id, by=1), event_id)
 
     async def customer(self, user_id: int) -> None:
@@ -444,6 +464,43 @@ async def test_a_sale_refused_at_the_commit_issues_nothing(ordering: Ordering) -
     assert await ordering.scalar(select(ticket_types.c.sold)) == 0
     assert await ordering.events_of("ordering.TicketPurchased") == []
     assert await ordering.count(orders, orders.c.status == "completed") == 0
+
+
+async def _limit(ordering: Ordering, type_id: int, revision: int, max_count: int) -> LimitAnswer:
+    async with ordering.db.transaction() as uow:
+        answer = await holds.limit(uow, type_id, InventoryLimit(revision, max_count))
+        assert answer is not None
+        await uow.commit()
+        return answer
+
+
+async def test_catalogs_limit_holds_until_an_event_as_new_brings_a_capacity(
+    ordering: Ordering,
+) -> None:
+    """Catalog limits the type before it commits a lower capacity (revision 2). A change it
+    committed earlier (revision 1, a higher capacity) arriving after the limit does not raise
+    the capacity again; revision 2's event and any later one do apply."""
+    await ordering.on_sale(event_id=9, type_id=91, capacity=10)
+    assert await _limit(ordering, 91, revision=2, max_count=4) == LimitAnswer(True, 0)
+    capacity = select(ticket_types.c.max_count, ticket_types.c.price)
+    await ordering.deliver(type_saved(TicketTypeUpdated, 91, 9, 8, "27.00", revision=1), 9)
+    assert tuple(await ordering.row(capacity)) == (4, Decimal("27.00"))
+    await ordering.deliver(type_saved(TicketTypeUpdated, 91, 9, 4, "30.00", revision=2), 9)
+    assert tuple(await ordering.row(capacity)) == (4, Decimal("30.00"))
+    await ordering.deliver(type_saved(TicketTypeUpdated, 91, 9, 12, "30.00", revision=3), 9)
+    assert tuple(await ordering.row(capacity)) == (12, Decimal("30.00"))
+
+
+async def test_catalogs_limit_below_what_is_sold_changes_nothing(ordering: Ordering) -> None:
+    await ordering.on_sale(event_id=10, type_id=101, capacity=5)
+    await ordering.customer(100)
+    await ordering.buy(100, 101, 3)
+    assert await _limit(ordering, 101, revision=1, max_count=2) == LimitAnswer(False, 3)
+    assert await ordering.scalar(select(ticket_types.c.max_count)) == 5
+    assert await _limit(ordering, 101, revision=1, max_count=3) == LimitAnswer(True, 3)
+    assert await ordering.scalar(select(ticket_types.c.max_count)) == 3
+    async with ordering.db.transaction() as uow:
+        assert await holds.limit(uow, 999, InventoryLimit(1, 0)) is None  # not known here
 
 
 async def _key_row(ordering: Ordering, key: str) -> Any:

@@ -175,7 +175,11 @@ async def waiting_for_lock(system: System, query_like: str, running: asyncio.Tas
                 return
             assert not running.done(), running.result()
             await asyncio.sleep(0.01)
-        raise AssertionError(f"nothing waited for a lock in {query_like!r}")
+        waiting = await watcher.fetch(
+            "SELECT wait_event_type, wait_event, left(query, 300) AS q FROM pg_stat_activity"
+            " WHERE state <> 'idle'"
+        )
+        raise AssertionError(f"nothing waited for a lock in {query_like!r}: {waiting}")
     finally:
         await watcher.close()
 
