@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -162,16 +163,21 @@ async def put_event(request: Request, event_id: str) -> Doc:
     for name in EventChanges.__struct_fields__:  # the body wins where both are given
         if getattr(cmd, name) is None:
             setattr(cmd, name, getattr(from_query, name))
-    async with runtime(request).db.unit_of_work() as uow:
-        return event_doc(await domain.update_event(eid, cmd, identity, uow))
+    rt = runtime(request)
+    async with rt.db.unit_of_work() as uow:
+        row = await domain.update_event(eid, cmd, identity, uow)
+    await applied_by_sellers(rt)
+    return event_doc(row)
 
 
 @delete("/api/events/{event_id:str}", status_code=200)
 async def cancel_event(request: Request, event_id: str) -> bool:
     identity = await organizer_or_administrator(request)
     eid = path_id(event_id, "event_id")
-    async with runtime(request).db.unit_of_work() as uow:
+    rt = runtime(request)
+    async with rt.db.unit_of_work() as uow:
         await domain.cancel_event(eid, identity, uow)
+    await applied_by_sellers(rt)
     return True
 
 
@@ -239,6 +245,28 @@ async def post_ticket_type(request: Request) -> Doc:
         return ticket_type_doc(await domain.create_ticket_type(event_id, body, identity, uow))
 
 
+# The services whose sales rest on catalog's events: ordering's checkout (price, sale window,
+# the event's dates and status) and resale's purchases (the event's dates and status).
+SELLERS = ("ordering", "resale")
+
+
+async def applied_by_sellers(rt: Runtime) -> None:
+    """After a change that sales rest on has committed, before it is answered: wait (bounded)
+    until the services that sell have applied it, so that a checkout the next moment sells at
+    the new price, or not at all for an event just cancelled (API.md §1.8, §7.3), at no cost
+    to the purchase path. A seller unreachable or slow is logged; the change stands."""
+
+    async def applied_by(service: str) -> None:
+        target = "/internal/catch-up/catalog"
+        timeout = rt.settings.catch_up_timeout_s + 1.0
+        try:
+            await rt.catch_up.upstreams.post_json(service, target, {}, timeout)
+        except UpstreamError as exc:
+            log.warning("%s did not confirm catalog's change: %s", service, exc)
+
+    await asyncio.gather(*(applied_by(service) for service in SELLERS))
+
+
 class OrderingInventory:
     """domain.Inventory through ordering's internal API; with ordering unreachable a change
     that needs it is refused (503), never committed unprotected."""
@@ -269,7 +297,8 @@ async def put_ticket_type(request: Request, type_id: str) -> Doc:
         await rt.catch_up("ordering")  # never below what has been sold, up to this moment
     async with rt.db.unit_of_work() as uow:
         row = await domain.update_ticket_type(tid, cmd, identity, uow, OrderingInventory(rt))
-        return ticket_type_doc(row)
+    await applied_by_sellers(rt)
+    return ticket_type_doc(row)
 
 
 @delete("/api/ticket-types/{type_id:str}", status_code=200)

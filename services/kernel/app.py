@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
-from litestar import Litestar, Request, Response, get
+from litestar import Litestar, Request, Response, get, post
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import ASGIApp, Receive, Scope, Send
 from sqlalchemy import MetaData, func, select
@@ -24,7 +24,7 @@ from services.kernel.answers import AnswerCache, ChangeFeed, answer_key
 from services.kernel.catchup import CatchUp
 from services.kernel.consumer import Consumer, Handler
 from services.kernel.db import Database, DatabaseUnavailable, is_unavailable
-from services.kernel.errors import DomainError, RequestValidationError
+from services.kernel.errors import DomainError, NotFound, RequestValidationError
 from services.kernel.mail import MailSender, SmtpSettings
 from services.kernel.notifications import Notifications
 from services.kernel.openapi import describe_requests
@@ -309,6 +309,17 @@ async def events_head(request: Request, types: str = "") -> dict[str, str | None
     return {"event_id": str(event_id) if event_id else None}
 
 
+@post("/internal/catch-up/{producer:str}", include_in_schema=False, status_code=200)
+async def catch_up_with(request: Request, producer: str) -> dict[str, bool]:
+    """Wait (bounded) until every event the producer had committed when asked is handled
+    here: a producer's write that this service's answers rest on, applied here before the
+    producer answers it (catalog's price changes and cancellations, API.md §1.8)."""
+    rt = runtime(request)
+    if not rt.catch_up.follows(producer):
+        raise NotFound(f"Not following {producer}")
+    return {"caught_up": await rt.catch_up(producer)}
+
+
 # Asked before every read that catches up (a marketplace page, say), so one prepared
 # statement on the driver, and the newest event of each type found by its own index probe
 # (outbox_type_id: type, id) rather than a walk back through the whole outbox.
@@ -436,7 +447,14 @@ def create_service_app(
             await db.dispose()
 
     app = Litestar(
-        route_handlers=[health, ready, metrics_endpoint, events_head, *route_handlers],
+        route_handlers=[
+            health,
+            ready,
+            metrics_endpoint,
+            events_head,
+            catch_up_with,
+            *route_handlers,
+        ],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[request_context_middleware(service)],

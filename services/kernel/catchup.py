@@ -127,11 +127,18 @@ class CatchUp:
             delay = min(delay * 2, 0.05)
         return found
 
-    async def __call__(self, *producers: str) -> None:
-        """Wait until every event the producers had committed is handled here (bounded)."""
+    def follows(self, producer: str) -> bool:
+        """Whether this service consumes any of the producer's events."""
+        return producer in self._head_targets
+
+    async def __call__(self, *producers: str) -> bool:
+        """Wait until every event the producers had committed is handled here (bounded);
+        False when one was unreachable or the time ran out."""
         deadline = time.monotonic() + self.timeout_s
-        for producer in producers:
-            await self._caught_up(producer, deadline)  # bounded: later ones find no time left
+        caught_up = True
+        for producer in producers:  # bounded: later ones find no time left
+            caught_up = await self._caught_up(producer, deadline) is not False and caught_up
+        return caught_up
 
     async def changed_since(self, started: datetime, began: float, *producers: str) -> bool:
         """Catch up, then say whether the projection may differ from what a read begun at

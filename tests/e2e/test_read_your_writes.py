@@ -5,8 +5,10 @@ ids of API.md §1.2 shown as sent, and the list header of §1.5 on the cart."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import httpx
 
 from tests.support.actors import (
@@ -16,7 +18,16 @@ from tests.support.actors import (
     bearer,
     verified_organizer,
 )
-from tests.support.shop import add, buy, event_on_sale, iso, location, ticket_code
+from tests.support.shop import (
+    OnSale,
+    add,
+    buy,
+    driver_dsn,
+    event_on_sale,
+    iso,
+    location,
+    ticket_code,
+)
 from tests.support.system import System
 
 ROUNDS = 5
@@ -99,6 +110,63 @@ async def test_a_price_change_shows_at_once_in_the_cart(api: httpx.AsyncClient) 
         assert lines.status_code == 200, lines.text
         assert [line["ticket_type"]["price"] for line in lines.json()] == [price]
         assert lines.headers["X-Total-Count"] == "1"
+
+
+async def held_while_ordering_waits(
+    api: httpx.AsyncClient, system: System, lock: str, row_of: str
+) -> tuple[Account, OnSale, asyncio.Task[None]]:
+    """A customer holding a type of an event on sale in the cart, and a transaction holding a
+    lock (`lock`, an SQL statement on the event's `row_of` id) that ordering's consumer needs
+    to apply catalog's next event, for half a second: that event waits in ordering meanwhile."""
+    admin, organizer, buyer = await cast(api)
+    event = await event_on_sale(api, admin, organizer, price=30)
+    assert (await add(api, buyer, event.type_id)).status_code == 200
+    holder = await asyncpg.connect(driver_dsn(system))
+    await holder.execute("BEGIN")
+    await holder.execute(lock, getattr(event, row_of))
+
+    async def released_later() -> None:
+        await asyncio.sleep(0.5)
+        await holder.close()
+
+    return buyer, event, asyncio.create_task(released_later())
+
+
+async def test_a_price_changed_a_moment_before_a_checkout_is_the_price_paid(
+    api: httpx.AsyncClient, system: System
+) -> None:
+    """API.md §7.3: a new price applies to later checkouts, here one of a cart that held the
+    type before the change, made the moment the change is answered while ordering's consumer
+    is slow to apply it."""
+    buyer, event, releasing = await held_while_ordering_waits(
+        api, system, "SELECT FROM ordering.ticket_types WHERE type_id = $1 FOR UPDATE", "type_id"
+    )
+    changed = await api.put(
+        f"/api/ticket-types/{event.type_id}", json={"price": 45}, headers=event.organizer.headers
+    )
+    assert changed.status_code == 200, changed.text
+    bought = await api.post("/api/cart/checkout", headers=buyer.headers)
+    await releasing
+    assert bought.status_code == 200, bought.text
+    [order] = (await api.get("/api/orders", headers=buyer.headers)).json()
+    assert (order["total_amount"], order["items"][0]["unit_price"]) == (45.0, 45.0)
+
+
+async def test_an_event_cancelled_a_moment_before_a_checkout_sells_nothing(
+    api: httpx.AsyncClient, system: System
+) -> None:
+    """API.md §1.8 with R1: a checkout the moment a cancellation is answered places no order
+    and charges nothing, while ordering's consumer is slow to apply it."""
+    buyer, event, releasing = await held_while_ordering_waits(
+        api, system, "SELECT FROM ordering.events WHERE event_id = $1 FOR SHARE", "event_id"
+    )
+    cancelled = await api.delete(f"/api/events/{event.event_id}", headers=event.organizer.headers)
+    assert cancelled.status_code == 200, cancelled.text
+    bought = await api.post("/api/cart/checkout", headers=buyer.headers)
+    await releasing
+    assert bought.status_code == 400, bought.text
+    assert (await api.get("/api/orders", headers=buyer.headers)).json() == []
+    assert (await api.get("/api/tickets", headers=buyer.headers)).json() == []
 
 
 async def test_an_empty_cart_is_a_list_with_its_count(api: httpx.AsyncClient) -> None:
