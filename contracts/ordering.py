@@ -126,14 +126,15 @@ register(
 class InventoryLimit(msgspec.Struct, frozen=True):
     """Catalog's `POST /internal/ticket-types/{type_id}/limit`, sent before it commits a lower
     capacity or a deletion (max_count 0): from now on ordering sells no more than `max_count`
-    of the type, whatever sale races the change (API.md §7.3, §7.4). `revision` is catalog's
-    count of the type's changes with this one: ordering takes a capacity from a later event
-    only if it is at least that new."""
+    of the type, whatever sale races the change (API.md §7.3, §7.4). `revision` is the
+    change's number (drawn from a sequence: later changes have higher ones, none is reused):
+    ordering takes a capacity from a later event only if it is at least that new."""
 
     revision: int
     max_count: int
 
 
 class LimitAnswer(msgspec.Struct, frozen=True):
-    applied: bool  # False: more than max_count is sold already, nothing changed
+    applied: bool  # False: more than max_count is sold already, or stale; nothing changed
     sold: int  # every ticket of the type ordering ever issued
+    stale: bool = False  # a later revision is in effect: this limit came too late

@@ -31,6 +31,7 @@ from services.catalog.schemas import (
 )
 from services.kernel.answers import AnswerCache, respond
 from services.kernel.app import Runtime, runtime
+from services.kernel.db import UnitOfWork
 from services.kernel.errors import NotFound, RequestValidationError, ServiceUnavailable
 from services.kernel.openapi import accepts
 from services.kernel.security import administrator, optional_identity
@@ -166,7 +167,7 @@ async def put_event(request: Request, event_id: str) -> Doc:
     rt = runtime(request)
     async with rt.db.unit_of_work() as uow:
         row = await domain.update_event(eid, cmd, identity, uow)
-    await applied_by_sellers(rt)
+    await applied_by_sellers(rt, uow)
     return event_doc(row)
 
 
@@ -177,7 +178,7 @@ async def cancel_event(request: Request, event_id: str) -> bool:
     rt = runtime(request)
     async with rt.db.unit_of_work() as uow:
         await domain.cancel_event(eid, identity, uow)
-    await applied_by_sellers(rt)
+    await applied_by_sellers(rt, uow)
     return True
 
 
@@ -250,19 +251,25 @@ async def post_ticket_type(request: Request) -> Doc:
 SELLERS = ("ordering", "resale")
 
 
-async def applied_by_sellers(rt: Runtime) -> None:
+async def applied_by_sellers(rt: Runtime, uow: UnitOfWork) -> None:
     """After a change that sales rest on has committed, before it is answered: wait (bounded)
-    until the services that sell have applied it, so that a checkout the next moment sells at
-    the new price, or not at all for an event just cancelled (API.md §1.8, §7.3), at no cost
-    to the purchase path. A seller unreachable or slow is logged; the change stands."""
+    until the services that sell have applied its events, so that a checkout the next moment
+    sells at the new price, or not at all for an event just cancelled (API.md §1.8, §7.3), at
+    no cost to the purchase path. A seller unreachable or slow is logged; the change stands."""
+    if not uow.written:
+        return
+    written = {"events": [[str(event_id), event_type] for event_id, event_type in uow.written]}
 
     async def applied_by(service: str) -> None:
         target = "/internal/catch-up/catalog"
         timeout = rt.settings.catch_up_timeout_s + 1.0
         try:
-            await rt.catch_up.upstreams.post_json(service, target, {}, timeout)
+            answer = await rt.catch_up.upstreams.post_json(service, target, written, timeout)
         except UpstreamError as exc:
             log.warning("%s did not confirm catalog's change: %s", service, exc)
+            return
+        if not answer.get("caught_up"):
+            log.warning("%s had not applied catalog's change in time", service)
 
     await asyncio.gather(*(applied_by(service) for service in SELLERS))
 
@@ -276,13 +283,19 @@ class OrderingInventory:
 
     async def limit(self, type_id: int, revision: int, max_count: int) -> int | None:
         target = f"/internal/ticket-types/{type_id}/limit"
+        # Ordering may catch up with catalog first (a type it does not know yet), then wait
+        # for the row behind a sale.
+        timeout = 2 * self.rt.settings.catch_up_timeout_s + 1.0
         try:
             answer: LimitAnswer = await self.rt.catch_up.upstreams.post_json(
-                "ordering", target, InventoryLimit(revision, max_count), type_=LimitAnswer
+                "ordering", target, InventoryLimit(revision, max_count), timeout, LimitAnswer
             )
         except UpstreamError as exc:
             log.warning("ticket type %s not limited in ordering: %s", type_id, exc)
             raise ServiceUnavailable() from exc
+        if answer.stale:  # cannot be while this change holds the type's row: never committed
+            log.warning("ticket type %s: ordering has a later revision than %s", type_id, revision)
+            raise ServiceUnavailable()
         return None if answer.applied else answer.sold
 
 
@@ -297,7 +310,7 @@ async def put_ticket_type(request: Request, type_id: str) -> Doc:
         await rt.catch_up("ordering")  # never below what has been sold, up to this moment
     async with rt.db.unit_of_work() as uow:
         row = await domain.update_ticket_type(tid, cmd, identity, uow, OrderingInventory(rt))
-    await applied_by_sellers(rt)
+    await applied_by_sellers(rt, uow)
     return ticket_type_doc(row)
 
 

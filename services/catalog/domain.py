@@ -273,6 +273,9 @@ async def notify_participants(
 # ---- ticket types ----------------------------------------------------------------------
 
 
+REVISIONS = "catalog.ticket_type_revisions"
+
+
 class Inventory(Protocol):
     """Ordering's inventory, limited before catalog commits a lower capacity or a deletion, so
     that no sale goes past it, not even one racing the change (API.md §7.3, §7.4)."""
@@ -314,9 +317,27 @@ async def _insert_ticket_type(uow: UnitOfWork, event: Any, cmd: TicketTypeCreate
     return row
 
 
+async def _next_revision(uow: UnitOfWork) -> int:
+    return int(await uow.conn.scalar(select(func.nextval(REVISIONS))))
+
+
 async def _emit_ticket_types(uow: UnitOfWork, event: Any) -> None:
-    rows = await uow.execute(select(ticket_types).where(ticket_types.c.event_id == event.event_id))
-    for row in rows.all():
+    """Each type of the event told again (they carry its dates and status), at a new revision:
+    a capacity ordering kept from a change that rolled back after its limit comes back."""
+    of_event = ticket_types.c.event_id == event.event_id
+    await uow.execute(  # in type order, as catalog's consumer locks them
+        select(ticket_types.c.type_id)
+        .where(of_event)
+        .order_by(ticket_types.c.type_id)
+        .with_for_update()
+    )
+    rows = await uow.execute(
+        update(ticket_types)
+        .where(of_event)
+        .values(revision=func.nextval(REVISIONS))
+        .returning(*ticket_types.c)
+    )
+    for row in sorted(rows.all(), key=lambda r: r.type_id):
         uow.emit(
             _ticket_type_event(ev.TicketTypeUpdated, row, event),
             aggregate_id=f"event-{event.event_id}",
@@ -376,7 +397,7 @@ async def update_ticket_type(
         raise _below_sold(current.sold)
     row = current
     if changes:
-        changes["revision"] = current.revision + 1
+        changes["revision"] = await _next_revision(uow)
         lower = changes.get("max_count", current.max_count)
         if lower < current.max_count:
             sold = await inventory.limit(type_id, changes["revision"], lower)
@@ -404,7 +425,9 @@ async def delete_ticket_type(
     event, current = await _ticket_type_for_change(uow, type_id, identity)
     if event.organizer_id != identity.role_id:
         raise Forbidden("Not authorized to manage ticket types for this event")
-    if current.issued > 0 or await inventory.limit(type_id, current.revision + 1, 0) is not None:
+    if current.issued > 0:
+        raise BadRequest("Cannot delete a ticket type with sold tickets")
+    if await inventory.limit(type_id, await _next_revision(uow), 0) is not None:
         raise BadRequest("Cannot delete a ticket type with sold tickets")
     await uow.execute(delete(ticket_types).where(ticket_types.c.type_id == type_id))
     await _sync_capacity(uow, event.event_id)

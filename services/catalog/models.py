@@ -97,7 +97,8 @@ ticket_types = Table(
     # Projection of ordering's tickets: valid tickets now, and every ticket ever issued.
     Column("sold", Integer, nullable=False, server_default=text("0")),
     Column("issued", Integer, nullable=False, server_default=text("0")),
-    # How many times the type changed (catalog.TicketType* events carry it).
+    # Drawn from catalog.ticket_type_revisions at each change (catalog.TicketType* events and
+    # ordering's limit carry it): later changes have higher numbers, none is used twice.
     Column("revision", Integer, nullable=False, server_default=text("0")),
     Index("ticket_types_by_event_price", "event_id", "price"),
     Index("ticket_types_by_price", "price", "event_id"),  # a narrow price range first

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import msgspec
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 from litestar import Litestar, Request, Response, get, post
 from litestar.exceptions import HTTPException, ValidationException
@@ -32,6 +33,7 @@ from services.kernel.relay import Relay, consumed_types
 from services.kernel.settings import Settings
 from services.kernel.tokens import TokenVerifier
 from services.kernel.upstream import Upstreams
+from services.kernel.validation import parse_json
 
 log = logging.getLogger("resellio.app")
 MAX_BODY_BYTES = 1024 * 1024
@@ -309,14 +311,24 @@ async def events_head(request: Request, types: str = "") -> dict[str, str | None
     return {"event_id": str(event_id) if event_id else None}
 
 
+class Written(msgspec.Struct, frozen=True):
+    """What a producer just committed: its events' ids and types."""
+
+    events: list[tuple[uuid.UUID, str]] = []
+
+
 @post("/internal/catch-up/{producer:str}", include_in_schema=False, status_code=200)
 async def catch_up_with(request: Request, producer: str) -> dict[str, bool]:
-    """Wait (bounded) until every event the producer had committed when asked is handled
-    here: a producer's write that this service's answers rest on, applied here before the
-    producer answers it (catalog's price changes and cancellations, API.md §1.8)."""
+    """Wait (bounded) until the producer's events named in the body (those this service
+    consumes) are handled here, or with no body every event it had committed when asked: a
+    producer's write that this service's answers rest on, applied here before the producer
+    answers it (catalog's price changes and cancellations, API.md §1.8)."""
     rt = runtime(request)
     if not rt.catch_up.follows(producer):
         raise NotFound(f"Not following {producer}")
+    written = parse_json(await request.body(), Written, empty_ok=True)
+    if written.events:
+        return {"caught_up": await rt.catch_up.handled(written.events)}
     return {"caught_up": await rt.catch_up(producer)}
 
 

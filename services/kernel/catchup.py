@@ -56,8 +56,12 @@ class CatchUp:
         # process has read the inbox: a read that caught up must not be answered from memory
         # older than the event.
         self.on_newly_handled: Callable[[], None] = lambda: None
+        self._handled_sql_many = (
+            f'SELECT event_id FROM "{db.schema}".inbox WHERE event_id = ANY($1::uuid[])'
+        )
+        self._types = set(subscriptions)
         types_by_producer: dict[str, list[str]] = {}
-        for event_type in subscriptions:
+        for event_type in self._types:
             types_by_producer.setdefault(event_type.split(".", 1)[0], []).append(event_type)
         # What is asked of each producer (its /internal/events/head), written once.
         self._head_targets = {
@@ -126,6 +130,26 @@ class CatchUp:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
         return found
+
+    async def handled(self, events: Iterable[tuple[UUID, str]]) -> bool:
+        """Wait (bounded) until these events (id, type), those of them this service consumes,
+        are handled here; False when the time ran out. Exact: the newest event handled does not
+        mean an older one is (the consumer works on several batches at once)."""
+        waiting = {event_id for event_id, event_type in events if event_type in self._types}
+        deadline = time.monotonic() + self.timeout_s
+        delay = 0.005
+        while waiting:
+            async with self.db.driver() as db:
+                waiting -= {row[0] for row in await db.fetch(self._handled_sql_many, waiting)}
+            if not waiting:
+                self.on_newly_handled()
+                break
+            if time.monotonic() > deadline:
+                log.warning("catch-up: %d events not handled in time", len(waiting))
+                return False
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        return True
 
     def follows(self, producer: str) -> bool:
         """Whether this service consumes any of the producer's events."""

@@ -440,6 +440,9 @@ class UnitOfWork:
         self._conn: AsyncConnection | None = None
         self._driver: Driver | None = None
         self._wrote_events = False
+        # The events written to the outbox (id, type), for a caller that waits for them to be
+        # handled elsewhere once committed (services.kernel.catchup.CatchUp.handled).
+        self.written: list[tuple[UUID, str]] = []
         self.committed = False
         # False while a consumer applies a batch of events: each handler's work must commit
         # with the batch, never on its own.
@@ -537,6 +540,7 @@ class UnitOfWork:
         if not self._events:
             return
         events, self._events = self._events, []
+        self.written += [(e["event_id"], e["type"]) for e in events]
         await self.at_commit(
             self.db.write_events_sql,
             [e["event_id"] for e in events],

@@ -262,7 +262,9 @@ async def limit_ticket_type(request: Request, type_id: int) -> LimitAnswer:
                 if answer.applied:
                     await uow.commit()
                 return answer
-        await rt.catch_up("catalog")  # created a moment ago: its event may not be here yet
+        # Created a moment ago: its event may not be here yet.
+        if not await rt.catch_up("catalog"):
+            break
     raise NotFound("Ticket type not found")
 
 

@@ -361,13 +361,26 @@ async def _complete(
         # server commits.
         try:
             await uow.commit(last=holds.sell([(i.ticket_type_id, i.quantity) for i in items]))
+            return
         except Refused as exc:
-            item = next((i for i in items if str(i.ticket_type_id) == exc.detail), items[0])
-            # What is left as the refusal found it: a limit that committed while this sale
-            # waited for the row (catalog's lower capacity) is not in what was read before.
-            async with db.driver() as conn:
-                left = await conn.fetchval(_LEFT, item.ticket_type_id)
-            raise not_enough(offer_from(item), left or 0) from None
+            refused = next((i for i in items if str(i.ticket_type_id) == exc.detail), items[0])
+    raise await _sold_out(db, refused)
+
+
+async def _sold_out(db: Database, item: Any) -> BadRequest:
+    """R4 for a line refused at the commit, with what is left as the refusal found it (a
+    limit that committed while the sale waited for the row, catalog's lower capacity, is not
+    in what was read before); read once the sale's connection is back in the pool, and from
+    what was read before if that fails (the charge is given back either way)."""
+    offer = offer_from(item)
+    left = offer.max_count - offer.sold
+    try:
+        async with db.driver() as conn:
+            found = await conn.fetchval(_LEFT, item.ticket_type_id)
+        left = left if found is None else found
+    except Exception:
+        log.warning("what is left of type %s not read again", item.ticket_type_id, exc_info=True)
+    return not_enough(offer, left)
 
 
 def _check_line(item: Any, now: datetime) -> None:

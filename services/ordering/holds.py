@@ -40,24 +40,27 @@ def sell(lines: list[tuple[int, int]]) -> str:
 # Catalog's limit ($3, at its revision $2) on a type ($1), set before it commits a lower
 # capacity or a deletion: no more than that is sold from now on, unless more is sold already.
 # A sale committing meanwhile holds the row; the WHERE is then checked again on the row as the
-# sale left it, so that sale is counted.
+# sale left it, so that sale is counted. Revisions are never reused, so a limit older than what
+# is here (one that arrived after catalog gave up on it) changes nothing.
 _LIMIT = """
-UPDATE ordering.ticket_types SET max_count = $3, revision = greatest(revision, $2)
-WHERE type_id = $1 AND sold <= $3
+UPDATE ordering.ticket_types SET max_count = $3, revision = $2
+WHERE type_id = $1 AND revision <= $2 AND sold <= $3
 RETURNING sold
 """
-# Read by a statement of its own, after the refused limit: it sees every sale committed before.
-_SOLD = "SELECT sold FROM ordering.ticket_types WHERE type_id = $1"
+# Read by a statement of its own, after a limit not applied: it sees every sale committed
+# before.
+_REFUSED = "SELECT sold, revision > $2 AS stale FROM ordering.ticket_types WHERE type_id = $1"
 
 
 async def limit(uow: UnitOfWork, type_id: int, change: InventoryLimit) -> LimitAnswer | None:
     """Catalog's lower capacity, in effect before catalog commits it (API.md §7.3, §7.4): what
-    is sold, and whether the limit applied; None when the type is not known here yet."""
+    is sold, and whether the limit applied (not when older than what is here: `stale`); None
+    when the type is not known here yet."""
     sold = await uow.fetchval(_LIMIT, type_id, change.revision, change.max_count)
     if sold is not None:
         return LimitAnswer(applied=True, sold=sold)
-    sold = await uow.fetchval(_SOLD, type_id)
-    return None if sold is None else LimitAnswer(applied=False, sold=sold)
+    row = await uow.fetchrow(_REFUSED, type_id, change.revision)
+    return None if row is None else LimitAnswer(applied=False, sold=row.sold, stale=row.stale)
 
 
 _RELEASE = "UPDATE ordering.ticket_types SET held = held - $2 WHERE type_id = $1"

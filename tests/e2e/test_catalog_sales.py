@@ -22,7 +22,7 @@ Request = Callable[[], Awaitable[httpx.Response]]
 # The sale: sent with its COMMIT after the order's other statements (its confirmation mail's
 # among them), which fill PostgreSQL's 1 kB of the query's text shown before sell_held.
 SALE = "%Your Resellio order%"
-LIMIT = "%revision = greatest%"  # catalog's limit on ordering's inventory
+LIMIT = "%sold <= $3%"  # catalog's limit on ordering's inventory
 
 
 class Held(msgspec.Struct):
@@ -180,6 +180,8 @@ async def test_a_type_deleted_before_a_sale_commits_sells_nothing(
     assert sale.status_code == 400, sale.text
     assert (await sold_in_ordering(system, held.type_id))[0] == 0
     assert (await api.get("/api/tickets", headers=held.buyer.headers)).json() == []
+    [order] = (await api.get("/api/orders", headers=held.buyer.headers)).json()
+    assert order["status"] == "failed"  # charged, then given back (API.md §8.4)
 
 
 async def test_notify_counts_distinct_holders_of_valid_tickets(

@@ -181,3 +181,21 @@ async def test_event_page_passes_catalogs_errors_through(
     malformed = await api.get("/api/events/abc")
     assert malformed.status_code == 422
     assert malformed.json()["detail"][0]["loc"] == ["path", "event_id"]
+
+
+async def test_the_services_internal_endpoints_are_not_reachable_through_the_gateway(
+    api: httpx.AsyncClient,
+) -> None:
+    """`/internal/...` changes state (catalog's limit on ordering's inventory, the catch-up):
+    only the services reach it, on their private network; no path through the gateway does."""
+    for path in (
+        "/internal/ticket-types/1/limit",
+        "/api/cart/../internal/ticket-types/1/limit",
+        "/api/cart/%2E%2E/internal/ticket-types/1/limit",
+        "/api//cart/../../internal/catch-up/catalog",
+    ):
+        request = api.build_request("POST", path, json={"revision": 1, "max_count": 0})
+        request.url = request.url.copy_with(raw_path=path.encode())  # sent as written
+        response = await api.send(request)
+        assert response.status_code in (401, 404), (path, response.status_code)
+        assert "sold" not in response.text and "caught_up" not in response.text, path

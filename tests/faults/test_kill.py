@@ -116,8 +116,8 @@ async def test_kill_consumer_in_the_middle_of_handling(rig: Rig, gw: httpx.Async
             for i, (_, ticket_id) in enumerate(shop.listed)
         )
     )
-    # Catalog answers the cancellation once ordering has applied it (or failed to say so):
-    # not awaited here, so that ordering dies while it applies it.
+    # Catalog answers the cancellation once ordering has applied it (or could not say so):
+    # not awaited here, so that ordering may die while it applies it, or before.
     cancelling = asyncio.create_task(
         gw.delete(f"/api/events/{doomed.event.event_id}", headers=doomed.event.organizer.headers)
     )

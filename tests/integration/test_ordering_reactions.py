@@ -503,6 +503,19 @@ async def test_catalogs_limit_below_what_is_sold_changes_nothing(ordering: Order
         assert await holds.limit(uow, 999, InventoryLimit(1, 0)) is None  # not known here
 
 
+async def test_a_limit_that_arrives_after_a_later_one_changes_nothing(ordering: Ordering) -> None:
+    """Catalog gave up on a limit (revision 5, capacity 8: ordering was slow) and rolled back;
+    the retried change (revision 7, capacity 3) was limited and committed. The first limit,
+    arriving last, must not raise the capacity to 8."""
+    await ordering.on_sale(event_id=11, type_id=111, capacity=10)
+    assert await _limit(ordering, 111, revision=7, max_count=3) == LimitAnswer(True, 0)
+    assert await _limit(ordering, 111, revision=5, max_count=8) == LimitAnswer(False, 0, True)
+    await ordering.deliver(type_saved(TicketTypeUpdated, 111, 11, 8, revision=5), 11)
+    assert await ordering.scalar(select(ticket_types.c.max_count)) == 3
+    await ordering.deliver(type_saved(TicketTypeUpdated, 111, 11, 9, revision=9), 11)
+    assert await ordering.scalar(select(ticket_types.c.max_count)) == 9
+
+
 async def _key_row(ordering: Ordering, key: str) -> Any:
     async with ordering.db.driver() as conn:
         return await conn.fetchrow(
@@ -833,6 +846,22 @@ async def test_a_refusal_is_asked_again_only_while_catalogs_newest_event_may_be_
     assert await _CatalogHeadAt(ordering.db, uuid.uuid4()).changed_since(
         utcnow(), monotonic(), "catalog"
     )
+
+
+async def test_a_producer_waits_for_its_own_events_not_for_the_newest(ordering: Ordering) -> None:
+    """What catalog's change waits for before it answers: its own events handled here. A
+    newer event handled first (another batch) does not stand for an older one still in
+    progress; events of types not consumed here are not waited for."""
+    catch_up = _CatalogHeadAt(ordering.db, uuid.uuid4())
+    await ordering.on_sale(event_id=14, type_id=141)
+    inbox = ordering.db.inbox
+    handled = await ordering.scalar(select(inbox.c.event_id).order_by(inbox.c.handled_at.desc()))
+    still_in_progress = uuid.uuid4()
+    assert await catch_up.handled([(handled, "catalog.TicketTypeCreated")])
+    assert not await catch_up.handled(
+        [(handled, "catalog.TicketTypeCreated"), (still_in_progress, "catalog.TicketTypeCreated")]
+    )
+    assert await catch_up.handled([(still_in_progress, "catalog.LocationDeleted")])
 
 
 async def test_an_add_puts_its_line_with_the_rules_read_and_a_refusal_leaves_none(

@@ -1,8 +1,9 @@
-"""a ticket type's revision: how many times it changed
+"""a ticket type's revision: drawn from a sequence at each change
 
 Carried in catalog.TicketType* events and in the limit catalog sets in ordering before it
 commits a lower capacity or a deletion, so that ordering never applies an older capacity over a
-newer limit.
+newer limit. A sequence, not a count: a change rolled back after its limit reached ordering
+never hands its number to the next change.
 
 Revision ID: 9d2f6b1e4a07
 Revises: 7c1f0d2a9e41
@@ -19,6 +20,7 @@ depends_on = None
 
 
 def upgrade() -> None:
+    op.execute("CREATE SEQUENCE catalog.ticket_type_revisions")
     op.add_column(
         "ticket_types",
         sa.Column("revision", sa.Integer(), nullable=False, server_default=sa.text("0")),
@@ -28,3 +30,4 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_column("ticket_types", "revision", schema="catalog")
+    op.execute("DROP SEQUENCE catalog.ticket_type_revisions")
