@@ -274,9 +274,21 @@ async def applied_by_sellers(rt: Runtime, uow: UnitOfWork) -> None:
     await asyncio.gather(*(applied_by(service) for service in SELLERS))
 
 
+class LimitUnconfirmed(ServiceUnavailable):
+    """Ordering did not confirm a limit: the change is refused (503), never committed
+    unprotected; ordering may still have taken the limit (`announced_again`)."""
+
+
+async def announced_again(rt: Runtime, type_id: int) -> None:
+    try:
+        async with rt.db.unit_of_work() as uow:
+            await domain.announce_ticket_type(type_id, uow)
+    except Exception:
+        log.exception("ticket type %s not announced again after an unconfirmed limit", type_id)
+
+
 class OrderingInventory:
-    """domain.Inventory through ordering's internal API; with ordering unreachable a change
-    that needs it is refused (503), never committed unprotected."""
+    """domain.Inventory through ordering's internal API."""
 
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
@@ -292,10 +304,10 @@ class OrderingInventory:
             )
         except UpstreamError as exc:
             log.warning("ticket type %s not limited in ordering: %s", type_id, exc)
-            raise ServiceUnavailable() from exc
+            raise LimitUnconfirmed() from exc
         if answer.stale:  # cannot be while this change holds the type's row: never committed
             log.warning("ticket type %s: ordering has a later revision than %s", type_id, revision)
-            raise ServiceUnavailable()
+            raise LimitUnconfirmed()
         return None if answer.applied else answer.sold
 
 
@@ -308,8 +320,12 @@ async def put_ticket_type(request: Request, type_id: str) -> Doc:
     rt = runtime(request)
     if cmd.max_count is not None:
         await rt.catch_up("ordering")  # never below what has been sold, up to this moment
-    async with rt.db.unit_of_work() as uow:
-        row = await domain.update_ticket_type(tid, cmd, identity, uow, OrderingInventory(rt))
+    try:
+        async with rt.db.unit_of_work() as uow:
+            row = await domain.update_ticket_type(tid, cmd, identity, uow, OrderingInventory(rt))
+    except LimitUnconfirmed:
+        await announced_again(rt, tid)
+        raise
     await applied_by_sellers(rt, uow)
     return ticket_type_doc(row)
 
@@ -325,8 +341,12 @@ async def delete_ticket_type(request: Request, type_id: str) -> bool:
         )
     rt = runtime(request)
     await rt.catch_up("ordering")  # any ticket ever issued, up to this moment
-    async with rt.db.unit_of_work() as uow:
-        await domain.delete_ticket_type(tid, identity, uow, OrderingInventory(rt))
+    try:
+        async with rt.db.unit_of_work() as uow:
+            await domain.delete_ticket_type(tid, identity, uow, OrderingInventory(rt))
+    except LimitUnconfirmed:
+        await announced_again(rt, tid)
+        raise
     return True
 
 

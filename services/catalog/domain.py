@@ -438,6 +438,32 @@ async def delete_ticket_type(
     await uow.commit()
 
 
+async def announce_ticket_type(type_id: int, uow: UnitOfWork) -> None:
+    """The type as committed, told again at a new revision: after a limit ordering may have
+    taken for a change catalog then gave up on, this restores ordering's capacity (the event
+    reaches ordering however long it is away; a limit arriving later is older, so ignored)."""
+    found = await uow.conn.scalar(
+        select(ticket_types.c.event_id).where(ticket_types.c.type_id == type_id)
+    )
+    if found is None:
+        return
+    event = await _event_for_change(uow, found)  # the event first, then the type
+    row = (
+        await uow.execute(
+            update(ticket_types)
+            .where(ticket_types.c.type_id == type_id)
+            .values(revision=func.nextval(REVISIONS))
+            .returning(*ticket_types.c)
+        )
+    ).first()
+    if row is None:
+        return
+    uow.emit(
+        _ticket_type_event(ev.TicketTypeUpdated, row, event), aggregate_id=f"event-{event.event_id}"
+    )
+    await uow.commit()
+
+
 async def _sync_capacity(uow: UnitOfWork, event_id: int) -> None:
     total = (
         select(func.coalesce(func.sum(ticket_types.c.max_count), 0))

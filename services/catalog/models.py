@@ -99,7 +99,7 @@ ticket_types = Table(
     Column("issued", Integer, nullable=False, server_default=text("0")),
     # Drawn from catalog.ticket_type_revisions at each change (catalog.TicketType* events and
     # ordering's limit carry it): later changes have higher numbers, none is used twice.
-    Column("revision", Integer, nullable=False, server_default=text("0")),
+    Column("revision", BigInteger, nullable=False, server_default=text("0")),
     Index("ticket_types_by_event_price", "event_id", "price"),
     Index("ticket_types_by_price", "price", "event_id"),  # a narrow price range first
     Index("ticket_types_unsold", "event_id", postgresql_where=text("sold < max_count")),

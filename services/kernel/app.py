@@ -10,7 +10,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import msgspec
@@ -314,7 +314,7 @@ async def events_head(request: Request, types: str = "") -> dict[str, str | None
 class Written(msgspec.Struct, frozen=True):
     """What a producer just committed: its events' ids and types."""
 
-    events: list[tuple[uuid.UUID, str]] = []
+    events: Annotated[list[tuple[uuid.UUID, str]], msgspec.Meta(max_length=1000)] = []
 
 
 @post("/internal/catch-up/{producer:str}", include_in_schema=False, status_code=200)

@@ -7,13 +7,14 @@ from time import monotonic
 from typing import Annotated, Any, TypeVar
 
 import msgspec
+from asyncpg.exceptions import LockNotAvailableError
 from litestar import Request, Response, delete, get, post
 
 from contracts.ordering import InventoryLimit, LimitAnswer
 from contracts.timeutil import utcnow
 from services.kernel.answers import respond
 from services.kernel.app import runtime
-from services.kernel.errors import BadRequest, Forbidden, NotFound
+from services.kernel.errors import BadRequest, Forbidden, NotFound, ServiceUnavailable
 from services.kernel.idempotency import idempotent
 from services.kernel.openapi import accepts
 from services.kernel.security import authenticated, customer, organizer
@@ -252,20 +253,27 @@ async def availability(request: Request) -> Response[Any]:
 
 @post("/internal/ticket-types/{type_id:int}/limit", include_in_schema=False, status_code=200)
 async def limit_ticket_type(request: Request, type_id: int) -> LimitAnswer:
-    """Catalog's, before it commits a lower capacity or a deletion (holds.limit)."""
+    """Catalog's, before it commits a lower capacity or a deletion (holds.limit). Bounded:
+    catalog gives up after about twice CATCH_UP_TIMEOUT_S, and this answers before (a 503 that
+    changed nothing when the type stays unknown here or its row stays busy)."""
     change = parse_json(await request.body(), InventoryLimit)
     rt = runtime(request)
-    for _ in range(2):
-        async with rt.db.unit_of_work() as uow:
-            answer = await holds.limit(uow, type_id, change)
+    wait_s = rt.settings.catch_up_timeout_s
+    deadline = monotonic() + wait_s
+    while True:
+        async with rt.db.transaction() as uow:
+            await uow.fetchval(f"SET LOCAL lock_timeout = '{int(wait_s * 1000)}ms'")
+            try:
+                answer = await holds.limit(uow, type_id, change)
+            except LockNotAvailableError:
+                raise ServiceUnavailable("Inventory busy") from None
             if answer is not None:
                 if answer.applied:
                     await uow.commit()
                 return answer
         # Created a moment ago: its event may not be here yet.
-        if not await rt.catch_up("catalog"):
-            break
-    raise NotFound("Ticket type not found")
+        if monotonic() > deadline or not await rt.catch_up("catalog"):
+            raise NotFound("Ticket type not found")
 
 
 ROUTES = [

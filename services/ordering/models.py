@@ -67,7 +67,7 @@ ticket_types = Table(
     Column("deleted", Boolean, nullable=False, server_default=text("false")),
     Column("seq", BigInteger, nullable=False, server_default=text("0")),
     # catalog's newest revision of the type whose max_count is in effect (holds.limit).
-    Column("revision", Integer, nullable=False, server_default=text("0")),
+    Column("revision", BigInteger, nullable=False, server_default=text("0")),
     CheckConstraint("sold >= 0 AND held >= 0", name="inventory_not_negative"),
 )
 

@@ -184,6 +184,40 @@ async def test_a_type_deleted_before_a_sale_commits_sells_nothing(
     assert order["status"] == "failed"  # charged, then given back (API.md §8.4)
 
 
+async def test_a_lower_capacity_ordering_cannot_confirm_is_a_503_that_changes_nothing(
+    api: httpx.AsyncClient, system: System, admin: str, organizer: Account, venue: dict[str, Any]
+) -> None:
+    """The type's row in ordering stays busy past the limit's bound (CATCH_UP_TIMEOUT_S): the
+    change is a 503 and commits nothing; catalog tells the type again at a new revision, so a
+    limit that reached ordering anyway would not stay."""
+    held = await in_a_cart(api, admin, organizer, venue, 1)
+    holder = await asyncpg.connect(driver_dsn(system))
+    try:
+        async with holder.transaction():
+            await holder.execute(
+                "SELECT FROM ordering.ticket_types WHERE type_id = $1 FOR UPDATE", held.type_id
+            )
+            lowering = await api.put(held.path, json={"max_count": 2}, headers=organizer.headers)
+    finally:
+        await holder.close()
+    assert (lowering.status_code, lowering.json()) == (503, {"detail": "Service unavailable"})
+    shown = await api.get("/api/ticket-types", params={"type_id": held.type_id})
+    assert shown.json()[0]["max_count"] == 5
+    told = await db_rows(
+        system,
+        "SELECT (payload->>'max_count')::int AS max_count, (payload->>'revision')::bigint AS rev"
+        " FROM catalog.outbox WHERE type = 'catalog.TicketTypeUpdated'"
+        " AND (payload->>'type_id')::int = :t",
+        t=held.type_id,
+    )
+    assert [(row.max_count, row.rev > 0) for row in told] == [(5, True)]
+
+    async def ordering_told() -> bool:
+        return await sold_in_ordering(system, held.type_id) == [0, 5]
+
+    assert await eventually(ordering_told)
+
+
 async def test_notify_counts_distinct_holders_of_valid_tickets(
     api: httpx.AsyncClient, admin: str, organizer: Account, venue: dict[str, Any]
 ) -> None:

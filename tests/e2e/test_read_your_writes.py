@@ -6,6 +6,7 @@ ids of API.md §1.2 shown as sent, and the list header of §1.5 on the cart."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -27,6 +28,7 @@ from tests.support.shop import (
     iso,
     location,
     ticket_code,
+    waiting_for_lock,
 )
 from tests.support.system import System
 
@@ -112,41 +114,53 @@ async def test_a_price_change_shows_at_once_in_the_cart(api: httpx.AsyncClient) 
         assert lines.headers["X-Total-Count"] == "1"
 
 
-async def held_while_ordering_waits(
-    api: httpx.AsyncClient, system: System, lock: str, row_of: str
-) -> tuple[Account, OnSale, asyncio.Task[None]]:
-    """A customer holding a type of an event on sale in the cart, and a transaction holding a
-    lock (`lock`, an SQL statement on the event's `row_of` id) that ordering's consumer needs
-    to apply catalog's next event, for half a second: that event waits in ordering meanwhile."""
+async def answered_once_ordering_applied_it(
+    api: httpx.AsyncClient,
+    system: System,
+    lock: tuple[str, str],
+    applying: str,
+    change: Callable[[OnSale], Awaitable[httpx.Response]],
+) -> tuple[Account, OnSale]:
+    """A customer holding a type of an event on sale in the cart; then an organizer's change
+    made while another transaction holds a lock (`lock`: an SQL statement, and which id of the
+    event it takes) that ordering's consumer needs to apply it: the consumer waits in its
+    statement `applying`, and so does the change's answer, until the lock is released."""
     admin, organizer, buyer = await cast(api)
     event = await event_on_sale(api, admin, organizer, price=30)
     assert (await add(api, buyer, event.type_id)).status_code == 200
     holder = await asyncpg.connect(driver_dsn(system))
-    await holder.execute("BEGIN")
-    await holder.execute(lock, getattr(event, row_of))
-
-    async def released_later() -> None:
-        await asyncio.sleep(0.5)
+    try:
+        async with holder.transaction():
+            await holder.execute(lock[0], getattr(event, lock[1]))
+            changing = asyncio.create_task(change(event))
+            await waiting_for_lock(system, applying, changing)
+            await asyncio.sleep(0.2)
+            assert not changing.done(), "answered before ordering applied it"
+    finally:
         await holder.close()
-
-    return buyer, event, asyncio.create_task(released_later())
+    changed = await changing
+    assert changed.status_code == 200, changed.text
+    return buyer, event
 
 
 async def test_a_price_changed_a_moment_before_a_checkout_is_the_price_paid(
     api: httpx.AsyncClient, system: System
 ) -> None:
     """API.md §7.3: a new price applies to later checkouts, here one of a cart that held the
-    type before the change, made the moment the change is answered while ordering's consumer
-    is slow to apply it."""
-    buyer, event, releasing = await held_while_ordering_waits(
-        api, system, "SELECT FROM ordering.ticket_types WHERE type_id = $1 FOR UPDATE", "type_id"
+    type before the change, made the moment the change is answered: catalog answers once
+    ordering has applied it, however slow ordering's consumer is."""
+    buyer, _ = await answered_once_ordering_applied_it(
+        api,
+        system,
+        ("SELECT FROM ordering.ticket_types WHERE type_id = $1 FOR UPDATE", "type_id"),
+        "%INSERT INTO ordering.ticket_types%",
+        lambda event: api.put(
+            f"/api/ticket-types/{event.type_id}",
+            json={"price": 45},
+            headers=event.organizer.headers,
+        ),
     )
-    changed = await api.put(
-        f"/api/ticket-types/{event.type_id}", json={"price": 45}, headers=event.organizer.headers
-    )
-    assert changed.status_code == 200, changed.text
     bought = await api.post("/api/cart/checkout", headers=buyer.headers)
-    await releasing
     assert bought.status_code == 200, bought.text
     [order] = (await api.get("/api/orders", headers=buyer.headers)).json()
     assert (order["total_amount"], order["items"][0]["unit_price"]) == (45.0, 45.0)
@@ -156,14 +170,15 @@ async def test_an_event_cancelled_a_moment_before_a_checkout_sells_nothing(
     api: httpx.AsyncClient, system: System
 ) -> None:
     """API.md §1.8 with R1: a checkout the moment a cancellation is answered places no order
-    and charges nothing, while ordering's consumer is slow to apply it."""
-    buyer, event, releasing = await held_while_ordering_waits(
-        api, system, "SELECT FROM ordering.events WHERE event_id = $1 FOR SHARE", "event_id"
+    and charges nothing: catalog answers once ordering has applied the cancellation."""
+    buyer, _ = await answered_once_ordering_applied_it(
+        api,
+        system,
+        ("SELECT FROM ordering.events WHERE event_id = $1 FOR SHARE", "event_id"),
+        "%UPDATE ordering.events SET status%",
+        lambda event: api.delete(f"/api/events/{event.event_id}", headers=event.organizer.headers),
     )
-    cancelled = await api.delete(f"/api/events/{event.event_id}", headers=event.organizer.headers)
-    assert cancelled.status_code == 200, cancelled.text
     bought = await api.post("/api/cart/checkout", headers=buyer.headers)
-    await releasing
     assert bought.status_code == 400, bought.text
     assert (await api.get("/api/orders", headers=buyer.headers)).json() == []
     assert (await api.get("/api/tickets", headers=buyer.headers)).json() == []

@@ -23,7 +23,7 @@ def upgrade() -> None:
     op.execute("CREATE SEQUENCE catalog.ticket_type_revisions")
     op.add_column(
         "ticket_types",
-        sa.Column("revision", sa.Integer(), nullable=False, server_default=sa.text("0")),
+        sa.Column("revision", sa.BigInteger(), nullable=False, server_default=sa.text("0")),
         schema="catalog",
     )
 

@@ -21,7 +21,7 @@ depends_on = None
 def upgrade() -> None:
     op.add_column(
         "ticket_types",
-        sa.Column("revision", sa.Integer(), nullable=False, server_default=sa.text("0")),
+        sa.Column("revision", sa.BigInteger(), nullable=False, server_default=sa.text("0")),
         schema="ordering",
     )
 
