@@ -246,8 +246,8 @@ async def post_ticket_type(request: Request) -> Doc:
         return ticket_type_doc(await domain.create_ticket_type(event_id, body, identity, uow))
 
 
-# The services whose sales rest on catalog's events: ordering's checkout (price, sale window,
-# the event's dates and status) and resale's purchases (the event's dates and status).
+# The services whose sales rest on catalog's events: ordering's checkout (a type's price and
+# capacity, the event's dates and status) and resale's purchases (the event's dates and status).
 SELLERS = ("ordering", "resale")
 
 
