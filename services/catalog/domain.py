@@ -322,18 +322,22 @@ async def _next_revision(uow: UnitOfWork) -> int:
 
 
 async def _emit_ticket_types(uow: UnitOfWork, event: Any) -> None:
-    """Each type of the event told again (they carry its dates and status), at a new revision:
-    a capacity ordering kept from a change that rolled back after its limit comes back."""
-    of_event = ticket_types.c.event_id == event.event_id
+    """Each type of the event told again (they carry its dates and status)."""
+    await _tell_again(uow, event, ticket_types.c.event_id == event.event_id)
+
+
+async def _tell_again(uow: UnitOfWork, event: Any, which: Any) -> None:
+    """The event's types `which` told again, each at a new revision: a capacity ordering kept
+    from a change that rolled back after its limit comes back."""
     await uow.execute(  # in type order, as catalog's consumer locks them
         select(ticket_types.c.type_id)
-        .where(of_event)
+        .where(which)
         .order_by(ticket_types.c.type_id)
         .with_for_update()
     )
     rows = await uow.execute(
         update(ticket_types)
-        .where(of_event)
+        .where(which)
         .values(revision=func.nextval(REVISIONS))
         .returning(*ticket_types.c)
     )
@@ -364,9 +368,7 @@ async def create_ticket_type(
     return row
 
 
-async def _ticket_type_for_change(
-    uow: UnitOfWork, type_id: int, identity: Identity
-) -> tuple[Any, Any]:
+async def _ticket_type_for_change(uow: UnitOfWork, type_id: int) -> tuple[Any, Any]:
     found = await uow.conn.scalar(
         select(ticket_types.c.event_id).where(ticket_types.c.type_id == type_id)
     )
@@ -390,7 +392,7 @@ def _below_sold(sold: int) -> BadRequest:
 async def update_ticket_type(
     type_id: int, cmd: TicketTypeUpdate, identity: Identity, uow: UnitOfWork, inventory: Inventory
 ) -> Any:
-    event, current = await _ticket_type_for_change(uow, type_id, identity)
+    event, current = await _ticket_type_for_change(uow, type_id)
     _check_manager(event, identity)
     changes = {k: v for k, v in _fields(cmd).items() if v is not None}
     if "max_count" in changes and changes["max_count"] < current.sold:
@@ -422,12 +424,13 @@ async def update_ticket_type(
 async def delete_ticket_type(
     type_id: int, identity: Identity, uow: UnitOfWork, inventory: Inventory
 ) -> None:
-    event, current = await _ticket_type_for_change(uow, type_id, identity)
+    event, current = await _ticket_type_for_change(uow, type_id)
     if event.organizer_id != identity.role_id:
         raise Forbidden("Not authorized to manage ticket types for this event")
-    if current.issued > 0:
-        raise BadRequest("Cannot delete a ticket type with sold tickets")
-    if await inventory.limit(type_id, await _next_revision(uow), 0) is not None:
+    if (
+        current.issued > 0
+        or await inventory.limit(type_id, await _next_revision(uow), 0) is not None
+    ):
         raise BadRequest("Cannot delete a ticket type with sold tickets")
     await uow.execute(delete(ticket_types).where(ticket_types.c.type_id == type_id))
     await _sync_capacity(uow, event.event_id)
@@ -442,25 +445,11 @@ async def announce_ticket_type(type_id: int, uow: UnitOfWork) -> None:
     """The type as committed, told again at a new revision: after a limit ordering may have
     taken for a change catalog then gave up on, this restores ordering's capacity (the event
     reaches ordering however long it is away; a limit arriving later is older, so ignored)."""
-    found = await uow.conn.scalar(
-        select(ticket_types.c.event_id).where(ticket_types.c.type_id == type_id)
-    )
-    if found is None:
+    try:
+        event, _ = await _ticket_type_for_change(uow, type_id)
+    except NotFound:  # deleted meanwhile: nothing to restore
         return
-    event = await _event_for_change(uow, found)  # the event first, then the type
-    row = (
-        await uow.execute(
-            update(ticket_types)
-            .where(ticket_types.c.type_id == type_id)
-            .values(revision=func.nextval(REVISIONS))
-            .returning(*ticket_types.c)
-        )
-    ).first()
-    if row is None:
-        return
-    uow.emit(
-        _ticket_type_event(ev.TicketTypeUpdated, row, event), aggregate_id=f"event-{event.event_id}"
-    )
+    await _tell_again(uow, event, ticket_types.c.type_id == type_id)
     await uow.commit()
 
 
