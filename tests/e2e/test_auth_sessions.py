@@ -8,7 +8,6 @@ import statistics
 import time
 import uuid
 
-import asyncpg
 import httpx
 import jwt
 
@@ -23,7 +22,7 @@ from tests.support.actors import (
     register_organizer,
     verified_organizer,
 )
-from tests.support.shop import driver_dsn, waiting_for_lock
+from tests.support.shop import holding, waiting_for_lock
 from tests.support.system import System
 
 REFRESH = "/api/auth/refresh"
@@ -240,34 +239,29 @@ async def test_a_password_changed_while_a_login_checks_the_old_one_refuses_that_
     session: the login is refused (API.md §3.11: the old password no longer opens anything),
     not handed a session the reset never revoked. Then a refresh racing a ban the same way."""
     customer = await active_customer(api, await admin_token(api))
-    conn = await asyncpg.connect(driver_dsn(system))
-    try:
-        async with conn.transaction():  # a reset under way: the account locked, then changed
-            await conn.execute(
-                "UPDATE auth.users SET password_hash = 'reset', tokens_invalid_before = now()"
-                " WHERE user_id = $1",
-                customer.user_id,
-            )
-            logging_in = asyncio.create_task(login(api, customer.email, customer.password))
-            await waiting_for_lock(system, "%auth.users%", logging_in)
-        refused = await logging_in
-        assert (refused.status_code, refused.json()) == (
-            401,
-            {"detail": "Incorrect email or password"},
-        )
+    async with holding(  # a reset under way: the account locked, then changed
+        system,
+        "UPDATE auth.users SET password_hash = 'reset', tokens_invalid_before = now()"
+        " WHERE user_id = $1",
+        customer.user_id,
+    ):
+        logging_in = asyncio.create_task(login(api, customer.email, customer.password))
+        await waiting_for_lock(system, "%auth.users%", logging_in)
+    refused = await logging_in
+    assert (refused.status_code, refused.json()) == (
+        401,
+        {"detail": "Incorrect email or password"},
+    )
 
-        other = await active_customer(api, await admin_token(api))
-        async with conn.transaction():  # a ban under way
-            await conn.execute(
-                "UPDATE auth.users SET banned_at = now(), tokens_invalid_before = now()"
-                " WHERE user_id = $1",
-                other.user_id,
-            )
-            refreshing = asyncio.create_task(
-                api.post("/api/auth/refresh", json={"refresh_token": other.refresh_token})
-            )
-            await waiting_for_lock(system, "%auth.users%", refreshing)
-        banned = await refreshing
-        assert (banned.status_code, banned.json()) == (403, {"detail": "Account banned"})
-    finally:
-        await conn.close()
+    other = await active_customer(api, await admin_token(api))
+    async with holding(  # a ban under way
+        system,
+        "UPDATE auth.users SET banned_at = now(), tokens_invalid_before = now() WHERE user_id = $1",
+        other.user_id,
+    ):
+        refreshing = asyncio.create_task(
+            api.post("/api/auth/refresh", json={"refresh_token": other.refresh_token})
+        )
+        await waiting_for_lock(system, "%auth.users%", refreshing)
+    banned = await refreshing
+    assert (banned.status_code, banned.json()) == (403, {"detail": "Account banned"})

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 
@@ -21,7 +20,7 @@ from tests.support.catalog_actors import (
     ticket_types_of,
 )
 from tests.support.catalog_fixtures import admin, organizer, venue  # noqa: F401  (fixtures)
-from tests.support.shop import db_rows, driver_dsn, waiting_for_lock
+from tests.support.shop import db_rows, holding, waiting_for_lock
 from tests.support.system import System
 
 EVENT_KEYS = {
@@ -408,30 +407,26 @@ async def test_a_venue_renamed_while_its_event_is_approved_tells_the_event_as_ap
     resale's projections: sales closed again)."""
     hall = await new_location(api, admin)
     event = await new_event(api, organizer, hall["location_id"])
-    approving = await asyncpg.connect(driver_dsn(system))
-    try:
-        async with approving.transaction():  # an approval under way: the event row locked
-            await approving.execute(
-                "UPDATE catalog.events SET status = 'created' WHERE event_id = $1",
-                event["event_id"],
+    async with holding(  # an approval under way: the event row locked
+        system,
+        "UPDATE catalog.events SET status = 'created' WHERE event_id = $1",
+        event["event_id"],
+    ):
+        renaming = asyncio.create_task(
+            api.put(
+                f"/api/locations/{hall['location_id']}",
+                json={"name": "Renamed Hall"},
+                headers=bearer(admin),
             )
-            renaming = asyncio.create_task(
-                api.put(
-                    f"/api/locations/{hall['location_id']}",
-                    json={"name": "Renamed Hall"},
-                    headers=bearer(admin),
-                )
-            )
-            await waiting_for_lock(system, "%catalog.events%", renaming)
-        renamed = await renaming
-        assert renamed.status_code == 200, renamed.text
-        [told] = await db_rows(
-            system,
-            "SELECT payload->>'status' AS status, payload->>'location_name' AS venue"
-            " FROM catalog.outbox WHERE type = 'catalog.EventUpdated' AND aggregate_id = :a"
-            " ORDER BY id DESC LIMIT 1",
-            a=f"event-{event['event_id']}",
         )
-        assert (told.status, told.venue) == ("created", "Renamed Hall")
-    finally:
-        await approving.close()
+        await waiting_for_lock(system, "%catalog.events%", renaming)
+    renamed = await renaming
+    assert renamed.status_code == 200, renamed.text
+    [told] = await db_rows(
+        system,
+        "SELECT payload->>'status' AS status, payload->>'location_name' AS venue"
+        " FROM catalog.outbox WHERE type = 'catalog.EventUpdated' AND aggregate_id = :a"
+        " ORDER BY id DESC LIMIT 1",
+        a=f"event-{event['event_id']}",
+    )
+    assert (told.status, told.venue) == ("created", "Renamed Hall")

@@ -8,14 +8,13 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import asyncpg
 import httpx
 import msgspec
 
 from tests.support.actors import Account, active_customer
 from tests.support.catalog_actors import approved_event, new_ticket_type
 from tests.support.catalog_fixtures import admin, organizer, venue  # noqa: F401  (fixtures)
-from tests.support.shop import add, buy, db_rows, driver_dsn, eventually, waiting_for_lock
+from tests.support.shop import add, buy, db_rows, eventually, holding, waiting_for_lock
 from tests.support.system import System
 
 Request = Callable[[], Awaitable[httpx.Response]]
@@ -23,6 +22,7 @@ Request = Callable[[], Awaitable[httpx.Response]]
 # among them), which fill PostgreSQL's 1 kB of the query's text shown before sell_held.
 SALE = "%Your Resellio order%"
 LIMIT = "%sold <= $3%"  # catalog's limit on ordering's inventory
+_TYPE_ROW_LOCKED = "SELECT FROM ordering.ticket_types WHERE type_id = $1 FOR UPDATE"
 
 
 class Held(msgspec.Struct):
@@ -58,19 +58,12 @@ async def sale_and_change(
         lambda: api.post("/api/cart/checkout", headers=held.buyer.headers),
     )
     turns = [(LIMIT, change), sale] if change_first else [sale, (LIMIT, change)]
-    holder = await asyncpg.connect(driver_dsn(system))
-    try:
-        async with holder.transaction():
-            await holder.execute(
-                "SELECT 1 FROM ordering.ticket_types WHERE type_id = $1 FOR UPDATE", held.type_id
-            )
-            started = []
-            for statement, request in turns:
-                started.append(asyncio.create_task(request()))
-                await waiting_for_lock(system, statement, started[-1])
-        done = await asyncio.gather(*started)
-    finally:
-        await holder.close()
+    async with holding(system, _TYPE_ROW_LOCKED, held.type_id):
+        started = []
+        for statement, request in turns:
+            started.append(asyncio.create_task(request()))
+            await waiting_for_lock(system, statement, started[-1])
+    done = await asyncio.gather(*started)
     return (done[1], done[0]) if change_first else (done[0], done[1])
 
 
@@ -191,15 +184,8 @@ async def test_a_lower_capacity_ordering_cannot_confirm_is_a_503_that_changes_no
     change is a 503 and commits nothing; catalog tells the type again at a new revision, so a
     limit that reached ordering anyway would not stay."""
     held = await in_a_cart(api, admin, organizer, venue, 1)
-    holder = await asyncpg.connect(driver_dsn(system))
-    try:
-        async with holder.transaction():
-            await holder.execute(
-                "SELECT FROM ordering.ticket_types WHERE type_id = $1 FOR UPDATE", held.type_id
-            )
-            lowering = await api.put(held.path, json={"max_count": 2}, headers=organizer.headers)
-    finally:
-        await holder.close()
+    async with holding(system, _TYPE_ROW_LOCKED, held.type_id):
+        lowering = await api.put(held.path, json={"max_count": 2}, headers=organizer.headers)
     assert (lowering.status_code, lowering.json()) == (503, {"detail": "Service unavailable"})
     shown = await api.get("/api/ticket-types", params={"type_id": held.type_id})
     assert shown.json()[0]["max_count"] == 5

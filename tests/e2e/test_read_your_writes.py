@@ -9,7 +9,6 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
-import asyncpg
 import httpx
 
 from tests.support.actors import (
@@ -23,8 +22,8 @@ from tests.support.shop import (
     OnSale,
     add,
     buy,
-    driver_dsn,
     event_on_sale,
+    holding,
     iso,
     location,
     ticket_code,
@@ -128,16 +127,11 @@ async def answered_once_ordering_applied_it(
     admin, organizer, buyer = await cast(api)
     event = await event_on_sale(api, admin, organizer, price=30)
     assert (await add(api, buyer, event.type_id)).status_code == 200
-    holder = await asyncpg.connect(driver_dsn(system))
-    try:
-        async with holder.transaction():
-            await holder.execute(lock[0], getattr(event, lock[1]))
-            changing = asyncio.create_task(change(event))
-            await waiting_for_lock(system, applying, changing)
-            await asyncio.sleep(0.2)
-            assert not changing.done(), "answered before ordering applied it"
-    finally:
-        await holder.close()
+    async with holding(system, lock[0], getattr(event, lock[1])):
+        changing = asyncio.create_task(change(event))
+        await waiting_for_lock(system, applying, changing)
+        await asyncio.sleep(0.2)
+        assert not changing.done(), "answered before ordering applied it"
     changed = await changing
     assert changed.status_code == 200, changed.text
     return buyer, event

@@ -6,6 +6,8 @@ Everything goes through the gateway like a real client (catalog for events, orde
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -158,6 +160,19 @@ def driver_dsn(system: System) -> str:
     """The running system's database for a plain asyncpg connection (a test's own locks)."""
     url = make_url(system.database_url).set(drivername="postgresql")
     return url.render_as_string(hide_password=False)
+
+
+@asynccontextmanager
+async def holding(system: System, sql: str, *args: Any) -> AsyncIterator[None]:
+    """A transaction of the test's own, on a connection of its own, that ran `sql` and holds
+    its locks while the block runs; committed when the block ends."""
+    conn = await asyncpg.connect(driver_dsn(system))
+    try:
+        async with conn.transaction():
+            await conn.execute(sql, *args)
+            yield
+    finally:
+        await conn.close()
 
 
 async def waiting_for_lock(system: System, query_like: str, running: asyncio.Task[Any]) -> None:
