@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
@@ -38,6 +39,25 @@ async def migrated_database(service: str) -> AsyncIterator[str]:
         yield rendered
     finally:
         await drop_database(rendered)
+
+
+class Harness(Protocol):
+    db: Database
+
+
+H = TypeVar("H", bound=Harness)
+
+
+@asynccontextmanager
+async def migrated_harness(service: str, harness: Callable[[str], H]) -> AsyncIterator[H]:
+    """`harness` built on a scratch database with `service`'s schema migrated; its pool
+    closed, and the database dropped, afterwards."""
+    async with migrated_database(service) as url:
+        running = harness(url)
+        try:
+            yield running
+        finally:
+            await running.db.dispose()
 
 
 @dataclass

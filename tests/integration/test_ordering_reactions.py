@@ -51,7 +51,7 @@ from services.ordering.models import (
     ticket_types,
     tickets,
 )
-from tests.integration.conftest import migrated_database
+from tests.integration.conftest import migrated_harness
 
 _sequence = count(1)
 RULES = cart.CartRules(hold_for=timedelta(minutes=15), max_per_event=20)
@@ -177,12 +177,8 @@ async def no_refresh() -> None:
 
 @pytest.fixture
 async def ordering() -> AsyncIterator[Ordering]:
-    async with migrated_database("ordering") as url:
-        running = Ordering(url)
-        try:
-            yield running
-        finally:
-            await running.db.dispose()
+    async with migrated_harness("ordering", Ordering) as running:
+        yield running
 
 
 async def test_listing_sold_delivered_twice_and_replayed_transfers_exactly_once(

@@ -28,7 +28,7 @@ from services.resale import purchase
 from services.resale.consumers import HANDLERS
 from services.resale.listings import ListTicket, list_ticket
 from services.resale.models import metadata, outbox, payments, purchases
-from tests.integration.conftest import migrated_database
+from tests.integration.conftest import migrated_harness
 from tests.integration.test_ordering_reactions import (
     customer_registered,
     envelope,
@@ -90,12 +90,8 @@ class Resale:
 
 @pytest.fixture
 async def resale() -> AsyncIterator[Resale]:
-    async with migrated_database("resale") as url:
-        running = Resale(url)
-        try:
-            yield running
-        finally:
-            await running.db.dispose()
+    async with migrated_harness("resale", Resale) as running:
+        yield running
 
 
 def _voided(owner_id: int) -> TicketRefunded:
