@@ -7,7 +7,6 @@ import logging
 import re
 import time
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qsl
 
 import msgspec
 
@@ -25,6 +24,7 @@ from gateway.routes import (
     service_for,
     without_trailing_slash,
 )
+from services.kernel.credentials import account_key, form_fields
 from services.kernel.errors import Unauthorized
 from services.kernel.tokens import Identity, bearer_token
 from services.kernel.upstream import Answer, UpstreamError
@@ -69,16 +69,17 @@ _TOO_MANY = "Too many requests. Try again later."
 
 
 def _email(body: bytes, source: str) -> str | None:
-    """The account a login (form `username`) or a registration/recovery (JSON `email`) names."""
+    """The account a login (form `username`) or a registration/recovery (JSON `email`) names,
+    read as auth reads it (services/kernel/credentials.py)."""
     try:
         if source == "form":
-            value = dict(parse_qsl(body.decode("utf-8", "replace"))).get("username")
+            value = form_fields(body).get("username")
         else:
             document = msgspec.json.decode(body)
             value = document.get("email") if isinstance(document, dict) else None
     except (msgspec.DecodeError, ValueError, RecursionError):  # RecursionError: nested too deep
         return None
-    return value.strip().lower() if isinstance(value, str) and value.strip() else None
+    return account_key(value) if isinstance(value, str) and value.strip() else None
 
 
 _SLASHES = re.compile("/{2,}")

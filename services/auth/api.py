@@ -21,12 +21,11 @@ from services.auth.schemas import (
     VerifyEmailQuery,
 )
 from services.kernel.app import runtime
+from services.kernel.credentials import FORM, form_fields
 from services.kernel.errors import RequestValidationError, Unauthorized
 from services.kernel.openapi import accepts
 from services.kernel.security import optional_identity
 from services.kernel.validation import parse_json, parse_mapping, parse_query
-
-FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
 @post("/api/auth/register/customer")
@@ -52,10 +51,11 @@ async def register_organizer(request: Request) -> Response[Any]:
 @post("/api/auth/token", status_code=200)
 @accepts(form=LoginForm)
 async def login(request: Request) -> Response[Any]:
-    data: dict[str, Any] = {}
-    if request.headers.get("content-type", "").split(";")[0].strip().lower() in FORM_TYPES:
-        form = await request.form()
-        data = {key: form.get(key) for key in form}
+    # Only the url-encoded form (§3.4), read as the gateway read it to count the attempt:
+    # anything else is missing its fields (422), as JSON is.
+    data: dict[str, str] = {}
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() == FORM:
+        data = form_fields(await request.body())
     cmd = parse_mapping(data, LoginForm)
     session = await domain.login(runtime(request), config_of(request), cmd.username, cmd.password)
     if session is None:

@@ -58,7 +58,7 @@ async def user_by_id(conn: AsyncConnection, user_id: int, lock: bool = False) ->
 
 def email_is(email: str) -> Any:
     """Emails compare case-insensitively (API.md §2.3)."""
-    return func.lower(users.c.email) == email.lower()
+    return func.lower(users.c.email) == func.lower(email)  # both by PostgreSQL's rules
 
 
 async def user_by_email(conn: AsyncConnection, email: str, lock: bool = False) -> Any:

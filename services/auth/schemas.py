@@ -5,16 +5,17 @@ from __future__ import annotations
 from typing import Annotated
 
 import msgspec
-from email_validator import EmailNotValidError, validate_email
+from email_validator import EmailNotValidError
 
 from services.auth.passwords import strong_password
+from services.kernel.credentials import normalized_email
 from services.kernel.validation import INT32_MAX, Check, FieldError, Int32, NonBlank255
 
 
 def valid_email(value: str) -> str:
     """Syntax and domain checked (no DNS); the domain comes back lower-cased."""
     try:
-        return validate_email(value, check_deliverability=False).normalized
+        return normalized_email(value)
     except EmailNotValidError as exc:
         raise FieldError(f"value is not a valid email address: {exc}") from exc
 

@@ -15,11 +15,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
-from sqlalchemy import select, update
+from sqlalchemy import Table, select, update
 
 from contracts.timeutil import utcnow
 from services.auth.keys import KeyRing
-from services.auth.models import mailed_tokens, refresh_tokens
+from services.auth.models import mailed_tokens, refresh_tokens, users
 from services.kernel.db import UnitOfWork
 from services.kernel.settings import Settings
 
@@ -99,15 +99,24 @@ async def issue_refresh_token(
     return token
 
 
+async def _locked_after_its_account(uow: UnitOfWork, table: Table, *where: Any) -> Any:
+    """A token's row, locked, its account's row locked first. Every change of an account's
+    tokens takes the account first (a ban, a password change, an approval, a new link), so two
+    never wait for each other the other way round (a deadlock: one of them a 500). And a chain
+    revoked by one request sees every token another issued into it under the same lock."""
+    user_id = await uow.conn.scalar(select(table.c.user_id).where(*where))
+    if user_id is None:
+        return None
+    await uow.execute(select(users.c.user_id).where(users.c.user_id == user_id).with_for_update())
+    # Read again under the locks: the row as the last change of the account left it.
+    return (await uow.execute(select(table).where(*where).with_for_update())).first()
+
+
 async def find_refresh_token(uow: UnitOfWork, token: str) -> Any:
     """The stored row of a presented token, locked against a concurrent rotation."""
-    return (
-        await uow.execute(
-            select(refresh_tokens)
-            .where(refresh_tokens.c.token_hash == digest(token))
-            .with_for_update()
-        )
-    ).first()
+    return await _locked_after_its_account(
+        uow, refresh_tokens, refresh_tokens.c.token_hash == digest(token)
+    )
 
 
 async def mark_rotated(uow: UnitOfWork, token_id: int) -> None:
@@ -172,13 +181,9 @@ async def claim_mailed_token(uow: UnitOfWork, token: str, purpose: str) -> tuple
     The row is locked, so of two concurrent uses of one token exactly one gets "ok".
     """
     t = mailed_tokens
-    row = (
-        await uow.execute(
-            select(t)
-            .where(t.c.token_hash == digest(token), t.c.purpose == purpose)
-            .with_for_update()
-        )
-    ).first()
+    row = await _locked_after_its_account(
+        uow, t, t.c.token_hash == digest(token), t.c.purpose == purpose
+    )
     if row is None or row.used_at is not None or row.superseded_at is not None:
         return "invalid", None
     if row.expires_at <= utcnow():

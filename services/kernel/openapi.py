@@ -22,11 +22,12 @@ from litestar import Litestar
 from litestar._openapi.plugin import OpenAPIPlugin
 from litestar.routes import HTTPRoute
 
+from services.kernel.credentials import FORM
+
 F = TypeVar("F", bound=Callable[..., Any])
 _ATTRIBUTE = "__request_shape__"
 _REF = "#/components/schemas/{name}"
 JSON = "application/json"
-FORM = "application/x-www-form-urlencoded"
 
 
 @dataclass(frozen=True)

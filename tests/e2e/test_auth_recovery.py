@@ -23,6 +23,7 @@ from tests.support.actors import (
     unique,
 )
 from tests.support.auth_db import expire_mailed_tokens
+from tests.support.shop import holding, waiting_for_lock
 from tests.support.system import System
 
 VERIFY = "/api/auth/verify-email"
@@ -225,3 +226,25 @@ async def test_activation_by_email_helper_gives_a_working_token(
     customer = await activate_by_email(api, system, await register_customer(api))
     await sign_in(api, customer)
     assert customer.password == PASSWORD and customer.refresh_token
+
+
+async def test_an_email_link_followed_while_an_admin_approves_is_answered_not_deadlocked(
+    api: httpx.AsyncClient, system: System
+) -> None:
+    """The link locks the account before its token, as the approval does (which supersedes the
+    link): taken the other way round the two deadlock and one answers 500."""
+    admin = await admin_token(api)
+    customer = await register_customer(api)
+    token = await mailed_token(system, customer.email)
+    locked = "SELECT 1 FROM auth.users WHERE user_id = $1 FOR UPDATE"
+    async with holding(system, locked, customer.user_id):
+        approving = asyncio.create_task(
+            api.post(f"/api/auth/approve-user/{customer.user_id}", headers=bearer(admin))
+        )
+        await waiting_for_lock(system, "%auth.users%", approving)
+        following = asyncio.create_task(api.get(VERIFY, params={"token": token}))
+        await waiting_for_lock(system, "%auth.users%", following, waiters=2)
+    approved, followed = await approving, await following
+    assert approved.status_code == 200, approved.text
+    assert (followed.status_code, followed.json()) == (400, USED)
+    assert (await login(api, customer.email, customer.password)).status_code == 200

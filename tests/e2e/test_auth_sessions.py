@@ -7,6 +7,7 @@ import asyncio
 import statistics
 import time
 import uuid
+from urllib.parse import urlencode
 
 import httpx
 import jwt
@@ -14,11 +15,14 @@ import jwt
 from tests.support.actors import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
+    activate_by_admin,
     active_customer,
     admin_token,
     bearer,
     claims,
     login,
+    new_account_fields,
+    register_customer,
     register_organizer,
     verified_organizer,
 )
@@ -68,6 +72,20 @@ async def test_login_email_ignores_case(api: httpx.AsyncClient) -> None:
     )
 
 
+async def test_an_address_beyond_ascii_signs_in_as_registered(api: httpx.AsyncClient) -> None:
+    """§2.3: every comparison ignores case, by one set of rules (PostgreSQL's, as the unique
+    index does): Python lowers a final sigma to "ς" where PostgreSQL gives "σ" (or, in the C
+    locale, keeps "Σ"), and such an account could neither sign in nor be found again."""
+    account = await register_customer(api, email=f"{uuid.uuid4().hex}xΣ@example.com")
+    await activate_by_admin(api, await admin_token(api), account)
+    signed_in = await login(api, account.email, account.password)
+    assert signed_in.status_code == 200, signed_in.text
+    again = await api.post(
+        "/api/auth/register/customer", json=new_account_fields(email=account.email)
+    )
+    assert (again.status_code, again.json()) == (400, {"detail": "Email already registered"})
+
+
 async def test_wrong_password_and_unknown_email_look_the_same(api: httpx.AsyncClient) -> None:
     wrong = await login(api, ADMIN_EMAIL, "WrongPassword1")
     unknown = await login(api, f"nobody-{uuid.uuid4().hex}@example.com", "WrongPassword1")
@@ -88,6 +106,31 @@ async def test_login_takes_a_form_not_json(api: httpx.AsyncClient) -> None:
     missing = await api.post("/api/auth/token", data={"username": ADMIN_EMAIL})
     assert missing.status_code == 422
     assert missing.json()["detail"][0]["loc"] == ["body", "password"]
+
+
+async def test_login_takes_an_urlencoded_form_only_and_never_fails_on_its_bytes(
+    api: httpx.AsyncClient,
+) -> None:
+    """§3.4: the body is `application/x-www-form-urlencoded`. A multipart body is refused like
+    JSON (the gateway's per-account limit reads the url-encoded form, so it could not count
+    one), and bytes that are not UTF-8 are a wrong email or password, never a 500."""
+    multipart = await api.post(
+        "/api/auth/token",
+        data={"username": ADMIN_EMAIL, "password": ADMIN_PASSWORD},
+        files={"note": ("note.txt", b"\xff\xfe", "text/plain; charset=bogus")},
+    )
+    assert multipart.status_code == 422, multipart.text
+    assert {tuple(e["loc"]) for e in multipart.json()["detail"]} == {
+        ("body", "username"),
+        ("body", "password"),
+    }
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    for body in (b"username=\xff%40example.com&password=Secret1!", b"username=a%FF&password=%FE"):
+        garbled = await api.post("/api/auth/token", content=body, headers=form)
+        assert (garbled.status_code, garbled.json()) == (401, INCORRECT), body
+    fields = [("username", ADMIN_EMAIL), ("password", ADMIN_PASSWORD), ("username", "x@y.com")]
+    twice = await api.post("/api/auth/token", content=urlencode(fields), headers=form)
+    assert twice.status_code == 200, twice.text  # the first value of a repeated field counts
 
 
 async def test_grant_type_must_be_password_when_present(api: httpx.AsyncClient) -> None:
@@ -265,3 +308,53 @@ async def test_a_password_changed_while_a_login_checks_the_old_one_refuses_that_
         await waiting_for_lock(system, "%auth.users%", refreshing)
     banned = await refreshing
     assert (banned.status_code, banned.json()) == (403, {"detail": "Account banned"})
+
+
+# Every path that changes an account's tokens locks the account first (API.md §1.2: a failed
+# request is a clean answer). Each race below holds the account, lines the two requests up
+# behind it in a known order, then lets them go: taken the other way round, the token then the
+# account, the first two deadlock (PostgreSQL aborts one: a 500, or a ban not applied) and the
+# third leaves the new refresh token alive.
+LOCKED_ACCOUNT = "SELECT 1 FROM auth.users WHERE user_id = $1 FOR UPDATE"
+
+
+async def test_a_refresh_racing_a_ban_is_refused_not_deadlocked(
+    api: httpx.AsyncClient, system: System
+) -> None:
+    admin = await admin_token(api)
+    customer = await active_customer(api, admin)
+    async with holding(system, LOCKED_ACCOUNT, customer.user_id):
+        banning = asyncio.create_task(
+            api.post(f"/api/auth/ban-user/{customer.user_id}", headers=bearer(admin))
+        )
+        await waiting_for_lock(system, "%auth.users%", banning)
+        refreshing = asyncio.create_task(
+            api.post(REFRESH, json={"refresh_token": customer.refresh_token})
+        )
+        await waiting_for_lock(system, "%auth.users%", refreshing, waiters=2)
+    banned, refused = await banning, await refreshing
+    assert banned.status_code == 200, banned.text
+    assert (refused.status_code, refused.json()) == (401, {"detail": "Invalid refresh token"})
+    again = await api.post(REFRESH, json={"refresh_token": customer.refresh_token})
+    assert again.status_code == 401
+
+
+async def test_a_replayed_token_racing_the_owners_refresh_revokes_the_new_one_too(
+    api: httpx.AsyncClient, system: System
+) -> None:
+    """§2.5: an already rotated token presented revokes its whole chain, including the token
+    a refresh committing at that moment issues."""
+    customer = await active_customer(api, await admin_token(api))
+    stolen = customer.refresh_token
+    first = await api.post(REFRESH, json={"refresh_token": stolen})
+    current = first.json()["refresh_token"]
+    async with holding(system, LOCKED_ACCOUNT, customer.user_id):
+        owner = asyncio.create_task(api.post(REFRESH, json={"refresh_token": current}))
+        await waiting_for_lock(system, "%auth.users%", owner)
+        thief = asyncio.create_task(api.post(REFRESH, json={"refresh_token": stolen}))
+        await waiting_for_lock(system, "%auth.%", thief, waiters=2)
+    rotated, replayed = await owner, await thief
+    assert rotated.status_code == 200, rotated.text
+    assert (replayed.status_code, replayed.json()) == (401, {"detail": "Invalid refresh token"})
+    newest = await api.post(REFRESH, json={"refresh_token": rotated.json()["refresh_token"]})
+    assert (newest.status_code, newest.json()) == (401, {"detail": "Invalid refresh token"})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import AsyncIterator, Iterator
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -96,6 +97,53 @@ async def test_failed_logins_lock_the_account_whatever_the_address(limited: Syst
         assert_limited(await login(owner, customer.email, PASSWORD), 900)
         other = await login(owner, f"{unique()}@example.com", "Wrong123!")
         assert other.status_code == 401
+
+
+async def test_failed_logins_count_against_the_account_auth_reads(limited: System) -> None:
+    """The gateway names the account of a login as auth reads the form: the first `username`
+    (a decoy repeated after it does not take the count). Auth takes no other kind of body."""
+
+    async def from_new_address() -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=limited.gateway_url, headers={"X-Forwarded-For": next(_addresses)}
+        )
+
+    async with await from_new_address() as setup:
+        customer = await active_customer(setup, await admin_token(setup))
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    for n in range(3):
+        async with await from_new_address() as attacker:
+            fields = [
+                ("username", customer.email),
+                ("password", "Wrong123!"),
+                ("username", f"decoy-{n}-{unique()}@example.com"),
+            ]
+            response = await attacker.post(
+                "/api/auth/token", content=urlencode(fields), headers=form
+            )
+            assert response.status_code == 401, response.text
+    async with await from_new_address() as owner:
+        assert_limited(await login(owner, customer.email, PASSWORD), 900)
+
+
+async def test_registration_limits_count_the_email_as_auth_reads_it(limited: System) -> None:
+    """Spellings of one address that auth takes for the same account (its domain in another
+    case, or in full-width or ideographic characters, which it normalises) share one count."""
+    body = new_account_fields()
+    local, domain = body["email"].split("@")
+    ideographic = domain.replace(".", "\u3002")
+    spellings = [body["email"], f"{local}@{domain.upper()}", f"{local}@{ideographic}"]
+    statuses = []
+    for email in spellings:
+        async with httpx.AsyncClient(
+            base_url=limited.gateway_url, headers={"X-Forwarded-For": next(_addresses)}
+        ) as somewhere:
+            response = await somewhere.post(
+                "/api/auth/register/customer", json={**body, "email": email}
+            )
+            statuses.append(response)
+    assert [r.status_code for r in statuses[:2]] == [201, 400]
+    assert_limited(statuses[2], 3600)
 
 
 async def test_registrations_per_address(client: httpx.AsyncClient) -> None:

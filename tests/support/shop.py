@@ -175,17 +175,22 @@ async def holding(system: System, sql: str, *args: Any) -> AsyncIterator[None]:
         await conn.close()
 
 
-async def waiting_for_lock(system: System, query_like: str, running: asyncio.Task[Any]) -> None:
-    """Return once a backend waits for a lock in a statement LIKE `query_like`; fail if
-    `running` ends first. Read on a connection of its own, outside any transaction: inside
+async def waiting_for_lock(
+    system: System, query_like: str, running: asyncio.Task[Any], waiters: int = 1
+) -> None:
+    """Return once `waiters` backends wait for a lock in a statement LIKE `query_like`; fail
+    if `running` ends first. Read on a connection of its own, outside any transaction: inside
     one, PostgreSQL shows the same view of pg_stat_activity on every look."""
     watcher = await asyncpg.connect(driver_dsn(system))
     try:
         for _ in range(500):
-            if await watcher.fetchval(
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE wait_event_type = 'Lock' AND query LIKE $1",
-                query_like,
+            if (
+                await watcher.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE wait_event_type = 'Lock' AND query LIKE $1",
+                    query_like,
+                )
+                >= waiters
             ):
                 return
             assert not running.done(), running.result()

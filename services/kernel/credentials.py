@@ -1,0 +1,41 @@
+"""How a login form and an email address are read, by auth and by the gateway alike.
+
+The gateway counts an account's attempts (API.md §1.7) before auth sees the request. If the
+two read the request differently, a client can aim the count at one account and the attempt at
+another: a decoy `username` repeated after the real one, or a spelling of the address that auth
+takes for the same account (`victim@example。com`). So both read it through these functions.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl
+
+from email_validator import EmailNotValidError, validate_email
+
+FORM = "application/x-www-form-urlencoded"
+
+
+def form_fields(body: bytes) -> dict[str, str]:
+    """An `application/x-www-form-urlencoded` body's fields, the first value of a repeated one.
+    Bytes that are not UTF-8 are replaced, not refused: such a username names nobody."""
+    fields: dict[str, str] = {}
+    for name, value in parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True):
+        fields.setdefault(name, value)
+    return fields
+
+
+def normalized_email(value: str) -> str:
+    """The address as auth stores it: syntax and domain checked (no DNS), the domain in its
+    normalised form (IDNA, lower case). Raises EmailNotValidError."""
+    return validate_email(value, check_deliverability=False).normalized
+
+
+def account_key(value: str) -> str:
+    """What the gateway counts an account's attempts by: the address normalised as auth does,
+    case folded (API.md §2.3: case is ignored; folding joins more spellings, never fewer)."""
+    value = value.strip()
+    try:
+        value = normalized_email(value)
+    except EmailNotValidError:
+        pass  # refused by auth (422) or naming nobody: counted as written
+    return value.casefold()
