@@ -223,13 +223,15 @@ async def _transfer_mails(uow: UnitOfWork, event: ListingSold) -> None:
 async def on_participants_notified(
     event: ParticipantsNotified, envelope: Envelope, uow: UnitOfWork
 ) -> None:
-    """Email the organizer's message once to every holder of a valid ticket of the event."""
+    """Email the organizer's message once to every holder of a valid ticket of the event: the
+    holders catalog counted (API.md §6.8), a ticket checked in included (its holder is at the
+    event; a refund is what makes a ticket no longer valid, §9.2)."""
     holders = await uow.execute(
         select(users.c.email, users.c.first_name, events.c.name)
         .select_from(tickets)
         .join(users, users.c.user_id == tickets.c.owner_id)
         .join(events, events.c.event_id == tickets.c.event_id)
-        .where(tickets.c.event_id == event.event_id, tickets.c.status == "valid")
+        .where(tickets.c.event_id == event.event_id, tickets.c.status.in_(("valid", "used")))
         .distinct()
     )
     for holder in holders:

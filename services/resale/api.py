@@ -48,13 +48,14 @@ PROCESSING = ResponseSpec(data_container=dict[str, Any], description="Purchase i
 
 
 async def after_catch_up(
-    request: Request, attempt: Callable[[], Awaitable[T]], events_first: bool = False
+    request: Request, attempt: Callable[[], Awaitable[T]], first: tuple[str, ...] = ()
 ) -> T:
     """Run `attempt`; a projection-based no (404/403/400) is re-checked once caught up.
-    `events_first`: a yes also depends on the event's dates and status (an organizer may just
-    have moved or cancelled it), so catch up with catalog before the first attempt too."""
-    if events_first:
-        await runtime(request).catch_up("catalog")
+    `first`: the producers a yes also rests on, caught up with before the first attempt too
+    (catalog: an organizer may just have moved or cancelled the event; ordering: the door may
+    just have checked the ticket in)."""
+    if first:
+        await runtime(request).catch_up(*first)
     try:
         return await attempt()
     except (NotFound, Forbidden, BadRequest) as exc:
@@ -99,7 +100,7 @@ async def resell(request: Request, ticket_id: str) -> Doc:
         async with db.unit_of_work() as uow:
             await list_ticket(cmd, uow, current().price_cap_percent)
 
-    await after_catch_up(request, attempt, events_first=True)
+    await after_catch_up(request, attempt, first=PROJECTED_BY)
     return await ticket_details(db, tid)
 
 
@@ -185,17 +186,20 @@ async def resale_summary(request: Request) -> Response[Any]:
 # ---- purchase (§10.3) -------------------------------------------------------------------------
 
 
-async def _buy(request: Request, cmd: purchase.BuyTicket) -> tuple[int, Any]:
-    """(200, TicketDetails) once the buyer holds the ticket, else (202, how to follow it)."""
+async def _buy(
+    request: Request, cmd: purchase.BuyTicket, following: bool = False
+) -> tuple[int, Any]:
+    """(200, TicketDetails) once the buyer holds the ticket, else (202, how to follow it).
+    `following`: the key's answer so far was a 202."""
     rt = runtime(request)
-    bought = await purchase.earlier_purchase(rt.db, cmd)
+    bought = await purchase.earlier_purchase(rt.db, cmd, following)
     if bought is None:
 
         async def attempt() -> Any:
             async with rt.db.unit_of_work() as uow:
                 return await purchase.claim(cmd, uow)
 
-        bought = await after_catch_up(request, attempt, events_first=True)
+        bought = await after_catch_up(request, attempt, first=("catalog",))
         payments = payment_provider(rt.db)
         payment_id = await purchase.charge(bought, cmd.payment_token, rt.db, payments)
         async with rt.db.unit_of_work() as uow:
@@ -234,7 +238,7 @@ async def buy_ticket(request: Request) -> Response[Any]:
     if stored is not None and stored[0] != 202:
         return Response(stored[1], status_code=stored[0], media_type="application/json")
     try:
-        status, answer = await _buy(request, cmd)
+        status, answer = await _buy(request, cmd, following=stored is not None)
     except DomainError as exc:
         await keys.finish(*scope, exc.status_code, encode({"detail": exc.detail}), _KEPT)
         raise

@@ -148,11 +148,13 @@ purchases = Table(
     Column("refunded_at", DateTime(timezone=True)),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     Column("completed_at", DateTime(timezone=True)),
+    # Not unique: a key freed by an answer that is not kept (a 503) or expired starts a new
+    # purchase under it; the newest one is the key's (services/resale/purchase.py).
     Index(
         "purchases_by_buyer_key",
         "buyer_id",
         "idempotency_key",
-        unique=True,
+        "purchase_id",
         postgresql_where=text("idempotency_key IS NOT NULL"),
     ),
 )

@@ -31,7 +31,7 @@ from services.kernel.errors import (
     PaymentRequired,
     ServiceUnavailable,
 )
-from services.kernel.idempotency import REUSED
+from services.kernel.idempotency import KEEP_FOR, REUSED
 from services.kernel.payments import (
     PaymentDeclined,
     PaymentProvider,
@@ -61,18 +61,31 @@ def payment_key(purchase_id: int, step: str) -> str:
     return f"resale-purchase-{purchase_id}-{step}"
 
 
-async def earlier_purchase(db: Database, cmd: BuyTicket) -> Any:
-    """The purchase a repeated Idempotency-Key already started (its answer was a 202); 409
-    if the key started the purchase of another ticket."""
+async def earlier_purchase(db: Database, cmd: BuyTicket, following: bool) -> Any:
+    """The purchase this request's Idempotency-Key started, to be followed to its answer, or
+    None for a new one (§1.6). `following`: the key's stored answer is a 202, and its newest
+    purchase is followed whatever became of it. Otherwise the key was free (new, expired, or
+    freed by an answer that is not kept, a 503 say): only a purchase a crashed request left
+    unanswered within the key's 24 h is followed; one that failed is tried again, anew. 409 if
+    the purchase followed is of another ticket."""
     if cmd.idempotency_key is None:
         return None
     async with db.engine.connect() as conn:
-        stmt = select(purchases).where(
-            purchases.c.buyer_id == cmd.buyer_id,
-            purchases.c.idempotency_key == cmd.idempotency_key,
+        stmt = (
+            select(purchases)
+            .where(
+                purchases.c.buyer_id == cmd.buyer_id,
+                purchases.c.idempotency_key == cmd.idempotency_key,
+            )
+            .order_by(purchases.c.purchase_id.desc())
+            .limit(1)
         )
         found = (await conn.execute(stmt)).first()
-    if found is not None and found.ticket_id != cmd.ticket_id:
+    if found is None:
+        return None
+    if not following and (found.status == "failed" or found.created_at < utcnow() - KEEP_FOR):
+        return None
+    if found.ticket_id != cmd.ticket_id:
         raise Conflict(REUSED)
     return found
 

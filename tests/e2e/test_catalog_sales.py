@@ -14,7 +14,15 @@ import msgspec
 from tests.support.actors import Account, active_customer
 from tests.support.catalog_actors import approved_event, new_ticket_type
 from tests.support.catalog_fixtures import admin, organizer, venue  # noqa: F401  (fixtures)
-from tests.support.shop import add, buy, db_rows, eventually, holding, waiting_for_lock
+from tests.support.shop import (
+    add,
+    buy,
+    db_rows,
+    eventually,
+    holding,
+    ticket_code,
+    waiting_for_lock,
+)
 from tests.support.system import System
 
 Request = Callable[[], Awaitable[httpx.Response]]
@@ -225,6 +233,38 @@ async def test_notify_counts_distinct_holders_of_valid_tickets(
         return again.status_code == 200 and again.json()["recipients_affected"] == 0
 
     assert await eventually(nobody_left)
+
+
+async def test_notify_reaches_every_holder_it_counts_those_checked_in_too(
+    api: httpx.AsyncClient,
+    system: System,
+    admin: str,
+    organizer: Account,
+    venue: dict[str, Any],
+) -> None:
+    """§6.8: the count is the number emailed. A ticket checked in is still held (it is
+    refunded that makes it no longer valid, §9.2): its holder is at the event, counted and
+    emailed."""
+    event = await approved_event(api, admin, organizer, venue["location_id"])
+    vip = await new_ticket_type(api, organizer, event["event_id"], max_count=10)
+    inside, outside = await active_customer(api, admin), await active_customer(api, admin)
+    [entered] = await buy(api, inside, vip["type_id"], 1)
+    await buy(api, outside, vip["type_id"], 1)
+    code = await ticket_code(system, entered["ticket_id"])
+    scan = await api.post("/api/tickets/check-in", json={"code": code}, headers=organizer.headers)
+    assert scan.status_code == 200, scan.text
+    path = f"/api/events/{event['event_id']}/notify"
+    told = await api.post(path, json={"message": "Doors close at ten"}, headers=organizer.headers)
+    assert told.status_code == 200 and told.json()["recipients_affected"] == 2
+    subject = f"News about {event['name']}"
+
+    async def both_emailed() -> bool:
+        news = [
+            [m for m in system.mails(h.email) if m["Subject"] == subject] for h in (inside, outside)
+        ]
+        return [len(n) for n in news] == [1, 1]
+
+    assert await eventually(both_emailed)
 
 
 async def test_sold_out_events_leave_the_available_filter(

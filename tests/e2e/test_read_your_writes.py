@@ -265,3 +265,31 @@ async def test_an_event_moved_into_the_past_takes_its_listings_off_the_marketpla
         assert moved.status_code == 200, moved.text
         shown = await api.get("/api/resale/marketplace", params=market)
         assert (shown.json(), shown.headers["X-Total-Count"]) == ([], "0")
+
+
+async def test_a_ticket_checked_in_a_moment_before_is_not_listed(
+    api: httpx.AsyncClient, system: System
+) -> None:
+    """§9.4 "Ticket is no longer valid" once the door said 200, though resale has not applied
+    the check-in yet: resale's consumer is held back (its inbox locked against inserts, reads
+    still allowed), and the listing waits for it instead of listing a used ticket."""
+    admin, organizer, owner = await cast(api)
+    event = await event_on_sale(api, admin, organizer, price=40)
+    [ticket] = await buy(api, owner, event.type_id)
+    code = await ticket_code(system, ticket["ticket_id"])
+    async with holding(system, "LOCK TABLE resale.inbox IN SHARE MODE"):
+        scan = await api.post(
+            "/api/tickets/check-in", json={"code": code}, headers=organizer.headers
+        )
+        assert scan.status_code == 200, scan.text
+        listing = asyncio.create_task(
+            api.post(
+                f"/api/tickets/{ticket['ticket_id']}/resell",
+                json={"price": 30},
+                headers=owner.headers,
+            )
+        )
+        await waiting_for_lock(system, "%resale%inbox%", listing)
+        await asyncio.wait([listing], timeout=0.5)
+    refused = await listing
+    assert (refused.status_code, refused.json()) == (400, {"detail": "Ticket is no longer valid"})

@@ -171,6 +171,38 @@ async def test_idempotency_key_gives_the_stored_answer_and_one_charge(
     assert len(await resale_charges(system, seller.ticket_id)) == 1
 
 
+async def test_a_key_whose_charge_could_not_be_made_is_tried_again_under_it(
+    api: httpx.AsyncClient, system: System
+) -> None:
+    """§1.6: a 503 is not stored, so the client may send the purchase again under the same key:
+    the processor is asked again (not the old failure replayed), and the key, freed, may name
+    another ticket."""
+    admin = await admin_token(api)
+    seller = await listed(api, admin, price=30)
+    buyer = await active_customer(api, admin)
+    down = await purchase(
+        api, buyer, seller.ticket_id, key="retry-1", payment_token="tok_processor_unavailable"
+    )
+    assert (down.status_code, down.json()) == (503, {"detail": "Payment service unavailable"})
+    bought = await purchase(api, buyer, seller.ticket_id, key="retry-1")
+    assert bought.status_code == 200, bought.text
+    assert bought.json()["owner_id"] == buyer.user_id
+    assert (await purchase(api, buyer, seller.ticket_id, key="retry-1")).json() == bought.json()
+    assert [c.state for c in await resale_charges(system, seller.ticket_id)] == ["captured"]
+
+    other = await listed(api, admin, price=20)
+    unavailable = {"payment_token": "tok_processor_unavailable"}
+    assert (
+        await purchase(api, buyer, other.ticket_id, "retry-2", **unavailable)
+    ).status_code == 503
+    third = await listed(api, admin, price=25)
+    moved = await purchase(api, buyer, third.ticket_id, key="retry-2")
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["ticket_id"] == third.ticket_id
+    assert (await purchase(api, buyer, other.ticket_id, key="retry-2")).status_code == 409
+    assert await resale_charges(system, other.ticket_id) == []
+
+
 async def test_purchase_status_is_for_the_buyer_only(
     api: httpx.AsyncClient, system: System
 ) -> None:
