@@ -32,10 +32,13 @@ def normalized_email(value: str) -> str:
 
 def account_key(value: str) -> str:
     """What the gateway counts an account's attempts by: the address normalised as auth does,
-    case folded (API.md §2.3: case is ignored; folding joins more spellings, never fewer)."""
+    case folded. Auth finds an account by PostgreSQL's `lower()`, so every two spellings that
+    it lowers alike must fold alike (folding may join more, which only counts stricter): it
+    maps "İ" to a plain "i", where Python's folding adds a combining dot
+    (tests/integration/test_account_keys.py checks the rest against the database)."""
     value = value.strip()
     try:
         value = normalized_email(value)
     except EmailNotValidError:
         pass  # refused by auth (422) or naming nobody: counted as written
-    return value.casefold()
+    return value.replace("\u0130", "i").casefold()

@@ -240,7 +240,10 @@ async def buy_ticket(request: Request) -> Response[Any]:
     try:
         status, answer = await _buy(request, cmd, following=stored is not None)
     except DomainError as exc:
-        await keys.finish(*scope, exc.status_code, encode({"detail": exc.detail}), _KEPT)
+        # A follower of a 202 stores a final answer, never frees the key: freed, it may be
+        # claimed by a new request, whose row this would delete.
+        if stored is None or exc.status_code in _KEPT:
+            await keys.finish(*scope, exc.status_code, encode({"detail": exc.detail}), _KEPT)
         raise
     except BaseException:
         if stored is None:  # a followed purchase keeps its 202 until it has an answer

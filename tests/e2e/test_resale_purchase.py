@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import json
 from typing import Any
 
 import asyncpg
@@ -201,6 +203,65 @@ async def test_a_key_whose_charge_could_not_be_made_is_tried_again_under_it(
     assert moved.json()["ticket_id"] == third.ticket_id
     assert (await purchase(api, buyer, other.ticket_id, key="retry-2")).status_code == 409
     assert await resale_charges(system, other.ticket_id) == []
+
+
+async def test_a_follower_of_a_202_answered_503_keeps_the_key_it_follows(
+    api: httpx.AsyncClient, system: System
+) -> None:
+    """A repeat of a request answered 202 follows its purchase; if that purchase failed for
+    want of the processor (crash recovery voided it), the follower answers 503 and leaves the
+    key as it was: freed, a new request could claim it, and the next follower's 503 would
+    delete that request's claim."""
+    admin = await admin_token(api)
+    seller = await listed(api, admin, price=35)
+    buyer = await active_customer(api, admin)
+    body = json.dumps({"ticket_id": seller.ticket_id}).encode()
+    path = "/api/resale/purchase"
+    digest = hashlib.sha256(b"POST" + b"\0" + path.encode() + b"\0" + b"" + b"\0" + body)
+    conn = await asyncpg.connect(driver_dsn(system))
+    try:
+        listing = await conn.fetchrow(
+            "SELECT listing_id, event_id, seller_id, price, currency FROM resale.listings"
+            " WHERE ticket_id = $1 AND state = 'active'",
+            seller.ticket_id,
+        )
+        await conn.execute(  # what recovery leaves of a purchase whose request died
+            "INSERT INTO resale.purchases (listing_id, ticket_id, event_id, buyer_id, seller_id,"
+            " price, currency, status, failure_reason, idempotency_key, completed_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, 'failed', 'payment_unavailable', 'follow-1',"
+            " now())",
+            listing["listing_id"],
+            seller.ticket_id,
+            listing["event_id"],
+            buyer.user_id,
+            listing["seller_id"],
+            listing["price"],
+            listing["currency"],
+        )
+        await conn.execute(  # the 202 its retry stored
+            "INSERT INTO resale.idempotency_keys (user_id, method, path, key, fingerprint,"
+            " state, status_code, body) VALUES ($1, 'POST', $2, 'follow-1', $3, 'done', 202,"
+            " $4)",
+            buyer.user_id,
+            path,
+            digest.hexdigest(),
+            b'{"detail":"Purchase is being processed"}',
+        )
+        headers = {**buyer.headers, "Idempotency-Key": "follow-1"}
+        headers["content-type"] = "application/json"
+        followed = await api.post(path, content=body, headers=headers)
+        assert (followed.status_code, followed.json()) == (
+            503,
+            {"detail": "Payment service unavailable"},
+        )
+        kept = await conn.fetchval(
+            "SELECT status_code FROM resale.idempotency_keys WHERE user_id = $1 AND key = $2",
+            buyer.user_id,
+            "follow-1",
+        )
+        assert kept == 202
+    finally:
+        await conn.close()
 
 
 async def test_purchase_status_is_for_the_buyer_only(

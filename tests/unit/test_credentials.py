@@ -30,5 +30,9 @@ def test_spellings_of_one_account_share_a_key() -> None:
         )
     }
     assert one == {"ann@example.com"}
+    # PostgreSQL's lower() (glibc, a UTF-8 ctype) maps "İ" to a plain "i", where Python's
+    # folding gives "i" and a combining dot: one account, one key.
+    assert account_key("v\u0130ctim@example.com") == account_key("victim@example.com")
+    assert account_key("ANN\u03a3@example.com") == account_key("ann\u03c3@example.com")
     assert account_key("ann@example.com") != account_key("bob@example.com")
     assert account_key("not an address") == "not an address"
