@@ -17,7 +17,7 @@ from contracts.timeutil import as_utc
 from services.kernel import broker, deadletters
 from services.kernel.db import create_engine
 from services.kernel.eventlog import Filters, find_event, list_events, log_heads
-from services.kernel.replay import plan, replay
+from services.kernel.replay import NoConsumerQueue, plan, replay
 from services.kernel.settings import Settings, load
 from services.topology import subscriptions
 
@@ -34,7 +34,10 @@ def _run(factory: Callable[[Settings, AsyncEngine], Awaitable[T]]) -> T:
         finally:
             await engine.dispose()
 
-    return asyncio.run(main())
+    try:
+        return asyncio.run(main())
+    except NoConsumerQueue as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 def _time(value: str | None) -> datetime | None:

@@ -10,6 +10,9 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from services.kernel.broker import Names, resend
 
+# Headers a requeued letter keeps: what it was sent as, not how it failed.
+KEPT = frozenset({"x-reprocess"})
+
 
 @dataclass(frozen=True)
 class DeadLetter:
@@ -46,11 +49,24 @@ async def _drain(channel: AbstractChannel, queue_name: str) -> list[AbstractInco
         taken.append(message)
 
 
+async def _put_back(
+    channel: AbstractChannel, queue_name: str, message: AbstractIncomingMessage
+) -> None:
+    """Into the dead-letter queue again as it was (a new message, confirmed), then the one
+    taken acknowledged. Not a requeue: that counts as a delivery, and a quorum queue drops a
+    message past its delivery limit (20 by default from RabbitMQ 4.0), with nowhere further
+    for a dead letter to go. Taken in order and put back in order, the letters keep theirs."""
+    headers = {k: v for k, v in message.headers.items() if k != "x-delivery-count"}
+    await resend(channel, message, queue_name, headers)
+    await message.ack()
+
+
 async def inspect(channel: AbstractChannel, names: Names, consumer: str) -> list[DeadLetter]:
-    messages = await _drain(channel, names.dead_letter_queue(consumer))
+    queue_name = names.dead_letter_queue(consumer)
+    messages = await _drain(channel, queue_name)
     letters = [_describe(m) for m in messages]
     for m in messages:
-        await m.nack(requeue=True)
+        await _put_back(channel, queue_name, m)
     return letters
 
 
@@ -62,15 +78,20 @@ async def settle(
     requeue: bool,
 ) -> int:
     """Requeue (to the consumer's queue, attempts reset) or drop the chosen dead letters."""
-    messages = await _drain(channel, names.dead_letter_queue(consumer))
+    queue_name = names.dead_letter_queue(consumer)
+    messages = await _drain(channel, queue_name)
     done = 0
     for message in messages:
         letter = _describe(message)
         if not chosen(letter):
-            await message.nack(requeue=True)
+            await _put_back(channel, queue_name, message)
             continue
         if requeue:
-            headers = {k: v for k, v in letter.headers.items() if not k.startswith("x-")}
+            # The failure's bookkeeping goes; a replay's reprocess stays one (its event was
+            # handled before, and would be skipped as a duplicate).
+            headers = {
+                k: v for k, v in letter.headers.items() if not k.startswith("x-") or k in KEPT
+            }
             headers["x-requeued"] = True
             await resend(channel, message, names.queue(consumer), headers)
         await message.ack()

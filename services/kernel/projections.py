@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.kernel.broker import Names
 from services.kernel.eventlog import Filters
-from services.kernel.replay import plan, replay
+from services.kernel.replay import consumer_queue, plan, replay
 from services.kernel.settings import SERVICES
 
 
@@ -93,7 +93,9 @@ async def rebuild(
     candidates: Sequence[str] = SERVICES,
     schema: str | None = None,
 ) -> RebuildReport:
-    """Empty the projection, replay its events into the service's queue, wait, compare."""
+    """Empty the projection, replay its events into the service's queue, wait, compare.
+    Nothing is emptied unless the service's queue is there and consumed (NoConsumerQueue)."""
+    await consumer_queue(channel, names, service, consumed=True)
     started = time.monotonic()
     schema = schema or service
     before = await table_states(engine, schema, projection.tables)

@@ -85,6 +85,33 @@ async def _merged(
             del heads[producer]
 
 
+class NoConsumerQueue(LookupError):
+    """The consumer's queue is not on this broker, or (for a rebuild) nothing consumes it."""
+
+
+async def consumer_queue(
+    channel: AbstractChannel, names: Names, consumer: str, consumed: bool = False
+) -> str:
+    """The consumer's queue, checked before anything is sent or emptied: the default exchange
+    drops what it cannot route, and the broker still confirms it, so a replay to a queue that
+    does not exist (another `RESELLIO_BROKER_PREFIX`, say) would report its events sent.
+    `consumed`: something must also be consuming it (a rebuild waits for its events)."""
+    name = names.queue(consumer)
+    try:
+        # On the protocol's channel: a robust channel answers a passive declaration of a queue
+        # it declared before from memory, with the counts of that time.
+        underlay = await channel.get_underlay_channel()
+        declared = await underlay.queue_declare(name, passive=True)
+    except aio_pika.exceptions.ChannelNotFoundEntity as exc:
+        raise NoConsumerQueue(
+            f"no queue {name!r} on this broker: is RESELLIO_BROKER_PREFIX the deployment's,"
+            f" and has {consumer} run?"
+        ) from exc
+    if consumed and not declared.consumer_count:
+        raise NoConsumerQueue(f"nothing consumes {name!r}: start {consumer}, it applies them")
+    return name
+
+
 async def replay(
     engine: AsyncEngine,
     channel: AbstractChannel,
@@ -108,7 +135,7 @@ async def replay(
         p for p in await producers_with_log(engine, candidates) if filters.producer in (None, p)
     ]
     scoped = Filters(**{**filters.__dict__, "types": types})
-    queue = names.queue(consumer)
+    queue = await consumer_queue(channel, names, consumer)
     pending: list[tuple[asyncio.Future[Any], int]] = []
     sent = 0
     headers: dict[str, Any] = {"x-replay": True, "aggregate_id": f"replay:{consumer}"}

@@ -50,8 +50,10 @@ class Harness:
         fail_always: bool = False,
         poison: frozenset[int] = frozenset(),
         commits_itself: bool = False,
+        queue_type: str = "classic",
     ) -> None:
         self.bus = bus
+        self.queue_type = queue_type
         self.fail_always = fail_always
         self.poison = poison
         self.commits_itself = commits_itself
@@ -70,7 +72,11 @@ class Harness:
                 await conn.exec_driver_sql(f'CREATE SCHEMA "{db.schema}"')
                 await conn.run_sync(db.metadata.create_all)
         await broker.declare_topology(
-            self.bus.channel, self.bus.names, {"kconsumer": [NoteAdded.TYPE]}, DELAYS, "classic"
+            self.bus.channel,
+            self.bus.names,
+            {"kconsumer": [NoteAdded.TYPE]},
+            DELAYS,
+            self.queue_type,
         )
         self.exchange = await broker.declare_exchange(self.bus.channel, self.bus.names)
 

@@ -14,7 +14,7 @@ from services.kernel import broker, deadletters
 from services.kernel import consumer as consumer_module
 from services.kernel.db import DatabaseUnavailable, UnitOfWork
 from services.kernel.eventlog import Filters
-from services.kernel.replay import PACK, plan, replay
+from services.kernel.replay import PACK, NoConsumerQueue, plan, replay
 from tests.integration.conftest import Bus
 from tests.integration.test_messaging import Harness, NoteAdded
 
@@ -153,12 +153,7 @@ async def test_a_failing_event_in_a_replayed_pack_is_retried_alone(
     assert await consumer.wait_all_applied(300) == 300
     consumer.mode, consumer.poison_ids = "fixed", frozenset({120})
     assert await _replay(consumer, reprocess=True) == 300
-    letters: list[deadletters.DeadLetter] = []
-    for _ in range(200):
-        letters = await deadletters.inspect(consumer.bus.channel, consumer.bus.names, "kconsumer")
-        if letters:
-            break
-        await asyncio.sleep(0.05)
+    letters = await _dead_letters(consumer, 1)
     assert len(letters) == 1 and letters[0].attempts == 3
     assert letters[0].type == NoteAdded.TYPE and letters[0].headers["aggregate_id"] == "120"
     # The rest of the pack went on without it.
@@ -171,12 +166,7 @@ async def test_poison_event_is_dead_lettered_then_requeued_after_the_fix_and_app
     consumer.mode = "poison"
     await consumer.add_note(99)
     assert await consumer.relay.publish_batch() == 1
-    letters: list[deadletters.DeadLetter] = []
-    for _ in range(100):
-        letters = await deadletters.inspect(consumer.bus.channel, consumer.bus.names, "kconsumer")
-        if letters:
-            break
-        await asyncio.sleep(0.05)
+    letters = await _dead_letters(consumer, 1)
     assert len(letters) == 1
     assert letters[0].attempts == 3 and "cannot parse note" in letters[0].error
     assert letters[0].type == NoteAdded.TYPE
@@ -194,6 +184,74 @@ async def test_poison_event_is_dead_lettered_then_requeued_after_the_fix_and_app
     await consumer.drained()
     assert consumer.deliveries == 4  # three failed attempts, then exactly one successful one
     assert await deadletters.inspect(consumer.bus.channel, consumer.bus.names, "kconsumer") == []
+
+
+async def _dead_letters(consumer: VersionedConsumer, count: int) -> list[deadletters.DeadLetter]:
+    letters: list[deadletters.DeadLetter] = []
+    for _ in range(200):
+        letters = await deadletters.inspect(consumer.bus.channel, consumer.bus.names, "kconsumer")
+        if len(letters) >= count:
+            break
+        await asyncio.sleep(0.05)
+    return letters
+
+
+async def test_a_reprocessed_event_dead_lettered_is_reprocessed_when_requeued(
+    consumer: VersionedConsumer,
+) -> None:
+    """A `--reprocess` replay's event that failed keeps being a reprocess when requeued: its
+    first handling is in the inbox, and as a plain delivery it would be skipped as a duplicate
+    while `dlq requeue` said it was sent back."""
+    await consumer.add_notes(range(1, 4))
+    while await consumer.relay.publish_batch():
+        pass
+    assert await consumer.wait_all_applied(3) == 3
+    consumer.mode, consumer.poison_ids = "fixed", frozenset({2})
+    assert await _replay(consumer, reprocess=True) == 3
+    [letter] = await _dead_letters(consumer, 1)
+    consumer.poison_ids = frozenset()
+    requeued = await deadletters.settle(
+        consumer.bus.channel, consumer.bus.names, "kconsumer", lambda d: True, requeue=True
+    )
+    assert requeued == 1 and letter.headers["aggregate_id"] == "2"
+    assert await consumer.eventually_applied({1: 2, 2: 2, 3: 2})
+
+
+async def test_looking_at_dead_letters_does_not_count_as_delivering_them(
+    integration_db_url: str, schema_name: str, bus: Bus
+) -> None:
+    """`dlq list` and `dlq show` put each letter back as it was: a requeue would count as a
+    delivery (the quorum queue's `x-delivery-count`), and a quorum queue drops a message past
+    its delivery limit (20 by default from RabbitMQ 4.0), with nowhere further to go."""
+    consumer = VersionedConsumer(integration_db_url, schema_name, bus, queue_type="quorum")
+    await consumer.setup()
+    try:
+        await _look_three_times_then_drop_one(consumer)
+    finally:
+        await consumer.close()
+
+
+async def _look_three_times_then_drop_one(consumer: VersionedConsumer) -> None:
+    consumer.mode = "poison"
+    await consumer.add_notes(range(1, 3))
+    while await consumer.relay.publish_batch():
+        pass
+    first = await _dead_letters(consumer, 2)
+    for _ in range(3):
+        seen = await deadletters.inspect(consumer.bus.channel, consumer.bus.names, "kconsumer")
+    dropped = await deadletters.settle(
+        consumer.bus.channel,
+        consumer.bus.names,
+        "kconsumer",
+        lambda d: d.message_id == first[0].message_id,
+        requeue=False,
+    )
+    assert dropped == 1
+    [kept] = await deadletters.inspect(consumer.bus.channel, consumer.bus.names, "kconsumer")
+    assert [d.message_id for d in seen] == [d.message_id for d in first]
+    assert kept.message_id == first[1].message_id and kept.attempts == 3
+    counted = first[1].headers.get("x-delivery-count") or 0  # the count as first seen
+    assert (kept.headers.get("x-delivery-count") or 0) <= counted, kept.headers
 
 
 async def test_a_long_database_outage_spends_no_delivery_and_loses_no_event(
@@ -249,3 +307,47 @@ async def test_projection_emptied_and_rebuilt_from_the_event_log_is_the_same(
     assert report.before["applied"].rows == 30
     assert report.matches, (report.before, report.after)
     assert consumer.deliveries == 60  # every row was emptied and applied again from the log
+
+
+async def test_a_replay_to_a_queue_not_on_the_broker_says_so_and_sends_nothing(
+    consumer: VersionedConsumer,
+) -> None:
+    """The default exchange drops what it cannot route and the broker confirms it anyway: with
+    another broker prefix, a replay reported its events sent and nothing arrived."""
+    await _publish_notes(consumer, range(1, 4))
+    channel = await consumer.bus.connection.channel(publisher_confirms=True)
+    with pytest.raises(NoConsumerQueue, match="RESELLIO_BROKER_PREFIX"):
+        await replay(
+            consumer.producer.engine,
+            channel,
+            broker.Names("elsewhere"),
+            "kconsumer",
+            [NoteAdded.TYPE],
+            Filters(),
+            reprocess=True,
+            candidates=[consumer.producer.schema],
+        )
+    assert consumer.deliveries == 3
+
+
+async def test_a_rebuild_with_nothing_consuming_empties_nothing(
+    consumer: VersionedConsumer,
+) -> None:
+    """It would empty the projection, then wait in vain for its events while the service
+    answered from empty tables."""
+    from services.kernel.projections import Projection, rebuild
+
+    await _publish_notes(consumer, range(1, 6))
+    await consumer.consumer._channel.close()  # the service gone: nothing consumes its queue
+    with pytest.raises(NoConsumerQueue, match="nothing consumes"):
+        await rebuild(
+            consumer.producer.engine,
+            consumer.bus.channel,
+            consumer.bus.names,
+            "kconsumer",
+            Projection(tables=["applied"], events=[NoteAdded.TYPE]),
+            timeout_s=5,
+            candidates=[consumer.producer.schema],
+            schema=consumer.consumer_db.schema,
+        )
+    assert await consumer.all_applied() == {i: 1 for i in range(1, 6)}
