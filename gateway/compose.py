@@ -43,10 +43,17 @@ def _missing_types(page: dict[str, Any], availability: dict[str, int]) -> bool:
     )
 
 
-async def _part(upstreams: Upstreams, service: str, target: str, timeout: float, type_: Any) -> Any:
+async def _part(
+    upstreams: Upstreams,
+    service: str,
+    target: str,
+    timeout: float,
+    type_: Any,
+    headers: list[tuple[bytes, bytes]],
+) -> Any:
     try:
         async with asyncio.timeout(timeout):
-            return await upstreams.get_json(service, target, timeout, type_)
+            return await upstreams.get_json(service, target, timeout, type_, headers)
     except (UpstreamError, TimeoutError):
         return None
 
@@ -62,6 +69,8 @@ async def event_page(
     """Catalog's answer with the live parts overlaid; catalog's non-200 answers unchanged.
     Raises UpstreamError when catalog itself cannot answer."""
     parts: list[asyncio.Task[Any]] = []
+    # The parts are the same request's: their logs and events carry its id (API.md §1.6).
+    request_id = [(name, value) for name, value in headers if name == b"x-request-id"]
     if the_id := id_in_path(event_id):
         resale_target = f"/internal/resale-summary?event_id={the_id}"
         if caller_user_id is not None:
@@ -74,10 +83,11 @@ async def event_page(
                     f"/internal/availability?event_id={the_id}",
                     part_timeout_s,
                     dict[str, int],
+                    request_id,
                 )
             ),
             asyncio.create_task(
-                _part(upstreams, "resale", resale_target, part_timeout_s, ResaleSummary)
+                _part(upstreams, "resale", resale_target, part_timeout_s, ResaleSummary, request_id)
             ),
         ]
     try:
@@ -106,6 +116,7 @@ async def event_page(
             f"/internal/availability?event_id={the_id}&catch_up=true",
             part_timeout_s,
             dict[str, int],
+            request_id,
         )
     body = msgspec.json.encode(overlay(page, availability, resale))
     return Answer(200, answer.headers, body)

@@ -14,9 +14,11 @@ class Cors:
         self.origins = frozenset(o.encode() for o in origins if o != "*")
 
     def response_headers(self, origin: bytes | None) -> list[tuple[bytes, bytes]]:
-        """Headers for an actual (non-preflight) response to this Origin."""
-        if not origin:
-            return []
+        """Headers for an actual (non-preflight) response to this Origin. With origins listed
+        the answer depends on the Origin, whichever it is or none, so every response says so
+        (`Vary`): a shared cache must not give the answer to one origin to another."""
+        if not origin or (origin not in self.origins and not self.any_origin):
+            return [(b"vary", b"Origin")] if self.origins else []
         if origin in self.origins:
             return [
                 (b"access-control-allow-origin", origin),

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from gateway.compose import event_page
-from gateway.http import Reply, RequestHeaders, peer_of, read_body
+from gateway.http import ClientGone, Reply, RequestHeaders, peer_of, read_body
 from gateway.observe import EVENT_PAGE, UNROUTED
 from gateway.ratelimit import Rule, client_ip
 from gateway.routes import (
@@ -115,7 +115,10 @@ async def proxy(gw: Gateway, scope: dict, receive: object, reply: Reply, h: Requ
         await _too_many(reply, wait)
         return
 
-    body = await read_body(receive)  # type: ignore[arg-type]
+    try:
+        body = await read_body(receive)  # type: ignore[arg-type]
+    except ClientGone:
+        return  # nobody to answer, nothing forwarded
     if body is None:
         await reply.json(413, {"detail": "Request body too large"})
         return

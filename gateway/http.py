@@ -102,20 +102,24 @@ def peer_of(scope: dict[str, Any]) -> str:
     return str(client[0]) if client else "unknown"
 
 
+class ClientGone(Exception):
+    """The client went away before its request's body was whole: nothing is forwarded (a
+    request cut short would otherwise reach the service as if it were complete)."""
+
+
 async def read_body(receive: Receive) -> bytes | None:
-    """The whole request body, or None when it exceeds 1 MiB."""
-    message = await receive()
-    body: bytes = message.get("body", b"")
-    if not message.get("more_body", False):
-        return body if len(body) <= MAX_BODY_BYTES else None
-    chunks = [body]
-    size = len(body)
+    """The whole request body, or None when it exceeds 1 MiB; ClientGone if the client left
+    before its end."""
+    chunks: list[bytes] = []
+    size = 0
     while True:
         message = await receive()
-        chunk = message.get("body", b"")
+        if message["type"] == "http.disconnect":
+            raise ClientGone()
+        chunk: bytes = message.get("body", b"")
         size += len(chunk)
         if size > MAX_BODY_BYTES:
             return None
         chunks.append(chunk)
         if not message.get("more_body", False):
-            return b"".join(chunks)
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)

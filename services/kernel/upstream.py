@@ -26,6 +26,9 @@ from urllib.parse import urlsplit
 import httptools
 import msgspec
 
+# Methods whose repeat changes nothing more than the first (RFC 9110 §9.2.2).
+_REPEATABLE = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+
 
 class UpstreamError(Exception):
     """The service could not be reached, did not answer in time, or (internal calls)
@@ -175,7 +178,9 @@ class Instance:
         conn.idle_since = time.monotonic()
         self._idle.append(conn)
 
-    async def request(self, request: bytes, head: bool, timeout_s: float) -> Answer:
+    async def request(
+        self, request: bytes, head: bool, timeout_s: float, repeatable: bool = True
+    ) -> Answer:
         try:
             async with asyncio.timeout(timeout_s), self._slots:
                 for _ in range(2):
@@ -186,9 +191,11 @@ class Instance:
                     try:
                         answer = await conn.exchange(request, head)
                     except _Lost as lost:
-                        # A kept-alive connection the service closed before reading the
-                        # request: nothing was processed, so one retry on a new one is safe.
-                        if reused and not lost.answered:
+                        # A kept-alive connection closed with no answer: most likely by the
+                        # service before it read the request, so sent once more on a new
+                        # one, if it may be repeated. Its worker may also have died after
+                        # acting on it: a POST is not sent twice.
+                        if reused and not lost.answered and repeatable:
                             continue
                         raise UpstreamError("connection lost") from lost
                     except BaseException:
@@ -265,17 +272,24 @@ class Upstreams:
         else:
             raise UpstreamError(f"no instance of {service} is configured")
         request = encode_request(method, target, chosen.authority, headers, body)
-        return await chosen.request(request, method == "HEAD", timeout_s or self.timeout_s)
+        return await chosen.request(
+            request, method == "HEAD", timeout_s or self.timeout_s, method in _REPEATABLE
+        )
 
     def count(self, service: str) -> int:
         """How many instances of `service` are configured."""
         return len(self._instances.get(service, ()))
 
     async def get_json(
-        self, service: str, target: str, timeout_s: float | None = None, type_: Any = Any
+        self,
+        service: str,
+        target: str,
+        timeout_s: float | None = None,
+        type_: Any = Any,
+        headers: Iterable[tuple[bytes, bytes]] = (),
     ) -> Any:
         """An internal GET whose 200 answer is JSON (of `type_`); else an UpstreamError."""
-        answer = await self.send(service, "GET", target.encode(), timeout_s=timeout_s)
+        answer = await self.send(service, "GET", target.encode(), headers, timeout_s=timeout_s)
         return _json_answer(service, target, answer, type_)
 
     async def post_json(

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from tests.support.actors import admin_token, bearer, unique, verified_organizer
+from tests.support.shop import db_rows, event_on_sale
 from tests.support.system import System
 
 
@@ -199,3 +200,38 @@ async def test_the_services_internal_endpoints_are_not_reachable_through_the_gat
         response = await api.send(request)
         assert response.status_code in (401, 404), (path, response.status_code)
         assert "sold" not in response.text and "caught_up" not in response.text, path
+
+
+async def test_a_request_whose_client_left_before_its_body_ended_is_not_forwarded(
+    api: httpx.AsyncClient, system: System
+) -> None:
+    """§1.2 "a failed request changes nothing": a notification whose body never arrived whole
+    was forwarded with what had come (nothing), and mailed "Default notification" to all."""
+    admin = await admin_token(api)
+    organizer = await verified_organizer(api, admin)
+    event = await event_on_sale(api, admin, organizer)
+    url = httpx.URL(system.gateway_url)
+    _, writer = await asyncio.open_connection(url.host, url.port)
+    head = (
+        f"POST /api/events/{event.event_id}/notify HTTP/1.1\r\nHost: {url.host}\r\n"
+        f"Authorization: Bearer {organizer.token}\r\nContent-Type: application/json\r\n"
+        "Content-Length: 60\r\n\r\n"
+    )
+    writer.write(head.encode())  # and no body: the client goes before sending it
+    await writer.drain()
+    await asyncio.sleep(0.2)
+    writer.close()
+    await writer.wait_closed()
+    whole = await api.post(
+        f"/api/events/{event.event_id}/notify",
+        json={"message": "Doors open at eight"},
+        headers=organizer.headers,
+    )
+    assert whole.status_code == 200, whole.text
+    sent = await db_rows(
+        system,
+        "SELECT payload->>'message' FROM catalog.outbox"
+        " WHERE type = 'catalog.ParticipantsNotified' AND (payload->>'event_id')::int = :e",
+        e=event.event_id,
+    )
+    assert [row[0] for row in sent] == ["Doors open at eight"]

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from gateway.compose import ResaleSummary, overlay
+import msgspec
+
+from gateway.compose import ResaleSummary, event_page, overlay
 from gateway.cors import Cors
 from gateway.openapi import merge
+from services.kernel.upstream import Upstreams
 
 
 def catalog_page() -> dict[str, Any]:
@@ -68,11 +72,38 @@ def test_cors_answers_only_configured_origins_with_credentials() -> None:
     assert allowed[b"access-control-allow-origin"] == b"https://app.resellio.com"
     assert allowed[b"access-control-allow-credentials"] == b"true"
     assert b"X-Total-Count" in allowed[b"access-control-expose-headers"]
-    assert cors.response_headers(b"https://evil.example") == []
-    assert cors.response_headers(None) == []
+    # Not allowed, or no Origin at all: no grant, but the answer still varies by Origin.
+    assert cors.response_headers(b"https://evil.example") == [(b"vary", b"Origin")]
+    assert cors.response_headers(None) == [(b"vary", b"Origin")]
+    assert Cors(()).response_headers(None) == []
 
 
 def test_a_wildcard_origin_never_comes_with_credentials() -> None:
     headers = dict(Cors(("*",)).response_headers(b"https://anyone.example"))
     assert headers[b"access-control-allow-origin"] == b"*"
     assert b"access-control-allow-credentials" not in headers
+
+
+async def test_the_event_pages_parts_carry_the_requests_id(serve: Callable) -> None:
+    """API.md §1.6: the request's id is the correlation id of the logs it causes, in ordering
+    and resale as in catalog."""
+
+    def answer(request: bytes) -> bytes:
+        if b"/internal/availability" in request:
+            body = b'{"10": 4}'
+        elif b"/internal/resale-summary" in request:
+            body = b'{"listing_count": 1, "lowest_price": 9.5}'
+        else:
+            body = msgspec.json.encode(catalog_page())
+        head = f"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {len(body)}"
+        return head.encode() + b"\r\n\r\n" + body
+
+    server = await serve(answer)
+    url = f"http://127.0.0.1:{server.port}"
+    services = ("catalog", "ordering", "resale")
+    pool = Upstreams({s: [url] for s in services}, connect_timeout_s=0.5, timeout_s=2.0)
+    page = await event_page(pool, b"/api/events/1", "1", [(b"x-request-id", b"rid-7")], None, 2.0)
+    pool.close()
+    assert msgspec.json.decode(page.body)["ticket_types"][0]["available"] == 4
+    assert len(server.requests) == 4  # type 11 unknown to ordering: asked again, caught up
+    assert all(b"\r\nx-request-id: rid-7\r\n" in r for r in server.requests), server.requests

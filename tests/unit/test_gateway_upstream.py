@@ -132,3 +132,24 @@ async def test_a_request_that_ends_after_close_does_not_keep_its_connection(
     assert await pending == 200
     assert (await pool.send("svc", "GET", b"/")).status == 200  # still answers, unpooled
     assert server.connections == 2  # the first connection was closed, not kept idle
+
+
+async def test_a_post_whose_connection_was_lost_without_an_answer_is_not_sent_again(
+    serve: Callable,
+) -> None:
+    """The service may have acted on it before its connection went (a worker that died after
+    its commit): only a request that may be repeated (GET, HEAD, PUT, DELETE) is sent again."""
+    calls = 0
+
+    def answer_the_first_only(_: bytes) -> bytes | None:
+        nonlocal calls
+        calls += 1
+        return OK if calls == 1 else None
+
+    server = await serve(answer_the_first_only)
+    pool = upstreams(server.port)
+    assert (await pool.send("svc", "POST", b"/x", body=b"{}")).status == 200
+    with pytest.raises(UpstreamError):
+        await pool.send("svc", "POST", b"/x", body=b"{}")
+    assert calls == 2
+    pool.close()
