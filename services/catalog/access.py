@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NoReturn
 
 from litestar import Request
 from sqlalchemy import ColumnElement, or_, select, true
 
 from services.catalog.models import events, organizers
 from services.kernel.app import runtime
-from services.kernel.errors import Forbidden
+from services.kernel.errors import Forbidden, ServiceUnavailable
 from services.kernel.security import authenticated, organizer
 from services.kernel.tokens import Identity
 
@@ -26,7 +26,13 @@ async def verified_organizer(request: Request) -> Identity:
     """
     identity = await organizer(request)
     rt = runtime(request)
-    await rt.catch_up("auth")
+    caught_up = await rt.catch_up("auth")
+
+    def refuse(detail: str) -> NoReturn:
+        """A refusal read from auth's events: given only once caught up with them, else a
+        503 (auth unreachable: it could be a 200 a moment later, API.md §1.8)."""
+        raise Forbidden(detail) if caught_up else ServiceUnavailable()
+
     async with rt.db.engine.connect() as conn:
         row = (
             await conn.execute(
@@ -36,9 +42,11 @@ async def verified_organizer(request: Request) -> Identity:
             )
         ).first()
     if row is not None and row.account_state != "active":
-        raise Forbidden("Account banned")
-    if not identity.verified or row is None or not row.verified:
-        raise Forbidden("Organizer not verified")
+        refuse("Account banned")
+    if not identity.verified:
+        raise Forbidden("Organizer not verified")  # the token's own say
+    if row is None or not row.verified:
+        refuse("Organizer not verified")
     return identity
 
 

@@ -18,6 +18,7 @@ from uuid import UUID
 import msgspec
 
 from services.kernel.db import Database
+from services.kernel.errors import ServiceUnavailable
 from services.kernel.upstream import UpstreamError, Upstreams
 
 log = logging.getLogger("resellio.catchup")
@@ -164,19 +165,28 @@ class CatchUp:
             caught_up = await self._caught_up(producer, deadline) is not False and caught_up
         return caught_up
 
+    async def before_refusing(self, *producers: str) -> None:
+        """Catch up before a refusal that rests on the producers' events; 503 when that could
+        not be done (a producer unreachable, or its events not handled here in time): a needed
+        service is down (API.md §1.2), and a refusal from a projection that may be behind could
+        be a 200 a moment later (§1.8)."""
+        if not await self(*producers):
+            raise ServiceUnavailable()
+
     async def changed_since(self, started: datetime, began: float, *producers: str) -> bool:
-        """Catch up, then say whether the projection may differ from what a read begun at
-        `started` (this process's `time.monotonic()`: `began`) saw: False only when every
-        producer's newest event had been handled here before then (asking again would give
-        the same answer). Handled before is known when this process had already found the
-        event handled when the read began, or when it was handled well before `started` (a
-        margin for the clocks of this process and of PostgreSQL)."""
+        """Catch up before a refusal, then say whether the projection may differ from what a
+        read begun at `started` (this process's `time.monotonic()`: `began`) saw: False only
+        when every producer's newest event had been handled here before then (asking again
+        would give the same answer). Handled before is known when this process had already
+        found the event handled when the read began, or when it was handled well before
+        `started` (a margin for the clocks of this process and of PostgreSQL). 503 when it
+        could not catch up, as `before_refusing`."""
         deadline = time.monotonic() + self.timeout_s
         changed = False
         for producer in producers:
             found = await self._caught_up(producer, deadline)
             if found is False:
-                return True
+                raise ServiceUnavailable()
             if isinstance(found, tuple):
                 handled_at, found_at = found
                 changed = changed or (found_at > began and handled_at > started - CLOCK_MARGIN)

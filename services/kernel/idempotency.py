@@ -127,6 +127,12 @@ _FREE = """
 DELETE FROM "{schema}".idempotency_keys
 WHERE user_id = $1 AND method = $2 AND path = $3 AND key = $4
 """
+# Freed only if it still holds this stored answer (not a claim made since by another request).
+_FREE_ANSWERED = """
+DELETE FROM "{schema}".idempotency_keys
+WHERE user_id = $1 AND method = $2 AND path = $3 AND key = $4
+  AND state = 'done' AND status_code = $5
+"""
 
 
 @functools.cache
@@ -141,6 +147,7 @@ def _statements(schema: str) -> dict[str, str]:
             ("stored", _STORED),
             ("store", _STORE),
             ("free", _FREE),
+            ("free_answered", _FREE_ANSWERED),
         )
     }
 
@@ -169,6 +176,14 @@ class IdempotencyKeys:
         if row.state == "in_progress":
             raise Conflict(IN_PROGRESS)
         return int(row.status_code), bytes(row.body)
+
+    async def free_answered(
+        self, user_id: int, method: str, path: str, key: str, status: int
+    ) -> None:
+        """Free the key if it still holds the stored answer `status` (a 202 a follower found
+        superseded by an answer that is not kept); a claim made since is left alone."""
+        async with self.db.driver() as db:
+            await db.fetchval(self.sql["free_answered"], user_id, method, path, key, status)
 
     async def finish(
         self,

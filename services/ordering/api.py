@@ -156,7 +156,12 @@ async def checkout_cart(request: Request) -> Response[Any]:
             first_name=identity.name,
         )
         return await checkout.checkout(
-            cmd, rt.db, payment_provider(rt.db), rules(), utcnow, lambda: rt.catch_up("catalog")
+            cmd,
+            rt.db,
+            payment_provider(rt.db),
+            rules(),
+            utcnow,
+            lambda: rt.catch_up.before_refusing("catalog"),
         )
 
     return await idempotent(request, rt.db, identity.user_id, produce, claim_with_effect=True)

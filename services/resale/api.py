@@ -61,7 +61,7 @@ async def after_catch_up(
     except (NotFound, Forbidden, BadRequest) as exc:
         if exc.detail in INPUT_ERRORS:
             raise
-        await runtime(request).catch_up(*PROJECTED_BY)
+        await runtime(request).catch_up.before_refusing(*PROJECTED_BY)
         return await attempt()
 
 
@@ -240,10 +240,10 @@ async def buy_ticket(request: Request) -> Response[Any]:
     try:
         status, answer = await _buy(request, cmd, following=stored is not None)
     except DomainError as exc:
-        # A follower of a 202 stores a final answer, never frees the key: freed, it may be
-        # claimed by a new request, whose row this would delete.
         if stored is None or exc.status_code in _KEPT:
             await keys.finish(*scope, exc.status_code, encode({"detail": exc.detail}), _KEPT)
+        else:  # a follower's 503: the 202 gives way (and only it: a new claim is not freed),
+            await keys.free_answered(*scope, 202)  # so a repeat is a new attempt
         raise
     except BaseException:
         if stored is None:  # a followed purchase keeps its 202 until it has an answer
