@@ -36,12 +36,11 @@ class Cors:
     def preflight_headers(
         self, origin: bytes, requested_headers: bytes | None
     ) -> list[tuple[bytes, bytes]]:
-        """Headers for a preflight answer; empty for an origin that is not allowed."""
-        allowed = self.response_headers(origin)
-        if not allowed:
+        """Headers for a preflight answer; only `Vary` for an origin that is not allowed."""
+        if origin not in self.origins and not self.any_origin:
             return [(b"vary", b"Origin")]
         return [
-            *allowed,
+            *self.response_headers(origin),
             (b"access-control-allow-methods", METHODS),
             (b"access-control-allow-headers", requested_headers or ALLOWED_HEADERS),
             (b"access-control-max-age", b"600"),

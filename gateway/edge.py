@@ -118,7 +118,8 @@ async def proxy(gw: Gateway, scope: dict, receive: object, reply: Reply, h: Requ
     try:
         body = await read_body(receive)  # type: ignore[arg-type]
     except ClientGone:
-        return  # nobody to answer, nothing forwarded
+        reply.status = 499  # as counted: closed by the client (nobody to answer, nothing sent)
+        return
     if body is None:
         await reply.json(413, {"detail": "Request body too large"})
         return

@@ -9,7 +9,7 @@ from sqlalchemy import ColumnElement, or_, select, true
 
 from services.catalog.models import events, organizers
 from services.kernel.app import runtime
-from services.kernel.errors import Forbidden, ServiceUnavailable
+from services.kernel.errors import Forbidden
 from services.kernel.security import authenticated, organizer
 from services.kernel.tokens import Identity
 
@@ -26,12 +26,14 @@ async def verified_organizer(request: Request) -> Identity:
     """
     identity = await organizer(request)
     rt = runtime(request)
-    caught_up = await rt.catch_up("auth")
+    await rt.catch_up("auth")
 
-    def refuse(detail: str) -> NoReturn:
-        """A refusal read from auth's events: given only once caught up with them, else a
-        503 (auth unreachable: it could be a 200 a moment later, API.md §1.8)."""
-        raise Forbidden(detail) if caught_up else ServiceUnavailable()
+    async def refuse(detail: str) -> NoReturn:
+        """A refusal read from auth's events: given once caught up with them (the catch-up
+        above, asked again, answers from memory), a 503 if auth cannot be asked (it could be
+        a 200 a moment later, API.md §1.8)."""
+        await rt.catch_up.before_refusing("auth")
+        raise Forbidden(detail)
 
     async with rt.db.engine.connect() as conn:
         row = (
@@ -42,11 +44,11 @@ async def verified_organizer(request: Request) -> Identity:
             )
         ).first()
     if row is not None and row.account_state != "active":
-        refuse("Account banned")
+        await refuse("Account banned")
     if not identity.verified:
         raise Forbidden("Organizer not verified")  # the token's own say
     if row is None or not row.verified:
-        refuse("Organizer not verified")
+        await refuse("Organizer not verified")
     return identity
 
 

@@ -111,15 +111,17 @@ class CatchUp:
         return found
 
     async def _caught_up(
-        self, producer: str, deadline: float
+        self, producer: str, deadline: float, strict: bool = False
     ) -> tuple[datetime, float] | bool | None:
         """Wait (until `deadline`) for the producer's newest event: when it was handled here
         and when this process found it so, None when the producer has no such event, False
-        when unreachable or out of time."""
+        when unreachable or out of time. `strict`: 503 when unreachable."""
         try:
             event_id = await self.head(producer)
         except UpstreamError as exc:
             log.warning("catch-up: %s unreachable: %s", producer, exc)
+            if strict:
+                raise ServiceUnavailable() from exc
             return False
         if event_id is None:
             return None
@@ -166,12 +168,13 @@ class CatchUp:
         return caught_up
 
     async def before_refusing(self, *producers: str) -> None:
-        """Catch up before a refusal that rests on the producers' events; 503 when that could
-        not be done (a producer unreachable, or its events not handled here in time): a needed
-        service is down (API.md §1.2), and a refusal from a projection that may be behind could
-        be a 200 a moment later (§1.8)."""
-        if not await self(*producers):
-            raise ServiceUnavailable()
+        """Catch up before a refusal that rests on the producers' events; 503 when a producer
+        cannot be asked (a needed service down, API.md §1.2: the refusal could be a 200 a
+        moment later, §1.8). Its events not handled here in time (this service's consumer
+        behind) is logged and the refusal stands, as the projection has it."""
+        deadline = time.monotonic() + self.timeout_s
+        for producer in producers:  # bounded: later ones find no time left
+            await self._caught_up(producer, deadline, strict=True)
 
     async def changed_since(self, started: datetime, began: float, *producers: str) -> bool:
         """Catch up before a refusal, then say whether the projection may differ from what a
@@ -179,14 +182,14 @@ class CatchUp:
         when every producer's newest event had been handled here before then (asking again
         would give the same answer). Handled before is known when this process had already
         found the event handled when the read began, or when it was handled well before
-        `started` (a margin for the clocks of this process and of PostgreSQL). 503 when it
-        could not catch up, as `before_refusing`."""
+        `started` (a margin for the clocks of this process and of PostgreSQL). 503 when a
+        producer cannot be asked, as `before_refusing`."""
         deadline = time.monotonic() + self.timeout_s
         changed = False
         for producer in producers:
-            found = await self._caught_up(producer, deadline)
+            found = await self._caught_up(producer, deadline, strict=True)
             if found is False:
-                raise ServiceUnavailable()
+                return True
             if isinstance(found, tuple):
                 handled_at, found_at = found
                 changed = changed or (found_at > began and handled_at > started - CLOCK_MARGIN)

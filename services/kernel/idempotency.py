@@ -127,11 +127,11 @@ _FREE = """
 DELETE FROM "{schema}".idempotency_keys
 WHERE user_id = $1 AND method = $2 AND path = $3 AND key = $4
 """
-# Freed only if it still holds this stored answer (not a claim made since by another request).
+# Freed only if it still holds this very answer (not one stored since by another request).
 _FREE_ANSWERED = """
 DELETE FROM "{schema}".idempotency_keys
 WHERE user_id = $1 AND method = $2 AND path = $3 AND key = $4
-  AND state = 'done' AND status_code = $5
+  AND state = 'done' AND status_code = $5 AND body = $6
 """
 
 
@@ -178,12 +178,12 @@ class IdempotencyKeys:
         return int(row.status_code), bytes(row.body)
 
     async def free_answered(
-        self, user_id: int, method: str, path: str, key: str, status: int
+        self, user_id: int, method: str, path: str, key: str, answer: tuple[int, bytes]
     ) -> None:
-        """Free the key if it still holds the stored answer `status` (a 202 a follower found
-        superseded by an answer that is not kept); a claim made since is left alone."""
+        """Free the key if it still holds `answer` (a 202 a follower found superseded by an
+        answer that is not kept); a claim or an answer stored since is left alone."""
         async with self.db.driver() as db:
-            await db.fetchval(self.sql["free_answered"], user_id, method, path, key, status)
+            await db.fetchval(self.sql["free_answered"], user_id, method, path, key, *answer)
 
     async def finish(
         self,

@@ -262,9 +262,11 @@ class Upstreams:
         body: bytes = b"",
         timeout_s: float | None = None,
         instance: int | None = None,
+        repeatable: bool | None = None,
     ) -> Answer:
         """To the next instance of `service` in turn, or to the one numbered `instance` (in
-        configuration order)."""
+        configuration order). `repeatable`: whether it may be sent twice when a connection is
+        lost without an answer (by default, as its method says)."""
         if instance is not None:
             chosen = self._instances[service][instance]
         elif (instances := self._cycles.get(service)) is not None:
@@ -273,7 +275,10 @@ class Upstreams:
             raise UpstreamError(f"no instance of {service} is configured")
         request = encode_request(method, target, chosen.authority, headers, body)
         return await chosen.request(
-            request, method == "HEAD", timeout_s or self.timeout_s, method in _REPEATABLE
+            request,
+            method == "HEAD",
+            timeout_s or self.timeout_s,
+            method in _REPEATABLE if repeatable is None else repeatable,
         )
 
     def count(self, service: str) -> int:
@@ -301,10 +306,12 @@ class Upstreams:
         type_: Any = Any,
     ) -> Any:
         """An internal POST of `body` as JSON whose 200 answer is JSON (of `type_`); else an
-        UpstreamError."""
+        UpstreamError. Internal POSTs are made to be repeated (a wait for events, a limit
+        conditional on its revision), so one lost with its connection is sent once more."""
         headers = [(b"content-type", b"application/json")]
+        encoded = msgspec.json.encode(body)
         answer = await self.send(
-            service, "POST", target.encode(), headers, msgspec.json.encode(body), timeout_s
+            service, "POST", target.encode(), headers, encoded, timeout_s, repeatable=True
         )
         return _json_answer(service, target, answer, type_)
 

@@ -29,7 +29,7 @@ from services.kernel.validation import (
 )
 from services.ordering import cart, checkout, holds, orders, tickets
 from services.ordering.config import current, payment_provider
-from services.ordering.domain import QUANTITY_TOO_LOW
+from services.ordering.domain import QUANTITY_TOO_LOW, over_limit
 
 T = TypeVar("T")
 
@@ -82,8 +82,8 @@ async def fresh_projection(request: Request, attempt: Callable[[], Awaitable[T]]
     try:
         return await attempt()
     except (BadRequest, NotFound) as exc:
-        if exc.detail == QUANTITY_TOO_LOW:
-            raise
+        if exc.detail in (QUANTITY_TOO_LOW, over_limit(rules().max_per_event).detail):
+            raise  # the request's own, and ordering's (R5): no catch-up changes them
         if not await runtime(request).catch_up.changed_since(started, began, "catalog"):
             raise
         return await attempt()

@@ -26,7 +26,13 @@ from services.kernel.security import authenticated, customer, optional_identity
 from services.kernel.validation import parse_json, parse_query, path_id
 from services.resale import marketplace, purchase
 from services.resale.config import current, payment_provider
-from services.resale.listings import TICKET_NOT_FOUND, ListTicket, list_ticket, withdraw
+from services.resale.listings import (
+    NOT_LISTED,
+    TICKET_NOT_FOUND,
+    ListTicket,
+    list_ticket,
+    withdraw,
+)
 from services.resale.models import purchases
 from services.resale.schemas import (
     Doc,
@@ -41,8 +47,11 @@ from services.resale.schemas import (
 from services.resale.tickets import ticket_row
 
 T = TypeVar("T")
-# Answers that do not depend on a projection: no point catching up before giving them.
-INPUT_ERRORS = frozenset({"Resell price required", "Resale price must be greater than 0"})
+# Answers that rest on the request or resale's own listings, not on another service's events:
+# no point catching up before giving them.
+INPUT_ERRORS = frozenset(
+    {"Resell price required", "Resale price must be greater than 0", NOT_LISTED}
+)
 PROJECTED_BY = ("ordering", "catalog")
 PROCESSING = ResponseSpec(data_container=dict[str, Any], description="Purchase is being processed")
 
@@ -242,8 +251,8 @@ async def buy_ticket(request: Request) -> Response[Any]:
     except DomainError as exc:
         if stored is None or exc.status_code in _KEPT:
             await keys.finish(*scope, exc.status_code, encode({"detail": exc.detail}), _KEPT)
-        else:  # a follower's 503: the 202 gives way (and only it: a new claim is not freed),
-            await keys.free_answered(*scope, 202)  # so a repeat is a new attempt
+        else:  # a follower's 503: the 202 it followed gives way (and only that one: a claim or
+            await keys.free_answered(*scope, stored)  # a 202 since is not freed): try anew
         raise
     except BaseException:
         if stored is None:  # a followed purchase keeps its 202 until it has an answer

@@ -17,8 +17,9 @@ UNAVAILABLE = (503, {"detail": "Service unavailable"})
 
 
 async def test_a_refusal_that_cannot_catch_up_answers_503(rig: Rig, gw: httpx.AsyncClient) -> None:
-    shop = await market(gw, buyers=1)
+    shop = await market(gw, buyers=1, sellers=1)
     [buyer] = shop.buyers
+    [(seller, listed)] = shop.listed
     unknown = 2**31 - 1
     await asyncio.to_thread(rig.system.stop_app, "catalog", signal.SIGKILL)
     try:
@@ -26,13 +27,21 @@ async def test_a_refusal_that_cannot_catch_up_answers_503(rig: Rig, gw: httpx.As
         blind_listing = await gw.post(
             f"/api/tickets/{unknown}/resell", json={"price": 10}, headers=buyer.headers
         )
-        # A "yes" does not wait on catalog: the customer's own cart still answers.
+        # A "yes" does not wait on catalog: the customer's own cart still answers, and a
+        # listing is withdrawn. A "no" that rests on resale's own listings is given at once.
         cart = await gw.get("/api/cart/items", headers=buyer.headers)
+        withdrawn = await gw.delete(f"/api/tickets/{listed}/resell", headers=seller.headers)
+        again = await gw.delete(f"/api/tickets/{listed}/resell", headers=seller.headers)
     finally:
         await asyncio.to_thread(rig.system.start_app, "catalog")
     assert (blind_add.status_code, blind_add.json()) == UNAVAILABLE
     assert (blind_listing.status_code, blind_listing.json()) == UNAVAILABLE
     assert cart.status_code == 200, cart.text
+    assert withdrawn.status_code == 200, withdrawn.text
+    assert (again.status_code, again.json()) == (
+        400,
+        {"detail": "Ticket is not listed for resale"},
+    )
 
     refused = await add(gw, buyer, unknown)
     assert (refused.status_code, refused.json()) == (

@@ -78,6 +78,16 @@ def test_cors_answers_only_configured_origins_with_credentials() -> None:
     assert Cors(()).response_headers(None) == []
 
 
+def test_a_preflight_from_an_origin_not_allowed_is_granted_nothing() -> None:
+    cors = Cors(("https://app.resellio.com",))
+    assert cors.preflight_headers(b"https://evil.example", b"authorization") == [
+        (b"vary", b"Origin")
+    ]
+    granted = dict(cors.preflight_headers(b"https://app.resellio.com", b"authorization"))
+    assert granted[b"access-control-allow-origin"] == b"https://app.resellio.com"
+    assert granted[b"access-control-allow-headers"] == b"authorization"
+
+
 def test_a_wildcard_origin_never_comes_with_credentials() -> None:
     headers = dict(Cors(("*",)).response_headers(b"https://anyone.example"))
     assert headers[b"access-control-allow-origin"] == b"*"

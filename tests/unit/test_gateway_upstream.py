@@ -22,6 +22,8 @@ def upstreams(port: int, **options: float) -> Upstreams:
 
 
 OK = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok"
+JSON_OK = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n"
+JSON_OK += b'{"ok":true}'
 CHUNKED = (
     b"HTTP/1.1 201 Created\r\ntransfer-encoding: chunked\r\nx-thing: 1\r\n\r\n"
     b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
@@ -152,4 +154,22 @@ async def test_a_post_whose_connection_was_lost_without_an_answer_is_not_sent_ag
     with pytest.raises(UpstreamError):
         await pool.send("svc", "POST", b"/x", body=b"{}")
     assert calls == 2
+    pool.close()
+
+
+async def test_an_internal_post_made_to_be_repeated_is_sent_again(serve: Callable) -> None:
+    """post_json's callers (a wait for events, a limit conditional on its revision) may be
+    repeated: one lost with a kept-alive connection goes once more on a new one."""
+    calls = 0
+
+    def lose_the_second(_: bytes) -> bytes | None:
+        nonlocal calls
+        calls += 1
+        return None if calls == 2 else JSON_OK
+
+    server = await serve(lose_the_second)
+    pool = upstreams(server.port)
+    assert await pool.post_json("svc", "/internal/x", {"a": 1}) == {"ok": True}
+    assert await pool.post_json("svc", "/internal/x", {"a": 1}) == {"ok": True}
+    assert calls == 3
     pool.close()
