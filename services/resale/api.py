@@ -251,8 +251,10 @@ async def buy_ticket(request: Request) -> Response[Any]:
     except DomainError as exc:
         if stored is None or exc.status_code in _KEPT:
             await keys.finish(*scope, exc.status_code, encode({"detail": exc.detail}), _KEPT)
-        else:  # a follower's 503: the 202 it followed gives way (and only that one: a claim or
-            await keys.free_answered(*scope, stored)  # a 202 since is not freed): try anew
+        else:
+            # A follower's 503: the 202 it followed gives way, so a repeat is a new attempt;
+            # only that very answer (a claim or a 202 stored since is left alone).
+            await keys.free_answered(*scope, stored)
         raise
     except BaseException:
         if stored is None:  # a followed purchase keeps its 202 until it has an answer
