@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from contracts.auth import (
@@ -96,8 +96,9 @@ FROM unnest($1::bigint[], $2::integer[], $3::integer[]) AS u(type_id, sold, issu
 WHERE t.type_id = u.type_id AND (SELECT count(*) FROM locked) >= 0
 """
 _TICKETS_PURCHASED = """
-INSERT INTO catalog.tickets (ticket_id, event_id, type_id, owner_id, valid)
-SELECT u.*, true FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[]) AS u
+INSERT INTO catalog.tickets (ticket_id, event_id, type_id, owner_id, holder_seq, valid)
+SELECT u.*, true
+FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[]) AS u
 ON CONFLICT (ticket_id) DO NOTHING
 RETURNING ticket_id
 """
@@ -114,6 +115,7 @@ async def on_ticket_purchased(
     items: list[tuple[TicketPurchased, Envelope]], uow: UnitOfWork
 ) -> None:
     purchases = {e.ticket_id: e for e, _ in items}
+    sequences = {e.ticket_id: envelope.sequence for e, envelope in items}
     events = list(purchases.values())
     rows = await uow.fetch(
         _TICKETS_PURCHASED,
@@ -121,6 +123,7 @@ async def on_ticket_purchased(
         [e.event_id for e in events],
         [e.type_id for e in events],
         [e.owner_id for e in events],
+        [sequences[e.ticket_id] for e in events],
     )
     fresh = {row[0] for row in rows}
     sold = Counter(purchases[t].type_id for t in fresh)
@@ -144,11 +147,18 @@ async def on_ticket_purchased(
 async def on_ticket_transferred(
     event: TicketTransferred, envelope: Envelope, uow: UnitOfWork
 ) -> None:
-    await uow.execute(
+    await uow.execute(  # unless a later event already named the holder
         insert(tickets)
-        .values(ticket_id=event.ticket_id, owner_id=event.to_user_id, valid=True)
+        .values(
+            ticket_id=event.ticket_id,
+            owner_id=event.to_user_id,
+            holder_seq=envelope.sequence,
+            valid=True,
+        )
         .on_conflict_do_update(
-            index_elements=[tickets.c.ticket_id], set_={"owner_id": event.to_user_id}
+            index_elements=[tickets.c.ticket_id],
+            set_={"owner_id": event.to_user_id, "holder_seq": envelope.sequence},
+            where=or_(tickets.c.holder_seq.is_(None), tickets.c.holder_seq < envelope.sequence),
         )
     )
 

@@ -123,6 +123,9 @@ tickets = Table(
     Column("event_id", Integer),
     Column("type_id", Integer),
     Column("owner_id", Integer),
+    # The sequence of the event that named the holder: an older one applied later (a replay's
+    # reprocess, a retry) does not take the ticket back.
+    Column("holder_seq", BigInteger),
     Column("valid", Boolean, nullable=False),
     Index("tickets_valid_by_event", "event_id", "owner_id", postgresql_where=text("valid")),
 )

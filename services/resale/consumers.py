@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from sqlalchemy import case, update
+from sqlalchemy import case, or_, update
 from sqlalchemy.dialects.postgresql import insert
 
 from contracts.auth import UserBanned, UserProfileUpdated, UserRegistered
@@ -120,9 +120,10 @@ async def on_ticket_type_saved(
 
 _TICKETS_PURCHASED = """
 INSERT INTO resale.tickets (ticket_id, event_id, type_id, owner_id, original_price, currency,
-                            status)
+                            holder_seq, status)
 SELECT u.*, 'valid'
-FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::numeric[], $6::text[]) AS u
+FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::numeric[], $6::text[],
+            $7::bigint[]) AS u
 ON CONFLICT (ticket_id) DO NOTHING
 """
 
@@ -140,16 +141,20 @@ async def on_ticket_purchased(
         [e.owner_id for e in events],
         [Decimal(e.price) for e in events],
         [e.currency for e in events],
+        [envelope.sequence for _, envelope in items],
     )
 
 
 async def on_ticket_transferred(
     event: TicketTransferred, envelope: Envelope, uow: UnitOfWork
 ) -> None:
-    await uow.execute(
+    await uow.execute(  # unless a later event already named the holder
         update(tickets)
-        .where(tickets.c.ticket_id == event.ticket_id)
-        .values(owner_id=event.to_user_id)
+        .where(
+            tickets.c.ticket_id == event.ticket_id,
+            or_(tickets.c.holder_seq.is_(None), tickets.c.holder_seq < envelope.sequence),
+        )
+        .values(owner_id=event.to_user_id, holder_seq=envelope.sequence)
     )
     await settlement.transfer_recorded(event.listing_id, uow)
     await settlement.refund_if_void(uow, event.ticket_id, payment_provider(uow.db))

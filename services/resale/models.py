@@ -66,6 +66,9 @@ tickets = Table(
     Column("event_id", BigInteger, nullable=False, index=True),
     Column("type_id", BigInteger, nullable=False),
     Column("owner_id", BigInteger, nullable=False),
+    # The sequence of the event that named the holder: an older one applied later (a replay's
+    # reprocess, a retry) does not take the ticket back.
+    Column("holder_seq", BigInteger),
     Column("original_price", Numeric(12, 2), nullable=False),
     Column("currency", Text, nullable=False),
     Column("status", Text, nullable=False),  # valid | used | refunded

@@ -57,7 +57,9 @@ _sequence = count(1)
 RULES = cart.CartRules(hold_for=timedelta(minutes=15), max_per_event=20)
 
 
-def envelope(event: Event, aggregate_id: object) -> bytes:
+def envelope(event: Event, aggregate_id: object, sequence: int | None = None) -> bytes:
+    """As the relay sends it: a new id, the next sequence unless given (an older one: a
+    replayed event's)."""
     return encode(
         Envelope(
             id=uuid.uuid4(),
@@ -66,7 +68,7 @@ def envelope(event: Event, aggregate_id: object) -> bytes:
             occurred_at=utcnow(),
             producer=event.TYPE.split(".")[0],
             aggregate_id=str(aggregate_id),
-            sequence=next(_sequence),
+            sequence=next(_sequence) if sequence is None else sequence,
             payload=msgspec.Raw(encode(event)),
         )
     )

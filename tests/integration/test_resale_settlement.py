@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from decimal import Decimal
 
+import msgspec
 import pytest
 from sqlalchemy import func, select
 
@@ -27,7 +28,7 @@ from services.kernel.payments import SimulatedProvider
 from services.resale import purchase
 from services.resale.consumers import HANDLERS
 from services.resale.listings import ListTicket, list_ticket
-from services.resale.models import metadata, outbox, payments, purchases
+from services.resale.models import metadata, outbox, payments, purchases, tickets
 from tests.integration.conftest import migrated_harness
 from tests.integration.test_ordering_reactions import (
     customer_registered,
@@ -157,3 +158,24 @@ async def test_a_ticket_resold_twice_refunds_only_whoever_holds_it_at_the_cancel
         )
         await resale.deliver(refused, TICKET)
         assert await resale.refunded() == {"40.00": Decimal("40.00"), "60.00": Decimal("60.00")}
+
+
+async def test_an_older_transfer_applied_again_does_not_take_the_ticket_back(
+    resale: Resale,
+) -> None:
+    """SELLER sold to BUYER, BUYER to THIRD; then the first transfer comes again (a replay's
+    reprocess of part of the log, or a retry): THIRD still holds the ticket, and would be the
+    one refunded if the event were cancelled."""
+    await resale.on_sale_with_holder()
+    first = await resale.sold(SELLER, BUYER, "40.00")
+    first_moved = envelope(_moved(first, SELLER, BUYER), TICKET)
+    assert await resale.consumer.handle(first_moved) is True
+    second = await resale.sold(BUYER, THIRD, "60.00")
+    await resale.deliver(_moved(second, BUYER, THIRD), TICKET)
+    older = msgspec.json.decode(first_moved)["sequence"]
+    again = envelope(_moved(first, SELLER, BUYER), TICKET, sequence=older)
+    assert await resale.consumer.handle(again) is True
+    assert (
+        await resale.scalar(select(tickets.c.owner_id).where(tickets.c.ticket_id == TICKET))
+        == THIRD
+    )
