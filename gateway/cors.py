@@ -13,11 +13,14 @@ class Cors:
         self.any_origin = "*" in origins
         self.origins = frozenset(o.encode() for o in origins if o != "*")
 
+    def allowed(self, origin: bytes) -> bool:
+        return origin in self.origins or self.any_origin
+
     def response_headers(self, origin: bytes | None) -> list[tuple[bytes, bytes]]:
         """Headers for an actual (non-preflight) response to this Origin. With origins listed
         the answer depends on the Origin, whichever it is or none, so every response says so
         (`Vary`): a shared cache must not give the answer to one origin to another."""
-        if not origin or (origin not in self.origins and not self.any_origin):
+        if not origin or not self.allowed(origin):
             return [(b"vary", b"Origin")] if self.origins else []
         if origin in self.origins:
             return [
@@ -26,18 +29,16 @@ class Cors:
                 (b"access-control-expose-headers", EXPOSED),
                 (b"vary", b"Origin"),
             ]
-        if self.any_origin:
-            return [
-                (b"access-control-allow-origin", b"*"),
-                (b"access-control-expose-headers", EXPOSED),
-            ]
-        return []
+        return [  # any origin, without credentials
+            (b"access-control-allow-origin", b"*"),
+            (b"access-control-expose-headers", EXPOSED),
+        ]
 
     def preflight_headers(
         self, origin: bytes, requested_headers: bytes | None
     ) -> list[tuple[bytes, bytes]]:
         """Headers for a preflight answer; only `Vary` for an origin that is not allowed."""
-        if origin not in self.origins and not self.any_origin:
+        if not self.allowed(origin):
             return [(b"vary", b"Origin")]
         return [
             *self.response_headers(origin),
