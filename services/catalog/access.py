@@ -26,13 +26,14 @@ async def verified_organizer(request: Request) -> Identity:
     """
     identity = await organizer(request)
     rt = runtime(request)
-    await rt.catch_up("auth")
+    caught_up = await rt.catch_up("auth")
 
     async def refuse(detail: str) -> NoReturn:
-        """A refusal read from auth's events: given once caught up with them (the catch-up
-        above, asked again, answers from memory), a 503 if auth cannot be asked (it could be
-        a 200 a moment later, API.md §1.8)."""
-        await rt.catch_up.before_refusing("auth")
+        """A refusal read from auth's events: given once caught up with them, a 503 if auth
+        cannot be asked (it could be a 200 a moment later, API.md §1.8). Only a catch-up
+        above that did not succeed is asked again, strictly."""
+        if not caught_up:
+            await rt.catch_up.before_refusing("auth")
         raise Forbidden(detail)
 
     async with rt.db.engine.connect() as conn:
