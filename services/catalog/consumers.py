@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from contracts.auth import (
@@ -20,7 +20,7 @@ from contracts.ordering import TicketPurchased, TicketRefunded, TicketTransferre
 from services.catalog.models import organizers, tickets
 from services.kernel.consumer import Handler, bulk
 from services.kernel.db import UnitOfWork
-from services.kernel.projections import Projection
+from services.kernel.projections import Projection, older_than
 
 # ---- organizers ----------------------------------------------------------------------------
 
@@ -158,7 +158,7 @@ async def on_ticket_transferred(
         .on_conflict_do_update(
             index_elements=[tickets.c.ticket_id],
             set_={"owner_id": event.to_user_id, "holder_seq": envelope.sequence},
-            where=or_(tickets.c.holder_seq.is_(None), tickets.c.holder_seq < envelope.sequence),
+            where=older_than(tickets.c.holder_seq, envelope.sequence),
         )
     )
 

@@ -13,13 +13,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from aio_pika.abc import AbstractChannel
-from sqlalchemy import text
+from sqlalchemy import ColumnElement, or_, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.kernel.broker import Names
 from services.kernel.eventlog import Filters
 from services.kernel.replay import consumer_queue, plan, replay
 from services.kernel.settings import SERVICES
+
+
+def older_than(column: ColumnElement[int], sequence: int) -> ColumnElement[bool]:
+    """A row a `sequence` may change: none yet, or set by an older event (a replayed or retried
+    older event applied later leaves a newer one's value)."""
+    return or_(column.is_(None), column < sequence)
 
 
 @dataclass(frozen=True)

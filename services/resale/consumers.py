@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from sqlalchemy import case, or_, update
+from sqlalchemy import case, update
 from sqlalchemy.dialects.postgresql import insert
 
 from contracts.auth import UserBanned, UserProfileUpdated, UserRegistered
@@ -29,7 +29,7 @@ from contracts.ordering import (
 )
 from services.kernel.consumer import Handler, bulk, last_per_key
 from services.kernel.db import UnitOfWork
-from services.kernel.projections import Projection
+from services.kernel.projections import Projection, older_than
 from services.resale import settlement
 from services.resale.config import payment_provider
 from services.resale.listings import cancel_listings
@@ -152,7 +152,7 @@ async def on_ticket_transferred(
         update(tickets)
         .where(
             tickets.c.ticket_id == event.ticket_id,
-            or_(tickets.c.holder_seq.is_(None), tickets.c.holder_seq < envelope.sequence),
+            older_than(tickets.c.holder_seq, envelope.sequence),
         )
         .values(owner_id=event.to_user_id, holder_seq=envelope.sequence)
     )
