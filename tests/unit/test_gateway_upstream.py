@@ -30,6 +30,19 @@ CHUNKED = (
 )
 
 
+def in_turn(*replies: bytes | None) -> Callable[[bytes], bytes | None]:
+    """Answers the n-th request with the n-th reply, the last one after that; None closes the
+    connection instead."""
+    calls = 0
+
+    def answer(_: bytes) -> bytes | None:
+        nonlocal calls
+        calls += 1
+        return replies[min(calls, len(replies)) - 1]
+
+    return answer
+
+
 async def test_keep_alive_connections_are_reused(serve: Callable) -> None:
     server = await serve(lambda _: OK)
     pool = upstreams(server.port)
@@ -66,14 +79,8 @@ async def test_head_answers_end_at_the_headers(serve: Callable) -> None:
 
 
 async def test_a_connection_the_service_closed_is_retried_on_a_new_one(serve: Callable) -> None:
-    calls = 0
-
-    def answer_once_per_connection(_: bytes) -> bytes | None:
-        nonlocal calls
-        calls += 1
-        return OK if calls % 2 else None  # every second request finds its connection closing
-
-    server = await serve(answer_once_per_connection)
+    # Every second request finds its connection closing.
+    server = await serve(in_turn(OK, None, OK, None, OK))
     pool = upstreams(server.port)
     for _ in range(3):
         assert (await pool.send("svc", "GET", b"/")).status == 200
@@ -141,35 +148,21 @@ async def test_a_post_whose_connection_was_lost_without_an_answer_is_not_sent_ag
 ) -> None:
     """The service may have acted on it before its connection went (a worker that died after
     its commit): only a request that may be repeated (GET, HEAD, PUT, DELETE) is sent again."""
-    calls = 0
-
-    def answer_the_first_only(_: bytes) -> bytes | None:
-        nonlocal calls
-        calls += 1
-        return OK if calls == 1 else None
-
-    server = await serve(answer_the_first_only)
+    server = await serve(in_turn(OK, None))
     pool = upstreams(server.port)
     assert (await pool.send("svc", "POST", b"/x", body=b"{}")).status == 200
     with pytest.raises(UpstreamError):
         await pool.send("svc", "POST", b"/x", body=b"{}")
-    assert calls == 2
+    assert len(server.requests) == 2
     pool.close()
 
 
 async def test_an_internal_post_made_to_be_repeated_is_sent_again(serve: Callable) -> None:
     """post_json's callers (a wait for events, a limit conditional on its revision) may be
     repeated: one lost with a kept-alive connection goes once more on a new one."""
-    calls = 0
-
-    def lose_the_second(_: bytes) -> bytes | None:
-        nonlocal calls
-        calls += 1
-        return None if calls == 2 else JSON_OK
-
-    server = await serve(lose_the_second)
+    server = await serve(in_turn(JSON_OK, None, JSON_OK))
     pool = upstreams(server.port)
     assert await pool.post_json("svc", "/internal/x", {"a": 1}) == {"ok": True}
     assert await pool.post_json("svc", "/internal/x", {"a": 1}) == {"ok": True}
-    assert calls == 3
+    assert len(server.requests) == 3
     pool.close()
