@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from contracts.auth import (
@@ -18,22 +18,45 @@ from contracts.auth import (
 from contracts.envelope import Envelope
 from contracts.ordering import TicketPurchased, TicketRefunded, TicketTransferred
 from services.catalog.models import organizers, tickets
-from services.kernel.consumer import Handler, bulk
+from services.kernel.consumer import Handler, bulk, last_per_key
 from services.kernel.db import UnitOfWork
-from services.kernel.projections import Projection, older_than
+from services.kernel.projections import Projection, newest, older_than
 
 # ---- organizers ----------------------------------------------------------------------------
 
 
-async def _set_organizer(uow: UnitOfWork, organizer_id: int, user_id: int, **state: object) -> None:
+# Each of `verified` and `account_state` is written only by an auth event newer than the one
+# that wrote it (`verified_seq`, `state_seq`): a ban, an unban or a decision applied again later
+# (a retry, a replay's reprocess) leaves the newer one's value.
+
+
+def _organizer_state(sequence: int | ColumnElement[int], **state: object) -> dict[str, object]:
+    changes: dict[str, object] = {}
+    if "verified" in state:
+        changes |= newest(organizers, "verified_seq", sequence, {"verified": state["verified"]})
+    if "account_state" in state:
+        changes |= newest(
+            organizers, "state_seq", sequence, {"account_state": state["account_state"]}
+        )
+    return changes
+
+
+async def _set_organizer(
+    uow: UnitOfWork, organizer_id: int, user_id: int, sequence: int, **state: object
+) -> None:
     stmt = insert(organizers).values(
         organizer_id=organizer_id,
         user_id=user_id,
         verified=state.get("verified", False),
         account_state=state.get("account_state", "active"),
+        verified_seq=sequence if "verified" in state else None,
+        state_seq=sequence if "account_state" in state else None,
     )
     await uow.execute(
-        stmt.on_conflict_do_update(index_elements=[organizers.c.organizer_id], set_=state)
+        stmt.on_conflict_do_update(
+            index_elements=[organizers.c.organizer_id],
+            set_=_organizer_state(sequence, **state),
+        )
     )
 
 
@@ -45,13 +68,21 @@ async def on_user_registered(items: list[tuple[UserRegistered, Envelope]], uow: 
             "user_id": e.user_id,
             "verified": bool(e.is_verified),
             "account_state": e.account_state,
+            "verified_seq": envelope.sequence,
+            "state_seq": envelope.sequence,
         }
-        for e, _ in items
+        for e, envelope in last_per_key(items, lambda e: e.role_id)
         if e.role == "organizer"
     ]
     if rows:
+        stmt = insert(organizers)
+        seq = stmt.excluded.verified_seq
+        state = {"verified": stmt.excluded.verified, "account_state": stmt.excluded.account_state}
         await uow.execute(
-            insert(organizers).on_conflict_do_nothing(index_elements=[organizers.c.organizer_id]),
+            stmt.on_conflict_do_update(
+                index_elements=[organizers.c.organizer_id],
+                set_=_organizer_state(seq, **state),
+            ),
             rows,
         )
 
@@ -62,14 +93,14 @@ async def on_organizer_verified(
     state: dict[str, object] = {"verified": True}
     if event.account_state:  # a ban-user ban outlives the approval
         state["account_state"] = event.account_state
-    await _set_organizer(uow, event.organizer_id, event.user_id, **state)
+    await _set_organizer(uow, event.organizer_id, event.user_id, envelope.sequence, **state)
 
 
 async def on_organizer_rejected(
     event: OrganizerRejected, envelope: Envelope, uow: UnitOfWork
 ) -> None:
     state = {"verified": False, "account_state": event.account_state or "banned"}
-    await _set_organizer(uow, event.organizer_id, event.user_id, **state)
+    await _set_organizer(uow, event.organizer_id, event.user_id, envelope.sequence, **state)
 
 
 async def on_ban_changed(
@@ -77,7 +108,7 @@ async def on_ban_changed(
 ) -> None:
     if event.role == "organizer":
         state = {"account_state": event.account_state}
-        await _set_organizer(uow, event.role_id, event.user_id, **state)
+        await _set_organizer(uow, event.role_id, event.user_id, envelope.sequence, **state)
 
 
 # ---- tickets ---------------------------------------------------------------------------------

@@ -113,6 +113,9 @@ organizers = Table(
     Column("user_id", Integer, nullable=False),
     Column("verified", Boolean, nullable=False, server_default=text("false")),
     Column("account_state", Text, nullable=False),
+    # auth's sequence of the events that wrote `verified` and `account_state`
+    Column("verified_seq", BigInteger),
+    Column("state_seq", BigInteger),
 )
 
 # Projection of ordering's tickets: who holds a valid ticket of which event (notify counts).

@@ -58,9 +58,13 @@ def bulk(apply_many: BulkHandler) -> Handler:
 def last_per_key(
     items: list[tuple[Any, Envelope]], key: Callable[[Any], object]
 ) -> list[tuple[Any, Envelope]]:
-    """The last event per key, in event order: what a run of upserts leaves behind (one
-    statement may not upsert the same row twice)."""
-    latest = {key(payload): (payload, envelope) for payload, envelope in items}
+    """The newest event (by its producer's sequence) per key: what a run of upserts guarded by
+    sequence leaves behind (one statement may not upsert the same row twice)."""
+    latest: dict[object, tuple[Any, Envelope]] = {}
+    for payload, envelope in items:
+        seen = latest.get(key(payload))
+        if seen is None or seen[1].sequence < envelope.sequence:
+            latest[key(payload)] = (payload, envelope)
     return list(latest.values())
 
 

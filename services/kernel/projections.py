@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from aio_pika.abc import AbstractChannel
-from sqlalchemy import ColumnElement, or_, text
+from sqlalchemy import ColumnElement, Table, case, func, or_, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.kernel.broker import Names
@@ -22,10 +23,31 @@ from services.kernel.replay import consumer_queue, plan, replay
 from services.kernel.settings import SERVICES
 
 
-def older_than(column: ColumnElement[int], sequence: int) -> ColumnElement[bool]:
+class NotProjectedYet(Exception):
+    """An event about something whose creation has not arrived yet; retried by the consumer."""
+
+
+def older_than(
+    column: ColumnElement[int], sequence: int | ColumnElement[int]
+) -> ColumnElement[bool]:
     """A row a `sequence` may change: none yet, or set by an older event (a replayed or retried
     older event applied later leaves a newer one's value)."""
     return or_(column.is_(None), column < sequence)
+
+
+def newest(
+    table: Table, seq: str, sequence: int | ColumnElement[int], values: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The SET of an update (or upsert) that writes `values` only where they are older than
+    `sequence` (the row's `seq` column: the producer's sequence of the event that wrote them),
+    and moves `seq` on to the newest seen. Columns one event type writes and another does not
+    keep a `seq` column of their own, so that neither event hides the other."""
+    fresh = older_than(table.c[seq], sequence)
+    changes: dict[str, Any] = {
+        name: case((fresh, value), else_=table.c[name]) for name, value in values.items()
+    }
+    changes[seq] = func.greatest(table.c[seq], sequence)
+    return changes
 
 
 @dataclass(frozen=True)

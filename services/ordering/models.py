@@ -47,7 +47,18 @@ events = Table(
     Column("location_id", BigInteger, nullable=False),
     Column("location_name", Text, nullable=False),
     Column("status", Text, nullable=False),  # pending | created | rejected | cancelled
+    # catalog's sequence of the event that wrote the fields, and the status (event_copies).
     Column("seq", BigInteger, nullable=False, server_default=text("0")),
+    Column("status_seq", BigInteger, nullable=False, server_default=text("0")),
+)
+
+# catalog's locations' newest names, for the events' location_name (event_copies).
+locations = Table(
+    "locations",
+    metadata,
+    Column("location_id", BigInteger, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("seq", BigInteger, nullable=False),
 )
 
 # A ticket type is both catalog's projection (price, capacity, sale window) and ordering's
@@ -79,6 +90,7 @@ users = Table(
     Column("email", Text, nullable=False),
     Column("first_name", Text, nullable=False),
     Column("last_name", Text, nullable=False),
+    Column("seq", BigInteger),  # auth's sequence of the event that wrote the names
 )
 
 # resale's listings: a ticket's active listing (its price, and check-in refusal) and sales.

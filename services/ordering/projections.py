@@ -1,8 +1,9 @@
 """Ordering's copies of other services' facts, kept from their events.
 
 Every upsert carries the producer's sequence number, so an older event that arrives late (two
-ordering instances compete on one queue) never overwrites a newer one; a cancellation, a
-deletion and a closed listing are final whatever arrives after them.
+ordering instances compete on one queue, a retry, a replay's reprocess) never overwrites a
+newer one; a cancellation, a deletion and a closed listing are final whatever arrives after
+them. Catalog's events and locations: services/kernel/event_copies.py.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import case, func, update
 from sqlalchemy.dialects.postgresql import insert
 
 from contracts.auth import UserProfileUpdated, UserRegistered
@@ -23,67 +24,35 @@ from contracts.catalog import (
 )
 from contracts.envelope import Envelope
 from contracts.resale import ListingCancelled, ListingCreated
+from services.kernel import event_copies
 from services.kernel.consumer import bulk, last_per_key
 from services.kernel.db import UnitOfWork
-from services.ordering.models import events, listings, ticket_types, users
-
-
-class NotProjectedYet(Exception):
-    """An event about something whose creation has not arrived yet; retried by the consumer."""
+from services.kernel.projections import NotProjectedYet, newest
+from services.ordering.models import events, listings, locations, ticket_types, users
 
 
 async def on_event_saved(event: EventCreated, envelope: Envelope, uow: UnitOfWork) -> None:
     """EventCreated and EventUpdated."""
-    values = {
-        "event_id": event.event_id,
+    fields = {
         "organizer_id": event.organizer_id,
         "name": event.name,
         "start_date": event.start_date,
         "end_date": event.end_date,
         "location_id": event.location_id,
-        "location_name": event.location_name,
-        "status": event.status,
-        "seq": envelope.sequence,
     }
-    stmt = insert(events).values(**values)
-    changes: dict[str, Any] = {k: stmt.excluded[k] for k in values if k != "event_id"}
-    changes["status"] = case(
-        (events.c.status == "cancelled", "cancelled"), else_=stmt.excluded.status
-    )
-    await uow.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[events.c.event_id], set_=changes, where=events.c.seq < envelope.sequence
-        )
-    )
-
-
-async def _set_status(uow: UnitOfWork, event_id: int, status: str, seq: int) -> None:
-    changed = await uow.execute(
-        update(events)
-        .where(events.c.event_id == event_id, events.c.seq < seq, events.c.status != "cancelled")
-        .values(status=status, seq=seq)
-        .returning(events.c.event_id)
-    )
-    if changed.first() is None:
-        known = await uow.execute(select(events.c.event_id).where(events.c.event_id == event_id))
-        if known.first() is None:
-            raise NotProjectedYet(f"event {event_id}")
+    await event_copies.save_event(uow, events, locations, event, envelope.sequence, fields)
 
 
 async def on_event_approved(event: EventApproved, envelope: Envelope, uow: UnitOfWork) -> None:
-    await _set_status(uow, event.event_id, "created", envelope.sequence)
+    await event_copies.set_status(uow, events, event.event_id, "created", envelope.sequence)
 
 
 async def on_event_rejected(event: EventRejected, envelope: Envelope, uow: UnitOfWork) -> None:
-    await _set_status(uow, event.event_id, "rejected", envelope.sequence)
+    await event_copies.set_status(uow, events, event.event_id, "rejected", envelope.sequence)
 
 
 async def on_location_updated(event: LocationUpdated, envelope: Envelope, uow: UnitOfWork) -> None:
-    await uow.execute(
-        update(events)
-        .where(events.c.location_id == event.location_id)
-        .values(location_name=event.name)
-    )
+    await event_copies.rename_location(uow, events, locations, event, envelope.sequence)
 
 
 async def on_ticket_type_saved(
@@ -121,10 +90,11 @@ async def on_ticket_type_saved(
 @bulk
 async def on_user_registered(items: list[tuple[UserRegistered, Envelope]], uow: UnitOfWork) -> None:
     stmt = insert(users)
+    names = {k: stmt.excluded[k] for k in ("first_name", "last_name")}
     await uow.execute(
         stmt.on_conflict_do_update(
             index_elements=[users.c.user_id],
-            set_={k: stmt.excluded[k] for k in ("email", "first_name", "last_name")},
+            set_={"email": stmt.excluded.email, **newest(users, "seq", stmt.excluded.seq, names)},
         ),
         [
             {
@@ -132,8 +102,9 @@ async def on_user_registered(items: list[tuple[UserRegistered, Envelope]], uow: 
                 "email": e.email,
                 "first_name": e.first_name,
                 "last_name": e.last_name,
+                "seq": envelope.sequence,
             }
-            for e, _ in last_per_key(items, lambda e: e.user_id)
+            for e, envelope in last_per_key(items, lambda e: e.user_id)
         ],
     )
 
@@ -141,11 +112,15 @@ async def on_user_registered(items: list[tuple[UserRegistered, Envelope]], uow: 
 async def on_profile_updated(
     event: UserProfileUpdated, envelope: Envelope, uow: UnitOfWork
 ) -> None:
-    await uow.execute(
+    names = {"first_name": event.first_name, "last_name": event.last_name}
+    changed = await uow.execute(
         update(users)
         .where(users.c.user_id == event.user_id)
-        .values(first_name=event.first_name, last_name=event.last_name)
+        .values(newest(users, "seq", envelope.sequence, names))
+        .returning(users.c.user_id)
     )
+    if changed.first() is None:
+        raise NotProjectedYet(f"user {event.user_id}")
 
 
 async def on_listing_saved(event: ListingCreated, envelope: Envelope, uow: UnitOfWork) -> None:

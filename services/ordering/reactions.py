@@ -25,11 +25,12 @@ from contracts.ordering import (
 from contracts.resale import ListingSold
 from services.kernel.db import UnitOfWork
 from services.kernel.mail import queue_mail
+from services.kernel.projections import NotProjectedYet
 from services.ordering import holds
 from services.ordering.checkout import new_ticket_code
 from services.ordering.config import payment_provider
 from services.ordering.models import events, listings, orders, ticket_types, tickets, users
-from services.ordering.projections import NotProjectedYet, close_listing
+from services.ordering.projections import close_listing
 
 log = logging.getLogger("resellio.ordering.reactions")
 

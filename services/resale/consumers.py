@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from sqlalchemy import case, update
+from sqlalchemy import update
 from sqlalchemy.dialects.postgresql import insert
 
 from contracts.auth import UserBanned, UserProfileUpdated, UserRegistered
@@ -27,63 +27,56 @@ from contracts.ordering import (
     TicketTransferred,
     TicketTransferRefused,
 )
+from services.kernel import event_copies
 from services.kernel.consumer import Handler, bulk, last_per_key
 from services.kernel.db import UnitOfWork
-from services.kernel.projections import Projection, older_than
+from services.kernel.projections import NotProjectedYet, Projection, newest, older_than
 from services.resale import settlement
 from services.resale.config import payment_provider
 from services.resale.listings import cancel_listings
-from services.resale.models import events, listings, purchases, ticket_types, tickets, users
+from services.resale.models import (
+    events,
+    listings,
+    locations,
+    purchases,
+    ticket_types,
+    tickets,
+    users,
+)
 from services.resale.tickets import OPEN
 
 # ---- catalog -------------------------------------------------------------------------------
 
 
 async def on_event_saved(event: EventCreated, envelope: Envelope, uow: UnitOfWork) -> None:
-    values = {
+    fields = {
         "organizer_id": event.organizer_id,
         "name": event.name,
         "start_date": event.start_date,
         "end_date": event.end_date,
         "location_id": event.location_id,
-        "location_name": event.location_name,
         "resale_price_cap_percent": event.resale_price_cap_percent,
     }
-    # A cancellation is final: a late update never reopens the event here.
-    status = case((events.c.status == "cancelled", "cancelled"), else_=event.status)
-    await uow.execute(
-        insert(events)
-        .values(event_id=event.event_id, status=event.status, **values)
-        .on_conflict_do_update(
-            index_elements=[events.c.event_id], set_={**values, "status": status}
-        )
-    )
+    saved = await event_copies.save_event(uow, events, locations, event, envelope.sequence, fields)
+    # Open listings carry the event's name and dates as the copy now has them.
     await uow.execute(
         update(listings)
         .where(listings.c.event_id == event.event_id, listings.c.state.in_(OPEN))
-        .values(event_name=event.name, event_start=event.start_date, event_end=event.end_date)
+        .values(event_name=saved.name, event_start=saved.start_date, event_end=saved.end_date)
     )
-
-
-async def _set_status(uow: UnitOfWork, event_id: int, status: str) -> None:
-    await uow.execute(update(events).where(events.c.event_id == event_id).values(status=status))
 
 
 async def on_event_approved(event: EventApproved, envelope: Envelope, uow: UnitOfWork) -> None:
-    await uow.execute(
-        update(events)
-        .where(events.c.event_id == event.event_id, events.c.status != "cancelled")
-        .values(status="created")
-    )
+    await event_copies.set_status(uow, events, event.event_id, "created", envelope.sequence)
 
 
 async def on_event_rejected(event: EventRejected, envelope: Envelope, uow: UnitOfWork) -> None:
-    await _set_status(uow, event.event_id, "rejected")
+    await event_copies.set_status(uow, events, event.event_id, "rejected", envelope.sequence)
     await cancel_listings(uow, listings.c.event_id == event.event_id, "event_rejected")
 
 
 async def on_event_cancelled(event: EventCancelled, envelope: Envelope, uow: UnitOfWork) -> None:
-    await _set_status(uow, event.event_id, "cancelled")
+    await event_copies.set_status(uow, events, event.event_id, "cancelled", envelope.sequence)
     await cancel_listings(uow, listings.c.event_id == event.event_id, "event_cancelled")
     await settlement.refund_holders(
         uow, purchases.c.event_id == event.event_id, payment_provider(uow.db)
@@ -91,11 +84,7 @@ async def on_event_cancelled(event: EventCancelled, envelope: Envelope, uow: Uni
 
 
 async def on_location_updated(event: LocationUpdated, envelope: Envelope, uow: UnitOfWork) -> None:
-    await uow.execute(
-        update(events)
-        .where(events.c.location_id == event.location_id)
-        .values(location_name=event.name)
-    )
+    await event_copies.rename_location(uow, events, locations, event, envelope.sequence)
 
 
 @bulk
@@ -103,14 +92,20 @@ async def on_ticket_type_saved(
     items: list[tuple[TicketTypeCreated, Envelope]], uow: UnitOfWork
 ) -> None:
     stmt = insert(ticket_types)
+    values = {k: stmt.excluded[k] for k in ("event_id", "description")}
     await uow.execute(
         stmt.on_conflict_do_update(
             index_elements=[ticket_types.c.type_id],
-            set_={"event_id": stmt.excluded.event_id, "description": stmt.excluded.description},
+            set_=newest(ticket_types, "seq", stmt.excluded.seq, values),
         ),
         [
-            {"type_id": e.type_id, "event_id": e.event_id, "description": e.description}
-            for e, _ in last_per_key(items, lambda e: e.type_id)
+            {
+                "type_id": e.type_id,
+                "event_id": e.event_id,
+                "description": e.description,
+                "seq": envelope.sequence,
+            }
+            for e, envelope in last_per_key(items, lambda e: e.type_id)
         ],
     )
 
@@ -191,14 +186,20 @@ async def on_ticket_checked_in(event: TicketCheckedIn, envelope: Envelope, uow: 
 @bulk
 async def on_user_registered(items: list[tuple[UserRegistered, Envelope]], uow: UnitOfWork) -> None:
     stmt = insert(users)
+    name = {"first_name": stmt.excluded.first_name}
     await uow.execute(
         stmt.on_conflict_do_update(
             index_elements=[users.c.user_id],
-            set_={"email": stmt.excluded.email, "first_name": stmt.excluded.first_name},
+            set_={"email": stmt.excluded.email, **newest(users, "seq", stmt.excluded.seq, name)},
         ),
         [
-            {"user_id": e.user_id, "email": e.email, "first_name": e.first_name}
-            for e, _ in last_per_key(items, lambda e: e.user_id)
+            {
+                "user_id": e.user_id,
+                "email": e.email,
+                "first_name": e.first_name,
+                "seq": envelope.sequence,
+            }
+            for e, envelope in last_per_key(items, lambda e: e.user_id)
         ],
     )
 
@@ -206,9 +207,14 @@ async def on_user_registered(items: list[tuple[UserRegistered, Envelope]], uow: 
 async def on_profile_updated(
     event: UserProfileUpdated, envelope: Envelope, uow: UnitOfWork
 ) -> None:
-    await uow.execute(
-        update(users).where(users.c.user_id == event.user_id).values(first_name=event.first_name)
+    changed = await uow.execute(
+        update(users)
+        .where(users.c.user_id == event.user_id)
+        .values(newest(users, "seq", envelope.sequence, {"first_name": event.first_name}))
+        .returning(users.c.user_id)
     )
+    if changed.first() is None:
+        raise NotProjectedYet(f"user {event.user_id}")
 
 
 async def on_user_banned(event: UserBanned, envelope: Envelope, uow: UnitOfWork) -> None:

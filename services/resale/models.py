@@ -48,7 +48,19 @@ events = Table(
     Column("location_name", Text, nullable=False),
     Column("status", Text, nullable=False),
     Column("resale_price_cap_percent", Integer),
+    # catalog's sequence of the event that wrote the fields, and the status (event_copies).
+    Column("seq", BigInteger),
+    Column("status_seq", BigInteger),
     Index("events_by_location", "location_id"),
+)
+
+# catalog's locations' newest names, for the events' location_name (event_copies).
+locations = Table(
+    "locations",
+    metadata,
+    Column("location_id", BigInteger, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("seq", BigInteger, nullable=False),
 )
 
 ticket_types = Table(
@@ -57,6 +69,7 @@ ticket_types = Table(
     Column("type_id", BigInteger, primary_key=True),
     Column("event_id", BigInteger, nullable=False),
     Column("description", Text),
+    Column("seq", BigInteger),  # catalog's sequence of the event that wrote the row
 )
 
 tickets = Table(
@@ -81,6 +94,7 @@ users = Table(
     Column("user_id", BigInteger, primary_key=True),
     Column("email", Text, nullable=False),
     Column("first_name", Text, nullable=False),
+    Column("seq", BigInteger),  # auth's sequence of the event that wrote the name
 )
 
 # ---- resale's own data ---------------------------------------------------------------------

@@ -1,0 +1,288 @@
+"""Copies of other services' facts keep the newest: an older event applied after a newer one
+(a retry parked it, a replay's reprocess brings it again) changes nothing the newer one wrote,
+and an event about something not copied yet waits for it instead of being lost.
+
+Each service's consumer runs on its own migrated scratch database, fed through the kernel
+consumer as the broker feeds it, every event with the producer's sequence it would carry.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from msgspec.structs import replace
+from sqlalchemy import Table, select
+
+from contracts.auth import (
+    OrganizerRejected,
+    OrganizerVerified,
+    UserBanned,
+    UserProfileUpdated,
+    UserRegistered,
+    UserUnbanned,
+)
+from contracts.catalog import (
+    EventApproved,
+    EventCancelled,
+    EventCreated,
+    EventUpdated,
+    LocationUpdated,
+    TicketTypeCreated,
+    TicketTypeUpdated,
+)
+from contracts.codec import decode_envelope
+from contracts.envelope import Envelope, Event
+from contracts.ordering import TicketPurchased
+from contracts.timeutil import utcnow
+from services.kernel import broker
+from services.kernel.consumer import Consumer
+from services.kernel.db import Database
+from services.kernel.projections import NotProjectedYet
+from services.resale.listings import ListTicket, list_ticket
+from tests.integration.conftest import migrated_harness
+from tests.integration.test_ordering_reactions import customer_registered, envelope, type_saved
+
+EVENT, HALL, ARENA = 1, 1, 2
+
+
+class Copies:
+    """A service's consumer on its own migrated database."""
+
+    def __init__(self, service: str, url: str) -> None:
+        self.models = importlib.import_module(f"services.{service}.models")
+        handlers = importlib.import_module(f"services.{service}.consumers").HANDLERS
+        self.db = Database(url, service, self.models.metadata, pool_size=4)
+        self.consumer = Consumer(service, self.db, broker.Names("unused"), handlers, (50,))
+
+    async def apply(self, event: Event, sequence: int, aggregate: object = 1) -> None:
+        assert await self.consumer.handle(envelope(event, aggregate, sequence)) is True
+
+    async def row(self, table: str, **key: object) -> Any:
+        t: Table = self.models.metadata.tables[f"{self.db.schema}.{table}"]
+        which = [t.c[name] == value for name, value in key.items()]
+        async with self.db.engine.connect() as conn:
+            return (await conn.execute(select(t).where(*which))).one()
+
+
+@pytest.fixture(params=["ordering", "resale"])
+async def copies(request: pytest.FixtureRequest) -> AsyncIterator[Copies]:
+    """Ordering's or resale's copies of catalog's events and auth's users."""
+    service = request.param
+    async with migrated_harness(service, lambda url: Copies(service, url)) as running:
+        yield running
+
+
+@pytest.fixture
+async def catalog() -> AsyncIterator[Copies]:
+    async with migrated_harness("catalog", lambda url: Copies("catalog", url)) as running:
+        yield running
+
+
+@pytest.fixture
+async def resale() -> AsyncIterator[Copies]:
+    async with migrated_harness("resale", lambda url: Copies("resale", url)) as running:
+        yield running
+
+
+def _event(kind: type[EventCreated], **changes: object) -> EventCreated:
+    now = utcnow()
+    fields: dict[str, Any] = {
+        "event_id": EVENT,
+        "organizer_id": 1,
+        "name": "Spring Gala",
+        "start_date": now + timedelta(days=5),
+        "end_date": now + timedelta(days=6),
+        "location_id": HALL,
+        "location_name": "Hall",
+        "status": "pending",
+    }
+    return kind(**(fields | changes))
+
+
+def _location(location_id: int, name: str) -> LocationUpdated:
+    return LocationUpdated(
+        location_id=location_id, name=name, address="1 Main St", city="Oslo", country="NO"
+    )
+
+
+async def test_an_older_update_applied_again_leaves_the_newer_fields(copies: Copies) -> None:
+    await copies.apply(_event(EventCreated), 1)
+    await copies.apply(_event(EventUpdated, name="Autumn Gala"), 3)
+    await copies.apply(_event(EventUpdated, name="Summer Gala"), 2)
+    assert (await copies.row("events", event_id=EVENT)).name == "Autumn Gala"
+
+
+async def test_status_and_fields_each_keep_their_newest(copies: Copies) -> None:
+    """An update (2, made while pending) applied after the approval (3) that followed it: the
+    update's name is taken, and the approval stays; the creation applied again (1) brings back
+    neither its name nor 'pending'."""
+    await copies.apply(_event(EventCreated), 1)
+    await copies.apply(EventApproved(event_id=EVENT, by=9), 3)
+    await copies.apply(_event(EventUpdated, name="Autumn Gala"), 2)
+    row = await copies.row("events", event_id=EVENT)
+    assert (row.name, row.status) == ("Autumn Gala", "created")
+    await copies.apply(_event(EventCreated), 1)
+    row = await copies.row("events", event_id=EVENT)
+    assert (row.name, row.status) == ("Autumn Gala", "created")
+
+
+async def test_a_status_before_its_event_waits_for_it(copies: Copies) -> None:
+    """The approval arrives first (the creation was parked for a retry): it is retried, not
+    lost, and the creation that follows does not take it back to 'pending'."""
+    approved = envelope(EventApproved(event_id=EVENT, by=9), EVENT, 2)
+    with pytest.raises(NotProjectedYet):
+        await copies.consumer.handle(approved)
+    await copies.apply(_event(EventCreated), 1)
+    assert await copies.consumer.handle(approved) is True
+    assert (await copies.row("events", event_id=EVENT)).status == "created"
+
+
+async def test_a_cancellation_is_final_whatever_comes_after(resale: Copies) -> None:
+    await resale.apply(_event(EventCreated), 1)
+    await resale.apply(EventCancelled(event_id=EVENT, by=9, at=utcnow()), 3)
+    await resale.apply(_event(EventUpdated, status="created"), 4)
+    await resale.apply(EventApproved(event_id=EVENT, by=9), 5)
+    assert (await resale.row("events", event_id=EVENT)).status == "cancelled"
+
+
+async def test_a_location_keeps_its_newest_name(copies: Copies) -> None:
+    """The hall renamed (3), then an update of the event from before the rename (2) applied:
+    the event still shows the new name."""
+    await copies.apply(_event(EventCreated), 1)
+    await copies.apply(_location(HALL, "Great Hall"), 3)
+    await copies.apply(_event(EventUpdated, name="Autumn Gala"), 2)
+    row = await copies.row("events", event_id=EVENT)
+    assert (row.name, row.location_name) == ("Autumn Gala", "Great Hall")
+    await copies.apply(_location(HALL, "Hall"), 1)
+    assert (await copies.row("events", event_id=EVENT)).location_name == "Great Hall"
+
+
+async def test_an_event_moved_takes_its_new_locations_newest_name(copies: Copies) -> None:
+    """The arena was renamed (5) before the move to it (4) arrived: the event shows the
+    arena's new name, not the one the move carried, nor the hall's."""
+    await copies.apply(_event(EventCreated), 1)
+    await copies.apply(_location(ARENA, "Arena Nova"), 5)
+    await copies.apply(_event(EventUpdated, location_id=ARENA, location_name="Arena"), 4)
+    row = await copies.row("events", event_id=EVENT)
+    assert (row.location_id, row.location_name) == (ARENA, "Arena Nova")
+    await copies.apply(_location(HALL, "Great Hall"), 6)
+    assert (await copies.row("events", event_id=EVENT)).location_name == "Arena Nova"
+
+
+async def test_a_user_keeps_the_newest_name(copies: Copies) -> None:
+    registered = customer_registered(7)
+    await copies.apply(registered, 1, 7)
+    renamed = UserProfileUpdated(user_id=7, login="c7", first_name="Ada", last_name="Byron")
+    await copies.apply(renamed, 3, 7)
+    older = UserProfileUpdated(user_id=7, login="c7", first_name="Ann", last_name="Old")
+    await copies.apply(older, 2, 7)
+    await copies.apply(registered, 1, 7)
+    row = await copies.row("users", user_id=7)
+    assert (row.first_name, row.email) == ("Ada", "c7@example.com")
+
+
+async def test_a_profile_before_its_user_waits_for_it(copies: Copies) -> None:
+    renamed = envelope(
+        UserProfileUpdated(user_id=8, login="c8", first_name="Ada", last_name="Byron"), 8, 2
+    )
+    with pytest.raises(NotProjectedYet):
+        await copies.consumer.handle(renamed)
+    await copies.apply(customer_registered(8), 1, 8)
+    assert await copies.consumer.handle(renamed) is True
+    assert (await copies.row("users", user_id=8)).first_name == "Ada"
+
+
+async def test_one_batch_keeps_the_newest_of_each_user(copies: Copies) -> None:
+    """Two registrations of one user in one batch, the newer first: the newer stays."""
+    handler = copies.consumer.handlers["auth.UserRegistered"]
+    older, newer = customer_registered(9), replace(customer_registered(9), first_name="Ada")
+    batch = [(newer, _envelope_of(newer, 9, 5)), (older, _envelope_of(older, 9, 4))]
+    async with copies.db.unit_of_work() as uow:
+        await handler.many(batch, uow)  # type: ignore[attr-defined]
+        await uow.commit()
+    assert (await copies.row("users", user_id=9)).first_name == "Ada"
+
+
+def _envelope_of(event: Event, aggregate: object, sequence: int) -> Envelope:
+    return decode_envelope(envelope(event, aggregate, sequence))
+
+
+async def test_resale_keeps_the_newest_ticket_type(resale: Copies) -> None:
+    await resale.apply(type_saved(TicketTypeCreated, 11, EVENT, 10), 1, 11)
+    newer = replace(type_saved(TicketTypeUpdated, 11, EVENT, 10), description="VIP")
+    await resale.apply(newer, 3, 11)
+    older = replace(type_saved(TicketTypeUpdated, 11, EVENT, 10), description="Balcony")
+    await resale.apply(older, 2, 11)
+    assert (await resale.row("ticket_types", type_id=11)).description == "VIP"
+
+
+async def test_an_open_listing_shows_the_events_newest_name(resale: Copies) -> None:
+    await resale.apply(_event(EventCreated), 1)
+    await resale.apply(EventApproved(event_id=EVENT, by=9), 2)
+    await resale.apply(customer_registered(100), 1, 100)
+    purchased = TicketPurchased(
+        ticket_id=5,
+        order_id=1,
+        type_id=11,
+        event_id=EVENT,
+        owner_id=100,
+        price="25.00",
+        currency="USD",
+    )
+    await resale.apply(purchased, 1, 5)
+    async with resale.db.unit_of_work() as uow:
+        await list_ticket(ListTicket(5, 100, Decimal("30.00")), uow, None)
+    await resale.apply(_event(EventUpdated, status="created", name="Autumn Gala"), 4)
+    await resale.apply(_event(EventUpdated, status="created", name="Summer Gala"), 3)
+    assert (await resale.row("listings", ticket_id=5)).event_name == "Autumn Gala"
+
+
+def _organizer_registered() -> UserRegistered:
+    return UserRegistered(
+        user_id=50,
+        email="o50@example.com",
+        role="organizer",
+        role_id=5,
+        first_name="Olga",
+        last_name="Org",
+        login="o50",
+        account_state="active",
+        company_name="Olga Events",
+        is_verified=False,
+    )
+
+
+def _ban(kind: type[UserBanned], state: str) -> UserBanned:
+    return kind(user_id=50, role="organizer", role_id=5, at=utcnow(), account_state=state)
+
+
+async def _organizer(catalog: Copies) -> tuple[bool, str]:
+    row = await catalog.row("organizers", organizer_id=5)
+    return row.verified, row.account_state
+
+
+async def test_an_older_ban_applied_again_does_not_ban_again(catalog: Copies) -> None:
+    await catalog.apply(_organizer_registered(), 1, 50)
+    await catalog.apply(OrganizerVerified(user_id=50, organizer_id=5, by=1), 2, 50)
+    await catalog.apply(_ban(UserBanned, "banned"), 3, 50)
+    await catalog.apply(_ban(UserUnbanned, "active"), 4, 50)
+    await catalog.apply(_ban(UserBanned, "banned"), 3, 50)
+    await catalog.apply(_organizer_registered(), 1, 50)
+    assert await _organizer(catalog) == (True, "active")
+
+
+async def test_a_ban_before_the_approval_keeps_both(catalog: Copies) -> None:
+    """The ban (3) arrives before the approval (2) that preceded it: the organizer is verified
+    and banned; neither event hides the other. A rejection older than both changes nothing."""
+    await catalog.apply(_ban(UserBanned, "banned"), 3, 50)
+    await catalog.apply(OrganizerVerified(user_id=50, organizer_id=5, by=1), 2, 50)
+    await catalog.apply(_organizer_registered(), 1, 50)
+    assert await _organizer(catalog) == (True, "banned")
+    rejected = OrganizerRejected(user_id=50, organizer_id=5, by=1, account_state="active")
+    await catalog.apply(rejected, 1, 50)
+    assert await _organizer(catalog) == (True, "banned")
