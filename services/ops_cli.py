@@ -334,7 +334,7 @@ def projections() -> None:
 @click.argument("service")
 @click.option("--timeout", type=float, default=600.0, show_default=True)
 def projections_rebuild(service: str, timeout: float) -> None:
-    """Empty SERVICE's projections, rebuild them from the event logs, compare with before.
+    """Rebuild SERVICE's projections in place from the event logs, compare with before.
 
     Run it while the service's consumer is running (it applies the replayed events)."""
     import importlib

@@ -62,6 +62,7 @@ async def _set_organizer(
 
 @bulk
 async def on_user_registered(items: list[tuple[UserRegistered, Envelope]], uow: UnitOfWork) -> None:
+    organizers_registered = [(e, envelope) for e, envelope in items if e.role == "organizer"]
     rows = [
         {
             "organizer_id": e.role_id,
@@ -71,8 +72,7 @@ async def on_user_registered(items: list[tuple[UserRegistered, Envelope]], uow: 
             "verified_seq": envelope.sequence,
             "state_seq": envelope.sequence,
         }
-        for e, envelope in last_per_key(items, lambda e: e.role_id)
-        if e.role == "organizer"
+        for e, envelope in last_per_key(organizers_registered, lambda e: e.role_id)
     ]
     if rows:
         stmt = insert(organizers)
@@ -81,7 +81,7 @@ async def on_user_registered(items: list[tuple[UserRegistered, Envelope]], uow: 
         await uow.execute(
             stmt.on_conflict_do_update(
                 index_elements=[organizers.c.organizer_id],
-                set_=_organizer_state(seq, **state),
+                set_={"user_id": stmt.excluded.user_id, **_organizer_state(seq, **state)},
             ),
             rows,
         )
@@ -233,7 +233,7 @@ HANDLERS: dict[str, Handler] = {
 # Rebuildable from auth's event log. The ticket projection is not listed: its counts live on
 # ticket_types (catalog's own rows), so emptying `tickets` alone would count sales twice.
 PROJECTION = Projection(
-    tables=["organizers"],
+    tables={"organizers": ("verified_seq", "state_seq")},
     events=[
         "auth.UserRegistered",
         "auth.OrganizerVerified",

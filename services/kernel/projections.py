@@ -1,8 +1,15 @@
 """Rebuilding a service's projections from the producers' event logs.
 
-A service declares in its consumers.py `PROJECTION = Projection(tables=[...], events=[...])`:
-the tables that only mirror other services' events, and the event types whose handlers write
-nothing but those tables (so replaying them has no other effect: no mail, no transfer).
+A service declares in its consumers.py `PROJECTION = Projection(tables={...}, events=[...])`:
+the tables that only mirror other services' events, each with the columns in which its
+handlers keep the sequence of the event that wrote a row (`newest`), and the event types whose
+handlers write nothing but those tables (so replaying them has no other effect: no mail, no
+transfer).
+
+A rebuild happens in place: it forgets those sequences (every row may be written again), replays
+the events, then deletes the rows no event wrote. The service answers from the old rows until
+the replay has written them, never from an emptied table, and an event applied meanwhile keeps
+its newer value against the replay's older ones.
 """
 
 from __future__ import annotations
@@ -52,7 +59,7 @@ def newest(
 
 @dataclass(frozen=True)
 class Projection:
-    tables: Sequence[str]
+    tables: Mapping[str, Sequence[str]]  # table -> its sequence columns
     events: Sequence[str]
 
 
@@ -121,16 +128,18 @@ async def rebuild(
     candidates: Sequence[str] = SERVICES,
     schema: str | None = None,
 ) -> RebuildReport:
-    """Empty the projection, replay its events into the service's queue, wait, compare.
-    Nothing is emptied unless the service's queue is there and consumed (NoConsumerQueue)."""
+    """Forget the projection's sequences, replay its events into the service's queue, wait,
+    delete the rows no event wrote, compare. Nothing is touched unless the service's queue is
+    there and consumed (NoConsumerQueue)."""
     await consumer_queue(channel, names, service, consumed=True)
     started = time.monotonic()
     schema = schema or service
-    before = await table_states(engine, schema, projection.tables)
+    before = await table_states(engine, schema, list(projection.tables))
     the_plan = await plan(engine, service, list(projection.events), Filters(), candidates)
     async with engine.begin() as conn:
-        tables = ", ".join(f'"{schema}"."{t}"' for t in projection.tables)
-        await conn.execute(text(f"TRUNCATE {tables}"))
+        for table, columns in projection.tables.items():
+            forget = ", ".join(f'"{c}" = NULL' for c in columns)
+            await conn.execute(text(f'UPDATE "{schema}"."{table}" SET {forget}'))
         await conn.execute(
             text(f'DELETE FROM "{schema}".inbox WHERE type = ANY(:t)'),
             {"t": list(projection.events)},
@@ -147,5 +156,10 @@ async def rebuild(
         if done < the_plan.total:
             await asyncio.sleep(0.005)
     replay_seconds = time.monotonic() - replay_started
-    after = await table_states(engine, schema, projection.tables)
+    if done >= the_plan.total:  # what no event wrote again is not the producers'
+        async with engine.begin() as conn:
+            for table, columns in projection.tables.items():
+                unwritten = " AND ".join(f'"{c}" IS NULL' for c in columns)
+                await conn.execute(text(f'DELETE FROM "{schema}"."{table}" WHERE {unwritten}'))
+    after = await table_states(engine, schema, list(projection.tables))
     return RebuildReport(service, before, after, sent, time.monotonic() - started, replay_seconds)

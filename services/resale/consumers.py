@@ -174,8 +174,10 @@ async def on_ticket_refunded(event: TicketRefunded, envelope: Envelope, uow: Uni
 
 
 async def on_ticket_checked_in(event: TicketCheckedIn, envelope: Envelope, uow: UnitOfWork) -> None:
-    await uow.execute(
-        update(tickets).where(tickets.c.ticket_id == event.ticket_id).values(status="used")
+    await uow.execute(  # a refund is final: a check-in applied after it changes nothing
+        update(tickets)
+        .where(tickets.c.ticket_id == event.ticket_id, tickets.c.status == "valid")
+        .values(status="used")
     )
     await cancel_listings(uow, listings.c.ticket_id == event.ticket_id, "ticket_used")
 
@@ -243,7 +245,7 @@ HANDLERS: dict[str, Handler] = {
 # Tables that only mirror other services' events, and the events whose handlers write only
 # them (replaying these has no other effect): `resellio projections rebuild resale`.
 PROJECTION = Projection(
-    tables=["ticket_types", "users"],
+    tables={"ticket_types": ("seq",), "users": ("seq",)},
     events=[
         "catalog.TicketTypeCreated",
         "catalog.TicketTypeUpdated",

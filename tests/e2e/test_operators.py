@@ -97,6 +97,46 @@ async def test_rebuilt_catalog_projection_equals_the_one_it_replaced(
     assert before == after >= 1
 
 
+async def test_a_rebuild_repairs_a_damaged_projection_in_place(
+    system: System, api: httpx.AsyncClient
+) -> None:
+    """An organizer's row changed by hand and a row no event made: the rebuild writes the first
+    back from auth's events and deletes the second, says the projection differs (exit 1), and a
+    second rebuild finds nothing to repair."""
+    admin = await admin_token(api)
+    organizer = await verified_organizer(api, admin)
+    engine = create_engine(system.database_url, pool_size=1)
+    row = "SELECT verified, account_state FROM catalog.organizers WHERE organizer_id = :o"
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "UPDATE catalog.organizers SET verified = false, account_state = 'banned' "
+                    "WHERE organizer_id = :o"
+                ),
+                {"o": organizer.role_id},
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO catalog.organizers (organizer_id, user_id, account_state) "
+                    "VALUES (987654, 987654, 'active')"
+                )
+            )
+        repaired = await asyncio.to_thread(resellio, system, "projections", "rebuild", "catalog")
+        assert repaired.returncode == 1, repaired.stdout + repaired.stderr
+        assert "checksum DIFFERENT" in repaired.stdout
+        async with engine.connect() as conn:
+            assert (await conn.execute(text(row), {"o": organizer.role_id})).one() == (
+                True,
+                "active",
+            )
+            assert (await conn.execute(text(row), {"o": 987654})).first() is None
+    finally:
+        await engine.dispose()
+    again = await asyncio.to_thread(resellio, system, "projections", "rebuild", "catalog")
+    assert again.returncode == 0 and "checksum same" in again.stdout, again.stdout
+
+
 async def test_replay_dry_run_says_how_many_and_which(
     system: System, api: httpx.AsyncClient
 ) -> None:

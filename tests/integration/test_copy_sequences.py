@@ -37,7 +37,7 @@ from contracts.catalog import (
 )
 from contracts.codec import decode_envelope
 from contracts.envelope import Envelope, Event
-from contracts.ordering import TicketPurchased
+from contracts.ordering import TicketCheckedIn, TicketPurchased, TicketRefunded
 from contracts.timeutil import utcnow
 from services.kernel import broker
 from services.kernel.consumer import Consumer
@@ -221,7 +221,8 @@ async def test_resale_keeps_the_newest_ticket_type(resale: Copies) -> None:
     assert (await resale.row("ticket_types", type_id=11)).description == "VIP"
 
 
-async def test_an_open_listing_shows_the_events_newest_name(resale: Copies) -> None:
+async def _ticket_on_sale(resale: Copies) -> None:
+    """Ticket 5 of customer 100, for an event on sale."""
     await resale.apply(_event(EventCreated), 1)
     await resale.apply(EventApproved(event_id=EVENT, by=9), 2)
     await resale.apply(customer_registered(100), 1, 100)
@@ -235,6 +236,27 @@ async def test_an_open_listing_shows_the_events_newest_name(resale: Copies) -> N
         currency="USD",
     )
     await resale.apply(purchased, 1, 5)
+
+
+async def test_a_check_in_applied_after_the_refund_leaves_it_refunded(resale: Copies) -> None:
+    await _ticket_on_sale(resale)
+    refunded = TicketRefunded(
+        ticket_id=5,
+        owner_id=100,
+        event_id=EVENT,
+        amount="25.00",
+        currency="USD",
+        reason="event_cancelled",
+    )
+    await resale.apply(refunded, 3, 5)
+    await resale.apply(
+        TicketCheckedIn(ticket_id=5, event_id=EVENT, checked_in_at=utcnow(), by=1), 2, 5
+    )
+    assert (await resale.row("tickets", ticket_id=5)).status == "refunded"
+
+
+async def test_an_open_listing_shows_the_events_newest_name(resale: Copies) -> None:
+    await _ticket_on_sale(resale)
     async with resale.db.unit_of_work() as uow:
         await list_ticket(ListTicket(5, 100, Decimal("30.00")), uow, None)
     await resale.apply(_event(EventUpdated, status="created", name="Autumn Gala"), 4)
@@ -286,3 +308,17 @@ async def test_a_ban_before_the_approval_keeps_both(catalog: Copies) -> None:
     rejected = OrganizerRejected(user_id=50, organizer_id=5, by=1, account_state="active")
     await catalog.apply(rejected, 1, 50)
     assert await _organizer(catalog) == (True, "banned")
+
+
+async def test_one_batch_of_registrations_keeps_an_organizer_beside_a_customer(
+    catalog: Copies,
+) -> None:
+    """A customer's role id is not an organizer's: a newer customer of the same role id in the
+    batch leaves the organizer registered."""
+    organizer, customer = _organizer_registered(), customer_registered(5)
+    batch = [(organizer, _envelope_of(organizer, 50, 1)), (customer, _envelope_of(customer, 5, 2))]
+    handler = catalog.consumer.handlers["auth.UserRegistered"]
+    async with catalog.db.unit_of_work() as uow:
+        await handler.many(batch, uow)  # type: ignore[attr-defined]
+        await uow.commit()
+    assert await _organizer(catalog) == (False, "active")

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import pytest
 from aio_pika.exceptions import QueueEmpty
 from msgspec import Raw, json
-from sqlalchemy import Column, Integer, MetaData, Table, Text, func, select
+from sqlalchemy import BigInteger, Column, Integer, MetaData, Table, Text, func, select
 
 from contracts.codec import decode_envelope
 from contracts.envelope import Envelope, Event, register
@@ -34,7 +34,11 @@ def note_tables(schema: str) -> tuple[MetaData, Table, Table]:
     metadata = MetaData(schema=schema)
     notes = Table("notes", metadata, Column("id", Integer, primary_key=True), Column("text", Text))
     applied = Table(
-        "applied", metadata, Column("note_id", Integer, primary_key=True), Column("times", Integer)
+        "applied",
+        metadata,
+        Column("note_id", Integer, primary_key=True),
+        Column("times", Integer),
+        Column("seq", BigInteger),  # the sequence of the event that wrote the row, if kept
     )
     return metadata, notes, applied
 

@@ -14,6 +14,7 @@ from services.kernel import broker, deadletters
 from services.kernel import consumer as consumer_module
 from services.kernel.db import DatabaseUnavailable, UnitOfWork
 from services.kernel.eventlog import Filters
+from services.kernel.projections import Projection, RebuildReport, rebuild
 from services.kernel.replay import PACK, NoConsumerQueue, plan, replay
 from tests.integration.conftest import Bus
 from tests.integration.test_messaging import Harness, NoteAdded
@@ -34,9 +35,12 @@ class VersionedConsumer(Harness):
         if self.mode == "poison" or event.note_id in self.poison_ids:
             raise ValueError("cannot parse note")
         times = 1 if self.mode == "buggy" else 2  # the fixed handler records the right value
-        stmt = insert(self.applied).values(note_id=event.note_id, times=times)
+        seq = envelope.sequence
+        stmt = insert(self.applied).values(note_id=event.note_id, times=times, seq=seq)
         await uow.execute(
-            stmt.on_conflict_do_update(index_elements=["note_id"], set_={"times": times})
+            stmt.on_conflict_do_update(
+                index_elements=["note_id"], set_={"times": times, "seq": seq}
+            )
         )
 
     async def all_applied(self) -> dict[int, int]:
@@ -286,27 +290,59 @@ async def test_dropping_a_dead_letter_removes_it_for_good(consumer: VersionedCon
     assert await consumer.applied_times(7) is None
 
 
-async def test_projection_emptied_and_rebuilt_from_the_event_log_is_the_same(
-    consumer: VersionedConsumer,
-) -> None:
-    from services.kernel.projections import Projection, rebuild
+NOTES = Projection(tables={"applied": ("seq",)}, events=[NoteAdded.TYPE])
 
-    await _publish_notes(consumer, range(1, 31))
-    assert consumer.deliveries == 30
-    report = await rebuild(
+
+async def _rebuild(consumer: VersionedConsumer, timeout_s: float = 20) -> RebuildReport:
+    return await rebuild(
         consumer.producer.engine,
         consumer.bus.channel,
         consumer.bus.names,
         "kconsumer",
-        Projection(tables=["applied"], events=[NoteAdded.TYPE]),
-        timeout_s=20,
+        NOTES,
+        timeout_s=timeout_s,
         candidates=[consumer.producer.schema],
         schema=consumer.consumer_db.schema,
     )
+
+
+async def test_projection_rebuilt_from_the_event_log_is_the_same(
+    consumer: VersionedConsumer,
+) -> None:
+    await _publish_notes(consumer, range(1, 31))
+    assert consumer.deliveries == 30
+    report = await _rebuild(consumer)
     assert report.replayed == 30
     assert report.before["applied"].rows == 30
     assert report.matches, (report.before, report.after)
-    assert consumer.deliveries == 60  # every row was emptied and applied again from the log
+    assert consumer.deliveries == 60  # every row was written again from the log
+
+
+async def test_a_rebuild_answers_from_the_old_rows_until_the_replay_writes_them(
+    consumer: VersionedConsumer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows stay while the replay is on its way (it was emptied first, so the service answered
+    from a partial projection); a row no event wrote is deleted, a changed one written back."""
+    monkeypatch.setattr(consumer_module, "DATABASE_RETRY_S", (0.01, 0.02))
+    await _publish_notes(consumer, range(1, 11))
+    async with consumer.consumer_db.engine.begin() as conn:
+        await conn.execute(insert(consumer.applied).values(note_id=99, times=1, seq=None))
+        await conn.execute(
+            consumer.applied.update().where(consumer.applied.c.note_id == 3).values(times=7)
+        )
+    consumer.unavailable_for = 10**6  # the replayed events wait for the database
+    rebuilding = asyncio.create_task(_rebuild(consumer))
+    for _ in range(2000):  # until a replayed event has reached the handler
+        if consumer.deliveries > 10:
+            break
+        await asyncio.sleep(0.01)
+    held = await consumer.all_applied()
+    assert held == {**{i: 1 for i in range(1, 11)}, 3: 7, 99: 1}
+    consumer.unavailable_for = 0
+    report = await rebuilding
+    assert report.replayed == 10
+    assert await consumer.all_applied() == {i: 1 for i in range(1, 11)}
+    assert (report.before["applied"].rows, report.after["applied"].rows) == (11, 10)
 
 
 async def test_a_replay_to_a_queue_not_on_the_broker_says_so_and_sends_nothing(
@@ -335,19 +371,8 @@ async def test_a_rebuild_with_nothing_consuming_empties_nothing(
 ) -> None:
     """It would empty the projection, then wait in vain for its events while the service
     answered from empty tables."""
-    from services.kernel.projections import Projection, rebuild
-
     await _publish_notes(consumer, range(1, 6))
     await consumer.consumer._channel.close()  # the service gone: nothing consumes its queue
     with pytest.raises(NoConsumerQueue, match="nothing consumes"):
-        await rebuild(
-            consumer.producer.engine,
-            consumer.bus.channel,
-            consumer.bus.names,
-            "kconsumer",
-            Projection(tables=["applied"], events=[NoteAdded.TYPE]),
-            timeout_s=5,
-            candidates=[consumer.producer.schema],
-            schema=consumer.consumer_db.schema,
-        )
+        await _rebuild(consumer, timeout_s=5)
     assert await consumer.all_applied() == {i: 1 for i in range(1, 6)}
