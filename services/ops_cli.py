@@ -376,11 +376,18 @@ def projections_rebuild(service: str, timeout: float) -> None:
             was = report.before[table]
             same = "same" if state == was else "DIFFERENT"
             click.echo(f"  {table:<24} rows {was.rows:>8} -> {state.rows:<8} checksum {same}")
-        click.echo(
-            "projection matches what was there before"
-            if report.matches
-            else "projection DIFFERS from what was there before"
-        )
+        if not report.complete:
+            click.echo(
+                f"rebuild INCOMPLETE: {report.applied} of {report.expected} events applied "
+                f"within {timeout:g}s; rows no event wrote were kept. The rest are applied as "
+                "they arrive; run the rebuild again to finish it"
+            )
+        else:
+            click.echo(
+                "projection matches what was there before"
+                if report.matches
+                else "projection DIFFERS from what was there before"
+            )
         return report.matches
 
     if not _run(go):

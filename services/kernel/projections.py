@@ -22,11 +22,11 @@ from typing import Any
 
 from aio_pika.abc import AbstractChannel
 from sqlalchemy import ColumnElement, Table, case, func, or_, text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.kernel.broker import Names
-from services.kernel.eventlog import Filters
-from services.kernel.replay import consumer_queue, plan, replay
+from services.kernel.eventlog import Filters, producers_with_log
+from services.kernel.replay import consumer_queue, replay
 from services.kernel.settings import SERVICES
 
 
@@ -75,43 +75,88 @@ class RebuildReport:
     before: dict[str, TableState]
     after: dict[str, TableState]
     replayed: int
-    seconds: float  # the whole rebuild: checksums, emptying, replay, waiting
+    seconds: float  # the whole rebuild: checksums, forgetting, replay, waiting
     replay_seconds: float = 0.0  # first event sent -> last event applied
+    expected: int = 0  # the projection's events in the log when the rebuild began
+    applied: int = 0  # of those, applied again before the rebuild stopped waiting
 
     @property
     def rate(self) -> float:
-        """Events per second replayed into the emptied projection."""
+        """Events per second replayed into the projection."""
         return self.replayed / max(self.replay_seconds, 1e-6)
 
     @property
+    def complete(self) -> bool:
+        """Every event the log held was applied again (else the rows no event wrote yet were
+        left, and the rows' sequences are back only once the rest are applied)."""
+        return self.applied >= self.expected
+
+    @property
     def matches(self) -> bool:
-        return self.before == self.after
+        return self.complete and self.before == self.after
 
 
 async def table_states(
-    engine: AsyncEngine, schema: str, tables: Sequence[str]
+    engine: AsyncEngine, schema: str, tables: Mapping[str, Sequence[str]]
 ) -> dict[str, TableState]:
+    """Rows and a checksum of each table, its sequence columns left out (bookkeeping of which
+    event wrote a row, not what the row says)."""
     states = {}
     async with engine.connect() as conn:
-        for table in tables:
+        for table, sequences in tables.items():
             row = (
                 await conn.execute(
                     text(
-                        f"SELECT count(*), coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') "
-                        f'FROM "{schema}"."{table}" AS t'
-                    )
+                        "SELECT count(*), coalesce(md5(string_agg(r, '|' ORDER BY r)), '') "
+                        f"FROM (SELECT (to_jsonb(t) - CAST(:seq AS text[]))::text AS r "
+                        f'FROM "{schema}"."{table}" AS t) AS rows'
+                    ),
+                    {"seq": list(sequences)},
                 )
             ).one()
             states[table] = TableState(row[0], row[1])
     return states
 
 
-async def _handled(engine: AsyncEngine, schema: str, events: Sequence[str]) -> int:
+async def _heads(
+    conn: AsyncConnection, producers: Sequence[str], events: Sequence[str]
+) -> dict[str, tuple[int, int]]:
+    """Per producer: the newest published sequence among the events, and how many there are."""
+    heads = {}
+    for producer in producers:
+        newest_seq, count = (
+            await conn.execute(
+                text(
+                    f'SELECT max(sequence), count(sequence) FROM "{producer}".outbox '
+                    "WHERE type = ANY(:t) AND sequence IS NOT NULL"
+                ),
+                {"t": list(events)},
+            )
+        ).one()
+        if count:
+            heads[producer] = (int(newest_seq), int(count))
+    return heads
+
+
+async def _applied(
+    engine: AsyncEngine, schema: str, events: Sequence[str], heads: dict[str, tuple[int, int]]
+) -> int:
+    """How many of the events up to each producer's head the service has handled since its
+    inbox forgot them (live events published since are not counted)."""
     async with engine.connect() as conn:
         return int(
             await conn.scalar(
-                text(f'SELECT count(*) FROM "{schema}".inbox WHERE type = ANY(:t)'),
-                {"t": list(events)},
+                text(
+                    f'SELECT count(*) FROM "{schema}".inbox AS i '
+                    "JOIN unnest(CAST(:p AS text[]), CAST(:h AS bigint[])) AS h(producer, head) "
+                    "ON i.producer = h.producer "
+                    "WHERE i.type = ANY(:t) AND i.sequence <= h.head"
+                ),
+                {
+                    "p": list(heads),
+                    "h": [head for head, _ in heads.values()],
+                    "t": list(events),
+                },
             )
             or 0
         )
@@ -128,14 +173,15 @@ async def rebuild(
     candidates: Sequence[str] = SERVICES,
     schema: str | None = None,
 ) -> RebuildReport:
-    """Forget the projection's sequences, replay its events into the service's queue, wait,
-    delete the rows no event wrote, compare. Nothing is touched unless the service's queue is
-    there and consumed (NoConsumerQueue)."""
+    """Forget the projection's sequences, replay its events into the service's queue, wait
+    until every one the log held then is applied again, delete the rows no event wrote,
+    compare. Nothing is touched unless the service's queue is there and consumed
+    (NoConsumerQueue)."""
     await consumer_queue(channel, names, service, consumed=True)
     started = time.monotonic()
     schema = schema or service
-    before = await table_states(engine, schema, list(projection.tables))
-    the_plan = await plan(engine, service, list(projection.events), Filters(), candidates)
+    before = await table_states(engine, schema, projection.tables)
+    producers = await producers_with_log(engine, candidates)
     async with engine.begin() as conn:
         for table, columns in projection.tables.items():
             forget = ", ".join(f'"{c}" = NULL' for c in columns)
@@ -144,22 +190,26 @@ async def rebuild(
             text(f'DELETE FROM "{schema}".inbox WHERE type = ANY(:t)'),
             {"t": list(projection.events)},
         )
+        # Read after forgetting: every row forgotten was written by an event up to these heads.
+        heads = await _heads(conn, producers, projection.events)
+    expected = sum(count for _, count in heads.values())
     replay_started = time.monotonic()
     sent = await replay(
         engine, channel, names, service, list(projection.events), Filters(), candidates=candidates
     )
     deadline = time.monotonic() + timeout_s
     done = 0
-    while done < the_plan.total and time.monotonic() < deadline:
-        done = await _handled(engine, schema, projection.events)
-        on_progress(done, the_plan.total)
-        if done < the_plan.total:
+    while done < expected and time.monotonic() < deadline:
+        done = await _applied(engine, schema, projection.events, heads)
+        on_progress(done, expected)
+        if done < expected:
             await asyncio.sleep(0.005)
     replay_seconds = time.monotonic() - replay_started
-    if done >= the_plan.total:  # what no event wrote again is not the producers'
+    if done >= expected:  # what no event wrote again is not the producers'
         async with engine.begin() as conn:
             for table, columns in projection.tables.items():
                 unwritten = " AND ".join(f'"{c}" IS NULL' for c in columns)
                 await conn.execute(text(f'DELETE FROM "{schema}"."{table}" WHERE {unwritten}'))
-    after = await table_states(engine, schema, list(projection.tables))
-    return RebuildReport(service, before, after, sent, time.monotonic() - started, replay_seconds)
+    after = await table_states(engine, schema, projection.tables)
+    seconds = time.monotonic() - started
+    return RebuildReport(service, before, after, sent, seconds, replay_seconds, expected, done)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from sqlalchemy import update
+from sqlalchemy import Update, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from contracts.auth import UserBanned, UserProfileUpdated, UserRegistered
@@ -140,16 +140,27 @@ async def on_ticket_purchased(
     )
 
 
+async def _changed_ticket(uow: UnitOfWork, ticket_id: int, change: Update) -> None:
+    """`change` of a ticket's row; a ticket not here yet (its purchase parked for a retry) is
+    retried until the purchase is, rather than its later event lost."""
+    if (await uow.execute(change.returning(tickets.c.ticket_id))).first() is None:
+        known = select(tickets.c.ticket_id).where(tickets.c.ticket_id == ticket_id)
+        if (await uow.execute(known)).first() is None:
+            raise NotProjectedYet(f"ticket {ticket_id}")
+
+
 async def on_ticket_transferred(
     event: TicketTransferred, envelope: Envelope, uow: UnitOfWork
 ) -> None:
-    await uow.execute(  # unless a later event already named the holder
+    await _changed_ticket(  # unless a later event already named the holder
+        uow,
+        event.ticket_id,
         update(tickets)
         .where(
             tickets.c.ticket_id == event.ticket_id,
             older_than(tickets.c.holder_seq, envelope.sequence),
         )
-        .values(owner_id=event.to_user_id, holder_seq=envelope.sequence)
+        .values(owner_id=event.to_user_id, holder_seq=envelope.sequence),
     )
     await settlement.transfer_recorded(event.listing_id, uow)
     await settlement.refund_if_void(uow, event.ticket_id, payment_provider(uow.db))
@@ -164,8 +175,10 @@ async def on_transfer_refused(
 
 
 async def on_ticket_refunded(event: TicketRefunded, envelope: Envelope, uow: UnitOfWork) -> None:
-    await uow.execute(
-        update(tickets).where(tickets.c.ticket_id == event.ticket_id).values(status="refunded")
+    await _changed_ticket(
+        uow,
+        event.ticket_id,
+        update(tickets).where(tickets.c.ticket_id == event.ticket_id).values(status="refunded"),
     )
     await cancel_listings(uow, listings.c.ticket_id == event.ticket_id, "ticket_refunded")
     await settlement.refund_holders(
@@ -174,10 +187,12 @@ async def on_ticket_refunded(event: TicketRefunded, envelope: Envelope, uow: Uni
 
 
 async def on_ticket_checked_in(event: TicketCheckedIn, envelope: Envelope, uow: UnitOfWork) -> None:
-    await uow.execute(  # a refund is final: a check-in applied after it changes nothing
+    await _changed_ticket(  # a refund is final: a check-in applied after it changes nothing
+        uow,
+        event.ticket_id,
         update(tickets)
         .where(tickets.c.ticket_id == event.ticket_id, tickets.c.status == "valid")
-        .values(status="used")
+        .values(status="used"),
     )
     await cancel_listings(uow, listings.c.ticket_id == event.ticket_id, "ticket_used")
 

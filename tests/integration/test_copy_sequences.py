@@ -37,7 +37,12 @@ from contracts.catalog import (
 )
 from contracts.codec import decode_envelope
 from contracts.envelope import Envelope, Event
-from contracts.ordering import TicketCheckedIn, TicketPurchased, TicketRefunded
+from contracts.ordering import (
+    TicketCheckedIn,
+    TicketPurchased,
+    TicketRefunded,
+    TicketTransferred,
+)
 from contracts.timeutil import utcnow
 from services.kernel import broker
 from services.kernel.consumer import Consumer
@@ -253,6 +258,37 @@ async def test_a_check_in_applied_after_the_refund_leaves_it_refunded(resale: Co
         TicketCheckedIn(ticket_id=5, event_id=EVENT, checked_in_at=utcnow(), by=1), 2, 5
     )
     assert (await resale.row("tickets", ticket_id=5)).status == "refunded"
+
+
+@pytest.mark.parametrize("later", ["refunded", "checked_in", "transferred"])
+async def test_a_tickets_event_before_its_purchase_waits_for_it(resale: Copies, later: str) -> None:
+    """The purchase was parked for a retry and a later event of the ticket came first: it is
+    retried until the purchase is there, not lost (the holder could list a refunded ticket)."""
+    event: Event = {
+        "refunded": TicketRefunded(
+            ticket_id=5,
+            owner_id=100,
+            event_id=EVENT,
+            amount="25.00",
+            currency="USD",
+            reason="event_cancelled",
+        ),
+        "checked_in": TicketCheckedIn(ticket_id=5, event_id=EVENT, checked_in_at=utcnow(), by=1),
+        "transferred": TicketTransferred(
+            ticket_id=5, listing_id=77, from_user_id=100, to_user_id=200
+        ),
+    }[later]
+    body = envelope(event, 5, 3)
+    with pytest.raises(NotProjectedYet):
+        await resale.consumer.handle(body)
+    await _ticket_on_sale(resale)
+    assert await resale.consumer.handle(body) is True
+    row = await resale.row("tickets", ticket_id=5)
+    assert (row.status, row.owner_id) == {
+        "refunded": ("refunded", 100),
+        "checked_in": ("used", 100),
+        "transferred": ("valid", 200),
+    }[later]
 
 
 async def test_an_open_listing_shows_the_events_newest_name(resale: Copies) -> None:

@@ -38,6 +38,7 @@ def _differences(connection: Connection, schema: str, metadata: MetaData) -> lis
         connection,
         opts={
             "compare_type": True,
+            "compare_server_default": True,
             "include_schemas": True,
             "include_name": lambda name, type_, parent: type_ != "schema" or name == schema,
             "include_object": include,

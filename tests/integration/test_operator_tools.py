@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert
 
 from contracts.envelope import Envelope
@@ -322,10 +322,14 @@ async def test_a_rebuild_answers_from_the_old_rows_until_the_replay_writes_them(
     consumer: VersionedConsumer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Rows stay while the replay is on its way (it was emptied first, so the service answered
-    from a partial projection); a row no event wrote is deleted, a changed one written back."""
+    from a partial projection); a row no event wrote is deleted, a changed one written back.
+    Events handled live meanwhile (newer than the log's head when the rebuild began) do not
+    count as replayed ones: the rows are not deleted before their replayed events arrive."""
     monkeypatch.setattr(consumer_module, "DATABASE_RETRY_S", (0.01, 0.02))
     await _publish_notes(consumer, range(1, 11))
+    schema = consumer.consumer_db.schema
     async with consumer.consumer_db.engine.begin() as conn:
+        producer = await conn.scalar(text(f'SELECT min(producer) FROM "{schema}".inbox'))
         await conn.execute(insert(consumer.applied).values(note_id=99, times=1, seq=None))
         await conn.execute(
             consumer.applied.update().where(consumer.applied.c.note_id == 3).values(times=7)
@@ -338,11 +342,51 @@ async def test_a_rebuild_answers_from_the_old_rows_until_the_replay_writes_them(
         await asyncio.sleep(0.01)
     held = await consumer.all_applied()
     assert held == {**{i: 1 for i in range(1, 11)}, 3: 7, 99: 1}
+    async with consumer.consumer_db.engine.begin() as conn:  # ten live events handled
+        await conn.execute(
+            text(
+                f'INSERT INTO "{schema}".inbox (event_id, producer, type, sequence) '
+                "SELECT gen_random_uuid(), :p, :t, 1000 + n FROM generate_series(1, 10) AS n"
+            ),
+            {"p": producer, "t": NoteAdded.TYPE},
+        )
+    await asyncio.sleep(0.2)  # the rebuild polls meanwhile: its events are not applied yet
+    assert held == await consumer.all_applied()
     consumer.unavailable_for = 0
     report = await rebuilding
-    assert report.replayed == 10
+    assert report.replayed == 10 and report.complete
     assert await consumer.all_applied() == {i: 1 for i in range(1, 11)}
     assert (report.before["applied"].rows, report.after["applied"].rows) == (11, 10)
+
+
+async def test_a_rebuild_that_runs_out_of_time_keeps_every_row_and_says_so(
+    consumer: VersionedConsumer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(consumer_module, "DATABASE_RETRY_S", (0.01, 0.02))
+    await _publish_notes(consumer, range(1, 6))
+    consumer.unavailable_for = 10**6
+    report = await _rebuild(consumer, timeout_s=0.5)
+    assert (report.complete, report.matches, report.expected, report.applied) == (
+        False,
+        False,
+        5,
+        0,
+    )
+    assert report.after["applied"].rows == 5  # nothing deleted
+    consumer.unavailable_for = 0
+    assert await consumer.eventually_applied({i: 1 for i in range(1, 6)})
+
+
+async def test_a_rows_sequences_are_not_part_of_what_a_rebuild_compares(
+    consumer: VersionedConsumer,
+) -> None:
+    """Rows copied before their table kept sequences (NULL after the upgrade's migration) are
+    the same rows once a rebuild has given them their sequences."""
+    await _publish_notes(consumer, range(1, 6))
+    async with consumer.consumer_db.engine.begin() as conn:
+        await conn.execute(consumer.applied.update().values(seq=None))
+    report = await _rebuild(consumer)
+    assert report.matches, (report.before, report.after)
 
 
 async def test_a_replay_to_a_queue_not_on_the_broker_says_so_and_sends_nothing(
