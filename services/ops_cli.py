@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from contracts.timeutil import as_utc
 from services.kernel import broker, deadletters
 from services.kernel.db import create_engine
-from services.kernel.eventlog import Filters, find_event, list_events, log_heads
+from services.kernel.eventlog import Filters, find_event, follow_events, list_events
 from services.kernel.replay import NoConsumerQueue, plan, replay
 from services.kernel.settings import Settings, load
 from services.topology import subscriptions
@@ -150,15 +150,8 @@ def events_tail(
     """Follow new events as they are committed (Ctrl-C to stop)."""
 
     async def follow(_s: Settings, engine: AsyncEngine) -> None:
-        # Where each log ends now: what follows is new. The last ten come first, as context.
-        seen = await log_heads(engine)
-        rows = await list_events(engine, filters, limit=10)
-        while True:
-            for row in rows:
-                click.echo(_line(row))
-                seen[row.producer] = max(seen.get(row.producer, 0), row.id)
-            await asyncio.sleep(interval)
-            rows = await list_events(engine, filters, limit=1000, after_id=seen)
+        async for row in follow_events(engine, filters, interval):
+            click.echo(_line(row))
 
     try:
         _run(follow)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -67,27 +68,21 @@ def _where(filters: Filters) -> tuple[str, dict[str, Any]]:
     return " AND ".join(clauses), params
 
 
-async def log_heads(engine: AsyncEngine) -> dict[str, int]:
-    """The id of each producer's newest logged event (0 for an empty log)."""
-    heads = {}
-    async with engine.connect() as conn:
-        for p in await producers_with_log(engine):
-            heads[p] = int(await conn.scalar(text(f"SELECT coalesce(max(id), 0) FROM {p}.outbox")))
-    return heads
-
-
 async def list_events(
-    engine: AsyncEngine, filters: Filters, limit: int = 50, after_id: dict[str, int] | None = None
+    engine: AsyncEngine,
+    filters: Filters,
+    limit: int = 50,
+    candidates: Sequence[str] = SERVICES,
 ) -> list[Any]:
     """Newest last; each row has a `producer` column."""
-    producers = [p for p in await producers_with_log(engine) if filters.producer in (None, p)]
+    logs = await producers_with_log(engine, candidates)
+    producers = [p for p in logs if filters.producer in (None, p)]
     if not producers:
         return []
     where, params = _where(filters)
-    parts = []
-    for p in producers:
-        extra = f" AND id > {int(after_id.get(p, 0))}" if after_id else ""
-        parts.append(f"(SELECT '{p}' AS producer, {COLUMNS} FROM {p}.outbox WHERE {where}{extra})")
+    parts = [
+        f"(SELECT '{p}' AS producer, {COLUMNS} FROM {p}.outbox WHERE {where})" for p in producers
+    ]
     sql = (
         f"SELECT * FROM ({' UNION ALL '.join(parts)}) AS log "
         f"ORDER BY occurred_at DESC, producer, id DESC LIMIT :limit"
@@ -95,6 +90,58 @@ async def list_events(
     async with engine.connect() as conn:
         rows = (await conn.execute(text(sql), {**params, "limit": limit})).all()
     return list(reversed(rows))
+
+
+# The ids a follower reads again (`follow_events`): from the oldest of the events that occurred
+# in the last :settle seconds, or past the log's end when none did.
+_FOLLOW_FROM = (
+    "SELECT coalesce((SELECT min(id) - 1 FROM {p}.outbox WHERE occurred_at >= now() - "
+    "make_interval(secs => :settle)), (SELECT coalesce(max(id), 0) FROM {p}.outbox))"
+)
+
+
+async def follow_events(
+    engine: AsyncEngine,
+    filters: Filters,
+    interval: float = 0.5,
+    settle_s: float = 10.0,
+    candidates: Sequence[str] = SERVICES,
+) -> AsyncIterator[Any]:
+    """The last ten events, then each event once, as it is committed. An event's id is drawn
+    when its transaction inserts it, and that transaction may commit after one holding a later
+    id: each poll reads again the ids of the events that occurred in the last `settle_s`
+    seconds and leaves out those shown, so one is missed only if its transaction took longer
+    than that (a service's transactions take milliseconds)."""
+    logs = await producers_with_log(engine, candidates)
+    producers = [p for p in logs if filters.producer in (None, p)]
+    where, params = _where(filters)
+    shown: dict[str, set[int]] = {p: set() for p in producers}
+
+    async def committed_since_floor() -> list[Any]:
+        rows: list[Any] = []
+        async with engine.connect() as conn:
+            for p in producers:
+                floor = await conn.scalar(text(_FOLLOW_FROM.format(p=p)), {"settle": settle_s})
+                shown[p] = {i for i in shown[p] if i > floor}
+                found = await conn.execute(
+                    text(
+                        f"SELECT '{p}' AS producer, {COLUMNS} FROM {p}.outbox WHERE {where} "
+                        "AND id > :floor AND NOT (id = ANY(:shown)) ORDER BY id"
+                    ),
+                    {**params, "floor": floor, "shown": sorted(shown[p])},
+                )
+                rows += found.all()
+        return sorted(rows, key=lambda r: (r.occurred_at, r.producer, r.id))
+
+    for row in await committed_since_floor():  # what is there already is not new
+        shown[row.producer].add(row.id)
+    for row in await list_events(engine, filters, limit=10, candidates=candidates):
+        yield row
+    while True:
+        await asyncio.sleep(interval)
+        for row in await committed_since_floor():
+            shown[row.producer].add(row.id)
+            yield row
 
 
 # One event of a producer's log by its id (:id, a UUID).

@@ -13,7 +13,7 @@ from contracts.envelope import Envelope
 from services.kernel import broker, deadletters
 from services.kernel import consumer as consumer_module
 from services.kernel.db import DatabaseUnavailable, UnitOfWork
-from services.kernel.eventlog import Filters
+from services.kernel.eventlog import Filters, follow_events
 from services.kernel.projections import Projection, RebuildReport, rebuild
 from services.kernel.replay import PACK, NoConsumerQueue, plan, replay
 from tests.integration.conftest import Bus
@@ -420,3 +420,31 @@ async def test_a_rebuild_with_nothing_consuming_empties_nothing(
     with pytest.raises(NoConsumerQueue, match="nothing consumes"):
         await _rebuild(consumer, timeout_s=5)
     assert await consumer.all_applied() == {i: 1 for i in range(1, 6)}
+
+
+async def test_a_tail_shows_an_event_committed_after_a_later_one_once(
+    consumer: VersionedConsumer,
+) -> None:
+    """Event A draws its id, event B a later one and commits first: the tail shows B, then A
+    when it commits (following ids alone, it had moved past A's), and each once."""
+    await _publish_notes(consumer, range(1, 4))
+    schema = consumer.producer.schema
+    follower = follow_events(
+        consumer.producer.engine, Filters(), interval=0.02, candidates=[schema]
+    ).__aiter__()
+    context = [await follower.__anext__() for _ in range(3)]
+    assert [r.aggregate_id for r in context] == ["1", "2", "3"]
+    insert_note = text(
+        f'INSERT INTO "{schema}".outbox (event_id, type, version, occurred_at, aggregate_id, '
+        "payload) VALUES (gen_random_uuid(), :t, 1, now(), :a, '{}')"
+    )
+    async with consumer.producer.engine.connect() as first:
+        transaction = await first.begin()
+        await first.execute(insert_note, {"t": NoteAdded.TYPE, "a": "A"})
+        async with consumer.producer.engine.begin() as second:
+            await second.execute(insert_note, {"t": NoteAdded.TYPE, "a": "B"})
+        assert (await asyncio.wait_for(follower.__anext__(), 5)).aggregate_id == "B"
+        await transaction.commit()
+    assert (await asyncio.wait_for(follower.__anext__(), 5)).aggregate_id == "A"
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(follower.__anext__(), 0.5)
