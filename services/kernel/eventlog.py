@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -10,7 +12,7 @@ from typing import Any
 from uuid import UUID
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.kernel.settings import SERVICES
 
@@ -92,12 +94,9 @@ async def list_events(
     return list(reversed(rows))
 
 
-# The ids a follower reads again (`follow_events`): from the oldest of the events that occurred
-# in the last :settle seconds, or past the log's end when none did.
-_FOLLOW_FROM = (
-    "SELECT coalesce((SELECT min(id) - 1 FROM {p}.outbox WHERE occurred_at >= now() - "
-    "make_interval(secs => :settle)), (SELECT coalesce(max(id), 0) FROM {p}.outbox))"
-)
+# How far below each log's newest id a follower starts: ids drawn before it started whose
+# transactions had not committed yet.
+_FOLLOW_BACK = 1000
 
 
 async def follow_events(
@@ -109,37 +108,58 @@ async def follow_events(
 ) -> AsyncIterator[Any]:
     """The last ten events, then each event once, as it is committed. An event's id is drawn
     when its transaction inserts it, and that transaction may commit after one holding a later
-    id: each poll reads again the ids of the events that occurred in the last `settle_s`
-    seconds and leaves out those shown, so one is missed only if its transaction took longer
-    than that (a service's transactions take milliseconds)."""
+    id: each poll reads again every id above the newest one a poll saw `settle_s` seconds ago
+    (by this process's clock) and leaves out those shown, so an event is missed only if its
+    transaction committed more than that after a later id was seen (a service's transactions
+    take milliseconds)."""
     logs = await producers_with_log(engine, candidates)
     producers = [p for p in logs if filters.producer in (None, p)]
     where, params = _where(filters)
+    settle = max(settle_s, 2 * interval)
     shown: dict[str, set[int]] = {p: set() for p in producers}
 
-    async def committed_since_floor() -> list[Any]:
+    async def newest_ids(conn: AsyncConnection) -> dict[str, int]:
+        return {
+            p: int(await conn.scalar(text(f"SELECT coalesce(max(id), 0) FROM {p}.outbox")))
+            for p in producers
+        }
+
+    async with engine.connect() as conn:
+        heads = await newest_ids(conn)
+    floor = {p: max(0, heads[p] - _FOLLOW_BACK) for p in producers}
+    seen_at = deque([(time.monotonic(), heads)])  # the newest ids each poll saw, and when
+
+    async def unshown() -> list[Any]:
         rows: list[Any] = []
         async with engine.connect() as conn:
+            seen = await newest_ids(conn)
             for p in producers:
-                floor = await conn.scalar(text(_FOLLOW_FROM.format(p=p)), {"settle": settle_s})
-                shown[p] = {i for i in shown[p] if i > floor}
                 found = await conn.execute(
                     text(
                         f"SELECT '{p}' AS producer, {COLUMNS} FROM {p}.outbox WHERE {where} "
                         "AND id > :floor AND NOT (id = ANY(:shown)) ORDER BY id"
                     ),
-                    {**params, "floor": floor, "shown": sorted(shown[p])},
+                    {**params, "floor": floor[p], "shown": sorted(shown[p])},
                 )
                 rows += found.all()
+        now = time.monotonic()
+        seen_at.append((now, seen))
+        while len(seen_at) > 1 and seen_at[1][0] <= now - settle:
+            seen_at.popleft()
+        if seen_at[0][0] <= now - settle:  # settled: at or below what a poll saw then
+            for p in producers:
+                floor[p] = max(floor[p], seen_at[0][1][p])
+                shown[p] = {i for i in shown[p] if i > floor[p]}
         return sorted(rows, key=lambda r: (r.occurred_at, r.producer, r.id))
 
-    for row in await committed_since_floor():  # what is there already is not new
+    for row in await unshown():  # what is there already is not new
         shown[row.producer].add(row.id)
     for row in await list_events(engine, filters, limit=10, candidates=candidates):
+        shown[row.producer].add(row.id)  # one committed since the line above: shown once
         yield row
     while True:
         await asyncio.sleep(interval)
-        for row in await committed_since_floor():
+        for row in await unshown():
             shown[row.producer].add(row.id)
             yield row
 

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.kernel.broker import Names
 from services.kernel.eventlog import Filters, producers_with_log
-from services.kernel.replay import consumer_queue, replay
+from services.kernel.replay import consumer_queue, queue_depth, replay
 from services.kernel.settings import SERVICES
 
 
@@ -172,17 +172,27 @@ async def rebuild(
     timeout_s: float = 600.0,
     candidates: Sequence[str] = SERVICES,
     schema: str | None = None,
+    stall_s: float = 30.0,
 ) -> RebuildReport:
     """Forget the projection's sequences, replay its events into the service's queue, wait
     until every one the log held then is applied again, delete the rows no event wrote,
     compare. Nothing is touched unless the service's queue is there and consumed
-    (NoConsumerQueue)."""
+    (NoConsumerQueue). It stops waiting at `timeout_s`, or once nothing was applied for
+    `stall_s` (longer than the consumer's retries) with the queue empty: an event that failed
+    again (dead-lettered) would never come."""
     await consumer_queue(channel, names, service, consumed=True)
     started = time.monotonic()
     schema = schema or service
     before = await table_states(engine, schema, projection.tables)
     producers = await producers_with_log(engine, candidates)
     async with engine.begin() as conn:
+        # Each producer's relay between batches (its lock, held until we commit): an event a
+        # batch sent and the service applied has its sequence committed, so it is below the
+        # head read here, and what the relays send after has rows that keep their sequences.
+        for producer in sorted(producers):
+            await conn.execute(
+                text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"relay:{producer}"}
+            )
         for table, columns in projection.tables.items():
             forget = ", ".join(f'"{c}" = NULL' for c in columns)
             await conn.execute(text(f'UPDATE "{schema}"."{table}" SET {forget}'))
@@ -198,12 +208,19 @@ async def rebuild(
         engine, channel, names, service, list(projection.events), Filters(), candidates=candidates
     )
     deadline = time.monotonic() + timeout_s
-    done = 0
+    done, moved = 0, time.monotonic()
     while done < expected and time.monotonic() < deadline:
-        done = await _applied(engine, schema, projection.events, heads)
+        asked = time.monotonic()
+        now_done = await _applied(engine, schema, projection.events, heads)
+        counting = time.monotonic() - asked  # it reads the inbox: on a big one, ask less often
+        if now_done != done:
+            done, moved = now_done, time.monotonic()
         on_progress(done, expected)
-        if done < expected:
-            await asyncio.sleep(0.005)
+        if done >= expected:
+            break
+        if time.monotonic() - moved > stall_s and not await queue_depth(channel, names, service):
+            break
+        await asyncio.sleep(max(0.01, 4 * counting))
     replay_seconds = time.monotonic() - replay_started
     if done >= expected:  # what no event wrote again is not the producers'
         async with engine.begin() as conn:

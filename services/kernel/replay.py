@@ -112,6 +112,13 @@ async def consumer_queue(
     return name
 
 
+async def queue_depth(channel: AbstractChannel, names: Names, consumer: str) -> int:
+    """Messages ready in the consumer's queue (on the protocol's channel, as consumer_queue)."""
+    underlay = await channel.get_underlay_channel()
+    declared = await underlay.queue_declare(names.queue(consumer), passive=True)
+    return int(declared.message_count or 0)
+
+
 async def replay(
     engine: AsyncEngine,
     channel: AbstractChannel,

@@ -377,6 +377,51 @@ async def test_a_rebuild_that_runs_out_of_time_keeps_every_row_and_says_so(
     assert await consumer.eventually_applied({i: 1 for i in range(1, 6)})
 
 
+async def test_a_rebuild_waits_for_a_relays_batch_in_flight(consumer: VersionedConsumer) -> None:
+    """A batch the relay has sent but not yet marked (its sequences not committed) may be
+    applied already: the rebuild waits for the relay's lock before it forgets anything, so the
+    heads it reads cover what was applied."""
+    await _publish_notes(consumer, range(1, 6))
+    key = f"relay:{consumer.producer.schema}"
+    async with consumer.producer.engine.connect() as relay:
+        batch = await relay.begin()  # a relay mid-batch holds its lock
+        await relay.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": key})
+        rebuilding = asyncio.create_task(_rebuild(consumer))
+        await asyncio.sleep(0.5)
+        async with consumer.consumer_db.engine.connect() as conn:
+            forgotten = await conn.scalar(
+                select(func.count()).where(consumer.applied.c.seq.is_(None))
+            )
+        assert forgotten == 0 and not rebuilding.done()
+        await batch.commit()
+    report = await rebuilding
+    assert report.matches and report.replayed == 5
+
+
+async def test_a_rebuild_whose_event_fails_again_stops_waiting_and_says_so(
+    consumer: VersionedConsumer,
+) -> None:
+    """An event that fails again (dead-lettered) never comes: once nothing was applied for a
+    while and the queue is empty, the rebuild stops waiting, keeps every row and says so."""
+    await _publish_notes(consumer, range(1, 5))
+    consumer.poison_ids = frozenset({2})
+    started = asyncio.get_running_loop().time()
+    report = await rebuild(
+        consumer.producer.engine,
+        consumer.bus.channel,
+        consumer.bus.names,
+        "kconsumer",
+        NOTES,
+        timeout_s=60,
+        candidates=[consumer.producer.schema],
+        schema=consumer.consumer_db.schema,
+        stall_s=1.0,
+    )
+    assert asyncio.get_running_loop().time() - started < 30
+    assert (report.complete, report.expected, report.applied) == (False, 4, 3)
+    assert report.after["applied"].rows == 4  # the dead-lettered note's row kept
+
+
 async def test_a_rows_sequences_are_not_part_of_what_a_rebuild_compares(
     consumer: VersionedConsumer,
 ) -> None:
@@ -430,13 +475,14 @@ async def test_a_tail_shows_an_event_committed_after_a_later_one_once(
     await _publish_notes(consumer, range(1, 4))
     schema = consumer.producer.schema
     follower = follow_events(
-        consumer.producer.engine, Filters(), interval=0.02, candidates=[schema]
+        consumer.producer.engine, Filters(), interval=0.02, settle_s=0.5, candidates=[schema]
     ).__aiter__()
     context = [await follower.__anext__() for _ in range(3)]
     assert [r.aggregate_id for r in context] == ["1", "2", "3"]
-    insert_note = text(
+    await asyncio.sleep(1.0)  # those settled
+    insert_note = text(  # occurred an hour ago (a host's clock behind): only ids count
         f'INSERT INTO "{schema}".outbox (event_id, type, version, occurred_at, aggregate_id, '
-        "payload) VALUES (gen_random_uuid(), :t, 1, now(), :a, '{}')"
+        "payload) VALUES (gen_random_uuid(), :t, 1, now() - interval '1 hour', :a, '{}')"
     )
     async with consumer.producer.engine.connect() as first:
         transaction = await first.begin()
