@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from sqlalchemy import Row, Table, case, func, select, update
+from sqlalchemy import BigInteger, Column, MetaData, Row, Table, Text, case, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from contracts.catalog import EventCreated, LocationUpdated
@@ -22,6 +22,17 @@ from services.kernel.db import UnitOfWork
 from services.kernel.projections import NotProjectedYet, newest, older_than
 
 CANCELLED = "cancelled"
+
+
+def locations_table(metadata: MetaData) -> Table:
+    """A copy's table of catalog's locations: each one's newest name, and its sequence."""
+    return Table(
+        "locations",
+        metadata,
+        Column("location_id", BigInteger, primary_key=True),
+        Column("name", Text, nullable=False),
+        Column("seq", BigInteger, nullable=False),
+    )
 
 
 async def _name_location(

@@ -19,6 +19,7 @@ from sqlalchemy import (
     text,
 )
 
+from services.kernel.event_copies import locations_table
 from services.kernel.idempotency import idempotency_table
 from services.kernel.mail import mail_table
 from services.kernel.outbox import messaging_tables
@@ -53,13 +54,7 @@ events = Table(
 )
 
 # catalog's locations' newest names, for the events' location_name (event_copies).
-locations = Table(
-    "locations",
-    metadata,
-    Column("location_id", BigInteger, primary_key=True),
-    Column("name", Text, nullable=False),
-    Column("seq", BigInteger, nullable=False),
-)
+locations = locations_table(metadata)
 
 # A ticket type is both catalog's projection (price, capacity, sale window) and ordering's
 # inventory (sold, held). The CHECK is the last line of defence; claims are conditional.

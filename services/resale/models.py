@@ -21,6 +21,7 @@ from sqlalchemy import (
     text,
 )
 
+from services.kernel.event_copies import locations_table
 from services.kernel.idempotency import idempotency_table
 from services.kernel.mail import mail_table
 from services.kernel.outbox import messaging_tables
@@ -55,13 +56,7 @@ events = Table(
 )
 
 # catalog's locations' newest names, for the events' location_name (event_copies).
-locations = Table(
-    "locations",
-    metadata,
-    Column("location_id", BigInteger, primary_key=True),
-    Column("name", Text, nullable=False),
-    Column("seq", BigInteger, nullable=False),
-)
+locations = locations_table(metadata)
 
 ticket_types = Table(
     "ticket_types",
