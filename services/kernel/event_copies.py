@@ -7,7 +7,8 @@ applied after a newer one (a retry, a replay's reprocess) changes nothing that i
 - its location's name: the newest name catalog gave the location (`locations`, from both the
   event's own messages and LocationUpdated), whichever location the event is at now.
 
-A status change for an event not copied yet is retried until its creation arrives.
+A status change for an event not copied yet is not applied to nothing: it fails, so the consumer
+retries it (then dead-letters it) until its creation is there.
 """
 
 from __future__ import annotations
