@@ -301,14 +301,20 @@ async def metrics_endpoint(request: Request) -> Response[bytes]:
 
 
 @get("/internal/events/head", include_in_schema=False)
-async def events_head(request: Request, types: str = "") -> dict[str, str | None]:
-    """The newest committed event of these types (published or not): what a consumer waits
-    for to read its own writes (services.kernel.catchup)."""
+async def events_head(request: Request, types: str = "") -> dict[str, Any]:
+    """The newest committed event of these types (published or not), and the others of them
+    published in the last RECENT_S seconds or not yet: what a consumer waits for to read its
+    own writes (services.kernel.catchup). The consumer applies several batches at once, so
+    the newest may be applied before an older one."""
     db = runtime(request).db
     wanted = [t for t in types.split(",") if t]
     async with db.driver() as conn:
-        event_id = await conn.fetchval(_HEAD_SQL.format(schema=db.schema), wanted)
-    return {"event_id": str(event_id) if event_id else None}
+        row = await conn.fetchrow(_HEAD_SQL.format(schema=db.schema), wanted, RECENT_S)
+    newest = row["event_id"] if row is not None else None
+    return {
+        "event_id": str(newest) if newest else None,
+        "recent": [str(e) for e in (row["recent"] if row is not None else []) if e != newest],
+    }
 
 
 class Written(msgspec.Struct, frozen=True):
@@ -335,12 +341,28 @@ async def catch_up_with(request: Request, producer: str) -> dict[str, bool]:
 # Asked before every read that catches up (a marketplace page, say), so one prepared
 # statement on the driver, and the newest event of each type found by its own index probe
 # (outbox_type_id: type, id) rather than a walk back through the whole outbox.
+# The recent ones: among the log's last 256 ids, up to 32 of each type, published in the last
+# $2 seconds or not yet (one that failed at the consumer and waits for a
+# retry, or was dead-lettered, is waited for no longer than that).
+RECENT_S = 5.0
 _HEAD_SQL = """
-SELECT o.event_id FROM unnest($1::text[]) AS wanted(type)
-CROSS JOIN LATERAL (
+WITH newest AS (
+  SELECT o.id, o.event_id FROM unnest($1::text[]) AS wanted(type)
+  CROSS JOIN LATERAL (
     SELECT id, event_id FROM "{schema}".outbox WHERE type = wanted.type ORDER BY id DESC LIMIT 1
-) AS o
-ORDER BY o.id DESC LIMIT 1
+  ) AS o
+  ORDER BY o.id DESC LIMIT 1
+)
+SELECT newest.event_id, ARRAY(
+  SELECT r.event_id FROM unnest($1::text[]) AS wanted(type)
+  CROSS JOIN LATERAL (
+    SELECT event_id FROM "{schema}".outbox
+    WHERE type = wanted.type AND id > newest.id - 256
+      AND (published_at IS NULL OR published_at > now() - make_interval(secs => $2))
+    ORDER BY id DESC LIMIT 32
+  ) AS r
+) AS recent
+FROM newest
 """
 
 

@@ -2,7 +2,9 @@
 
 Before a service answers "no" from a projection (404, 400, 403), it catches up: it asks the
 owning service for the newest event of the types it consumes (committed, maybe not yet
-published) and waits briefly until its inbox has handled that event.
+published), and for those of them published a moment before it or not yet, and waits briefly
+until its inbox has handled them all (the consumer applies several batches at once, so the
+newest may be handled before an older one).
 """
 
 from __future__ import annotations
@@ -26,9 +28,12 @@ CLOCK_MARGIN = timedelta(seconds=1)
 
 
 class Head(msgspec.Struct):
-    """What /internal/events/head answers: the newest event of the types asked, if any."""
+    """What /internal/events/head answers: the newest event of the types asked, if any, and
+    the others of them published a moment ago (the consumer may apply them after the newest:
+    it works on several batches at once)."""
 
     event_id: UUID | None = None
+    recent: list[UUID] = []
 
 
 class CatchUp:
@@ -44,8 +49,11 @@ class CatchUp:
         self.timeout_s = timeout_s
         # Lookups are numbered in the order they start; the newest per producer is kept.
         self._started = 0
-        self._lookups: dict[str, tuple[int, asyncio.Future[UUID | None]]] = {}
+        self._lookups: dict[str, tuple[int, asyncio.Future[Head]]] = {}
         self._handled_at_sql = f'SELECT handled_at FROM "{db.schema}".inbox WHERE event_id = $1'
+        self._handled_at_sql_many = (
+            f'SELECT event_id, handled_at FROM "{db.schema}".inbox WHERE event_id = ANY($1::uuid[])'
+        )
         # Events found handled here: when (PostgreSQL's clock) and when this process first
         # found them so (its monotonic clock). A burst of refusals asks about the same newest
         # event, and once handled it stays handled (a replay that handles it again changes
@@ -70,7 +78,7 @@ class CatchUp:
             for producer, types in types_by_producer.items()
         }
 
-    async def head(self, producer: str) -> UUID | None:
+    async def head(self, producer: str) -> Head:
         """The producer's newest event as of some moment after this call began. Callers that
         arrive while a lookup is on its way wait for the next one, and share it: a burst of
         refusals (a sold-out drop) costs a lookup per round trip, not one per request."""
@@ -88,47 +96,58 @@ class CatchUp:
             self._lookups[producer] = (self._started, lookup)
             return await asyncio.shield(lookup)
 
-    async def _fetch_head(self, producer: str) -> UUID | None:
+    async def _fetch_head(self, producer: str) -> Head:
         target = self._head_targets.get(producer)
         if target is None:
-            return None
-        head = await self.upstreams.get_json(producer, target, self.timeout_s, Head)
-        return head.event_id
+            return Head()
+        return await self.upstreams.get_json(producer, target, self.timeout_s, Head)
 
-    async def _found_handled(self, event_id: UUID) -> tuple[datetime, float] | None:
-        """When this service's inbox recorded the event, and when this process found it so;
-        None if it has not yet."""
-        if (known := self._handled.get(event_id)) is not None:
-            return known
-        async with self.db.driver() as db:
-            handled_at: datetime | None = await db.fetchval(self._handled_at_sql, event_id)
-        if handled_at is None:
+    async def _found_handled(self, event_ids: list[UUID]) -> tuple[datetime, float] | None:
+        """When this service's inbox recorded the last of the events, and when this process
+        last found one so; None while one is not handled yet."""
+        missing = [e for e in event_ids if e not in self._handled]
+        if missing:
+            async with self.db.driver() as db:
+                if len(missing) == 1:
+                    handled_at = await db.fetchval(self._handled_at_sql, missing[0])
+                    rows = [] if handled_at is None else [(missing[0], handled_at)]
+                else:
+                    rows = await db.fetch(self._handled_at_sql_many, missing)
+            if len(self._handled) + len(rows) >= 1024:
+                self._handled.clear()
+            now = time.monotonic()
+            for event_id, handled_at in rows:
+                self._handled[event_id] = (handled_at, now)
+            if rows:
+                self.on_newly_handled()
+            if len(rows) < len(missing):
+                return None
+        found = [self._handled[e] for e in event_ids if e in self._handled]
+        if len(found) < len(event_ids):  # forgotten meanwhile (the cache was cleared)
             return None
-        if len(self._handled) >= 1024:
-            self._handled.clear()
-        found = self._handled[event_id] = (handled_at, time.monotonic())
-        self.on_newly_handled()
-        return found
+        return max(f[0] for f in found), max(f[1] for f in found)
 
     async def _caught_up(
         self, producer: str, deadline: float, strict: bool = False
     ) -> tuple[datetime, float] | bool | None:
-        """Wait (until `deadline`) for the producer's newest event: when it was handled here
-        and when this process found it so, None when the producer has no such event, False
-        when unreachable or out of time. `strict`: 503 when unreachable."""
+        """Wait (until `deadline`) for the producer's newest event and its recent ones: when
+        the last was handled here and when this process last found one so, None when the
+        producer has no such event, False when unreachable or out of time. `strict`: 503 when
+        unreachable."""
         try:
-            event_id = await self.head(producer)
+            head = await self.head(producer)
         except UpstreamError as exc:
             log.warning("catch-up: %s unreachable: %s", producer, exc)
             if strict:
                 raise ServiceUnavailable() from exc
             return False
-        if event_id is None:
+        if head.event_id is None:
             return None
+        waited_for = [head.event_id, *head.recent]
         delay = 0.005
-        while (found := await self._found_handled(event_id)) is None:
+        while (found := await self._found_handled(waited_for)) is None:
             if time.monotonic() > deadline:
-                log.warning("catch-up: %s event %s not handled in time", producer, event_id)
+                log.warning("catch-up: %s events %s not all handled in time", producer, waited_for)
                 return False
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)

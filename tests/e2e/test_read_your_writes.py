@@ -10,12 +10,15 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import httpx
+from sqlalchemy import text
 
+from services.kernel.db import create_engine
 from tests.support.actors import (
     Account,
     active_customer,
     admin_token,
     bearer,
+    register_customer,
     verified_organizer,
 )
 from tests.support.shop import (
@@ -293,3 +296,39 @@ async def test_a_ticket_checked_in_a_moment_before_is_not_listed(
         await asyncio.wait([listing], timeout=0.5)
     refused = await listing
     assert (refused.status_code, refused.json()) == (400, {"detail": "Ticket is no longer valid"})
+
+
+async def test_a_producers_head_names_its_newest_event_and_those_just_before_it(
+    api: httpx.AsyncClient, system: System
+) -> None:
+    """What a refusal catches up with: the newest event of the types asked and the others
+    published a moment before it, since the consumer may apply an older one after the newest
+    (it works on several batches at once)."""
+    for _ in range(3):
+        await register_customer(api)
+    engine = create_engine(system.database_url, pool_size=1)
+    try:
+        async with engine.connect() as conn:
+            last = (
+                (
+                    await conn.execute(
+                        text(
+                            "SELECT event_id FROM auth.outbox WHERE type = 'auth.UserRegistered' "
+                            "ORDER BY id DESC LIMIT 3"
+                        )
+                    )
+                )
+                .scalars()
+                .all()
+            )
+    finally:
+        await engine.dispose()
+    async with httpx.AsyncClient(base_url=system.url("auth")) as internal:
+        head = (
+            await internal.get(
+                "/internal/events/head", params={"types": "auth.UserRegistered,auth.UserBanned"}
+            )
+        ).json()
+    assert head["event_id"] == str(last[0])
+    assert {str(e) for e in last[1:]} <= set(head["recent"])
+    assert str(last[0]) not in head["recent"]

@@ -33,7 +33,7 @@ from contracts.ordering import InventoryLimit, LimitAnswer
 from contracts.resale import ListingCreated, ListingSold
 from contracts.timeutil import utcnow
 from services.kernel import broker, idempotency
-from services.kernel.catchup import CatchUp
+from services.kernel.catchup import CatchUp, Head
 from services.kernel.consumer import Consumer
 from services.kernel.db import Database
 from services.kernel.errors import BadRequest
@@ -805,14 +805,17 @@ class _CatalogHeadAt(CatchUp):
     """Ordering's catch-up with catalog, given catalog's newest event (what its
     /internal/events/head answers; the decision after it is what is tested here)."""
 
-    def __init__(self, db: Database, newest: uuid.UUID) -> None:
+    def __init__(
+        self, db: Database, newest: uuid.UUID, recent: list[uuid.UUID] | None = None
+    ) -> None:
         super().__init__(
             db, Upstreams({}, connect_timeout_s=1, timeout_s=1), ["catalog.TicketTypeCreated"], 0.3
         )
         self.newest = newest
+        self.recent = recent or []
 
-    async def head(self, producer: str) -> uuid.UUID | None:
-        return self.newest
+    async def head(self, producer: str) -> Head:
+        return Head(event_id=self.newest, recent=self.recent)
 
 
 async def test_a_refusal_is_asked_again_only_while_catalogs_newest_event_may_be_new_to_it(
@@ -844,6 +847,30 @@ async def test_a_refusal_is_asked_again_only_while_catalogs_newest_event_may_be_
     assert await _CatalogHeadAt(ordering.db, uuid.uuid4()).changed_since(
         utcnow(), monotonic(), "catalog"
     )
+
+
+async def test_a_refusal_waits_for_an_older_event_still_in_progress_not_only_the_newest(
+    ordering: Ordering,
+) -> None:
+    """Catalog's newest event is handled here, an older one published a moment before it is
+    not yet (its batch still running): the refusal is not given from the projection until that
+    one is handled too."""
+    await ordering.on_sale(event_id=15, type_id=151)
+    inbox = ordering.db.inbox
+    newest = await ordering.scalar(select(inbox.c.event_id).order_by(inbox.c.handled_at.desc()))
+    older = uuid.uuid4()
+    catch_up = _CatalogHeadAt(ordering.db, newest, recent=[older])
+    assert not await catch_up("catalog")  # out of time: the older one is not handled
+    assert await catch_up.changed_since(utcnow(), monotonic(), "catalog")
+    waiting = asyncio.create_task(catch_up("catalog"))
+    await asyncio.sleep(0.05)
+    async with ordering.db.engine.begin() as conn:
+        await conn.execute(
+            inbox.insert().values(
+                event_id=older, producer="catalog", type="catalog.TicketTypeCreated", sequence=1
+            )
+        )
+    assert await waiting
 
 
 async def test_a_producer_waits_for_its_own_events_not_for_the_newest(ordering: Ordering) -> None:
