@@ -341,8 +341,8 @@ async def catch_up_with(request: Request, producer: str) -> dict[str, bool]:
 # Asked before every read that catches up (a marketplace page, say), so one prepared
 # statement on the driver, and the newest event of each type found by its own index probe
 # (outbox_type_id: type, id) rather than a walk back through the whole outbox.
-# The recent ones: among the log's last 256 ids, up to 32 of each type, published in the last
-# $2 seconds or not yet (one that failed at the consumer and waits for a
+# The recent ones: among the 256 ids before the newest of those types, up to 32 of each type,
+# published in the last $2 seconds or not yet (one that failed at the consumer and waits for a
 # retry, or was dead-lettered, is waited for no longer than that).
 RECENT_S = 5.0
 _HEAD_SQL = """

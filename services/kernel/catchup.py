@@ -102,9 +102,9 @@ class CatchUp:
             return Head()
         return await self.upstreams.get_json(producer, target, self.timeout_s, Head)
 
-    async def _found_handled(self, event_ids: list[UUID]) -> tuple[datetime, float] | None:
-        """When this service's inbox recorded the last of the events, and when this process
-        last found one so; None while one is not handled yet."""
+    async def _found_handled(self, event_ids: list[UUID]) -> list[tuple[datetime, float]] | None:
+        """When this service's inbox recorded each of the events, and when this process found
+        it so; None while one is not handled yet."""
         missing = [e for e in event_ids if e not in self._handled]
         if missing:
             async with self.db.driver() as db:
@@ -113,27 +113,24 @@ class CatchUp:
                     rows = [] if handled_at is None else [(missing[0], handled_at)]
                 else:
                     rows = await db.fetch(self._handled_at_sql_many, missing)
-            if len(self._handled) + len(rows) >= 1024:
-                self._handled.clear()
             now = time.monotonic()
             for event_id, handled_at in rows:
+                while len(self._handled) >= 1024:  # the oldest found goes first
+                    self._handled.pop(next(iter(self._handled)))
                 self._handled[event_id] = (handled_at, now)
             if rows:
                 self.on_newly_handled()
             if len(rows) < len(missing):
                 return None
         found = [self._handled[e] for e in event_ids if e in self._handled]
-        if len(found) < len(event_ids):  # forgotten meanwhile (the cache was cleared)
-            return None
-        return max(f[0] for f in found), max(f[1] for f in found)
+        return found if len(found) == len(event_ids) else None  # else forgotten meanwhile
 
     async def _caught_up(
         self, producer: str, deadline: float, strict: bool = False
-    ) -> tuple[datetime, float] | bool | None:
+    ) -> list[tuple[datetime, float]] | bool | None:
         """Wait (until `deadline`) for the producer's newest event and its recent ones: when
-        the last was handled here and when this process last found one so, None when the
-        producer has no such event, False when unreachable or out of time. `strict`: 503 when
-        unreachable."""
+        each was handled here and when this process found it so, None when the producer has no
+        such event, False when unreachable or out of time. `strict`: 503 when unreachable."""
         try:
             head = await self.head(producer)
         except UpstreamError as exc:
@@ -198,7 +195,7 @@ class CatchUp:
     async def changed_since(self, started: datetime, began: float, *producers: str) -> bool:
         """Catch up before a refusal, then say whether the projection may differ from what a
         read begun at `started` (this process's `time.monotonic()`: `began`) saw: False only
-        when every producer's newest event had been handled here before then (asking again
+        when every event waited for had been handled here before then (asking again
         would give the same answer). Handled before is known when this process had already
         found the event handled when the read began, or when it was handled well before
         `started` (a margin for the clocks of this process and of PostgreSQL). 503 when a
@@ -209,7 +206,9 @@ class CatchUp:
             found = await self._caught_up(producer, deadline, strict=True)
             if found is False:
                 return True
-            if isinstance(found, tuple):
-                handled_at, found_at = found
-                changed = changed or (found_at > began and handled_at > started - CLOCK_MARGIN)
+            if isinstance(found, list):
+                changed = changed or any(
+                    found_at > began and handled_at > started - CLOCK_MARGIN
+                    for handled_at, found_at in found
+                )
         return changed

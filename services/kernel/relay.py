@@ -32,8 +32,10 @@ SELECT id, event_id, type, version, occurred_at, aggregate_id, correlation_id, c
        (SELECT coalesce(max(sequence), 0) FROM "{schema}".outbox) AS last_sequence
 FROM "{schema}".outbox WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
 """
+# When the broker confirmed the batch (not when its transaction began): a consumer's catch-up
+# waits for what was published a moment ago (/internal/events/head).
 _MARK = """
-UPDATE "{schema}".outbox AS o SET sequence = v.seq, published_at = now()
+UPDATE "{schema}".outbox AS o SET sequence = v.seq, published_at = clock_timestamp()
 FROM unnest($1::bigint[], $2::bigint[]) AS v(id, seq) WHERE o.id = v.id
 """
 

@@ -862,6 +862,7 @@ async def test_a_refusal_waits_for_an_older_event_still_in_progress_not_only_the
     catch_up = _CatalogHeadAt(ordering.db, newest, recent=[older])
     assert not await catch_up("catalog")  # out of time: the older one is not handled
     assert await catch_up.changed_since(utcnow(), monotonic(), "catalog")
+    started, began = utcnow(), monotonic()  # a read begins: the older one is not handled
     waiting = asyncio.create_task(catch_up("catalog"))
     await asyncio.sleep(0.05)
     async with ordering.db.engine.begin() as conn:
@@ -871,6 +872,10 @@ async def test_a_refusal_waits_for_an_older_event_still_in_progress_not_only_the
             )
         )
     assert await waiting
+    # The newest was found before that read began, the older one after: it may not have seen
+    # the older one, so the refusal is asked again; a read begun now saw both.
+    assert await catch_up.changed_since(started, began, "catalog")
+    assert not await catch_up.changed_since(utcnow(), monotonic(), "catalog")
 
 
 async def test_a_producer_waits_for_its_own_events_not_for_the_newest(ordering: Ordering) -> None:
