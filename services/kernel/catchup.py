@@ -144,7 +144,12 @@ class CatchUp:
         delay = 0.005
         while (found := await self._found_handled(waited_for)) is None:
             if time.monotonic() > deadline:
-                log.warning("catch-up: %s events %s not all handled in time", producer, waited_for)
+                log.warning(
+                    "catch-up: %s's newest event %s and %d before it not all handled in time",
+                    producer,
+                    head.event_id,
+                    len(head.recent),
+                )
                 return False
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
