@@ -50,8 +50,8 @@ class CatchUp:
         # Lookups are numbered in the order they start; the newest per producer is kept.
         self._started = 0
         self._lookups: dict[str, tuple[int, asyncio.Future[Head]]] = {}
-        self._handled_at_sql = f'SELECT handled_at FROM "{db.schema}".inbox WHERE event_id = $1'
-        self._handled_at_sql_many = (
+        # Which of some events the inbox recorded, and when.
+        self._handled_sql = (
             f'SELECT event_id, handled_at FROM "{db.schema}".inbox WHERE event_id = ANY($1::uuid[])'
         )
         # Events found handled here: when (PostgreSQL's clock) and when this process first
@@ -65,9 +65,6 @@ class CatchUp:
         # process has read the inbox: a read that caught up must not be answered from memory
         # older than the event.
         self.on_newly_handled: Callable[[], None] = lambda: None
-        self._handled_sql_many = (
-            f'SELECT event_id FROM "{db.schema}".inbox WHERE event_id = ANY($1::uuid[])'
-        )
         self._types = set(subscriptions)
         types_by_producer: dict[str, list[str]] = {}
         for event_type in self._types:
@@ -108,11 +105,7 @@ class CatchUp:
         missing = [e for e in event_ids if e not in self._handled]
         if missing:
             async with self.db.driver() as db:
-                if len(missing) == 1:
-                    handled_at = await db.fetchval(self._handled_at_sql, missing[0])
-                    rows = [] if handled_at is None else [(missing[0], handled_at)]
-                else:
-                    rows = await db.fetch(self._handled_at_sql_many, missing)
+                rows = await db.fetch(self._handled_sql, missing)
             now = time.monotonic()
             for event_id, handled_at in rows:
                 while len(self._handled) >= 1024:  # the oldest found goes first
@@ -164,7 +157,7 @@ class CatchUp:
         delay = 0.005
         while waiting:
             async with self.db.driver() as db:
-                waiting -= {row[0] for row in await db.fetch(self._handled_sql_many, waiting)}
+                waiting -= {row[0] for row in await db.fetch(self._handled_sql, waiting)}
             if not waiting:
                 self.on_newly_handled()
                 break

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from sqlalchemy import BigInteger, Column, MetaData, Row, Table, Text, case, func, select, update
+from sqlalchemy import BigInteger, Column, MetaData, Row, Table, Text, case, func, update
 from sqlalchemy.dialects.postgresql import insert
 
 from contracts.catalog import EventCreated, LocationUpdated
 from services.kernel.db import UnitOfWork
-from services.kernel.projections import NotProjectedYet, newest, older_than
+from services.kernel.projections import change_copied, newest, older_than
 
 CANCELLED = "cancelled"
 
@@ -111,14 +111,9 @@ async def set_status(
     which = [e.event_id == event_id, e.status != CANCELLED]
     if status != CANCELLED:
         which.append(older_than(e.status_seq, sequence))
-    changed = await uow.execute(
+    change = (
         update(events)
         .where(*which)
         .values(status=status, status_seq=func.greatest(e.status_seq, sequence))
-        .returning(e.event_id)
     )
-    if changed.first() is not None:
-        return True
-    if (await uow.execute(select(e.event_id).where(e.event_id == event_id))).first() is None:
-        raise NotProjectedYet(f"event {event_id}")
-    return False
+    return await change_copied(uow, change, e.event_id == event_id, f"event {event_id}")

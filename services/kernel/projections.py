@@ -21,10 +21,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from aio_pika.abc import AbstractChannel
-from sqlalchemy import ColumnElement, Table, case, func, or_, text
+from sqlalchemy import ColumnElement, Table, Update, case, func, literal, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.kernel.broker import Names
+from services.kernel.db import UnitOfWork
 from services.kernel.eventlog import Filters, producers_with_log
 from services.kernel.replay import consumer_queue, queue_depth, replay
 from services.kernel.settings import SERVICES
@@ -55,6 +56,24 @@ def newest(
     }
     changes[seq] = func.greatest(table.c[seq], sequence)
     return changes
+
+
+async def change_copied(
+    uow: UnitOfWork, change: Update, row: ColumnElement[bool], what: str
+) -> bool:
+    """Apply `change` to one copied row (`row` names it); whether it changed it. The row not
+    there yet (the event came before the one that creates it, which waits for a retry):
+    NotProjectedYet, so this event is retried too rather than applied to nothing."""
+    if (await uow.execute(change.returning(literal(1)))).first() is not None:
+        return True
+    if (await uow.execute(select(literal(1)).select_from(change.table).where(row))).first():
+        return False
+    raise NotProjectedYet(what)
+
+
+# How long a rebuild waits with nothing applied and the consumer's queue empty before it stops
+# (longer than a consumer's retries: what has not come by then was dead-lettered).
+STALL_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -172,7 +191,7 @@ async def rebuild(
     timeout_s: float = 600.0,
     candidates: Sequence[str] = SERVICES,
     schema: str | None = None,
-    stall_s: float = 30.0,
+    stall_s: float = STALL_S,
 ) -> RebuildReport:
     """Forget the projection's sequences, replay its events into the service's queue, wait
     until every one the log held then is applied again, delete the rows no event wrote,

@@ -89,6 +89,14 @@ class NoConsumerQueue(LookupError):
     """The consumer's queue is not on this broker, or (for a rebuild) nothing consumes it."""
 
 
+async def _declared(channel: AbstractChannel, name: str) -> Any:
+    """The broker's answer to a passive declaration of the queue (its counts now), on the
+    protocol's channel: a robust channel answers one of a queue it declared before from
+    memory, with the counts of that time."""
+    underlay = await channel.get_underlay_channel()
+    return await underlay.queue_declare(name, passive=True)
+
+
 async def consumer_queue(
     channel: AbstractChannel, names: Names, consumer: str, consumed: bool = False
 ) -> str:
@@ -98,10 +106,7 @@ async def consumer_queue(
     `consumed`: something must also be consuming it (a rebuild waits for its events)."""
     name = names.queue(consumer)
     try:
-        # On the protocol's channel: a robust channel answers a passive declaration of a queue
-        # it declared before from memory, with the counts of that time.
-        underlay = await channel.get_underlay_channel()
-        declared = await underlay.queue_declare(name, passive=True)
+        declared = await _declared(channel, name)
     except aio_pika.exceptions.ChannelNotFoundEntity as exc:
         raise NoConsumerQueue(
             f"no queue {name!r} on this broker: is RESELLIO_BROKER_PREFIX the deployment's,"
@@ -113,9 +118,8 @@ async def consumer_queue(
 
 
 async def queue_depth(channel: AbstractChannel, names: Names, consumer: str) -> int:
-    """Messages ready in the consumer's queue (on the protocol's channel, as consumer_queue)."""
-    underlay = await channel.get_underlay_channel()
-    declared = await underlay.queue_declare(names.queue(consumer), passive=True)
+    """Messages ready in the consumer's queue."""
+    declared = await _declared(channel, names.queue(consumer))
     return int(declared.message_count or 0)
 
 

@@ -27,7 +27,7 @@ from contracts.resale import ListingCancelled, ListingCreated
 from services.kernel import event_copies
 from services.kernel.consumer import bulk, last_per_key
 from services.kernel.db import UnitOfWork
-from services.kernel.projections import NotProjectedYet, newest
+from services.kernel.projections import change_copied, newest
 from services.ordering.models import events, listings, locations, ticket_types, users
 
 
@@ -113,14 +113,12 @@ async def on_profile_updated(
     event: UserProfileUpdated, envelope: Envelope, uow: UnitOfWork
 ) -> None:
     names = {"first_name": event.first_name, "last_name": event.last_name}
-    changed = await uow.execute(
+    change = (
         update(users)
         .where(users.c.user_id == event.user_id)
         .values(newest(users, "seq", envelope.sequence, names))
-        .returning(users.c.user_id)
     )
-    if changed.first() is None:
-        raise NotProjectedYet(f"user {event.user_id}")
+    await change_copied(uow, change, users.c.user_id == event.user_id, f"user {event.user_id}")
 
 
 async def on_listing_saved(event: ListingCreated, envelope: Envelope, uow: UnitOfWork) -> None:

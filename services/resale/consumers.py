@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from sqlalchemy import Update, select, update
+from sqlalchemy import Update, update
 from sqlalchemy.dialects.postgresql import insert
 
 from contracts.auth import UserBanned, UserProfileUpdated, UserRegistered
@@ -30,7 +30,7 @@ from contracts.ordering import (
 from services.kernel import event_copies
 from services.kernel.consumer import Handler, bulk, last_per_key
 from services.kernel.db import UnitOfWork
-from services.kernel.projections import NotProjectedYet, Projection, newest, older_than
+from services.kernel.projections import Projection, change_copied, newest, older_than
 from services.resale import settlement
 from services.resale.config import payment_provider
 from services.resale.listings import cancel_listings
@@ -141,12 +141,8 @@ async def on_ticket_purchased(
 
 
 async def _changed_ticket(uow: UnitOfWork, ticket_id: int, change: Update) -> None:
-    """`change` of a ticket's row; a ticket not here yet (its purchase parked for a retry) is
-    retried until the purchase is, rather than its later event lost."""
-    if (await uow.execute(change.returning(tickets.c.ticket_id))).first() is None:
-        known = select(tickets.c.ticket_id).where(tickets.c.ticket_id == ticket_id)
-        if (await uow.execute(known)).first() is None:
-            raise NotProjectedYet(f"ticket {ticket_id}")
+    """`change` of a ticket's row, retried while the ticket's purchase is not here yet."""
+    await change_copied(uow, change, tickets.c.ticket_id == ticket_id, f"ticket {ticket_id}")
 
 
 async def on_ticket_transferred(
@@ -224,14 +220,12 @@ async def on_user_registered(items: list[tuple[UserRegistered, Envelope]], uow: 
 async def on_profile_updated(
     event: UserProfileUpdated, envelope: Envelope, uow: UnitOfWork
 ) -> None:
-    changed = await uow.execute(
+    change = (
         update(users)
         .where(users.c.user_id == event.user_id)
         .values(newest(users, "seq", envelope.sequence, {"first_name": event.first_name}))
-        .returning(users.c.user_id)
     )
-    if changed.first() is None:
-        raise NotProjectedYet(f"user {event.user_id}")
+    await change_copied(uow, change, users.c.user_id == event.user_id, f"user {event.user_id}")
 
 
 async def on_user_banned(event: UserBanned, envelope: Envelope, uow: UnitOfWork) -> None:
