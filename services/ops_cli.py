@@ -332,7 +332,7 @@ def projections_rebuild(service: str, timeout: float) -> None:
     Run it while the service's consumer is running (it applies the replayed events)."""
     import importlib
 
-    from services.kernel.projections import rebuild
+    from services.kernel.projections import STALL_S, rebuild
 
     projection = getattr(
         importlib.import_module(f"services.{service}.consumers"), "PROJECTION", None
@@ -372,8 +372,10 @@ def projections_rebuild(service: str, timeout: float) -> None:
         if not report.complete:
             click.echo(
                 f"rebuild INCOMPLETE: {report.applied} of {report.expected} events applied "
-                f"within {timeout:g}s; rows no event wrote were kept. The rest are applied as "
-                "they arrive; run the rebuild again to finish it"
+                f"when it stopped waiting (at --timeout {timeout:g}s, or nothing applied for "
+                f"{STALL_S:g}s with the queue empty: see `resellio dlq list`); rows no event "
+                "wrote were kept. The rest are applied as they arrive; run the rebuild again to "
+                "finish it"
             )
         else:
             click.echo(
