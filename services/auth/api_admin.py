@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request, Response, get, post
+from litestar.params import FromPath
 
 from services.auth import domain
 from services.auth.guards import signed_in_administrator
@@ -47,7 +48,7 @@ async def pending_organizers(request: Request) -> Response[Any]:
 
 
 @post("/api/auth/approve-user/{user_id:str}", status_code=200)
-async def approve_user(request: Request, user_id: str) -> Response[Any]:
+async def approve_user(request: Request, user_id: FromPath[str]) -> Response[Any]:
     admin, _ = await signed_in_administrator(request)
     target = path_id(user_id, "user_id")
     access = await domain.approve_user(runtime(request), admin.user_id, target)
@@ -55,14 +56,14 @@ async def approve_user(request: Request, user_id: str) -> Response[Any]:
 
 
 @post("/api/auth/ban-user/{user_id:str}", status_code=200)
-async def ban_user(request: Request, user_id: str) -> Response[Any]:
+async def ban_user(request: Request, user_id: FromPath[str]) -> Response[Any]:
     admin, _ = await signed_in_administrator(request)
     await domain.ban(runtime(request), admin.user_id, path_id(user_id, "user_id"))
     return answer({"message": "User has been banned"})
 
 
 @post("/api/auth/unban-user/{user_id:str}", status_code=200)
-async def unban_user(request: Request, user_id: str) -> Response[Any]:
+async def unban_user(request: Request, user_id: FromPath[str]) -> Response[Any]:
     admin, _ = await signed_in_administrator(request)
     await domain.unban(runtime(request), admin.user_id, path_id(user_id, "user_id"))
     return answer({"message": "User has been unbanned"})
@@ -86,7 +87,7 @@ async def user_stats(request: Request) -> Response[Any]:
 
 
 @get("/api/auth/users/{user_id:str}")
-async def user_details(request: Request, user_id: str) -> Response[Any]:
+async def user_details(request: Request, user_id: FromPath[str]) -> Response[Any]:
     await signed_in_administrator(request)
     target = path_id(user_id, "user_id")
     async with runtime(request).db.engine.connect() as conn:

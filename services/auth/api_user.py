@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request, Response, get, post, put
+from litestar.params import FromPath
 
 from services.auth import domain
 from services.auth.guards import signed_in
@@ -30,7 +31,7 @@ async def update_profile(request: Request) -> Response[Any]:
 
 
 @get("/api/user/profile/{user_id:str}")
-async def profile(request: Request, user_id: str) -> Response[Any]:
+async def profile(request: Request, user_id: FromPath[str]) -> Response[Any]:
     identity, _ = await signed_in(request)
     target = path_id(user_id, "user_id")
     return answer(await domain.public_profile(runtime(request), identity, target))

@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 from litestar import Request, Response, delete, get, post, put
+from litestar.params import FromPath
 
 from contracts.ordering import InventoryLimit, LimitAnswer
 from services.catalog import domain
@@ -78,7 +79,7 @@ async def post_location(request: Request) -> Doc:
 
 @put("/api/locations/{location_id:str}")
 @accepts(body=LocationUpdate, body_required=False)
-async def put_location(request: Request, location_id: str) -> Doc:
+async def put_location(request: Request, location_id: FromPath[str]) -> Doc:
     await administrator(request)
     lid = path_id(location_id, "location_id")
     cmd = parse_json(await request.body(), LocationUpdate, empty_ok=True)
@@ -89,7 +90,7 @@ async def put_location(request: Request, location_id: str) -> Doc:
 
 
 @delete("/api/locations/{location_id:str}", status_code=200)
-async def delete_location(request: Request, location_id: str) -> bool:
+async def delete_location(request: Request, location_id: FromPath[str]) -> bool:
     await administrator(request)
     lid = path_id(location_id, "location_id")
     async with runtime(request).db.unit_of_work() as uow:
@@ -114,7 +115,7 @@ async def get_events(request: Request) -> Response[Any]:
 
 
 @get("/api/events/{event_id:str}")
-async def get_event(request: Request, event_id: str) -> Response[Any]:
+async def get_event(request: Request, event_id: FromPath[str]) -> Response[Any]:
     """EventDetails + ticket types; the gateway overlays `available` and `resale`."""
     identity = await optional_identity(request)
     eid = path_id(event_id, "event_id")
@@ -147,7 +148,7 @@ async def post_event(request: Request) -> Doc:
 
 @put("/api/events/{event_id:str}")
 @accepts(body=EventUpdate, query=EventChanges, body_required=False)
-async def put_event(request: Request, event_id: str) -> Doc:
+async def put_event(request: Request, event_id: FromPath[str]) -> Doc:
     identity = await verified_organizer(request)
     eid = path_id(event_id, "event_id")
     errors: list[dict[str, Any]] = []
@@ -172,7 +173,7 @@ async def put_event(request: Request, event_id: str) -> Doc:
 
 
 @delete("/api/events/{event_id:str}", status_code=200)
-async def cancel_event(request: Request, event_id: str) -> bool:
+async def cancel_event(request: Request, event_id: FromPath[str]) -> bool:
     identity = await organizer_or_administrator(request)
     eid = path_id(event_id, "event_id")
     rt = runtime(request)
@@ -191,18 +192,18 @@ async def _decide(request: Request, event_id: str, approve: bool) -> bool:
 
 
 @post("/api/events/authorize/{event_id:str}", status_code=200)
-async def authorize_event(request: Request, event_id: str) -> bool:
+async def authorize_event(request: Request, event_id: FromPath[str]) -> bool:
     return await _decide(request, event_id, approve=True)
 
 
 @post("/api/events/reject/{event_id:str}", status_code=200)
-async def reject_event(request: Request, event_id: str) -> bool:
+async def reject_event(request: Request, event_id: FromPath[str]) -> bool:
     return await _decide(request, event_id, approve=False)
 
 
 @post("/api/events/{event_id:str}/notify", status_code=200)
 @accepts(body=Notification, body_required=False)
-async def notify_participants(request: Request, event_id: str) -> Doc:
+async def notify_participants(request: Request, event_id: FromPath[str]) -> Doc:
     identity = await verified_organizer(request)
     eid = path_id(event_id, "event_id")
     raw = await request.body()
@@ -313,7 +314,7 @@ class OrderingInventory:
 
 @put("/api/ticket-types/{type_id:str}")
 @accepts(body=TicketTypeUpdate, body_required=False)
-async def put_ticket_type(request: Request, type_id: str) -> Doc:
+async def put_ticket_type(request: Request, type_id: FromPath[str]) -> Doc:
     identity = await verified_organizer(request)
     tid = path_id(type_id, "type_id")
     cmd = parse_json(await request.body(), TicketTypeUpdate, empty_ok=True)
@@ -331,7 +332,7 @@ async def put_ticket_type(request: Request, type_id: str) -> Doc:
 
 
 @delete("/api/ticket-types/{type_id:str}", status_code=200)
-async def delete_ticket_type(request: Request, type_id: str) -> bool:
+async def delete_ticket_type(request: Request, type_id: FromPath[str]) -> bool:
     identity = await verified_organizer(request)
     tid = path_id(type_id, "type_id")
     shown = shown_id(type_id)

@@ -17,6 +17,7 @@ import msgspec
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 from litestar import Litestar, Request, Response, get, post
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.params import FromPath, FromQuery
 from litestar.types import ASGIApp, Receive, Scope, Send
 from sqlalchemy import MetaData, func, select
 
@@ -301,7 +302,7 @@ async def metrics_endpoint(request: Request) -> Response[bytes]:
 
 
 @get("/internal/events/head", include_in_schema=False)
-async def events_head(request: Request, types: str = "") -> dict[str, Any]:
+async def events_head(request: Request, types: FromQuery[str] = "") -> dict[str, Any]:
     """The newest committed event of these types (published or not), and the others of them
     published in the last RECENT_S seconds or not yet: what a consumer waits for to read its
     own writes (services.kernel.catchup). The consumer applies several batches at once, so
@@ -324,7 +325,7 @@ class Written(msgspec.Struct, frozen=True):
 
 
 @post("/internal/catch-up/{producer:str}", include_in_schema=False, status_code=200)
-async def catch_up_with(request: Request, producer: str) -> dict[str, bool]:
+async def catch_up_with(request: Request, producer: FromPath[str]) -> dict[str, bool]:
     """Wait (bounded) until the producer's events named in the body (those this service
     consumes) are handled here, or with no body every event it had committed when asked: a
     producer's write that this service's answers rest on, applied here before the producer

@@ -9,6 +9,7 @@ from typing import Annotated, Any, TypeVar
 import msgspec
 from asyncpg.exceptions import LockNotAvailableError
 from litestar import Request, Response, delete, get, post
+from litestar.params import FromPath
 
 from contracts.ordering import InventoryLimit, LimitAnswer
 from contracts.timeutil import utcnow
@@ -134,7 +135,7 @@ async def add_to_cart(request: Request) -> Response[Any]:
 @delete(
     ["/api/cart/items/{cart_item_id:str}", "/api/cart/items/{cart_item_id:str}/"], status_code=200
 )
-async def remove_from_cart(request: Request, cart_item_id: str) -> bool:
+async def remove_from_cart(request: Request, cart_item_id: FromPath[str]) -> bool:
     identity = await customer(request)
     item_id = path_id(cart_item_id, "cart_item_id")
     async with runtime(request).db.unit_of_work() as uow:
@@ -181,7 +182,7 @@ async def list_orders(request: Request) -> Response[Any]:
 
 
 @get(["/api/orders/{order_id:str}", "/api/orders/{order_id:str}/"])
-async def get_order(request: Request, order_id: str) -> dict[str, Any]:
+async def get_order(request: Request, order_id: FromPath[str]) -> dict[str, Any]:
     identity = await customer(request)
     oid = path_id(order_id, "order_id")
     async with runtime(request).db.unit_of_work() as uow:
@@ -217,7 +218,7 @@ async def list_tickets(request: Request) -> Response[Any]:
 
 
 @get(["/api/tickets/{ticket_id:str}/download", "/api/tickets/{ticket_id:str}/download/"])
-async def download_ticket(request: Request, ticket_id: str) -> dict[str, str]:
+async def download_ticket(request: Request, ticket_id: FromPath[str]) -> dict[str, str]:
     identity = await authenticated(request)
     tid = path_id(ticket_id, "ticket_id")
     async with runtime(request).db.unit_of_work() as uow:
@@ -257,7 +258,7 @@ async def availability(request: Request) -> Response[Any]:
 
 
 @post("/internal/ticket-types/{type_id:int}/limit", include_in_schema=False, status_code=200)
-async def limit_ticket_type(request: Request, type_id: int) -> LimitAnswer:
+async def limit_ticket_type(request: Request, type_id: FromPath[int]) -> LimitAnswer:
     """Catalog's, before it commits a lower capacity or a deletion (holds.limit). Bounded:
     catalog gives up after about twice CATCH_UP_TIMEOUT_S, and this answers before (a 503 that
     changed nothing when the type stays unknown here or its row stays busy)."""

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 from litestar import Request, Response, delete, get, post
 from litestar.openapi import ResponseSpec
+from litestar.params import FromPath
 
 from contracts.codec import encode
 from services.kernel.answers import respond
@@ -98,7 +99,7 @@ def _price_body(raw: bytes) -> ListingPrice:
 
 @post("/api/tickets/{ticket_id:str}/resell", status_code=200)
 @accepts(body=ListingPrice, body_required=False)
-async def resell(request: Request, ticket_id: str) -> Doc:
+async def resell(request: Request, ticket_id: FromPath[str]) -> Doc:
     identity = await authenticated(request)
     tid = path_id(ticket_id, "ticket_id")
     body = _price_body(await request.body())
@@ -114,7 +115,7 @@ async def resell(request: Request, ticket_id: str) -> Doc:
 
 
 @delete("/api/tickets/{ticket_id:str}/resell", status_code=200)
-async def withdraw_listing(request: Request, ticket_id: str) -> Doc:
+async def withdraw_listing(request: Request, ticket_id: FromPath[str]) -> Doc:
     identity = await authenticated(request)
     tid = path_id(ticket_id, "ticket_id")
     db = runtime(request).db
@@ -265,7 +266,7 @@ async def buy_ticket(request: Request) -> Response[Any]:
 
 
 @get("/api/resale/purchases/{purchase_id:str}")
-async def get_purchase(request: Request, purchase_id: str) -> Doc:
+async def get_purchase(request: Request, purchase_id: FromPath[str]) -> Doc:
     identity = await authenticated(request)
     pid = path_id(purchase_id, "purchase_id")
     async with runtime(request).db.engine.connect() as conn:

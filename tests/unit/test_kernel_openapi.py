@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Litestar, Request, get, post
+from litestar.params import FromPath
 
 from services.kernel.openapi import accepts, describe_requests
 from services.kernel.validation import Money
@@ -34,7 +35,7 @@ class Login(msgspec.Struct, kw_only=True):
 
 @post("/api/listings/{listing_id:str}", status_code=200)
 @accepts(body=Listing, query=Page)
-async def relist(request: Request, listing_id: str) -> dict[str, Any]:
+async def relist(request: Request, listing_id: FromPath[str]) -> dict[str, Any]:
     return {}
 
 
