@@ -101,12 +101,12 @@ async def claim(cmd: BuyTicket, uow: UnitOfWork) -> Any:
         listing = await latest_listing(uow.conn, cmd.ticket_id)
         if listing is None or listing.state == "cancelled":
             raise BadRequest(NOT_FOR_RESALE)
-        if listing.state != "active":  # claimed or sold: another buyer won
-            raise Conflict(NO_LONGER_FOR_SALE)
         if not sellable(row):
             raise BadRequest(NOT_FOR_RESALE)
         if cmd.expected_price is not None and cmd.expected_price != listing.price:
             raise Conflict("Price changed")
+        if listing.state != "active":  # claimed or sold: another buyer won
+            raise Conflict(NO_LONGER_FOR_SALE)
         # A change in between is bought at the new price unless the buyer named the one seen.
         claimed = (
             await uow.execute(

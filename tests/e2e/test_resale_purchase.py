@@ -151,8 +151,15 @@ async def test_purchase_errors_in_order(api: httpx.AsyncClient, system: System) 
     assert all(c.state != "captured" for c in await resale_charges(system, tid))
 
     assert (await purchase(api, buyer, tid, expected_price=80)).status_code == 200
-    late = await purchase(api, await active_customer(api, admin), tid)
+    latecomer = await active_customer(api, admin)
+    late = await purchase(api, latecomer, tid)
     assert (late.status_code, late.json()) == (409, {"detail": "Ticket is no longer for sale"})
+    # In §10.3's order "Price changed" comes first: a latecomer who named another price is
+    # told that, and one who named the price sold at, that another buyer won.
+    stale = await purchase(api, latecomer, tid, expected_price=79.99)
+    assert (stale.status_code, stale.json()) == (409, {"detail": "Price changed"})
+    named = await purchase(api, latecomer, tid, expected_price=80)
+    assert (named.status_code, named.json()) == (409, {"detail": "Ticket is no longer for sale"})
 
 
 async def test_idempotency_key_gives_the_stored_answer_and_one_charge(
