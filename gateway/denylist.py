@@ -89,8 +89,11 @@ class DenyList:
     def revoke(self, jti: str, exp: float) -> None:
         self._change(lambda: self.revoked.__setitem__(jti, exp))
 
-    def unban(self, user_id: int) -> None:
+    def unban(self, user_id: int, at: float) -> None:
+        """Tokens issued before the ban stay invalid (API.md §3.16): none can have been issued
+        while banned, so those before the unban, which covers a rejected organizer's too."""
         self._set_banned(user_id, False)
+        self._invalidate_before(user_id, at)
 
     def _set_banned(self, user_id: int, banned: bool) -> None:
         if banned:
@@ -123,6 +126,7 @@ class DenyList:
                 # Unban restores the state before the ban, which may still be "banned"
                 # (a rejected organizer); tokens issued before the ban stay invalid.
                 self._follow_state(event.user_id, event.account_state)
+                self._invalidate_before(event.user_id, _unix(event.at))
             case events.OrganizerRejected() | events.OrganizerVerified():
                 self._follow_state(event.user_id, event.account_state or "")
             case events.PasswordChanged():

@@ -192,7 +192,9 @@ async def proxy(gw: Gateway, scope: dict, receive: object, reply: Reply, h: Requ
         if banned:
             gw.denylist.ban(user_id, time.time())
         else:
-            gw.denylist.unban(user_id)
+            # Tokens from before the ban stay invalid. A second back: this host's clock may
+            # run ahead of auth's, and no token was issued while the user was banned.
+            gw.denylist.unban(user_id, time.time() - 1)
     elif status == 200 and method == "POST" and path == VERIFY_ORGANIZER:
         gw.denylist.follow_decision(answer.body)
     elif status == 200 and method == "POST" and path == LOGOUT and h.authorization is not None:

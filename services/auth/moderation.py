@@ -90,10 +90,14 @@ async def unban(rt: Runtime, admin_id: int, user_id: int) -> None:
         user = await _target(uow, user_id)
         if user.account_state != "banned":
             raise BadRequest("User is not banned")
+        # Tokens issued before the ban stay invalid (§3.16), whichever ban it was: a ban-user
+        # ban set the line already; a rejection (§2.2) did not, and no token can have been
+        # issued while banned, so the line moves to now.
+        at = now_ms()
         await uow.execute(
             update(users)
             .where(users.c.user_id == user_id)
-            .values(banned_at=None, organizer_rejected=False)
+            .values(banned_at=None, organizer_rejected=False, tokens_invalid_before=at)
         )
         after = await user_by_id(uow.conn, user_id)
         await audit.record(uow, "unban_user", admin_id, user_id)
@@ -102,7 +106,7 @@ async def unban(rt: Runtime, admin_id: int, user_id: int) -> None:
                 user_id=user_id,
                 role=user.role,
                 role_id=user.role_id,
-                at=now_ms(),
+                at=at,
                 account_state=after.account_state,
             ),
             aggregate_id=user_id,

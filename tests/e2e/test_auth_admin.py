@@ -17,6 +17,7 @@ from tests.support.actors import (
     sign_in,
     verified_organizer,
 )
+from tests.support.system import System
 
 VERIFY_ORGANIZER = "/api/auth/verify-organizer"
 
@@ -224,7 +225,9 @@ async def test_unban_restores_the_state_before_the_ban(api: httpx.AsyncClient) -
     assert (await api.get("/api/user/me", headers=active.headers)).status_code == 200
 
 
-async def test_unbanning_a_rejected_organizer_makes_them_pending(api: httpx.AsyncClient) -> None:
+async def test_unbanning_a_rejected_organizer_makes_them_pending(
+    api: httpx.AsyncClient, system: System
+) -> None:
     admin = await admin_token(api)
     organizer = await register_organizer(api)
     await decide(api, admin, organizer, approve=False)
@@ -234,6 +237,16 @@ async def test_unbanning_a_rejected_organizer_makes_them_pending(api: httpx.Asyn
     assert (body["account_state"], body["is_verified"]) == ("active", False)
     pending = await api.get("/api/auth/pending-organizers", headers=bearer(admin))
     assert organizer.user_id in [u["user_id"] for u in pending.json()]
+    # Tokens issued before the ban stay invalid (§3.16), the rejection's as a ban-user ban's:
+    # at the gateway, and in auth itself. Pending again, a login gets no token (§3.4).
+    revoked = {"detail": "Token has been revoked"}
+    old = await api.get("/api/user/me", headers=organizer.headers)
+    assert (old.status_code, old.json()) == (401, revoked)
+    async with httpx.AsyncClient(base_url=system.url("auth"), timeout=30) as auth:
+        direct = await auth.get("/api/user/me", headers=organizer.headers)
+    assert (direct.status_code, direct.json()) == (401, revoked)
+    again = await login(api, organizer.email, organizer.password)
+    assert again.status_code == 200 and again.json()["token"] == ""
 
 
 async def test_unban_errors(api: httpx.AsyncClient) -> None:

@@ -86,6 +86,38 @@ def test_organizer_decisions_follow_the_account_state() -> None:
     assert denylist.refusal(token(user_id=9, iat=T0.timestamp() + 1)) == BANNED
 
 
+def test_unbanning_a_rejected_organizer_keeps_their_older_tokens_invalid() -> None:
+    """API.md §3.16: tokens issued before the ban stay invalid after an unban, also when the
+    ban was an organizer's rejection (§2.2), which sets no line of its own; an approval (§3.12)
+    lifts a rejection without one."""
+    T1 = T0.timestamp() + 60
+    denylist = DenyList()
+    denylist.apply(
+        events.OrganizerRejected(user_id=9, organizer_id=2, account_state="banned", at=T0)
+    )
+    denylist.apply(
+        events.UserUnbanned(
+            user_id=9,
+            role="organizer",
+            role_id=2,
+            at=datetime.fromtimestamp(T1, UTC),
+            account_state="active",
+        )
+    )
+    assert denylist.refusal(token(user_id=9, iat=T0.timestamp() - 5)) == REVOKED
+    assert denylist.refusal(token(user_id=9, iat=T1)) is None
+    # At once from auth's answer, before its event.
+    answered = DenyList()
+    answered.follow_decision(b'{"user_id":9,"account_state":"banned"}')
+    assert answered.refusal(token(user_id=9)) == BANNED
+    answered.unban(9, T1)
+    assert answered.refusal(token(user_id=9)) == REVOKED
+    approved = DenyList()
+    approved.follow_decision(b'{"user_id":9,"account_state":"banned"}')
+    approved.follow_decision(b'{"user_id":9,"account_state":"active"}')
+    assert approved.refusal(token(user_id=9)) is None
+
+
 async def test_the_follower_applies_every_event_of_a_pack_from_the_relay() -> None:
     import uuid
     from types import SimpleNamespace
@@ -140,7 +172,7 @@ def test_changes_made_while_a_snapshot_is_fetched_survive_its_load() -> None:
     denylist.apply(
         events.UserBanned(user_id=9, role="customer", role_id=1, at=T0, account_state="banned")
     )
-    denylist.unban(9)  # the unban came after the ban: it stays lifted
+    denylist.unban(9, T0.timestamp() + 1)  # the unban came after the ban: it stays lifted
     denylist.load(Snapshot(banned_user_ids=[5], revoked_jtis={}, tokens_invalid_before={}))
     assert denylist.revoked == {"logged-out": T0.timestamp() + 1800}
     assert denylist.banned == {5, 8}
