@@ -14,6 +14,7 @@ import asyncpg
 import msgspec
 import pytest
 from sqlalchemy import MetaData, text
+from sqlalchemy.engine import make_url
 
 from contracts.ordering import OrderFailed
 from services.kernel import context
@@ -26,6 +27,7 @@ from services.kernel.db import (
     _statement_name,
 )
 from tests.integration.conftest import drop_schema
+from tests.support.faults import CuttableProxy
 
 
 @pytest.fixture
@@ -374,3 +376,38 @@ async def test_a_statement_at_the_commit_is_prepared_once_per_connection(
     assert prepared and len(prepared) == len(set(prepared))  # once per connection
     assert sum(query.startswith("EXECUTE ") for _, query in sent) == 4
     assert sorted(await notes(db)) == [f"note {n}" for n in (1, 3, 5, 7)]
+
+
+async def test_connections_the_server_dropped_while_pooled_are_never_lent(
+    integration_db_url: str, schema_name: str
+) -> None:
+    """After an outage, the first request on each connection the pool kept is not a 503: a
+    connection the driver saw closed while it sat in the pool (or was kept for the next loan)
+    is replaced by a new one, without a round trip to find out."""
+    url = make_url(integration_db_url)
+    proxy = CuttableProxy(url.host or "127.0.0.1", url.port or 5432).start()
+    proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    database = Database(proxied, schema_name, MetaData(schema=schema_name), 2)
+    try:
+
+        async def used_at_once() -> None:
+            async with database.driver() as conn:
+                await conn.fetchval("SELECT 1")
+                await asyncio.sleep(0.05)
+
+        await asyncio.gather(*(used_at_once() for _ in range(3)))  # the pool holds several
+        async with database.driver() as conn:  # and the lender keeps one for the next loan
+            assert await conn.fetchval("SELECT 2") == 2
+        await asyncio.to_thread(proxy.cut)
+        await asyncio.sleep(0.2)  # the driver sees each connection closed
+        await asyncio.to_thread(proxy.restore)
+        for n in range(4):
+            async with database.driver() as conn:
+                assert await conn.fetchval("SELECT $1::int", n) == n
+            async with database.transaction() as uow:
+                assert await uow.fetchval("SELECT $1::int", n) == n
+            async with database.unit_of_work() as uow:
+                assert await uow.fetchval("SELECT $1::int", n) == n
+    finally:
+        await database.dispose()
+        await asyncio.to_thread(proxy.stop)
