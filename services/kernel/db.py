@@ -119,12 +119,6 @@ class Connection(asyncpg.Connection):
             raise
 
 
-def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
-    engine = _create_engine(url, pool_size)
-    event.listen(engine.sync_engine, "checkout", _closed_is_replaced)
-    return engine
-
-
 def _closed_is_replaced(_dbapi_connection: Any, record: Any, _proxy: Any) -> None:
     """A pooled connection the server closed while it waited (an outage, a restart, an idle
     timeout) is replaced when the pool lends it, instead of failing its first request with a
@@ -133,8 +127,8 @@ def _closed_is_replaced(_dbapi_connection: Any, record: Any, _proxy: Any) -> Non
         raise DisconnectionError("the server closed this pooled connection")
 
 
-def _create_engine(url: str, pool_size: int) -> AsyncEngine:
-    return create_async_engine(
+def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
+    engine = create_async_engine(
         url,
         # Several services and instances share one PostgreSQL (100 connections by default).
         # The headroom for a burst is kept open once opened: an overflow connection would be
@@ -149,6 +143,8 @@ def _create_engine(url: str, pool_size: int) -> AsyncEngine:
         json_deserializer=msgspec.json.decode,
         connect_args={"timeout": 5, "command_timeout": 30, "connection_class": Connection},
     )
+    event.listen(engine.sync_engine, "checkout", _closed_is_replaced)
+    return engine
 
 
 class Row(asyncpg.Record):

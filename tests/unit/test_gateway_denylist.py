@@ -90,7 +90,7 @@ def test_unbanning_a_rejected_organizer_keeps_their_older_tokens_invalid() -> No
     """API.md §3.16: tokens issued before the ban stay invalid after an unban, also when the
     ban was an organizer's rejection (§2.2), which sets no line of its own; an approval (§3.12)
     lifts a rejection without one."""
-    T1 = T0.timestamp() + 60
+    t1 = T0.timestamp() + 60
     denylist = DenyList()
     denylist.apply(
         events.OrganizerRejected(user_id=9, organizer_id=2, account_state="banned", at=T0)
@@ -100,17 +100,17 @@ def test_unbanning_a_rejected_organizer_keeps_their_older_tokens_invalid() -> No
             user_id=9,
             role="organizer",
             role_id=2,
-            at=datetime.fromtimestamp(T1, UTC),
+            at=datetime.fromtimestamp(t1, UTC),
             account_state="active",
         )
     )
     assert denylist.refusal(token(user_id=9, iat=T0.timestamp() - 5)) == REVOKED
-    assert denylist.refusal(token(user_id=9, iat=T1)) is None
+    assert denylist.refusal(token(user_id=9, iat=t1)) is None
     # At once from auth's answer, before its event.
     answered = DenyList()
     answered.follow_decision(b'{"user_id":9,"account_state":"banned"}')
     assert answered.refusal(token(user_id=9)) == BANNED
-    answered.unban(9, T1)
+    answered.unban(9, t1)
     assert answered.refusal(token(user_id=9)) == REVOKED
     approved = DenyList()
     approved.follow_decision(b'{"user_id":9,"account_state":"banned"}')
