@@ -89,6 +89,9 @@ def parse_utc_datetime(value: Any) -> datetime:
 Int32 = Annotated[int, msgspec.Meta(ge=-(2**31), le=INT32_MAX)]
 PositiveInt32 = Annotated[int, msgspec.Meta(ge=1, le=INT32_MAX)]
 NonBlank255 = Annotated[str, msgspec.Meta(min_length=1, max_length=255), Check(not_blank)]
+# What a client hands the payment provider (API.md §8.4, §10.3): a card processor's token is
+# short; a longer one is refused (422) before anything is reserved or charged.
+PaymentToken = Annotated[str, msgspec.Meta(max_length=255)]
 # The documented range (services.kernel.openapi documents decimals as JSON numbers).
 _MONEY_SCHEMA = {"minimum": 0, "maximum": 99999999.99}
 Money = Annotated[Decimal, msgspec.Meta(extra_json_schema=_MONEY_SCHEMA), Check(_money)]

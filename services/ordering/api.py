@@ -22,6 +22,7 @@ from services.kernel.security import authenticated, customer, organizer
 from services.kernel.validation import (
     Check,
     Int32,
+    PaymentToken,
     not_blank,
     parse_json,
     parse_query,
@@ -41,7 +42,7 @@ class AddItem(msgspec.Struct, frozen=True):
 
 
 class CheckoutBody(msgspec.Struct, frozen=True):
-    payment_token: Annotated[str, msgspec.Meta(max_length=255)] | None = None
+    payment_token: PaymentToken | None = None
 
 
 class Page(msgspec.Struct, frozen=True):

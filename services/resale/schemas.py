@@ -9,7 +9,7 @@ import msgspec
 
 from contracts.http import ticket_details
 from contracts.timeutil import naive_utc
-from services.kernel.validation import INT32_MAX, Check, FieldError, Int32, Money
+from services.kernel.validation import INT32_MAX, Check, FieldError, Int32, Money, PaymentToken
 
 Doc = dict[str, Any]
 Page = Annotated[int, msgspec.Meta(ge=1, le=INT32_MAX)]
@@ -37,7 +37,7 @@ class ListingPrice(msgspec.Struct, kw_only=True):
 class PurchaseRequest(msgspec.Struct, kw_only=True):
     ticket_id: Int32
     expected_price: Money | None = None
-    payment_token: str | None = None
+    payment_token: PaymentToken | None = None
 
 
 class MarketQuery(msgspec.Struct, kw_only=True):

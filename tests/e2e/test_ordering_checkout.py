@@ -114,6 +114,11 @@ async def test_declined_card_fails_the_order_and_keeps_cart_and_holds(
     )
     assert (down.status_code, down.json()) == (503, {"detail": "Payment service unavailable"})
 
+    too_long = await api.post(
+        "/api/cart/checkout", json={"payment_token": "x" * 256}, headers=buyer.headers
+    )
+    assert too_long.status_code == 422
+    assert too_long.json()["detail"][0]["loc"] == ["body", "payment_token"]
     paid = await api.post(
         "/api/cart/checkout", json={"payment_token": "tok_visa"}, headers=buyer.headers
     )

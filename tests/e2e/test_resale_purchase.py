@@ -120,6 +120,7 @@ async def test_purchase_errors_in_order(api: httpx.AsyncClient, system: System) 
         {"ticket_id": "x"},
         {"ticket_id": 2**31},
         {"ticket_id": tid, "expected_price": -1},
+        {"ticket_id": tid, "payment_token": "x" * 256},  # as checkout's (§8.4)
     ):
         r = await api.post("/api/resale/purchase", json=body, headers=buyer.headers)
         assert r.status_code == 422, body
