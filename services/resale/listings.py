@@ -8,7 +8,7 @@ from datetime import datetime
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, select, update
+from sqlalchemy import ColumnElement, case, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from contracts.resale import ListingCancelled, ListingCreated, ListingRepriced
@@ -124,7 +124,9 @@ async def withdraw(ticket_id: int, seller_id: int, uow: UnitOfWork) -> None:
     row = await owned_ticket(uow, ticket_id, seller_id)
     if row.event_end_date <= utcnow():  # its listing, if any, is no longer active (§10)
         raise BadRequest(NOT_LISTED)
-    withdrawn = await cancel_listings(uow, open_listing_of(ticket_id), "withdrawn", notify=False)
+    withdrawn = await cancel_listings(
+        uow, open_listing_of(ticket_id), "withdrawn", notify=False, claimed_too=False
+    )
     if not withdrawn:
         state = await uow.conn.scalar(
             select(listings.c.state).where(open_listing_of(ticket_id)).limit(1)
@@ -134,33 +136,72 @@ async def withdraw(ticket_id: int, seller_id: int, uow: UnitOfWork) -> None:
 
 
 async def cancel_listings(
-    uow: UnitOfWork, which: ColumnElement[bool], reason: str, notify: bool = True
+    uow: UnitOfWork,
+    which: ColumnElement[bool],
+    reason: str,
+    notify: bool = True,
+    claimed_too: bool = True,
 ) -> int:
-    """Withdraw the active listings matching `which` (one ListingCancelled each); a listing a
-    buyer has claimed is left to its purchase. Sellers are told by email when `notify`."""
-    cancelled = (
+    """Withdraw the active listings matching `which` (one ListingCancelled each). A listing a
+    buyer has claimed is left to its purchase; when `claimed_too`, it is marked, so that if the
+    buyer's charge fails it is cancelled for `reason` (`withdrawn_after_claim`) instead of
+    going back on sale. One statement: a claim released meanwhile is seen as active, and
+    cancelled. Sellers are told by email when `notify`."""
+    state = listings.c.state
+    change = update(listings).values(updated_at=utcnow())
+    if claimed_too:
+        change = change.where(which, state.in_(OPEN)).values(
+            state=case((state == "active", "cancelled"), else_=state),
+            withdrawn_for=case(
+                (state == "purchasing", func.coalesce(listings.c.withdrawn_for, reason)),
+                else_=listings.c.withdrawn_for,
+            ),
+        )
+    else:
+        change = change.where(which, state == "active").values(state="cancelled")
+    rows = (await uow.execute(change.returning(*_CANCELLED, state))).all()
+    cancelled = [row for row in rows if row.state == "cancelled"]
+    for listing in cancelled:
+        await _cancelled(uow, listing, reason, notify)
+    return len(cancelled)
+
+
+_CANCELLED = (
+    listings.c.listing_id,
+    listings.c.ticket_id,
+    listings.c.seller_id,
+    listings.c.event_name,
+)
+
+
+async def withdrawn_after_claim(uow: UnitOfWork, listing_id: int) -> bool:
+    """A claim that failed (its charge declined or never made): the listing goes back on sale,
+    unless it was withdrawn while claimed; then it is cancelled for that reason, and the
+    seller told. False when the listing was not claimed (any more)."""
+    state = listings.c.state
+    row = (
         await uow.execute(
             update(listings)
-            .where(which, listings.c.state == "active")
-            .values(state="cancelled", updated_at=utcnow())
-            .returning(
-                listings.c.listing_id,
-                listings.c.ticket_id,
-                listings.c.seller_id,
-                listings.c.event_name,
+            .where(listings.c.listing_id == listing_id, state == "purchasing")
+            .values(
+                state=case((listings.c.withdrawn_for.is_(None), "active"), else_="cancelled"),
+                updated_at=utcnow(),
             )
+            .returning(*_CANCELLED, state, listings.c.withdrawn_for)
         )
-    ).all()
-    for listing in cancelled:
-        uow.emit(
-            ListingCancelled(
-                listing_id=listing.listing_id, ticket_id=listing.ticket_id, reason=reason
-            ),
-            aggregate_id=listing.ticket_id,
-        )
-        if notify:
-            await _tell_seller(uow, listing, reason)
-    return len(cancelled)
+    ).first()
+    if row is not None and row.state == "cancelled":
+        await _cancelled(uow, row, row.withdrawn_for, notify=True)
+    return row is not None
+
+
+async def _cancelled(uow: UnitOfWork, listing: Any, reason: str, notify: bool) -> None:
+    uow.emit(
+        ListingCancelled(listing_id=listing.listing_id, ticket_id=listing.ticket_id, reason=reason),
+        aggregate_id=listing.ticket_id,
+    )
+    if notify:
+        await _tell_seller(uow, listing, reason)
 
 
 REASONS = {

@@ -96,7 +96,8 @@ users = Table(
 
 # One row per time a ticket is put up for sale; repricing changes the open row.
 # state: active → purchasing (claimed by a buyer) → sold; active → cancelled; a declined
-# charge puts a purchasing listing back to active.
+# charge puts a purchasing listing back to active, or cancels it when it was withdrawn while
+# claimed (`withdrawn_for`: the event cancelled, the seller banned, the ticket refunded).
 listings = Table(
     "listings",
     metadata,
@@ -110,6 +111,7 @@ listings = Table(
     Column("original_price", Numeric(12, 2), nullable=False),
     Column("seat", Text),
     Column("state", Text, nullable=False),
+    Column("withdrawn_for", Text),  # ListingCancelled's reason, applied if the claim fails
     # Copies of the event's name and dates, so the marketplace sorts on one table.
     Column("event_name", Text, nullable=False),
     Column("event_start", DateTime(timezone=True), nullable=False),

@@ -38,7 +38,7 @@ from services.kernel.payments import (
     PaymentRejected,
     PaymentUnavailable,
 )
-from services.resale.listings import TICKET_NOT_FOUND
+from services.resale.listings import TICKET_NOT_FOUND, withdrawn_after_claim
 from services.resale.models import listings, payouts, purchases
 from services.resale.tickets import latest_listing, sellable, ticket_row
 
@@ -171,7 +171,8 @@ async def charge(purchase: Any, token: str | None, db: Database, payments: Payme
 
 
 async def release(db: Database, purchase: Any, reason: str) -> None:
-    """The charge did not happen: the purchase failed and the listing is active again."""
+    """The charge did not happen: the purchase failed and the listing is active again, unless
+    it was withdrawn meanwhile (`withdrawn_after_claim`)."""
     async with db.unit_of_work() as uow:
         failed = await uow.execute(
             update(purchases)
@@ -182,11 +183,7 @@ async def release(db: Database, purchase: Any, reason: str) -> None:
         )
         if not failed.rowcount:  # released already (by crash recovery): the listing may be
             return  # another buyer's by now
-        await uow.execute(
-            update(listings)
-            .where(listings.c.listing_id == purchase.listing_id, listings.c.state == "purchasing")
-            .values(state="active", updated_at=utcnow())
-        )
+        await withdrawn_after_claim(uow, purchase.listing_id)
         await uow.commit()
 
 

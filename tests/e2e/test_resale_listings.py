@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import httpx
 
 from tests.support.actors import active_customer, admin_token
-from tests.support.resale_actors import holder, marketplace, my_tickets, resell, withdraw
-from tests.support.shop import db_rows, eventually, iso
+from tests.support.resale_actors import (
+    holder,
+    marketplace,
+    my_tickets,
+    purchase,
+    resell,
+    withdraw,
+)
+from tests.support.shop import db_rows, eventually, holding, iso, waiting_for_lock
 from tests.support.system import System
 
 TICKET_DETAILS = {
@@ -230,3 +238,55 @@ async def test_banned_sellers_listings_are_withdrawn(api: httpx.AsyncClient) -> 
         return (await marketplace(api, event_id=seller.event.event_id)).json() == []
 
     assert await eventually(gone)
+
+
+async def test_a_listing_withdrawn_while_claimed_stays_withdrawn_when_the_charge_fails(
+    api: httpx.AsyncClient, system: System
+) -> None:
+    """§3.15, §10: a ban withdraws the seller's listings. One a buyer had claimed is left to
+    that purchase; when the buyer's card is then declined, the listing is cancelled for the
+    ban (ListingCancelled, the seller told), not put back on sale. The charge is held at the
+    processor (its ledger locked) until resale has applied the ban."""
+    admin = await admin_token(api)
+    seller = await holder(api, admin)
+    assert (await resell(api, seller.account, seller.ticket_id, 60)).status_code == 200
+    buyer = await active_customer(api, admin)
+    async with holding(system, "LOCK TABLE resale.payments IN EXCLUSIVE MODE"):
+        buying = asyncio.create_task(
+            purchase(api, buyer, seller.ticket_id, payment_token="tok_card_declined")
+        )
+        await waiting_for_lock(system, '%INSERT INTO "resale".payments%', buying)
+        banned = await api.post(
+            f"/api/auth/ban-user/{seller.account.user_id}",
+            headers={"Authorization": f"Bearer {admin}"},
+        )
+        assert banned.status_code == 200, banned.text
+
+        async def marked() -> bool:
+            rows = await db_rows(
+                system,
+                "SELECT withdrawn_for FROM resale.listings WHERE ticket_id = :t",
+                t=seller.ticket_id,
+            )
+            return [r.withdrawn_for for r in rows] == ["seller_banned"]
+
+        assert await eventually(marked)
+    declined = await buying
+    assert (declined.status_code, declined.json()) == (402, {"detail": "Payment declined"})
+    states = await db_rows(
+        system, "SELECT state FROM resale.listings WHERE ticket_id = :t", t=seller.ticket_id
+    )
+    assert [r.state for r in states] == ["cancelled"]
+    assert (await marketplace(api, event_id=seller.event.event_id)).json() == []
+    cancelled = await db_rows(
+        system,
+        "SELECT payload->>'reason' AS reason FROM resale.outbox"
+        " WHERE type = 'resale.ListingCancelled' AND aggregate_id = :t",
+        t=str(seller.ticket_id),
+    )
+    assert [r.reason for r in cancelled] == ["seller_banned"]
+
+    async def withdrawn_notice() -> bool:
+        return any("withdrawn" in str(m["Subject"]) for m in system.mails(seller.account.email))
+
+    assert await eventually(withdrawn_notice)
