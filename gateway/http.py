@@ -43,7 +43,9 @@ class RequestHeaders:
         for name, value in raw:
             self.size += len(name) + len(value)
             if name == b"authorization":
-                self.authorization = value
+                # A second one reads as none that is valid: the hops would not agree on which
+                # to read (the last here, the first in a service), so neither is trusted.
+                self.authorization = value if self.authorization is None else b""
             elif name == b"x-request-id":
                 self.request_id = value
             elif name == b"origin":

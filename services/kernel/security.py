@@ -9,11 +9,12 @@ from services.kernel.tokens import Identity, bearer_token
 
 
 async def optional_identity(request: Request) -> Identity | None:
-    """Anonymous when no Authorization header; a present but invalid token is still a 401."""
-    header = request.headers.get("authorization")
-    if header is None:
+    """Anonymous when no Authorization header; a present but invalid token is still a 401, as
+    are two headers (each hop could read another)."""
+    headers = request.headers.getall("authorization", None)
+    if not headers:
         return None
-    token = bearer_token(header)
+    token = bearer_token(headers[0]) if len(headers) == 1 else None
     if token is None:
         raise Unauthorized("Not authenticated")
     return await request.app.state.runtime.verifier.verify(token)

@@ -160,6 +160,27 @@ async def test_an_authorization_header_that_is_not_bearer(client: httpx.AsyncCli
         await assert_refused(client, header, "Not authenticated", raw_header=True)
 
 
+async def test_two_authorization_headers_are_refused_at_the_edge_and_in_a_service(
+    client: httpx.AsyncClient, edge: System, admin: str
+) -> None:
+    """A logged-out token first, a valid one second: the gateway read the last and a service
+    the first, so the revoked one was used past the gateway's checks. Two headers are now
+    no credentials at every hop, whatever their order."""
+    revoked, valid = await active_customer(client, admin), await active_customer(client, admin)
+    assert (await client.post("/api/auth/logout", headers=revoked.headers)).status_code == 200
+    one = revoked.headers["Authorization"], valid.headers["Authorization"]
+    for pair in (one, one[::-1], (one[1], one[1])):
+        headers = [("Authorization", pair[0]), ("Authorization", pair[1])]
+        response = await client.get(EDGE_ONLY, headers=headers)
+        assert (response.status_code, response.json()) == (401, {"detail": "Not authenticated"})
+        async with httpx.AsyncClient(base_url=edge.url("ordering"), timeout=10) as ordering:
+            direct = await ordering.get("/api/cart/items", headers=headers)
+            assert (direct.status_code, direct.json()) == (401, {"detail": "Not authenticated"})
+            alone = await ordering.get("/api/cart/items", headers=valid.headers)
+            assert (alone.status_code, alone.json()) == (200, [])
+    assert (await client.get(EDGE_ONLY, headers=valid.headers)).status_code == 503
+
+
 async def test_public_auth_endpoints_ignore_a_bad_token(client: httpx.AsyncClient) -> None:
     garbage = {"Authorization": "Bearer garbage"}
     jwks = await client.get("/api/auth/.well-known/jwks.json", headers=garbage)
