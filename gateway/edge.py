@@ -24,7 +24,7 @@ from gateway.routes import (
     service_for,
     without_trailing_slash,
 )
-from services.kernel.credentials import account_key, form_fields
+from services.kernel.credentials import account_spelling, fold, form_fields
 from services.kernel.errors import Unauthorized
 from services.kernel.tokens import Identity, bearer_token
 from services.kernel.upstream import Answer, UpstreamError
@@ -68,7 +68,7 @@ _RESPONSE_DROP = frozenset(
 _TOO_MANY = "Too many requests. Try again later."
 
 
-def _email(body: bytes, source: str) -> str | None:
+def _spelling(body: bytes, source: str) -> str | None:
     """The account a login (form `username`) or a registration/recovery (JSON `email`) names,
     read as auth reads it (services/kernel/credentials.py)."""
     try:
@@ -79,7 +79,7 @@ def _email(body: bytes, source: str) -> str | None:
             value = document.get("email") if isinstance(document, dict) else None
     except (msgspec.DecodeError, ValueError, RecursionError):  # RecursionError: nested too deep
         return None
-    return account_key(value) if isinstance(value, str) and value.strip() else None
+    return account_spelling(value) if isinstance(value, str) and value.strip() else None
 
 
 _SLASHES = re.compile("/{2,}")
@@ -123,10 +123,12 @@ async def proxy(gw: Gateway, scope: dict, receive: object, reply: Reply, h: Requ
     if body is None:
         await reply.json(413, {"detail": "Request body too large"})
         return
-    email: str | None = None
+    email: str | None = None  # the account's key
+    spelling = ""
     if rule is not None and rule.email_from in ("form", "json"):
-        email = _email(body, rule.email_from)
-        if wait := gw.limiter.hit_account(rule, ip, email, now):
+        spelling = _spelling(body, rule.email_from) or ""
+        email = fold(spelling) if spelling else None
+        if wait := gw.limiter.hit_account(rule, ip, email, now, spelling):
             await _too_many(reply, wait)
             return
 
@@ -182,7 +184,7 @@ async def proxy(gw: Gateway, scope: dict, receive: object, reply: Reply, h: Requ
         answer = None
     status = answer.status if answer is not None else 503
     if rule is not None and email is not None:
-        gw.limiter.settle(rule, email, now, status)
+        gw.limiter.settle(rule, email, now, status, spelling)
     if answer is None:
         await reply.json(503, {"detail": "Service unavailable"})
         return

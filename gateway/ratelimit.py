@@ -58,40 +58,52 @@ def parse_limit(raw: str, variable: str = "limit") -> Limit | None:
 
 
 class Window:
-    """A sliding log: a key is allowed `count` hits within any `period_s`."""
+    """A sliding log: a key is allowed `count` hits within any `period_s`. Each hit carries a
+    tag (what a login named, as written), so that what clears a key's hits is exact."""
 
     __slots__ = ("_hits", "limit")
 
     def __init__(self, limit: Limit) -> None:
         self.limit = limit
-        self._hits: dict[str, deque[float]] = {}
+        self._hits: dict[str, deque[tuple[float, str]]] = {}
 
-    def hit(self, key: str, now: float) -> int:
+    def hit(self, key: str, now: float, tag: str = "") -> int:
         """Record a hit and return 0, or return the seconds to wait (nothing recorded)."""
         hits = self._hits.get(key)
         if hits is None:
             hits = self._hits[key] = deque()
         horizon = now - self.limit.period_s
-        while hits and hits[0] <= horizon:
+        while hits and hits[0][0] <= horizon:
             hits.popleft()
         if len(hits) >= self.limit.count:
-            return max(1, math.ceil(hits[0] - horizon))
-        hits.append(now)
+            return max(1, math.ceil(hits[0][0] - horizon))
+        hits.append((now, tag))
         return 0
 
     def take_back(self, key: str, stamp: float) -> None:
         """Forget one hit (a tentative failure that turned out not to be one)."""
         hits = self._hits.get(key)
-        if hits is not None and stamp in hits:
-            hits.remove(stamp)
+        if hits is None:
+            return
+        for hit in hits:
+            if hit[0] == stamp:
+                hits.remove(hit)
+                return
 
-    def clear(self, key: str) -> None:
+    def clear(self, key: str, tag: str | None = None) -> None:
+        """Forget the key's hits (only those tagged `tag`, when given)."""
+        hits = self._hits.get(key)
+        if hits is not None and tag is not None:
+            kept = deque(hit for hit in hits if hit[1] != tag)
+            if kept:
+                self._hits[key] = kept
+                return
         self._hits.pop(key, None)
 
     def sweep(self, now: float) -> None:
         """Drop keys with no hit inside the window (bounded memory)."""
         horizon = now - self.limit.period_s
-        for key in [k for k, hits in self._hits.items() if not hits or hits[-1] <= horizon]:
+        for key in [k for k, hits in self._hits.items() if not hits or hits[-1][0] <= horizon]:
             del self._hits[key]
 
 
@@ -179,21 +191,27 @@ class RateLimiter:
             return 0
         return window.hit(ip, now)
 
-    def hit_account(self, rule: Rule, ip: str, email: str | None, now: float) -> int:
+    def hit_account(
+        self, rule: Rule, ip: str, email: str | None, now: float, spelling: str = ""
+    ) -> int:
+        """`email`: the account's key (`account_key`); `spelling`: the address as written."""
         window = self.windows.get(rule.account or "")
         if window is None or email is None or ip in self.exempt:
             return 0
-        return window.hit(email, now)
+        return window.hit(email, now, spelling)
 
-    def settle(self, rule: Rule, email: str, stamp: float, status: int) -> None:
+    def settle(self, rule: Rule, email: str, stamp: float, status: int, spelling: str = "") -> None:
         """After the answer: a failures-only limit keeps only real failures (401 on login,
-        400 on change-password); a successful login starts the count afresh."""
+        400 on change-password); a successful login forgets the failures that named its own
+        address as it was written. Not those of every address that shares its key: the key
+        folds more than auth does ("ß" as "ss"), and a login to one's own "jeßica@" must
+        not clear the failures counted against "jessica@"."""
         window = self.windows.get(rule.account or "")
         if window is None or not rule.failures_only:
             return
         failed = status == (401 if rule.email_from == "form" else 400)
         if status == 200 and rule.email_from == "form":
-            window.clear(email)
+            window.clear(email, spelling)
         elif not failed:
             window.take_back(email, stamp)
 

@@ -30,15 +30,25 @@ def normalized_email(value: str) -> str:
     return validate_email(value, check_deliverability=False).normalized
 
 
+def account_spelling(value: str) -> str:
+    """The address as auth looks it up at login: normalised as it is stored (a spelling it
+    refuses, or one naming nobody, as written)."""
+    value = value.strip()
+    try:
+        return normalized_email(value)
+    except EmailNotValidError:
+        return value
+
+
 def account_key(value: str) -> str:
     """What the gateway counts an account's attempts by: the address normalised as auth does,
     case folded. Auth finds an account by PostgreSQL's `lower()`, so every two spellings that
-    it lowers alike must fold alike (folding may join more, which only counts stricter): it
-    maps "İ" to a plain "i", where Python's folding adds a combining dot
+    it lowers alike must fold alike (folding may join more, which only counts stricter, as
+    long as what clears the count is the spelling itself, `account_spelling`): it maps "İ"
+    to a plain "i", where Python's folding adds a combining dot
     (tests/integration/test_account_keys.py checks the rest against the database)."""
-    value = value.strip()
-    try:
-        value = normalized_email(value)
-    except EmailNotValidError:
-        pass  # refused by auth (422) or naming nobody: counted as written
-    return value.replace("\u0130", "i").casefold()
+    return fold(account_spelling(value))
+
+
+def fold(spelling: str) -> str:
+    return spelling.replace("\u0130", "i").casefold()

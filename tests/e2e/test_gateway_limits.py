@@ -19,6 +19,7 @@ from tests.support.actors import (
     admin_token,
     login,
     new_account_fields,
+    register_organizer,
     unique,
 )
 from tests.support.system import System
@@ -124,6 +125,35 @@ async def test_failed_logins_count_against_the_account_auth_reads(limited: Syste
             assert response.status_code == 401, response.text
     async with await from_new_address() as owner:
         assert_limited(await login(owner, customer.email, PASSWORD), 900)
+
+
+async def test_a_login_to_a_lookalike_account_does_not_clear_the_failures(
+    limited: System,
+) -> None:
+    """The count's key folds "ß" as "ss", where auth keeps "jeßica@" and "jessica@" apart: a
+    success on one's own "jeßica@" forgets that login's own attempt only, so guesses at
+    "jessica@" between such logins still lock it."""
+
+    async def from_new_address() -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=limited.gateway_url, headers={"X-Forwarded-For": next(_addresses)}
+        )
+
+    tag = unique("jessica")
+    async with await from_new_address() as setup:
+        victim = await active_customer(setup, await admin_token(setup), email=f"{tag}@example.com")
+    async with await from_new_address() as setup:
+        own = await register_organizer(setup, email=tag.replace("ss", "\u00df") + "@example.com")
+    for guess in range(2):
+        async with await from_new_address() as attacker:
+            response = await login(attacker, victim.email, f"Wrong{guess}23!")
+            assert response.status_code == 401, response.text
+            mine = await login(attacker, own.email, PASSWORD)  # pending, but the password's right
+            assert mine.status_code == 200, mine.text
+    async with await from_new_address() as attacker:
+        assert (await login(attacker, victim.email, "Wrong923!")).status_code == 401
+    async with await from_new_address() as owner:
+        assert_limited(await login(owner, victim.email, PASSWORD), 900)
 
 
 async def test_registration_limits_count_the_email_as_auth_reads_it(limited: System) -> None:

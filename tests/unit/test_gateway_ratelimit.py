@@ -6,6 +6,7 @@ import pytest
 
 from gateway import config
 from gateway.ratelimit import Limit, Networks, RateLimiter, Window, client_ip, parse_limit
+from services.kernel.credentials import account_key, account_spelling
 from services.kernel.settings import ConfigError
 
 
@@ -64,6 +65,34 @@ def test_failed_logins_count_and_a_success_starts_afresh() -> None:
     assert limiter.hit_account(rule, "1.2.3.4", "a@x.io", 5.0) == 0
     limiter.settle(rule, "a@x.io", 5.0, 200)
     assert limiter.windows["login_failures_account"]._hits.get("a@x.io") is None
+
+
+def test_a_success_clears_only_the_failures_of_its_own_spelling() -> None:
+    """The key folds more than auth compares ("ß" as "ss"): a login to one's own
+    "jeßica@" shares the count of "jessica@", and must not wipe the failures against it
+    (4 guesses, 1 success, over and over, would get past 5 per 15 minutes)."""
+    limiter = RateLimiter(
+        {"login_ip": None, "login_failures_account": Limit(5, 900)}, Networks(""), Networks("")
+    )
+    rule = limiter.rule("POST", "/api/auth/token")
+    assert rule is not None
+    victim, own = "jessica@example.com", "je\u00dfica@example.com"
+    key = account_key(victim)
+    assert account_key(own) == key and account_spelling(own) != account_spelling(victim)
+    t = 0.0
+    for _ in range(4):
+        t += 1
+        assert limiter.hit_account(rule, "1.2.3.4", key, t, account_spelling(victim)) == 0
+        limiter.settle(rule, key, t, 401, account_spelling(victim))
+    t += 1
+    assert limiter.hit_account(rule, "1.2.3.4", key, t, account_spelling(own)) == 0
+    limiter.settle(rule, key, t, 200, account_spelling(own))
+    assert limiter.hit_account(rule, "1.2.3.4", key, t + 1, account_spelling(victim)) == 0
+    limiter.settle(rule, key, t + 1, 401, account_spelling(victim))
+    assert limiter.hit_account(rule, "1.2.3.4", key, t + 2, account_spelling(victim)) > 0
+    # The victim's own success (as spelled when failing) does clear them.
+    limiter.windows["login_failures_account"].clear(key, account_spelling(victim))
+    assert limiter.hit_account(rule, "1.2.3.4", key, t + 3, account_spelling(victim)) == 0
 
 
 def test_exempt_networks_are_never_limited() -> None:
