@@ -52,10 +52,11 @@ async def register_organizer(request: Request) -> Response[Any]:
 @accepts(form=LoginForm)
 async def login(request: Request) -> Response[Any]:
     # Only the url-encoded form (§3.4), read as the gateway read it to count the attempt:
-    # anything else is missing its fields (422), as JSON is.
+    # anything else is missing its fields (422), as JSON is. An empty field is a missing one,
+    # as in the OAuth2 form the clients were built against.
     data: dict[str, str] = {}
     if request.headers.get("content-type", "").split(";")[0].strip().lower() == FORM:
-        data = form_fields(await request.body())
+        data = {k: v for k, v in form_fields(await request.body()).items() if v}
     cmd = parse_mapping(data, LoginForm)
     session = await domain.login(runtime(request), config_of(request), cmd.username, cmd.password)
     if session is None:

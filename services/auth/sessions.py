@@ -22,6 +22,7 @@ from services.auth.tokens import (
     revoke_chain,
 )
 from services.kernel.app import Runtime
+from services.kernel.credentials import account_spelling
 from services.kernel.errors import Forbidden, Unauthorized
 from services.kernel.tokens import Identity
 
@@ -43,8 +44,8 @@ def refuse_inactive(user: Any) -> None:
 
 async def login(rt: Runtime, config: AuthConfig, email: str, password: str) -> Session | None:
     """A new session, or None for an organizer still awaiting verification."""
-    async with rt.db.engine.connect() as conn:
-        user = await user_by_email(conn, email)
+    async with rt.db.engine.connect() as conn:  # the address normalised as it was stored
+        user = await user_by_email(conn, account_spelling(email))
     # The password is checked before the account state, and always costs one hash.
     if not await verify_password(user.password_hash if user else None, password):
         raise Unauthorized("Incorrect email or password")

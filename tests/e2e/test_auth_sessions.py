@@ -84,6 +84,19 @@ async def test_an_address_beyond_ascii_signs_in_as_registered(api: httpx.AsyncCl
         "/api/auth/register/customer", json=new_account_fields(email=account.email)
     )
     assert (again.status_code, again.json()) == (400, {"detail": "Email already registered"})
+    # The domain is stored normalised (IDNA, lower case); a login that spells it as it was
+    # registered (its ASCII form) or otherwise (an ideographic full stop) is read the same way.
+    idn = await register_customer(api, email=f"{uuid.uuid4().hex}@xn--mnchen-3ya.de")
+    await activate_by_admin(api, await admin_token(api), idn)
+    local = idn.email.split("@")[0]
+    for domain in (
+        "xn--mnchen-3ya.de",
+        "XN--MNCHEN-3YA.DE",
+        "m\u00fcnchen.de",
+        "m\u00fcnchen\u3002de",
+    ):
+        signed_in = await login(api, f"{local}@{domain}", idn.password)
+        assert signed_in.status_code == 200, (domain, signed_in.text)
 
 
 async def test_wrong_password_and_unknown_email_look_the_same(api: httpx.AsyncClient) -> None:
@@ -106,6 +119,19 @@ async def test_login_takes_a_form_not_json(api: httpx.AsyncClient) -> None:
     missing = await api.post("/api/auth/token", data={"username": ADMIN_EMAIL})
     assert missing.status_code == 422
     assert missing.json()["detail"][0]["loc"] == ["body", "password"]
+    # An empty field is a missing one (§1.4: required strings are not blank), not a failed
+    # attempt; an empty grant_type is no grant_type.
+    for field in ("username", "password"):
+        blank = await api.post(
+            "/api/auth/token",
+            data={"username": ADMIN_EMAIL, "password": ADMIN_PASSWORD, field: ""},
+        )
+        assert (blank.status_code, blank.json()["detail"]) == (
+            422,
+            [{"loc": ["body", field], "msg": "Field required", "type": "missing"}],
+        )
+    form = {"username": ADMIN_EMAIL, "password": ADMIN_PASSWORD, "grant_type": ""}
+    assert (await api.post("/api/auth/token", data=form)).status_code == 200
 
 
 async def test_login_takes_an_urlencoded_form_only_and_never_fails_on_its_bytes(
