@@ -128,6 +128,7 @@ async def check_in(
                 tickets.c.seat,
                 events.c.name.label("event_name"),
                 events.c.organizer_id,
+                events.c.end_date,
                 ticket_types.c.description,
             )
             .join(events, events.c.event_id == tickets.c.event_id)
@@ -149,7 +150,8 @@ async def check_in(
             listings.c.state == "active",
         )
     )
-    if listed.first() is not None:
+    # An ended event's listings are not active (§10): nor shown, nor withdrawable, nor in the way.
+    if listed.first() is not None and row.end_date > now:
         raise Conflict("Ticket is listed for resale")
     if row.status == "used":
         raise Conflict("Ticket already checked in")
