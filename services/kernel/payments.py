@@ -34,6 +34,9 @@ from sqlalchemy import (
 from services.kernel.db import Database
 
 DECLINED_TOKENS = frozenset({"tok_card_declined", "4000000000000002"})
+# The most one payment moves (what the ledgers and an order's total hold); a processor
+# declines more, as real ones decline an amount over their limit.
+MAX_CHARGE = Decimal("9999999999.99")
 UNAVAILABLE_TOKENS = frozenset({"tok_processor_unavailable"})
 
 
@@ -202,6 +205,8 @@ class SimulatedProvider:
         await self._network()
         if token in UNAVAILABLE_TOKENS:
             raise PaymentUnavailable("processor unreachable")
+        if amount > MAX_CHARGE:
+            raise PaymentDeclined("amount_too_large")
         state = "declined" if token in DECLINED_TOKENS else approved
         # Idempotent statements: no transaction block (and no BEGIN/COMMIT round trips).
         async with self.db.driver() as db:

@@ -34,6 +34,7 @@ from services.kernel.errors import BadRequest, Conflict, PaymentRequired, Servic
 from services.kernel.idempotency import answer_with_commit, claim_in
 from services.kernel.mail import queue_mail
 from services.kernel.payments import (
+    MAX_CHARGE,
     PaymentDeclined,
     PaymentProvider,
     PaymentRejected,
@@ -268,6 +269,8 @@ async def _record_order(
 ) -> PlacedOrder:
     currency = lines[0][0].currency
     total = sum((offer.price * quantity for offer, quantity in lines), Decimal("0.00"))
+    if total > MAX_CHARGE:  # no processor takes it in one payment: declined, nothing recorded
+        raise PaymentRequired("Payment declined")  # or charged, the cart and holds kept
     await uow.at_commit(
         _RECORD_ORDER,
         order_id,

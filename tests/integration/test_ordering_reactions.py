@@ -36,8 +36,8 @@ from services.kernel import broker, idempotency
 from services.kernel.catchup import CatchUp, Head
 from services.kernel.consumer import Consumer
 from services.kernel.db import Database
-from services.kernel.errors import BadRequest
-from services.kernel.payments import SimulatedProvider
+from services.kernel.errors import BadRequest, PaymentRequired
+from services.kernel.payments import PaymentDeclined, SimulatedProvider
 from services.kernel.upstream import Upstreams
 from services.ordering import cart, checkout, holds, recovery
 from services.ordering.consumers import HANDLERS
@@ -384,6 +384,46 @@ async def test_the_sale_waits_for_the_type_row_only_in_the_commit_message(
     await done
     assert _is_commit_message(waiting)
     assert await ordering.count(tickets) == 1
+
+
+async def test_an_order_too_large_for_one_payment_is_declined_not_a_500(
+    ordering: Ordering,
+) -> None:
+    """R5 bounds tickets per event, not per cart: 101 tickets at the highest price total more
+    than one payment moves (and an order's total holds). Declined (402) before anything is
+    recorded or charged; the cart and its hold are kept, as for any declined card."""
+    many = cart.CartRules(hold_for=timedelta(minutes=15), max_per_event=200)
+    await ordering.customer(600)
+    await ordering.deliver(event_created(601), 601)
+    await ordering.deliver(type_saved(TicketTypeCreated, 611, 601, 200, "99999999.99"), 601)
+    await ordering.deliver(EventApproved(event_id=601, by=1), 601)
+    await cart.add_item(cart.AddToCart(600, 611, 101), ordering.db, many, utcnow())
+    cmd = checkout.Checkout(user_id=600)
+    with pytest.raises(PaymentRequired) as declined:
+        await checkout.checkout(cmd, ordering.db, ordering.payments, many, utcnow, no_refresh)
+    assert declined.value.detail == "Payment declined"
+    assert await ordering.count(orders, orders.c.user_id == 600) == 0
+    assert await ordering.count(payment_operations) == 0
+    assert (
+        await ordering.scalar(select(cart_items.c.quantity).where(cart_items.c.user_id == 600))
+        == 101
+    )
+    assert (
+        await ordering.scalar(select(ticket_types.c.held).where(ticket_types.c.type_id == 611))
+        == 101
+    )
+    assert (
+        await ordering.scalar(select(carts.c.checkout_started_at).where(carts.c.user_id == 600))
+        is None
+    )
+    # The processor itself declines such an amount too.
+    with pytest.raises(PaymentDeclined):
+        await ordering.payments.charge(
+            idempotency_key="too-large",
+            amount=Decimal("10099999998.99"),
+            currency="USD",
+            token=None,
+        )
 
 
 async def test_a_charge_whose_answer_is_lost_leaves_the_order_to_recovery(
