@@ -30,11 +30,12 @@ def _currency(value: str) -> str:
 
 
 def _categories(values: list[str]) -> list[str]:
-    """Case-insensitive duplicates dropped, the first spelling kept."""
+    """Trimmed (the filter trims its terms, so a category with spaces around it could never
+    be found), case-insensitive duplicates dropped, the first spelling kept."""
     seen: set[str] = set()
     kept = []
     for value in values:
-        not_blank(value)
+        value = not_blank(value).strip()
         if value.lower() not in seen:
             seen.add(value.lower())
             kept.append(value)

@@ -117,7 +117,7 @@ async def test_filters_combine(api: httpx.AsyncClient, admin: str, organizer: Ac
     hall = await new_location(api, admin, name=f"Hall {tag} 50%")
     park = await new_location(api, admin, name=f"Park {tag}")
     other = await verified_organizer(api, admin)
-    await approved_event(
+    cheap = await approved_event(
         api,
         admin,
         organizer,
@@ -127,8 +127,9 @@ async def test_filters_combine(api: httpx.AsyncClient, admin: str, organizer: Ac
         start_date="2034-01-10",
         end_date="2034-01-11",
         minimum_age=None,
-        category=["Jazz", "Blues"],
+        category=["Jazz", " Blues ", "blues"],  # stored trimmed, once: found as "blues"
     )
+    assert cheap["categories"] == ["Jazz", "Blues"]
     dear = await approved_event(
         api,
         admin,
