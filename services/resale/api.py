@@ -54,6 +54,9 @@ INPUT_ERRORS = frozenset(
     {"Resell price required", "Resale price must be greater than 0", NOT_LISTED}
 )
 PROJECTED_BY = ("ordering", "catalog")
+# What a listing on sale rests on besides resale's own rows: the event (catalog) and the
+# seller not banned (auth: a ban withdraws the seller's listings at once everywhere, §3.15).
+ON_SALE_BY = ("catalog", "auth")
 PROCESSING = ResponseSpec(data_container=dict[str, Any], description="Purchase is being processed")
 
 
@@ -124,7 +127,8 @@ async def withdraw_listing(request: Request, ticket_id: FromPath[str]) -> Doc:
         async with db.unit_of_work() as uow:
             await withdraw(tid, identity.user_id, uow)
 
-    await after_catch_up(request, attempt)
+    # The event may just have ended or been cancelled: then there is no listing to withdraw.
+    await after_catch_up(request, attempt, first=("catalog",))
     return await ticket_details(db, tid)
 
 
@@ -144,7 +148,8 @@ async def get_marketplace(request: Request) -> Response[list[Doc]]:
     # first on every request, and only then the answer, from memory while nothing under it
     # (listings, events, ticket types) changed and no listing counted has ended; the
     # caller's own listings are left out, so a caller's answer is remembered for them alone.
-    await rt.catch_up("catalog")
+    # A seller's ban withdraws their listings (auth's UserBanned) just as promptly.
+    await rt.catch_up(*ON_SALE_BY)
     holds_for = math.inf
 
     async def build() -> tuple[list[Doc], dict[str, str]]:
@@ -170,7 +175,9 @@ async def get_my_listings(request: Request) -> Response[list[Doc]]:
     identity = await authenticated(request)
     q = parse_query(request.query_params, MyListingsQuery)
     where = marketplace.my_conditions(q, identity.user_id)
-    db = runtime(request).db
+    rt = runtime(request)
+    await rt.catch_up("catalog")  # an event just ended or cancelled shows no active listing
+    db = rt.db
     found = await marketplace.page_of(db, where, q.sort_by, q.sort_order, q.page, q.limit)
     return _listed([listing_doc(r) for r in found.rows], found.total)
 
@@ -209,7 +216,7 @@ async def _buy(
             async with rt.db.unit_of_work() as uow:
                 return await purchase.claim(cmd, uow)
 
-        bought = await after_catch_up(request, attempt, first=("catalog",))
+        bought = await after_catch_up(request, attempt, first=ON_SALE_BY)
         payments = payment_provider(rt.db)
         payment_id = await purchase.charge(bought, cmd.payment_token, rt.db, payments)
         async with rt.db.unit_of_work() as uow:

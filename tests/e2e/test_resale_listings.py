@@ -13,6 +13,7 @@ from tests.support.resale_actors import (
     marketplace,
     my_tickets,
     purchase,
+    resale_charges,
     resell,
     withdraw,
 )
@@ -306,3 +307,61 @@ async def test_a_listing_withdrawn_while_claimed_stays_withdrawn_when_the_charge
         return any("withdrawn" in str(m["Subject"]) for m in system.mails(seller.account.email))
 
     assert await eventually(withdrawn_notice)
+
+
+async def test_a_ban_withdraws_the_sellers_listings_before_the_next_purchase_or_market_view(
+    api: httpx.AsyncClient, system: System
+) -> None:
+    """§3.15: a ban is effective at once everywhere, and §1.8: a request after its 200 sees
+    it. Resale is kept from applying auth's UserBanned (its inbox locked) for half a second
+    after the ban: a purchase and a market view made meanwhile wait for it, so the purchase
+    is refused and the market shows nothing, instead of selling a banned seller's ticket."""
+    admin = await admin_token(api)
+    seller = await holder(api, admin)
+    assert (await resell(api, seller.account, seller.ticket_id, 60)).status_code == 200
+    buyer = await active_customer(api, admin)
+    async with holding(system, "LOCK TABLE resale.inbox IN EXCLUSIVE MODE"):
+        banned = await api.post(
+            f"/api/auth/ban-user/{seller.account.user_id}",
+            headers={"Authorization": f"Bearer {admin}"},
+        )
+        assert banned.status_code == 200, banned.text
+        buying = asyncio.create_task(purchase(api, buyer, seller.ticket_id))
+        shown = asyncio.create_task(marketplace(api, event_id=seller.event.event_id))
+        await asyncio.sleep(0.5)
+    bought = await buying
+    assert (bought.status_code, bought.json()) == (400, {"detail": "Ticket is not for resale"})
+    assert (await shown).json() == []
+    assert await resale_charges(system, seller.ticket_id) == []
+
+
+async def test_an_event_just_ended_has_no_listing_to_show_or_withdraw(
+    api: httpx.AsyncClient, system: System
+) -> None:
+    """§1.8, §10: once the organizer's move of the event into the past has answered, the
+    seller's listings show none and a withdrawal finds none (400), even while resale has not
+    applied catalog's event yet (its inbox locked for half a second)."""
+    admin = await admin_token(api)
+    seller = await holder(api, admin)
+    assert (await resell(api, seller.account, seller.ticket_id, 60)).status_code == 200
+    mine = await api.get("/api/resale/my-listings", headers=seller.account.headers)
+    assert [x["ticket_id"] for x in mine.json()] == [seller.ticket_id]
+    now = datetime.now(UTC)
+    async with holding(system, "LOCK TABLE resale.inbox IN EXCLUSIVE MODE"):
+        moved = await api.put(
+            f"/api/events/{seller.event.event_id}",
+            json={
+                "start_date": iso(now - timedelta(hours=3)),
+                "end_date": iso(now - timedelta(hours=1)),
+            },
+            headers=seller.event.organizer.headers,
+        )
+        assert moved.status_code == 200, moved.text
+        listed = asyncio.create_task(
+            api.get("/api/resale/my-listings", headers=seller.account.headers)
+        )
+        withdrawn = asyncio.create_task(withdraw(api, seller.account, seller.ticket_id))
+        await asyncio.sleep(0.5)
+    assert (await listed).json() == []
+    gone = await withdrawn
+    assert (gone.status_code, gone.json()) == (400, {"detail": "Ticket is not listed for resale"})
