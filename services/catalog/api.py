@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import msgspec
@@ -280,6 +282,21 @@ class LimitUnconfirmed(ServiceUnavailable):
     unprotected; ordering may still have taken the limit (`announced_again`)."""
 
 
+@asynccontextmanager
+async def limits_given_back(
+    rt: Runtime, type_id: int, inventory: OrderingInventory
+) -> AsyncIterator[None]:
+    """A change that may have limited ordering's inventory (`inventory.limit`) and then did
+    not commit (the limit unconfirmed; the database gone before the commit) tells the type
+    as committed again, so ordering does not keep a capacity catalog never had."""
+    try:
+        yield
+    except Exception:
+        if inventory.maybe_limited:
+            await announced_again(rt, type_id)
+        raise
+
+
 async def announced_again(rt: Runtime, type_id: int) -> None:
     try:
         async with rt.db.unit_of_work() as uow:
@@ -293,9 +310,11 @@ class OrderingInventory:
 
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
+        self.maybe_limited = False  # a limit sent that ordering may have applied
 
     async def limit(self, type_id: int, revision: int, max_count: int) -> int | None:
         target = f"/internal/ticket-types/{type_id}/limit"
+        self.maybe_limited = True
         # Ordering may catch up with catalog first (a type it does not know yet), then wait
         # for the row behind a sale.
         timeout = 2 * self.rt.settings.catch_up_timeout_s + 1.0
@@ -309,6 +328,7 @@ class OrderingInventory:
         if answer.stale:  # cannot be while this change holds the type's row: never committed
             log.warning("ticket type %s: ordering has a later revision than %s", type_id, revision)
             raise LimitUnconfirmed()
+        self.maybe_limited = answer.applied
         return None if answer.applied else answer.sold
 
 
@@ -321,12 +341,9 @@ async def put_ticket_type(request: Request, type_id: FromPath[str]) -> Doc:
     rt = runtime(request)
     if cmd.max_count is not None:
         await rt.catch_up("ordering")  # never below what has been sold, up to this moment
-    try:
-        async with rt.db.unit_of_work() as uow:
-            row = await domain.update_ticket_type(tid, cmd, identity, uow, OrderingInventory(rt))
-    except LimitUnconfirmed:
-        await announced_again(rt, tid)
-        raise
+    inventory = OrderingInventory(rt)
+    async with limits_given_back(rt, tid, inventory), rt.db.unit_of_work() as uow:
+        row = await domain.update_ticket_type(tid, cmd, identity, uow, inventory)
     await applied_by_sellers(rt, uow)
     return ticket_type_doc(row)
 
@@ -342,12 +359,9 @@ async def delete_ticket_type(request: Request, type_id: FromPath[str]) -> bool:
         )
     rt = runtime(request)
     await rt.catch_up("ordering")  # any ticket ever issued, up to this moment
-    try:
-        async with rt.db.unit_of_work() as uow:
-            await domain.delete_ticket_type(tid, identity, uow, OrderingInventory(rt))
-    except LimitUnconfirmed:
-        await announced_again(rt, tid)
-        raise
+    inventory = OrderingInventory(rt)
+    async with limits_given_back(rt, tid, inventory), rt.db.unit_of_work() as uow:
+        await domain.delete_ticket_type(tid, identity, uow, inventory)
     return True
 
 

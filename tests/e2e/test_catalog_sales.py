@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import asyncpg
 import httpx
 import msgspec
 
@@ -18,6 +19,7 @@ from tests.support.shop import (
     add,
     buy,
     db_rows,
+    driver_dsn,
     eventually,
     holding,
     ticket_code,
@@ -205,6 +207,50 @@ async def test_a_lower_capacity_ordering_cannot_confirm_is_a_503_that_changes_no
         t=held.type_id,
     )
     assert [(row.max_count, row.rev > 0) for row in told] == [(5, True)]
+
+    async def ordering_told() -> bool:
+        return await sold_in_ordering(system, held.type_id) == [0, 5]
+
+    assert await eventually(ordering_told)
+
+
+_GONE_BEFORE_COMMIT = """
+CREATE FUNCTION catalog.test_gone_before_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'terminating connection (a test)' USING ERRCODE = '57P01'; END $$;
+CREATE TRIGGER test_gone_before_update BEFORE UPDATE ON catalog.ticket_types FOR EACH ROW
+WHEN (NEW.max_count <> OLD.max_count) EXECUTE FUNCTION catalog.test_gone_before_commit();
+CREATE TRIGGER test_gone_before_delete BEFORE DELETE ON catalog.ticket_types FOR EACH ROW
+EXECUTE FUNCTION catalog.test_gone_before_commit();
+"""
+_BACK = """
+DROP TRIGGER test_gone_before_update ON catalog.ticket_types;
+DROP TRIGGER test_gone_before_delete ON catalog.ticket_types;
+DROP FUNCTION catalog.test_gone_before_commit();
+"""
+
+
+async def test_a_lower_capacity_catalog_could_not_commit_is_given_back_to_ordering(
+    api: httpx.AsyncClient, system: System, admin: str, organizer: Account, venue: dict[str, Any]
+) -> None:
+    """Ordering applies the limit; then catalog's database goes away before the change
+    commits (a trigger plays it): a 503 that changes nothing, in ordering too, which is told
+    the type as committed again. Before, ordering kept the lower capacity (or 0 for a
+    deletion) and sold no more than that."""
+    held = await in_a_cart(api, admin, organizer, venue, 1)
+    conn = await asyncpg.connect(driver_dsn(system))
+    try:
+        await conn.execute(_GONE_BEFORE_COMMIT)
+        try:
+            lowering = await api.put(held.path, json={"max_count": 2}, headers=organizer.headers)
+            deleting = await api.delete(held.path, headers=organizer.headers)
+        finally:
+            await conn.execute(_BACK)
+    finally:
+        await conn.close()
+    for failed in (lowering, deleting):
+        assert failed.status_code == 503, failed.text
+    shown = await api.get("/api/ticket-types", params={"type_id": held.type_id})
+    assert shown.json()[0]["max_count"] == 5
 
     async def ordering_told() -> bool:
         return await sold_in_ordering(system, held.type_id) == [0, 5]
