@@ -79,6 +79,9 @@ class PaymentProvider(Protocol):
     async def refund(self, payment_id: str, amount: Decimal, *, idempotency_key: str) -> None:
         """Give back part or all of a captured amount."""
 
+    async def refunded(self, payment_id: str) -> Decimal:
+        """How much of the payment has been given back (a processor's lookup of a payment)."""
+
 
 def payment_tables(metadata: MetaData) -> tuple[Table, Table]:
     """The simulated processor's ledger in the metadata's schema (created once per metadata)."""
@@ -150,6 +153,7 @@ WITH moved AS (
 SELECT count(*) FROM moved
 """
 _DONE_UNDER = 'SELECT kind FROM "{schema}".payment_operations WHERE idempotency_key = $1'
+_REFUNDED = 'SELECT refunded FROM "{schema}".payments WHERE payment_id = $1'
 _TARGET_STATE = {"capture": "captured", "void": "voided"}
 
 
@@ -165,6 +169,7 @@ def _statements(schema: str) -> dict[str, str]:
             ("refund", _REFUND),
             ("transition", _TRANSITION),
             ("done_under", _DONE_UNDER),
+            ("refunded", _REFUNDED),
         )
     }
 
@@ -246,3 +251,9 @@ class SimulatedProvider:
                 return  # already applied under this key: no second movement of money
             if await db.fetchval(self.sql["refund"], payment_id, amount) is None:
                 raise PaymentRejected(f"cannot refund payment {payment_id}")
+
+    async def refunded(self, payment_id: str) -> Decimal:
+        await self._network()
+        async with self.db.driver() as db:
+            found = await db.fetchval(self.sql["refunded"], payment_id)
+        return Decimal("0") if found is None else Decimal(found)

@@ -5,7 +5,9 @@ cart flagged "in progress" and maybe money authorized or captured. Once such an 
 than any live checkout can be, it is finished here, like resale's stalled purchases:
 authorize again with the order's key (the provider answers the first authorization, or makes
 one), then void it. A void the provider refuses means the money was captured before the
-crash: the sale stands and the order is completed (refunded if its holds are gone). Otherwise
+crash: the sale stands and the order is completed (refunded if its holds are gone), unless
+the payment was refunded already (the checkout gave it back and died before failing the
+order: it fails now). Otherwise
 the order fails, nothing is charged, and the cart (with its holds) can be checked out again.
 """
 
@@ -64,7 +66,13 @@ async def _finish(db: Database, payments: PaymentProvider, order_id: int) -> Non
         return
     try:
         await payments.void(payment_id, idempotency_key=f"{key}-void")
-    except PaymentRejected:  # captured before the crash: the sale stands
+    except PaymentRejected:  # captured before the crash: the sale stands, unless given back
+        if await payments.refunded(payment_id) > 0:
+            # The checkout (or an earlier recovery) refunded it, the cart having changed under
+            # the payment, and died before failing the order: it stays failed, whatever the
+            # cart holds now (a line added back would otherwise get tickets for free).
+            await _fail(db, order.user_id, order_id, "cart_changed")
+            return
         placed = PlacedOrder(order_id=order_id, total=order.total_amount, currency=order.currency)
         try:
             await _complete(db, Checkout(user_id=order.user_id), placed, payment_id, utcnow())

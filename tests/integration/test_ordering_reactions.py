@@ -452,6 +452,41 @@ async def test_a_charge_whose_answer_is_lost_leaves_the_order_to_recovery(
     assert await ordering.count(tickets) == 2
 
 
+async def test_a_checkout_that_gave_the_money_back_and_died_stays_failed(
+    ordering: Ordering,
+) -> None:
+    """The customer removed the line while the card was charged: the checkout refunded the
+    whole charge, then died before failing the order. The type is back in the cart by the
+    time recovery comes: recovery finds the charge refunded and fails the order, where it
+    completed it before, issuing tickets for money given back."""
+    await ordering.on_sale(event_id=12, type_id=121, capacity=5)
+    await ordering.customer(100)
+    line = await cart.add_item(cart.AddToCart(100, 121, 2), ordering.db, RULES, utcnow())
+
+    class DiesAfterRefund(SimulatedProvider):
+        async def charge(self, **kw: Any) -> str:
+            payment_id = await super().charge(**kw)
+            async with ordering.db.unit_of_work() as uow:
+                await cart.remove_item(100, line["cart_item_id"], uow, shown="")
+            return payment_id
+
+        async def refund(self, payment_id: str, amount: Decimal, *, idempotency_key: str) -> None:
+            await super().refund(payment_id, amount, idempotency_key=idempotency_key)
+            raise ConnectionResetError("the process died here")
+
+    cmd = checkout.Checkout(user_id=100)
+    dying = DiesAfterRefund(ordering.db, latency_ms=0)
+    with pytest.raises(ConnectionResetError):
+        await checkout.checkout(cmd, ordering.db, dying, RULES, utcnow, no_refresh)
+    assert await ordering.count(orders, orders.c.status == "pending") == 1
+    await cart.add_item(cart.AddToCart(100, 121, 2), ordering.db, RULES, utcnow())
+    assert await recovery.recover_stalled(ordering.db, ordering.payments, timedelta(0)) == 1
+    assert await ordering.count(orders, orders.c.status == "failed") == 1
+    assert await ordering.count(tickets) == 0
+    assert await ordering.scalar(select(ticket_types.c.sold)) == 0
+    assert await ordering.scalar(select(ticket_types.c.held)) == 2  # the line added back
+
+
 async def test_a_checkout_resuming_after_recovery_finished_its_order_changes_nothing(
     ordering: Ordering,
 ) -> None:

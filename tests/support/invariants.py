@@ -206,7 +206,8 @@ async def _one_sale_per_listing(system: System) -> tuple[str, list[str]]:
 
 
 async def _payments_matched(system: System) -> tuple[str, list[str]]:
-    """Every captured charge bought tickets (or was refunded in full); nothing left pending."""
+    """Every captured charge bought tickets (or was refunded in full), and a completed order's
+    was not refunded at all; nothing left pending."""
     problems = []
     orders = await db_rows(
         system,
@@ -227,6 +228,8 @@ async def _payments_matched(system: System) -> tuple[str, list[str]]:
                 f"order {r.order_id} ({r.status}): captured {r.amount}, refunded {r.refunded}, "
                 f"{r.issued}/{r.bought} tickets issued"
             )
+        if r.status == "completed" and r.refunded:  # refunds mark the order (or fail it)
+            problems.append(f"order {r.order_id} completed, yet {r.refunded} of it refunded")
     unpaid = await db_rows(
         system,
         """
