@@ -219,8 +219,7 @@ async def _buy(
         bought = await after_catch_up(request, attempt, first=ON_SALE_BY)
         payments = payment_provider(rt.db)
         payment_id = await purchase.charge(bought, cmd.payment_token, rt.db, payments)
-        async with rt.db.unit_of_work() as uow:
-            await purchase.record_sale(bought, payment_id, current().fee_percent, uow)
+        await purchase.charged(rt.db, bought, payment_id, current().fee_percent, payments)
     status = await purchase.settle_answer(rt.db, bought, current().transfer_wait_s)
     if status == "completed":
         return 200, await ticket_details(rt.db, bought.ticket_id)

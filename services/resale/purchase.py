@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -171,8 +172,8 @@ async def charge(purchase: Any, token: str | None, db: Database, payments: Payme
 
 
 async def release(db: Database, purchase: Any, reason: str) -> None:
-    """The charge did not happen: the purchase failed and the listing is active again, unless
-    it was withdrawn meanwhile (`withdrawn_after_claim`)."""
+    """The charge did not happen (or was given back): the purchase failed and the listing is
+    active again, unless it was withdrawn meanwhile (`withdrawn_after_claim`)."""
     async with db.unit_of_work() as uow:
         failed = await uow.execute(
             update(purchases)
@@ -185,6 +186,32 @@ async def release(db: Database, purchase: Any, reason: str) -> None:
             return  # another buyer's by now
         await withdrawn_after_claim(uow, purchase.listing_id)
         await uow.commit()
+
+
+async def charged(
+    db: Database, purchase: Any, payment_id: str, fee_percent: Decimal, payments: PaymentProvider
+) -> None:
+    """Charged: the sale stands (`record_sale`), unless the listing was withdrawn while the
+    buyer's charge ran (the seller banned, the event cancelled, the ticket refunded or used:
+    `withdrawn_for`); then the charge is given back, the purchase fails and the listing is
+    cancelled for that reason (400). The listing's row is locked while this is decided, so a
+    withdrawal either comes first and is seen, or waits and finds the sale under way (then
+    the transfer and the cancellation's refunds settle it). A crash after the refund leaves
+    the purchase `charging`: recovery comes here again, and the refund is made once (its key)."""
+    async with db.unit_of_work() as uow:
+        withdrawn_for = await uow.conn.scalar(
+            select(listings.c.withdrawn_for)
+            .where(listings.c.listing_id == purchase.listing_id)
+            .with_for_update()
+        )
+        if withdrawn_for is None:
+            await record_sale(purchase, payment_id, fee_percent, uow)
+            return
+    await payments.refund(
+        payment_id, purchase.price, idempotency_key=payment_key(purchase.purchase_id, "refund")
+    )
+    await release(db, purchase, "withdrawn")
+    raise BadRequest(NOT_FOR_RESALE)
 
 
 async def record_sale(
@@ -252,6 +279,8 @@ async def settle_answer(db: Database, purchase: Any, timeout_s: float) -> str:
         raise PaymentRequired("Payment declined")
     if reason == "payment_unavailable":
         raise ServiceUnavailable("Payment service unavailable")
+    if reason == "withdrawn":
+        raise BadRequest(NOT_FOR_RESALE)
     raise Conflict(NO_LONGER_FOR_SALE)
 
 
@@ -297,8 +326,8 @@ async def recover_stalled(
                 payment_id, idempotency_key=payment_key(purchase.purchase_id, "void")
             )
         except PaymentRejected:  # captured before the crash: finish the sale
-            async with db.unit_of_work() as uow:
-                await record_sale(purchase, payment_id, fee_percent, uow)
+            with contextlib.suppress(BadRequest):  # withdrawn meanwhile: given back instead
+                await charged(db, purchase, payment_id, fee_percent, payments)
             continue
         await release(db, purchase, "payment_unavailable")
     return len(stalled)
