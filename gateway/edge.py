@@ -9,6 +9,7 @@ import time
 from typing import TYPE_CHECKING
 
 import msgspec
+from email_validator import EmailNotValidError
 
 from gateway.compose import event_page
 from gateway.http import ClientGone, Reply, RequestHeaders, peer_of, read_body
@@ -24,7 +25,7 @@ from gateway.routes import (
     service_for,
     without_trailing_slash,
 )
-from services.kernel.credentials import account_spelling, fold, form_fields
+from services.kernel.credentials import fold, form_fields, normalized_email
 from services.kernel.errors import Unauthorized
 from services.kernel.tokens import Identity, bearer_token
 from services.kernel.upstream import Answer, UpstreamError
@@ -68,9 +69,16 @@ _RESPONSE_DROP = frozenset(
 _TOO_MANY = "Too many requests. Try again later."
 
 
+# Longer than any address auth would store, even spelt with every character decomposed.
+_LONGEST_SPELLING = 4096
+
+
 def _spelling(body: bytes, source: str) -> str | None:
     """The account a login (form `username`) or a registration/recovery (JSON `email`) names,
-    read as auth reads it (services/kernel/credentials.py)."""
+    read as auth reads it (services/kernel/credentials.py); None when it can name no
+    account: not an address auth takes (every account's was checked so). Such attempts are
+    counted per address only, so what the per-account counts keep is bounded by an address's
+    length, not by a request body's (a megabyte-long username per attempt, kept 15 minutes)."""
     try:
         if source == "form":
             value = form_fields(body).get("username")
@@ -79,7 +87,12 @@ def _spelling(body: bytes, source: str) -> str | None:
             value = document.get("email") if isinstance(document, dict) else None
     except (msgspec.DecodeError, ValueError, RecursionError):  # RecursionError: nested too deep
         return None
-    return account_spelling(value) if isinstance(value, str) and value.strip() else None
+    if not isinstance(value, str) or not value.strip() or len(value) > _LONGEST_SPELLING:
+        return None
+    try:
+        return normalized_email(value.strip())
+    except EmailNotValidError:
+        return None
 
 
 _SLASHES = re.compile("/{2,}")

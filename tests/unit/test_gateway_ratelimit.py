@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway import config
+from gateway.edge import _spelling
 from gateway.ratelimit import Limit, Networks, RateLimiter, Window, client_ip, parse_limit
 from services.kernel.credentials import account_key, account_spelling
 from services.kernel.settings import ConfigError
@@ -140,3 +141,13 @@ def test_development_exempts_loopback_and_production_does_not() -> None:
     assert one.rate_limits["refresh_ip"] is None and one.rate_limits["login_ip"] == Limit(2, 10)
     custom = config.load({"ENVIRONMENT": "development", "RATE_LIMIT_EXEMPT_NETWORKS": ""})
     assert "127.0.0.1" not in custom.exempt()
+
+
+def test_only_an_address_auth_could_store_is_counted_per_account() -> None:
+    """A username that is no address (a megabyte of text, say) names no account: counting it
+    per account would keep the whole of it for 15 minutes, per attempt."""
+    assert _spelling(b"username=" + b"a" * 1_000_000 + b"&password=x", "form") is None
+    assert _spelling(b"username=not+an+address&password=x", "form") is None
+    assert _spelling(b'{"email": "' + b"b" * 100_000 + b'@example.com"}', "json") is None
+    assert _spelling(b"username=+Ann%40EXAMPLE.com+&password=x", "form") == "Ann@example.com"
+    assert _spelling(b'{"email": "ann@example.com"}', "json") == "ann@example.com"
