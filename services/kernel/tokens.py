@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -11,8 +12,9 @@ from typing import Any
 import jwt
 import msgspec
 
-from services.kernel.errors import Unauthorized
+from services.kernel.errors import ServiceUnavailable, Unauthorized
 
+log = logging.getLogger("resellio.tokens")
 ALGORITHM = "EdDSA"
 LEEWAY_S = 30
 REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub", "jti"]
@@ -32,6 +34,14 @@ class Identity(msgspec.Struct, frozen=True):
 
 
 INVALID = "Could not validate credentials"
+# After auth's keys could not be fetched, no new attempt for this long: while auth is down,
+# requests do not queue one behind another for a fetch each.
+RETRY_AFTER_FAILURE_S = 2.0
+
+
+class KeysUnavailable(ServiceUnavailable):
+    """Auth's keys could not be fetched, and the token's key is not among those known: it
+    cannot be told valid or not (503)."""
 
 
 class TokenVerifier:
@@ -50,6 +60,7 @@ class TokenVerifier:
         self._refresh_every = refresh_every_s
         self._keys: dict[str, Any] = {}
         self._fetched_at = 0.0
+        self._failed_at = -RETRY_AFTER_FAILURE_S
         self._lock = asyncio.Lock()
         self._cache: OrderedDict[str, Identity] = OrderedDict()
 
@@ -59,7 +70,14 @@ class TokenVerifier:
             # An unknown kid forces a refetch, but at most once a second (no amplification).
             if self._keys and now - self._fetched_at < (1.0 if force else self._refresh_every):
                 return
-            document = await self._source()
+            if now - self._failed_at < RETRY_AFTER_FAILURE_S:
+                raise KeysUnavailable()
+            try:
+                document = await self._source()
+            except Exception as exc:
+                self._failed_at = time.monotonic()
+                log.warning("auth's keys not fetched: %r", exc)
+                raise KeysUnavailable() from exc
             keys = {}
             for jwk in document.get("keys", []):
                 if jwk.get("kty") == "OKP" and jwk.get("crv") == "Ed25519" and "kid" in jwk:
@@ -68,8 +86,16 @@ class TokenVerifier:
             self._fetched_at = now
 
     async def _key(self, kid: str) -> Any:
-        if time.monotonic() - self._fetched_at > self._refresh_every:
-            await self._refresh(force=False)
+        if time.monotonic() - self._fetched_at > self._refresh_every and not (
+            kid in self._keys and self._lock.locked()  # one refresh at a time; none awaited
+        ):
+            try:
+                await self._refresh(force=False)
+            except KeysUnavailable:
+                if kid not in self._keys:
+                    raise
+                # Auth is away: a key it published still verifies its tokens (a rotation
+                # publishes the new key beside the old); fetched again once auth answers.
         if kid not in self._keys:
             await self._refresh(force=True)
         key = self._keys.get(kid)
