@@ -164,6 +164,9 @@ def serve(name: str, host: str, port: int | None) -> None:
         lifespan="on",
         timeout_graceful_shutdown=5,
         backlog=2048,
+        # The client is the connecting address: X-Forwarded-For is the gateway's to believe,
+        # from TRUSTED_PROXIES only (uvicorn's default believed it from any loopback peer).
+        proxy_headers=False,
     )
 
 

@@ -241,3 +241,30 @@ async def test_exempt_networks_are_not_limited(limited: System) -> None:
         for _ in range(8):
             response = await login(trusted, f"{unique()}@example.com", "Wrong123!")
             assert response.status_code == 401
+
+
+def test_a_forwarded_address_is_not_believed_from_an_untrusted_peer() -> None:
+    """API.md §1.7: X-Forwarded-For only from TRUSTED_PROXIES (none here). The HTTP server
+    under the gateway believed it from any loopback peer, so a client on this host (or behind
+    a same-host TCP proxy) could name an exempt network's address and never be limited."""
+    system = System(
+        extra_env={
+            "RATE_LIMIT_EXEMPT_NETWORKS": "10.99.0.0/16",
+            "TRUSTED_PROXIES": "",
+            "RATE_LIMIT_LOGIN_IP": "3/1m",
+        }
+    )
+    try:
+        system.start()
+        with httpx.Client(base_url=system.gateway_url, timeout=30) as client:
+            answers = [
+                client.post(
+                    "/api/auth/token",
+                    data={"username": f"{unique()}@example.com", "password": "Wrong123!"},
+                    headers={"X-Forwarded-For": "10.99.0.7"},
+                ).status_code
+                for _ in range(4)
+            ]
+        assert answers == [401, 401, 401, 429]
+    finally:
+        system.stop()
