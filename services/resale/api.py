@@ -148,8 +148,10 @@ async def get_marketplace(request: Request) -> Response[list[Doc]]:
     # first on every request, and only then the answer, from memory while nothing under it
     # (listings, events, ticket types) changed and no listing counted has ended; the
     # caller's own listings are left out, so a caller's answer is remembered for them alone.
-    # A seller's ban withdraws their listings (auth's UserBanned) just as promptly.
-    await rt.catch_up(*ON_SALE_BY)
+    # Not with auth: a seller just banned may show for the moment resale takes to apply the
+    # ban (a purchase of theirs waits for it), where asking auth too cost a third of the
+    # marketplace's answers (`bench/ROUNDS.md`, Round 20).
+    await rt.catch_up("catalog")
     holds_for = math.inf
 
     async def build() -> tuple[list[Doc], dict[str, str]]:
