@@ -12,7 +12,7 @@ from collections import defaultdict
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import exists, func, select, text, update
 
 from contracts.catalog import EventCancelled, ParticipantsNotified, TicketTypeDeleted
 from contracts.envelope import Envelope
@@ -51,6 +51,7 @@ async def on_ticket_type_deleted(
 
 async def on_event_cancelled(event: EventCancelled, envelope: Envelope, uow: UnitOfWork) -> None:
     """Stop sales, release holds, refund every primary purchase, void the tickets."""
+    await _cancelled_before_money_moves(uow, event.event_id)
     cancelled = await uow.execute(
         update(events)
         .where(events.c.event_id == event.event_id)
@@ -103,6 +104,24 @@ async def on_event_cancelled(event: EventCancelled, envelope: Envelope, uow: Uni
         await _void(uow, order_id, order_tickets, {t.ticket_id for t in held})
         if held:
             await _refund_mail(uow, order_tickets[0].buyer_id, row.name, order_id, amount, held)
+
+
+async def _cancelled_before_money_moves(uow: UnitOfWork, event_id: int) -> None:
+    """The event's status committed as cancelled on a transaction of its own, before any
+    refund goes to the processor (this handler's transaction commits after them). A resale
+    transfer of one of its tickets, waiting for the ticket's row or arriving after a crash of
+    this handler and before its retry, is then refused (`on_listing_sold`): the retry finds
+    the tickets held as the first attempt did, and refunds the same amounts under the same
+    keys. Otherwise the ticket would count as resold on the retry, its first refund standing
+    beside the seller's payout and the resale buyer's refund. A lock on the row that this
+    process's own batch holds is not waited for: the batch fails, and its events are then
+    applied one at a time."""
+    async with uow.db.unit_of_work() as early:
+        await early.execute(text("SET LOCAL lock_timeout = '2s'"))
+        await early.execute(
+            update(events).where(events.c.event_id == event_id).values(status="cancelled")
+        )
+        await early.commit()
 
 
 async def _void(
@@ -164,10 +183,14 @@ async def _refund_mail(
 
 async def on_listing_sold(event: ListingSold, envelope: Envelope, uow: UnitOfWork) -> None:
     """Move the ticket to its buyer with a new code (the seller's code stops working), or
-    refuse when it was checked in or refunded meanwhile. Exactly once per listing."""
+    refuse when it was checked in or refunded meanwhile, or its event cancelled. Exactly
+    once per listing."""
     ticket = (
         await uow.execute(
-            select(tickets).where(tickets.c.ticket_id == event.ticket_id).with_for_update()
+            select(tickets, events.c.status.label("event_status"))
+            .join(events, events.c.event_id == tickets.c.event_id)
+            .where(tickets.c.ticket_id == event.ticket_id)
+            .with_for_update(of=tickets)
         )
     ).first()
     if ticket is None:
@@ -175,6 +198,8 @@ async def on_listing_sold(event: ListingSold, envelope: Envelope, uow: UnitOfWor
     refusal = None
     if ticket.status != "valid":
         refusal = "ticket_checked_in" if ticket.status == "used" else "ticket_refunded"
+    elif ticket.event_status == "cancelled":  # its refunds are under way (the buyer's too)
+        refusal = "event_cancelled"
     elif ticket.owner_id != event.seller_id:
         refusal = "seller_not_owner"
     state = "refused" if refusal else "sold"

@@ -39,7 +39,7 @@ from services.kernel.db import Database
 from services.kernel.errors import BadRequest, PaymentRequired
 from services.kernel.payments import PaymentDeclined, SimulatedProvider
 from services.kernel.upstream import Upstreams
-from services.ordering import cart, checkout, holds, recovery
+from services.ordering import cart, checkout, holds, reactions, recovery
 from services.ordering.consumers import HANDLERS
 from services.ordering.models import (
     cart_items,
@@ -264,6 +264,59 @@ async def test_event_cancelled_twice_and_replayed_refunds_each_purchase_once(
     assert held == 0  # holds released, cart lines removed
     assert await ordering.count(carts) == 3
     assert len(await ordering.events_of("ordering.HoldReleased")) >= 3
+
+
+async def test_a_cancellation_that_died_after_a_refund_is_retried_with_the_same_tickets(
+    ordering: Ordering, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cancellation's handler refunded the order at the processor, then died before its
+    commit; a resale of one of the order's tickets, waiting for the ticket's row, came next.
+    It is refused (the event's cancellation was committed before any money moved), so the
+    retry refunds the same holder the same amount under the same key. Before, the ticket
+    went to the resale buyer, the retry found it resold: the seller kept its refund and was
+    paid for it, and the buyer was refunded too."""
+    await ordering.on_sale(event_id=13, type_id=131, capacity=5)
+    await ordering.customer(100)
+    await ordering.customer(200)
+    await ordering.buy(100, 131, 1)
+    ticket_id = await ordering.scalar(select(tickets.c.ticket_id))
+    await ordering.deliver(
+        ListingCreated(
+            listing_id=15, ticket_id=ticket_id, seller_id=100, event_id=13, price="40.00",
+            currency="USD",
+        ),
+        ticket_id,
+    )  # fmt: skip
+
+    class DiesAfterRefund(SimulatedProvider):
+        async def refund(self, payment_id: str, amount: Decimal, *, idempotency_key: str) -> None:
+            await super().refund(payment_id, amount, idempotency_key=idempotency_key)
+            raise RuntimeError("the process died here")
+
+    monkeypatch.setattr(reactions, "payment_provider", lambda db: DiesAfterRefund(db, 0))
+    cancelled = envelope(EventCancelled(event_id=13, by=1, at=utcnow()), 13)
+    with pytest.raises(RuntimeError, match="died here"):
+        await ordering.consumer.handle(cancelled)
+    monkeypatch.undo()
+    await ordering.deliver(
+        ListingSold(
+            listing_id=15, ticket_id=ticket_id, seller_id=100, buyer_id=200, price="40.00",
+            currency="USD",
+        ),
+        ticket_id,
+    )  # fmt: skip
+    assert await ordering.scalar(select(tickets.c.owner_id)) == 100
+    refused = await ordering.events_of("ordering.TicketTransferRefused")
+    assert [r["reason"] for r in refused] == ["event_cancelled"]
+    assert await ordering.consumer.handle(cancelled) is True  # the broker's redelivery
+    refunds = await ordering.events_of("ordering.TicketRefunded")
+    assert [(r["owner_id"], r["amount"], r["reason"]) for r in refunds] == [
+        (100, "25.00", "event_cancelled")
+    ]
+    refunded = await ordering.scalar(
+        select(func.sum(payment_operations.c.amount)).where(payment_operations.c.kind == "refund")
+    )
+    assert refunded == Decimal("25.00")
 
 
 async def test_a_cancellation_waits_for_a_sale_that_is_completing(ordering: Ordering) -> None:
