@@ -137,14 +137,16 @@ async def checkout(
 # offer and R5's count for its event, locked, in cart order, and the order's id drawn. No row
 # when the flag was not taken or the cart is empty (`_FLAGGED_AT` tells which).
 _FLAG_AND_LINES = f"""
-WITH flagged AS (
-  UPDATE ordering.carts SET checkout_started_at = $2
+WITH drawn AS MATERIALIZED (SELECT nextval('ordering.orders_order_id_seq') AS order_id),
+flagged AS (
+  UPDATE ordering.carts SET checkout_started_at = $2,
+    checkout_order_id = (SELECT order_id FROM drawn)
   WHERE user_id = $1 AND (checkout_started_at IS NULL OR checkout_started_at < $3)
   RETURNING user_id
 )
 SELECT c.cart_item_id, c.quantity, {OFFER_SQL},
   {tickets_of_customer_sql("$1", "t.event_id")} AS tickets,
-  (SELECT nextval('ordering.orders_order_id_seq')) AS order_id
+  (SELECT order_id FROM drawn) AS order_id
 FROM ordering.cart_items c
 JOIN ordering.ticket_types t ON t.type_id = c.type_id
 JOIN ordering.events e ON e.event_id = t.event_id
@@ -164,15 +166,18 @@ INSERT INTO ordering.order_items (order_id, position, ticket_type_id, event_id, 
 SELECT $1, u.* FROM unnest($5::integer[], $6::bigint[], $7::bigint[], $8::text[], $9::text[],
                            $10::integer[], $11::numeric[]) AS u
 """
-# The order failed if still pending, and then only the cart's flag cleared (a later checkout
-# may have taken a stale one over); how many orders failed (0 or 1).
-_FAIL = """
+# The cart's checkout flag, if the order's ($2) checkout set it: a later checkout may have
+# taken over a stale one, and its flag stays (else a third could start beside it).
+_FLAG_OF_ORDER = "user_id = $1 AND (checkout_order_id = $2 OR checkout_order_id IS NULL)"
+# The order failed if still pending, and then its cart's flag cleared; how many orders
+# failed (0 or 1).
+_FAIL = f"""
 WITH failed AS (
   UPDATE ordering.orders SET status = 'failed' WHERE order_id = $2 AND status = 'pending'
   RETURNING order_id
 ), freed AS (
-  UPDATE ordering.carts SET checkout_started_at = NULL
-  WHERE user_id = $1 AND EXISTS (SELECT 1 FROM failed)
+  UPDATE ordering.carts SET checkout_started_at = NULL, checkout_order_id = NULL
+  WHERE {_FLAG_OF_ORDER} AND EXISTS (SELECT 1 FROM failed)
 )
 SELECT count(*) FROM failed
 """
@@ -233,11 +238,12 @@ FROM unnest($5::bigint[], $6::bigint[], $7::bigint[], $8::numeric[], $9::text[])
 """
 _LEFT = "SELECT max_count - sold FROM ordering.ticket_types WHERE type_id = $1"
 # Sent with the COMMIT: the order completed, the cart's checkout flag cleared.
-_COMPLETE = """
+_COMPLETE = f"""
 WITH done AS (
   UPDATE ordering.orders SET status = 'completed', payment_id = $3 WHERE order_id = $2
 )
-UPDATE ordering.carts SET checkout_started_at = NULL WHERE user_id = $1
+UPDATE ordering.carts SET checkout_started_at = NULL, checkout_order_id = NULL
+WHERE {_FLAG_OF_ORDER}
 """
 
 

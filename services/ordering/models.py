@@ -109,6 +109,8 @@ carts = Table(
     Column("user_id", BigInteger, primary_key=True),
     # Set while a checkout of this cart runs (409 "Checkout already in progress").
     Column("checkout_started_at", DateTime(timezone=True)),
+    # The order of the checkout that set the flag: only its completion or failure clears it.
+    Column("checkout_order_id", BigInteger),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
 )
 

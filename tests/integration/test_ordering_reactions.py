@@ -36,7 +36,7 @@ from services.kernel import broker, idempotency
 from services.kernel.catchup import CatchUp, Head
 from services.kernel.consumer import Consumer
 from services.kernel.db import Database
-from services.kernel.errors import BadRequest, PaymentRequired
+from services.kernel.errors import BadRequest, Conflict, PaymentRequired
 from services.kernel.payments import PaymentDeclined, SimulatedProvider
 from services.kernel.upstream import Upstreams
 from services.ordering import cart, checkout, holds, reactions, recovery
@@ -538,6 +538,34 @@ async def test_a_checkout_that_gave_the_money_back_and_died_stays_failed(
     assert await ordering.count(tickets) == 0
     assert await ordering.scalar(select(ticket_types.c.sold)) == 0
     assert await ordering.scalar(select(ticket_types.c.held)) == 2  # the line added back
+
+
+async def test_finishing_a_dead_checkouts_order_leaves_a_later_checkouts_flag(
+    ordering: Ordering,
+) -> None:
+    """A checkout died after placing its order; once its flag was stale a new checkout of the
+    cart took it over. Recovery failing the dead one's order leaves the new one's flag, so a
+    third checkout meanwhile is still a 409 (before, it cleared it, and the third could charge
+    the card a second time). The new one's completion clears its own flag."""
+    await ordering.on_sale(event_id=14, type_id=141, capacity=5)
+    await ordering.customer(100)
+    await cart.add_item(cart.AddToCart(100, 141, 1), ordering.db, RULES, utcnow())
+    cmd = checkout.Checkout(user_id=100)
+    died = utcnow()
+    dead = await checkout._place(cmd, ordering.db, RULES, died)
+    later = died + holds.CHECKOUT_STALE + timedelta(seconds=1)
+    running = await checkout._place(cmd, ordering.db, RULES, later)
+    await checkout._fail(ordering.db, 100, dead.order_id, "checkout_interrupted")
+    with pytest.raises(Conflict, match="Checkout already in progress"):
+        await checkout._place(cmd, ordering.db, RULES, later + timedelta(seconds=1))
+    await checkout._complete(ordering.db, cmd, running, "pay_running", later)
+    with pytest.raises(BadRequest, match="Shopping cart is empty"):
+        await checkout._place(cmd, ordering.db, RULES, later + timedelta(seconds=2))
+    statuses = {
+        o: await ordering.scalar(select(orders.c.status).where(orders.c.order_id == o))
+        for o in (dead.order_id, running.order_id)
+    }
+    assert statuses == {dead.order_id: "failed", running.order_id: "completed"}
 
 
 async def test_a_checkout_resuming_after_recovery_finished_its_order_changes_nothing(
