@@ -194,7 +194,8 @@ async def charged(
     """Charged: the sale stands (`record_sale`), unless the listing was withdrawn while the
     buyer's charge ran (the seller banned, the event cancelled, the ticket refunded or used:
     `withdrawn_for`); then the charge is given back, the purchase fails and the listing is
-    cancelled for that reason (400). The listing's row is locked while this is decided, so a
+    cancelled for that reason (409 "no longer for sale", as §10.3 answers a ticket checked in
+    or refunded before its transfer). The listing's row is locked while this is decided, so a
     withdrawal either comes first and is seen, or waits and finds the sale under way (then
     the transfer and the cancellation's refunds settle it). A crash after the refund leaves
     the purchase `charging`: recovery comes here again, and the refund is made once (its key)."""
@@ -211,7 +212,7 @@ async def charged(
         payment_id, purchase.price, idempotency_key=payment_key(purchase.purchase_id, "refund")
     )
     await release(db, purchase, "withdrawn")
-    raise BadRequest(NOT_FOR_RESALE)
+    raise Conflict(NO_LONGER_FOR_SALE)
 
 
 async def record_sale(
@@ -279,9 +280,7 @@ async def settle_answer(db: Database, purchase: Any, timeout_s: float) -> str:
         raise PaymentRequired("Payment declined")
     if reason == "payment_unavailable":
         raise ServiceUnavailable("Payment service unavailable")
-    if reason == "withdrawn":
-        raise BadRequest(NOT_FOR_RESALE)
-    raise Conflict(NO_LONGER_FOR_SALE)
+    raise Conflict(NO_LONGER_FOR_SALE)  # another buyer won, or withdrawn during the charge
 
 
 async def _failure_reason(db: Database, purchase_id: int) -> str | None:
@@ -326,7 +325,7 @@ async def recover_stalled(
                 payment_id, idempotency_key=payment_key(purchase.purchase_id, "void")
             )
         except PaymentRejected:  # captured before the crash: finish the sale
-            with contextlib.suppress(BadRequest):  # withdrawn meanwhile: given back instead
+            with contextlib.suppress(Conflict):  # withdrawn meanwhile: given back instead
                 await charged(db, purchase, payment_id, fee_percent, payments)
             continue
         await release(db, purchase, "payment_unavailable")

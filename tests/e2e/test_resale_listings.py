@@ -264,13 +264,13 @@ async def test_a_listing_withdrawn_while_claimed_is_not_sold_whatever_the_charge
     that buyer's charge (held here at the processor, its ledger locked, until resale has
     applied the ban), and then is cancelled for the ban (ListingCancelled, the seller told),
     not put back on sale, and not sold: a declined card is a 402; a charge that went through
-    is given back in full, 400 "Ticket is not for resale", no payout, the ticket the
-    seller's still. Before, the first went back on sale and the second paid the banned
+    is given back in full, 409 "Ticket is no longer for sale" (as §10.3 answers a ticket
+    checked in or refunded before its transfer), no payout, the ticket the seller's still. Before, the first went back on sale and the second paid the banned
     seller (or, for a cancelled event, paid the seller and refunded the holder both)."""
     admin = await admin_token(api)
     for token, answer in (
         ("tok_card_declined", (402, {"detail": "Payment declined"})),
-        ("tok_visa", (400, {"detail": "Ticket is not for resale"})),
+        ("tok_visa", (409, {"detail": "Ticket is no longer for sale"})),
     ):
         seller = await holder(api, admin)
         assert (await resell(api, seller.account, seller.ticket_id, 60)).status_code == 200
