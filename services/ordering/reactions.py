@@ -113,9 +113,12 @@ async def _cancelled_before_money_moves(uow: UnitOfWork, event_id: int) -> None:
     this handler and before its retry, is then refused (`on_listing_sold`): the retry finds
     the tickets held as the first attempt did, and refunds the same amounts under the same
     keys. Otherwise the ticket would count as resold on the retry, its first refund standing
-    beside the seller's payout and the resale buyer's refund. A lock on the row that this
-    process's own batch holds is not waited for: the batch fails, and its events are then
-    applied one at a time."""
+    beside the seller's payout and the resale buyer's refund. In a batch (or a replay's pack)
+    an earlier event may hold the row in the batch's own transaction: a cancellation fails
+    such a batch at once, so that its events are applied one at a time (and it alone); the
+    lock timeout bounds any other wait."""
+    if not uow.commit_allowed:
+        raise RuntimeError("a cancellation is applied in a transaction of its own")
     async with uow.db.unit_of_work() as early:
         await early.execute(text("SET LOCAL lock_timeout = '2s'"))
         await early.execute(

@@ -44,6 +44,7 @@ from services.ordering.consumers import HANDLERS
 from services.ordering.models import (
     cart_items,
     carts,
+    events,
     metadata,
     orders,
     outbox,
@@ -317,6 +318,27 @@ async def test_a_cancellation_that_died_after_a_refund_is_retried_with_the_same_
         select(func.sum(payment_operations.c.amount)).where(payment_operations.c.kind == "refund")
     )
     assert refunded == Decimal("25.00")
+
+
+async def test_a_cancellation_in_a_batch_is_applied_alone_without_waiting_for_the_batch(
+    ordering: Ordering,
+) -> None:
+    """The cancellation commits the event's status on a transaction of its own first: in a
+    batch whose earlier event holds that row, it would wait for its own batch (until the lock
+    timeout). It fails the batch at once instead, and each event is then applied alone."""
+    await ordering.on_sale(event_id=16, type_id=161)
+    bodies = [
+        envelope(EventApproved(event_id=16, by=1), 16),
+        envelope(EventCancelled(event_id=16, by=1, at=utcnow()), 16),
+    ]
+    started = monotonic()
+    assert await ordering.consumer._apply_batch(bodies, reprocess=False) is False
+    assert monotonic() - started < 1.0  # not the 2 s lock timeout
+    for body in bodies:
+        assert await ordering.consumer.handle(body) is True
+    assert await ordering.scalar(select(events.c.status).where(events.c.event_id == 16)) == (
+        "cancelled"
+    )
 
 
 async def test_a_cancellation_waits_for_a_sale_that_is_completing(ordering: Ordering) -> None:
