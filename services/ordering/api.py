@@ -235,8 +235,9 @@ async def check_in(request: Request) -> dict[str, Any]:
     body = parse_json(await request.body(), CheckIn)
     rt = runtime(request)
     # Whether the ticket is listed for resale is resale's to say: a listing just put up or
-    # withdrawn counts at the door at once (API.md §1.8), both ways.
-    await rt.catch_up("resale")
+    # withdrawn counts at the door at once (API.md §1.8), both ways; and a listing of an
+    # event that just ended (catalog's to say) is not in the way.
+    await rt.catch_up("resale", "catalog")
     async with rt.db.unit_of_work() as uow:
         return await tickets.check_in(body.code, identity.role_id, identity.user_id, uow, utcnow())
 
