@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -297,12 +298,39 @@ async def limits_given_back(
         raise
 
 
+# While catalog's database is away, the type is told again this often, for this long.
+ANNOUNCE_RETRY_S = 1.0
+ANNOUNCE_FOR_S = 600.0
+
+
 async def announced_again(rt: Runtime, type_id: int) -> None:
+    """The type told again as committed: at once, or, if catalog's own database is what
+    failed, in the background once it answers again (every second for ten minutes)."""
+    if await _announce(rt, type_id):
+        return
+    task = asyncio.create_task(_announce_until_done(rt, type_id), name=f"announce-{type_id}")
+    rt.tasks.append(task)
+    task.add_done_callback(rt.tasks.remove)
+
+
+async def _announce(rt: Runtime, type_id: int) -> bool:
     try:
         async with rt.db.unit_of_work() as uow:
             await domain.announce_ticket_type(type_id, uow)
-    except Exception:
-        log.exception("ticket type %s not announced again after an unconfirmed limit", type_id)
+    except Exception as exc:
+        log.warning("ticket type %s not announced again after a limit: %r", type_id, exc)
+        return False
+    return True
+
+
+async def _announce_until_done(rt: Runtime, type_id: int) -> None:
+    deadline = time.monotonic() + ANNOUNCE_FOR_S
+    while time.monotonic() < deadline:
+        await asyncio.sleep(ANNOUNCE_RETRY_S)
+        if await _announce(rt, type_id):
+            log.info("ticket type %s announced again after a limit", type_id)
+            return
+    log.error("ticket type %s: ordering may keep a capacity catalog never committed", type_id)
 
 
 class OrderingInventory:

@@ -221,10 +221,13 @@ CREATE TRIGGER test_gone_before_update BEFORE UPDATE ON catalog.ticket_types FOR
 WHEN (NEW.max_count <> OLD.max_count) EXECUTE FUNCTION catalog.test_gone_before_commit();
 CREATE TRIGGER test_gone_before_delete BEFORE DELETE ON catalog.ticket_types FOR EACH ROW
 EXECUTE FUNCTION catalog.test_gone_before_commit();
+CREATE TRIGGER test_gone_before_announce BEFORE UPDATE ON catalog.ticket_types FOR EACH ROW
+WHEN (NEW.max_count = OLD.max_count) EXECUTE FUNCTION catalog.test_gone_before_commit();
 """
 _BACK = """
 DROP TRIGGER test_gone_before_update ON catalog.ticket_types;
 DROP TRIGGER test_gone_before_delete ON catalog.ticket_types;
+DROP TRIGGER test_gone_before_announce ON catalog.ticket_types;
 DROP FUNCTION catalog.test_gone_before_commit();
 """
 
@@ -233,9 +236,10 @@ async def test_a_lower_capacity_catalog_could_not_commit_is_given_back_to_orderi
     api: httpx.AsyncClient, system: System, admin: str, organizer: Account, venue: dict[str, Any]
 ) -> None:
     """Ordering applies the limit; then catalog's database goes away before the change
-    commits (a trigger plays it): a 503 that changes nothing, in ordering too, which is told
-    the type as committed again. Before, ordering kept the lower capacity (or 0 for a
-    deletion) and sold no more than that."""
+    commits, and stays away a moment longer (triggers play it, the type's announcement
+    failing too): a 503 that changes nothing, in ordering too, which is told the type as
+    committed again once the database is back. Before, ordering kept the lower capacity (or 0
+    for a deletion) and sold no more than that."""
     held = await in_a_cart(api, admin, organizer, venue, 1)
     conn = await asyncpg.connect(driver_dsn(system))
     try:
