@@ -8,7 +8,7 @@ from datetime import datetime
 
 import msgspec
 import segno
-from fpdf import FPDF
+from fpdf import FPDF, XPos, YPos
 
 
 class TicketPrint(msgspec.Struct, frozen=True):
@@ -33,7 +33,9 @@ def render_ticket(ticket: TicketPrint) -> bytes:
     pdf.set_creator("Resellio")
     pdf.add_page()
     pdf.set_font("Helvetica", "B", 20)
-    pdf.multi_cell(120, 10, _latin1(ticket.event_name))
+    # Each line starts again at the left margin (a multi_cell leaves x at its right edge).
+    below = {"new_x": XPos.LMARGIN, "new_y": YPos.NEXT}
+    pdf.multi_cell(120, 10, _latin1(ticket.event_name), **below)
     pdf.set_font("Helvetica", size=12)
     for label, value in (
         ("Date", ticket.start_date.strftime("%Y-%m-%d %H:%M UTC")),
@@ -44,7 +46,7 @@ def render_ticket(ticket: TicketPrint) -> bytes:
         ("Holder", ticket.holder),
     ):
         pdf.cell(25, 8, f"{label}:")
-        pdf.multi_cell(95, 8, _latin1(value))
+        pdf.multi_cell(95, 8, _latin1(value), **below)
     qr = io.BytesIO()
     segno.make(ticket.code, error="m").save(qr, kind="png", scale=8, border=2)
     qr.seek(0)

@@ -1,0 +1,46 @@
+"""The PDF ticket (API.md §9.2) shows every field on the page, beside the QR code."""
+
+from __future__ import annotations
+
+import re
+import zlib
+from datetime import datetime
+
+from services.ordering.pdf import TicketPrint, render_ticket
+
+A5_LANDSCAPE_WIDTH_PT = 595.28
+QR_LEFT_PT = 140 / 25.4 * 72  # the QR code starts 140 mm from the left
+
+
+def text_runs(document: bytes) -> dict[str, float]:
+    """Each text run's left edge (points), from the page's content stream."""
+    runs: dict[str, float] = {}
+    for stream in re.finditer(rb"stream\r?\n(.*?)\r?\nendstream", document, re.S):
+        try:
+            content = zlib.decompress(stream.group(1))
+        except zlib.error:
+            continue  # the QR image
+        for x, _, text in re.findall(rb"BT ([\d.]+) ([\d.]+) Td \((.*?)\) Tj ET", content):
+            runs[text.decode("latin-1")] = float(x)
+    return runs
+
+
+def test_every_field_is_on_the_page_left_of_the_qr_code() -> None:
+    ticket = TicketPrint(
+        ticket_id=7,
+        code="c0de",
+        event_name="Jazz Night",
+        start_date=datetime(2030, 1, 1, 20, 0),
+        venue="Blue Hall",
+        ticket_type="VIP",
+        seat=None,
+        holder="Ann Lee",
+    )
+    runs = text_runs(render_ticket(ticket))
+    shown = {
+        "Jazz Night", "Date:", "2030-01-01 20:00 UTC", "Venue:", "Blue Hall", "Type:", "VIP",
+        "Seat:", "General admission", "Ticket:", "#7", "Holder:", "Ann Lee",
+    }  # fmt: skip
+    assert shown <= set(runs)
+    assert all(0 < runs[text] < QR_LEFT_PT for text in shown), runs
+    assert all(x < A5_LANDSCAPE_WIDTH_PT for x in runs.values()), runs
