@@ -18,7 +18,7 @@ from services.kernel import broker, deadletters
 from services.kernel.db import create_engine
 from services.kernel.eventlog import Filters, find_event, follow_events, list_events
 from services.kernel.replay import NoConsumerQueue, plan, replay
-from services.kernel.settings import Settings, load
+from services.kernel.settings import SERVICES, Settings, load
 from services.topology import subscriptions
 
 T = TypeVar("T")
@@ -324,7 +324,7 @@ def projections() -> None:
 
 
 @projections.command("rebuild")
-@click.argument("service")
+@click.argument("service", type=click.Choice(SERVICES))
 @click.option("--timeout", type=float, default=600.0, show_default=True)
 def projections_rebuild(service: str, timeout: float) -> None:
     """Rebuild SERVICE's projections in place from the event logs, compare with before.
