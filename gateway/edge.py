@@ -9,7 +9,6 @@ import time
 from typing import TYPE_CHECKING
 
 import msgspec
-from email_validator import EmailNotValidError
 
 from gateway.compose import event_page
 from gateway.http import ClientGone, Reply, RequestHeaders, peer_of, read_body
@@ -25,7 +24,7 @@ from gateway.routes import (
     service_for,
     without_trailing_slash,
 )
-from services.kernel.credentials import fold, form_fields, normalized_email
+from services.kernel.credentials import fold, form_fields, stored_address
 from services.kernel.errors import Unauthorized
 from services.kernel.tokens import Identity, bearer_token
 from services.kernel.upstream import Answer, UpstreamError
@@ -89,10 +88,7 @@ def _spelling(body: bytes, source: str) -> str | None:
         return None
     if not isinstance(value, str) or not value.strip() or len(value) > _LONGEST_SPELLING:
         return None
-    try:
-        return normalized_email(value.strip())
-    except EmailNotValidError:
-        return None
+    return stored_address(value)
 
 
 _SLASHES = re.compile("/{2,}")

@@ -30,14 +30,19 @@ def normalized_email(value: str) -> str:
     return validate_email(value, check_deliverability=False).normalized
 
 
+def stored_address(value: str) -> str | None:
+    """The address as auth stores it, or None: auth stores no such address (it refuses it at
+    registration), so it names no account."""
+    try:
+        return normalized_email(value.strip())
+    except EmailNotValidError:
+        return None
+
+
 def account_spelling(value: str) -> str:
     """The address as auth looks it up at login: normalised as it is stored (a spelling it
     refuses, or one naming nobody, as written)."""
-    value = value.strip()
-    try:
-        return normalized_email(value)
-    except EmailNotValidError:
-        return value
+    return stored_address(value) or value.strip()
 
 
 def account_key(value: str) -> str:
