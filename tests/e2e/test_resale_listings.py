@@ -9,7 +9,9 @@ import httpx
 
 from tests.support.actors import active_customer, admin_token
 from tests.support.resale_actors import (
+    Holder,
     holder,
+    listed,
     marketplace,
     my_tickets,
     purchase,
@@ -43,6 +45,19 @@ TICKET_DETAILS = {
 }
 
 
+async def moved_into_the_past(api: httpx.AsyncClient, seller: Holder) -> httpx.Response:
+    """The organizer moves the seller's event into the past: it has ended (§1.4)."""
+    now = datetime.now(UTC)
+    return await api.put(
+        f"/api/events/{seller.event.event_id}",
+        json={
+            "start_date": iso(now - timedelta(hours=3)),
+            "end_date": iso(now - timedelta(hours=1)),
+        },
+        headers=seller.event.organizer.headers,
+    )
+
+
 async def test_buy_then_list_at_once_answers_full_ticket_details(api: httpx.AsyncClient) -> None:
     admin = await admin_token(api)
     seller = await holder(api, admin)  # checkout answered; no pause before listing
@@ -68,8 +83,7 @@ async def test_buy_then_list_at_once_answers_full_ticket_details(api: httpx.Asyn
 
 async def test_relisting_reprices_the_same_listing(api: httpx.AsyncClient, system: System) -> None:
     admin = await admin_token(api)
-    seller = await holder(api, admin)
-    assert (await resell(api, seller.account, seller.ticket_id, 60)).status_code == 200
+    seller = await listed(api, admin, price=60)
     again = await resell(api, seller.account, seller.ticket_id, "55.555")
     assert again.status_code == 200, again.text
     assert again.json()["resell_price"] == 55.56  # rounded half-up to cents
@@ -171,17 +185,8 @@ async def test_withdraw(api: httpx.AsyncClient, system: System) -> None:
 
 async def test_ended_event_cannot_be_listed_and_leaves_the_market(api: httpx.AsyncClient) -> None:
     admin = await admin_token(api)
-    seller = await holder(api, admin)
-    assert (await resell(api, seller.account, seller.ticket_id, 60)).status_code == 200
-    now = datetime.now(UTC)
-    moved = await api.put(
-        f"/api/events/{seller.event.event_id}",
-        json={
-            "start_date": iso(now - timedelta(hours=3)),
-            "end_date": iso(now - timedelta(hours=1)),
-        },
-        headers=seller.event.organizer.headers,
-    )
+    seller = await listed(api, admin, price=60)
+    moved = await moved_into_the_past(api, seller)
     assert moved.status_code == 200, moved.text
     # at once: resale catches up with catalog before answering
     again = await resell(api, seller.account, seller.ticket_id, 61)
@@ -209,19 +214,10 @@ async def test_a_listing_of_an_event_just_ended_is_not_in_the_way_at_the_door(
     has been moved into the past, the scan admits the ticket, even while ordering has not
     applied catalog's event yet (its inbox locked for half a second): it catches up first."""
     admin = await admin_token(api)
-    seller = await holder(api, admin)
-    assert (await resell(api, seller.account, seller.ticket_id, 60)).status_code == 200
+    seller = await listed(api, admin, price=60)
     code = await ticket_code(system, seller.ticket_id)
-    now = datetime.now(UTC)
     async with holding(system, "LOCK TABLE ordering.inbox IN EXCLUSIVE MODE"):
-        moved = await api.put(
-            f"/api/events/{seller.event.event_id}",
-            json={
-                "start_date": iso(now - timedelta(hours=3)),
-                "end_date": iso(now - timedelta(hours=1)),
-            },
-            headers=seller.event.organizer.headers,
-        )
+        moved = await moved_into_the_past(api, seller)
         assert moved.status_code == 200, moved.text
         scanning = asyncio.create_task(
             api.post(
@@ -239,8 +235,7 @@ async def test_cancelled_event_withdraws_listings_and_tells_the_seller(
     api: httpx.AsyncClient, system: System
 ) -> None:
     admin = await admin_token(api)
-    seller = await holder(api, admin)
-    assert (await resell(api, seller.account, seller.ticket_id, 60)).status_code == 200
+    seller = await listed(api, admin, price=60)
     cancelled = await api.delete(
         f"/api/events/{seller.event.event_id}", headers=seller.event.organizer.headers
     )
@@ -268,8 +263,7 @@ async def test_cancelled_event_withdraws_listings_and_tells_the_seller(
 
 async def test_banned_sellers_listings_are_withdrawn(api: httpx.AsyncClient) -> None:
     admin = await admin_token(api)
-    seller = await holder(api, admin)
-    assert (await resell(api, seller.account, seller.ticket_id, 60)).status_code == 200
+    seller = await listed(api, admin, price=60)
     banned = await api.post(
         f"/api/auth/ban-user/{seller.account.user_id}", headers={"Authorization": f"Bearer {admin}"}
     )
@@ -296,8 +290,7 @@ async def test_a_listing_withdrawn_while_claimed_is_not_sold_whatever_the_charge
         ("tok_card_declined", (402, {"detail": "Payment declined"})),
         ("tok_visa", (409, {"detail": "Ticket is no longer for sale"})),
     ):
-        seller = await holder(api, admin)
-        assert (await resell(api, seller.account, seller.ticket_id, 60)).status_code == 200
+        seller = await listed(api, admin, price=60)
         buyer = await active_customer(api, admin)
         async with holding(system, "LOCK TABLE resale.payments IN EXCLUSIVE MODE"):
             buying = asyncio.create_task(
@@ -365,8 +358,7 @@ async def test_a_ban_withdraws_the_sellers_listings_before_the_next_purchase(
     after the ban: a purchase made meanwhile waits for it, so it is refused, instead of
     selling a banned seller's ticket; the market then shows nothing."""
     admin = await admin_token(api)
-    seller = await holder(api, admin)
-    assert (await resell(api, seller.account, seller.ticket_id, 60)).status_code == 200
+    seller = await listed(api, admin, price=60)
     buyer = await active_customer(api, admin)
     async with holding(system, "LOCK TABLE resale.inbox IN EXCLUSIVE MODE"):
         banned = await api.post(
@@ -389,26 +381,17 @@ async def test_an_event_just_ended_has_no_listing_to_show_or_withdraw(
     seller's listings show none and a withdrawal finds none (400), even while resale has not
     applied catalog's event yet (its inbox locked for half a second)."""
     admin = await admin_token(api)
-    seller = await holder(api, admin)
-    assert (await resell(api, seller.account, seller.ticket_id, 60)).status_code == 200
+    seller = await listed(api, admin, price=60)
     mine = await api.get("/api/resale/my-listings", headers=seller.account.headers)
     assert [x["ticket_id"] for x in mine.json()] == [seller.ticket_id]
-    now = datetime.now(UTC)
     async with holding(system, "LOCK TABLE resale.inbox IN EXCLUSIVE MODE"):
-        moved = await api.put(
-            f"/api/events/{seller.event.event_id}",
-            json={
-                "start_date": iso(now - timedelta(hours=3)),
-                "end_date": iso(now - timedelta(hours=1)),
-            },
-            headers=seller.event.organizer.headers,
-        )
+        moved = await moved_into_the_past(api, seller)
         assert moved.status_code == 200, moved.text
-        listed = asyncio.create_task(
+        shown = asyncio.create_task(
             api.get("/api/resale/my-listings", headers=seller.account.headers)
         )
         withdrawn = asyncio.create_task(withdraw(api, seller.account, seller.ticket_id))
         await asyncio.sleep(0.5)
-    assert (await listed).json() == []
+    assert (await shown).json() == []
     gone = await withdrawn
     assert (gone.status_code, gone.json()) == (400, {"detail": "Ticket is not listed for resale"})

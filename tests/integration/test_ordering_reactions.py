@@ -157,6 +157,14 @@ class Ordering:
         await self.deliver(type_saved(TicketTypeCreated, type_id, event_id, capacity), event_id)
         await self.deliver(EventApproved(event_id=event_id, by=1), event_id)
 
+    async def listed(self, listing_id: int, ticket_id: int, seller_id: int, event_id: int) -> None:
+        """Resale's listing of a ticket at 40.00."""
+        listing = ListingCreated(
+            listing_id=listing_id, ticket_id=ticket_id, seller_id=seller_id, event_id=event_id,
+            price="40.00", currency="USD",
+        )  # fmt: skip
+        await self.deliver(listing, ticket_id)
+
     async def customer(self, user_id: int) -> None:
         await self.deliver(customer_registered(user_id), user_id)
 
@@ -193,13 +201,7 @@ async def test_listing_sold_delivered_twice_and_replayed_transfers_exactly_once(
     await ordering.buy(100, 11, 1)
     ticket_id = await ordering.scalar(select(tickets.c.ticket_id))
     old_code = await ordering.scalar(select(tickets.c.code))
-    await ordering.deliver(
-        ListingCreated(
-            listing_id=5, ticket_id=ticket_id, seller_id=100, event_id=1, price="40.00",
-            currency="USD",
-        ),
-        ticket_id,
-    )  # fmt: skip
+    await ordering.listed(listing_id=5, ticket_id=ticket_id, seller_id=100, event_id=1)
     sold = ListingSold(
         listing_id=5, ticket_id=ticket_id, seller_id=100, buyer_id=200, price="40.00",
         currency="USD",
@@ -281,13 +283,7 @@ async def test_a_cancellation_that_died_after_a_refund_is_retried_with_the_same_
     await ordering.customer(200)
     await ordering.buy(100, 131, 1)
     ticket_id = await ordering.scalar(select(tickets.c.ticket_id))
-    await ordering.deliver(
-        ListingCreated(
-            listing_id=15, ticket_id=ticket_id, seller_id=100, event_id=13, price="40.00",
-            currency="USD",
-        ),
-        ticket_id,
-    )  # fmt: skip
+    await ordering.listed(listing_id=15, ticket_id=ticket_id, seller_id=100, event_id=13)
 
     class DiesAfterRefund(SimulatedProvider):
         async def refund(self, payment_id: str, amount: Decimal, *, idempotency_key: str) -> None:
