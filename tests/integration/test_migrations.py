@@ -3,16 +3,20 @@ added to a model without its migration (or the reverse) fails here, not in produ
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 from typing import Any
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Index, MetaData
+from sqlalchemy import Index, MetaData, Text, bindparam, text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from services.kernel.migrate import alembic_config, upgrade
 from tests.integration.conftest import migrated_database
 
 
@@ -58,3 +62,52 @@ async def test_migrations_build_the_models_schema(service: str) -> None:
         finally:
             await engine.dispose()
     assert differences == []
+
+
+async def test_categories_stored_before_they_were_trimmed_are_trimmed() -> None:
+    """An event written before the API trimmed its categories (" Blues ") is found by the
+    filter after the migration, as one written today; the others are left as they were."""
+    async with migrated_database("catalog") as url:
+        # Back to the revision before the trimming (migrated_database went to the head).
+        await asyncio.to_thread(command.downgrade, alembic_config("catalog", url), "e7c1b4f9a3d5")
+        engine = create_async_engine(url)
+        try:
+            async with engine.begin() as conn:
+                location = await conn.scalar(
+                    text(
+                        "INSERT INTO catalog.locations (name, address, city, country)"
+                        " VALUES ('Hall', '1 Road', 'Oslo', 'Norway') RETURNING location_id"
+                    )
+                )
+                for categories in (
+                    [" Blues ", "blues", "Jazz\u00a0", "Soul"],
+                    ["Rock", "Pop"],
+                    ["  "],
+                ):
+                    await conn.execute(
+                        text(
+                            "INSERT INTO catalog.events (organizer_id, name, start_date,"
+                            " end_date, location_id, status, categories, categories_key)"
+                            " VALUES (1, 'E', now(), now(), :l, 'created', :c, :k)"
+                        ).bindparams(
+                            bindparam("c", type_=ARRAY(Text)), bindparam("k", type_=ARRAY(Text))
+                        ),
+                        {"l": location, "c": categories, "k": [c.lower() for c in categories]},
+                    )
+            await asyncio.to_thread(upgrade, "catalog", url)
+            async with engine.connect() as conn:
+                rows = (
+                    await conn.execute(
+                        text(
+                            "SELECT categories, categories_key FROM catalog.events"
+                            " ORDER BY event_id"
+                        )
+                    )
+                ).all()
+        finally:
+            await engine.dispose()
+    assert [tuple(row) for row in rows] == [
+        (["Blues", "Jazz", "Soul"], ["blues", "jazz", "soul"]),
+        (["Rock", "Pop"], ["rock", "pop"]),
+        ([], []),
+    ]
