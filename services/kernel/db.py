@@ -47,14 +47,28 @@ class Refused(Exception):
 _UNAVAILABLE_SQLSTATES = ("08", "53300", "57P01", "57P02", "57P03")
 
 
+# The driver's own errors (asyncpg.InterfaceError) that say its connection or pool is gone.
+# Its others are statements sent wrongly (a wrong number of arguments, a connection used after
+# it was given back): a bug of ours, which a retry would repeat for ever, so not an outage.
+_CLOSED = ("connection is closed", "connection was closed", "pool is closed", "pool is closing")
+
+
+def _driver_closed(exc: BaseException) -> bool:
+    return any(words in str(exc) for words in _CLOSED)
+
+
 def is_unavailable(exc: BaseException) -> bool:
     """True when an error means PostgreSQL is unreachable or out of connections (a 503)."""
-    if isinstance(exc, DatabaseUnavailable | OSError | ConnectionError | InterfaceError):
+    if isinstance(exc, DatabaseUnavailable | OSError | ConnectionError):
         return True
     if isinstance(exc, PoolTimeout):  # every pooled connection busy for pool_timeout seconds
         return True
-    if isinstance(exc, asyncpg.InterfaceError):  # the driver's own: e.g. connection closed
-        return True
+    if isinstance(exc, asyncpg.InterfaceError):
+        return _driver_closed(exc)
+    if isinstance(exc, InterfaceError):  # SQLAlchemy's, around the driver's error if any
+        cause = getattr(exc.orig, "__cause__", None)
+        driver = cause if isinstance(cause, asyncpg.InterfaceError) else None
+        return exc.connection_invalidated or driver is None or _driver_closed(driver)
     if isinstance(exc, asyncpg.PostgresError):
         return str(getattr(exc, "sqlstate", "") or "").startswith(_UNAVAILABLE_SQLSTATES)
     if isinstance(exc, DBAPIError):

@@ -14,6 +14,8 @@ def test_connection_and_shutdown_errors_are_unavailable() -> None:
         asyncpg.exceptions.AdminShutdownError("terminating connection"),
         asyncpg.exceptions.CannotConnectNowError("the database system is starting up"),
         asyncpg.exceptions.TooManyConnectionsError("sorry, too many clients"),
+        asyncpg.InterfaceError("connection is closed"),
+        asyncpg.InterfaceError("pool is closing"),
         ConnectionResetError(),
     ):
         assert is_unavailable(exc), exc
@@ -25,6 +27,10 @@ def test_errors_of_the_statement_itself_are_not() -> None:
         asyncpg.exceptions.UniqueViolationError("duplicate key"),
         asyncpg.exceptions.CheckViolationError("inventory_not_negative"),
         asyncpg.exceptions.NumericValueOutOfRangeError("integer out of range"),
+        # The driver's own, for a statement sent wrongly: a bug, which a consumer would
+        # otherwise hold and retry for ever as an outage instead of dead-lettering it.
+        asyncpg.InterfaceError("the server expects 2 arguments for this query, 1 was passed"),
+        asyncpg.InterfaceError("cannot perform operation: another operation is in progress"),
     ):
         assert not is_unavailable(exc), exc
         assert _translated(exc) is exc
