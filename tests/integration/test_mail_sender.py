@@ -1,6 +1,7 @@
 """The mail sender over a real SMTP server and a real queue: each queued message delivered
 once, batch after batch over one SMTP session while mail keeps coming, a session ended (QUIT)
-once the queue is empty, and a server that went away costs no message."""
+once the queue is empty, a server that went away costs no message, a message the server
+refuses is tried so many times, and mail of a change that rolled back is never sent."""
 
 from __future__ import annotations
 
@@ -16,23 +17,27 @@ from sqlalchemy import func, insert, select
 
 from services.kernel import mail
 from services.kernel.db import Database
-from services.kernel.mail import MailSender, SmtpSettings, mail_table
+from services.kernel.mail import MailSender, SmtpSettings, mail_table, queue_mail
 from tests.integration.conftest import schema_with
 from tests.support.shop import eventually
 from tests.support.system import free_port
 
 
 class Recorder:
-    """An SMTP server's handler that keeps what it was sent, and on which connection."""
+    """An SMTP server's handler that keeps what it was sent, and on which connection; it
+    refuses the messages to the recipients in `refused`."""
 
     def __init__(self) -> None:
         self.messages: list[tuple[tuple[str, int], str]] = []  # (client's address, recipient)
         self.contents: list[bytes] = []
         self.quits = 0
+        self.refused: set[str] = set()
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.messages.append((session.peer, envelope.rcpt_tos[0]))
         self.contents.append(envelope.content)
+        if envelope.rcpt_tos[0] in self.refused:
+            return "550 5.1.1 Mailbox unavailable"
         return "250 OK"
 
     async def handle_QUIT(self, server: Any, session: Any, envelope: Any) -> str:
@@ -59,8 +64,8 @@ def smtp() -> AsyncIterator[tuple[Controller, Recorder]]:
     controller.stop()
 
 
-def sender_for(db: Database, controller: Controller) -> MailSender:
-    return MailSender(db, SmtpSettings(host="127.0.0.1", port=controller.port))
+def sender_for(db: Database, controller: Controller, max_attempts: int = 8) -> MailSender:
+    return MailSender(db, SmtpSettings(host="127.0.0.1", port=controller.port), max_attempts)
 
 
 async def queue(db: Database, count: int, start: int = 0) -> list[str]:
@@ -153,3 +158,41 @@ async def test_a_server_that_restarted_costs_no_message(db: Database) -> None:
         await sender.close()
     finally:
         second.stop()
+
+
+async def test_a_refused_message_is_tried_so_many_times_then_left_with_the_servers_answer(
+    db: Database, smtp: tuple[Controller, Recorder]
+) -> None:
+    """Each refusal counts an attempt (the other mail goes on); once the attempts reach the
+    cap the message is not offered again, and stays unsent with the server's answer."""
+    controller, server = smtp
+    refused, accepted = await queue(db, 2)
+    server.refused.add(refused)
+    sender = sender_for(db, controller, max_attempts=3)
+    assert [await sender.send_batch() for _ in range(4)] == [(1, 1), (0, 1), (0, 1), (0, 0)]
+    assert [rcpt for _, rcpt in server.messages] == [refused, accepted, refused, refused]
+    t = mail_table(db.metadata)
+    async with db.engine.connect() as conn:
+        row = (await conn.execute(select(t).where(t.c.recipient == refused))).one()
+    assert (row.attempts, row.sent_at) == (3, None)
+    assert "Mailbox unavailable" in row.last_error
+    await sender.close()
+
+
+async def test_mail_queued_with_a_change_that_rolls_back_is_never_sent(
+    db: Database, smtp: tuple[Controller, Recorder]
+) -> None:
+    """Whether its row was written at once or was to go with the COMMIT."""
+    controller, server = smtp
+    for with_commit in (False, True):
+        async with db.unit_of_work() as uow:  # no commit: rolled back
+            await queue_mail(
+                uow, "gone@example.com", "Your order", "Thank you\n", with_commit=with_commit
+            )
+    async with db.unit_of_work() as uow:
+        await queue_mail(uow, "kept@example.com", "Your order", "Thank you\n", with_commit=True)
+        await uow.commit()
+    sender = sender_for(db, controller)
+    assert await sender.send_batch() == (1, 0)
+    assert [rcpt for _, rcpt in server.messages] == ["kept@example.com"]
+    await sender.close()

@@ -71,9 +71,11 @@ class VersionedConsumer(Harness):
 
 @pytest.fixture
 async def consumer(
-    integration_db_url: str, schema_name: str, bus: Bus
+    integration_db_url: str, schema_name: str, bus: Bus, request: pytest.FixtureRequest
 ) -> AsyncIterator[VersionedConsumer]:
-    h = VersionedConsumer(integration_db_url, schema_name, bus)
+    """On a classic queue, or the queue type a test names (`indirect` parametrization)."""
+    queue_type = getattr(request, "param", "classic")
+    h = VersionedConsumer(integration_db_url, schema_name, bus, queue_type=queue_type)
     await h.setup()
     yield h
     await h.close()
@@ -221,21 +223,13 @@ async def test_a_reprocessed_event_dead_lettered_is_reprocessed_when_requeued(
     assert await consumer.eventually_applied({1: 2, 2: 2, 3: 2})
 
 
+@pytest.mark.parametrize("consumer", ["quorum"], indirect=True)
 async def test_looking_at_dead_letters_does_not_count_as_delivering_them(
-    integration_db_url: str, schema_name: str, bus: Bus
+    consumer: VersionedConsumer,
 ) -> None:
     """`dlq list` and `dlq show` put each letter back as it was: a requeue would count as a
     delivery (the quorum queue's `x-delivery-count`), and a quorum queue drops a message past
     its delivery limit (20 by default from RabbitMQ 4.0), with nowhere further to go."""
-    consumer = VersionedConsumer(integration_db_url, schema_name, bus, queue_type="quorum")
-    await consumer.setup()
-    try:
-        await _look_three_times_then_drop_one(consumer)
-    finally:
-        await consumer.close()
-
-
-async def _look_three_times_then_drop_one(consumer: VersionedConsumer) -> None:
     consumer.mode = "poison"
     await consumer.add_notes(range(1, 3))
     while await consumer.relay.publish_batch():
@@ -258,12 +252,14 @@ async def _look_three_times_then_drop_one(consumer: VersionedConsumer) -> None:
     assert (kept.headers.get("x-delivery-count") or 0) <= counted, kept.headers
 
 
+@pytest.mark.parametrize("consumer", ["quorum"], indirect=True)
 async def test_a_long_database_outage_spends_no_delivery_and_loses_no_event(
     consumer: VersionedConsumer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The database away for more tries than the quorum queue's delivery limit: the event is
     held and handled again, never requeued (each requeue counts as a delivery, and the queue
-    dead-letters the message at the limit), and is applied once the database answers."""
+    dead-letters the message at the limit), and is applied once the database answers. The
+    broker delivered it once."""
     monkeypatch.setattr(consumer_module, "DATABASE_RETRY_S", (0.01, 0.02))
     consumer.unavailable_for = broker.BROKER_DELIVERY_LIMIT + 5
     await consumer.add_note(5)
@@ -271,6 +267,7 @@ async def test_a_long_database_outage_spends_no_delivery_and_loses_no_event(
     assert await consumer.eventually_applied({5: 1})
     await consumer.drained()
     assert consumer.deliveries == broker.BROKER_DELIVERY_LIMIT + 6  # then applied once
+    assert consumer.redelivered == [False]
     assert await deadletters.inspect(consumer.bus.channel, consumer.bus.names, "kconsumer") == []
 
 
