@@ -5,6 +5,7 @@ broker is back every event reaches every consumer exactly once, without restarti
 from __future__ import annotations
 
 import asyncio
+import time
 
 import httpx
 
@@ -35,6 +36,7 @@ async def test_broker_outage_loses_nothing_and_publishes_no_failure(
     done = asyncio.Event()
 
     await asyncio.to_thread(rig.broker.cut)
+    cut = time.monotonic()
     try:
         stream = asyncio.create_task(checkouts_until(gw, shop.buyers[:4], shop.event.type_id, done))
         # Declined payments while the broker is away: they must publish nothing that sells.
@@ -53,21 +55,27 @@ async def test_broker_outage_loses_nothing_and_publishes_no_failure(
             )
         )
         await asyncio.sleep(OUTAGE_S)
+        while_away = time.monotonic()
     finally:
         await asyncio.to_thread(rig.broker.restore)
     await purchases
     done.set()
     checkouts = await stream
 
-    # Checkouts and sales were answered while the broker was away: 200 (or 202 for a sale
-    # whose transfer waits for the broker), never a 5xx.
-    assert checkouts.completed >= 4 and set(checkouts.statuses) == {200}, checkouts
+    # Checkouts were answered while the broker was away, not held until it came back; sales
+    # 200, or 202 once their transfer (which needs the broker) was waited for. Never a 5xx.
+    assert set(checkouts.statuses) == {200}, checkouts
+    assert checkouts.succeeded_between(cut, while_away) >= 4, checkouts
+    assert checkouts.slowest_s < OUTAGE_S / 2, checkouts
     assert set(sales.statuses) <= {200, 202} and len(sales.purchases) == len(shop.listed), sales
 
-    # Every sale completes once the events flow again.
+    # Every sale completes once the events flow again (this test's: the system is shared).
     async def settled() -> bool:
         rows = await db_rows(
-            system, "SELECT count(*) AS n FROM resale.purchases WHERE status = 'completed'"
+            system,
+            "SELECT count(*) AS n FROM resale.purchases"
+            " WHERE status = 'completed' AND ticket_id = ANY(:ids)",
+            ids=[ticket_id for _, ticket_id in shop.listed],
         )
         return rows[0].n == len(shop.listed)
 

@@ -11,6 +11,7 @@ import httpx
 
 from tests.faults.conftest import Rig
 from tests.faults.workload import market
+from tests.support.invariants import check_invariants
 from tests.support.shop import add
 
 UNAVAILABLE = (503, {"detail": "Service unavailable"})
@@ -52,3 +53,4 @@ async def test_a_refusal_that_cannot_catch_up_answers_503(rig: Rig, gw: httpx.As
         f"/api/tickets/{unknown}/resell", json={"price": 10}, headers=buyer.headers
     )
     assert (unlisted.status_code, unlisted.json()) == (404, {"detail": "Ticket not found"})
+    await check_invariants(rig.system)

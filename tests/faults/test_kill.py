@@ -13,7 +13,7 @@ import httpx
 from tests.faults.conftest import STALLED_CHECKOUT_S, Rig
 from tests.faults.workload import Outcomes, buy_listed, checkouts_until, market
 from tests.support.invariants import check_invariants, db_rows
-from tests.support.shop import add, eventually
+from tests.support.shop import add, eventually, holding, waiting_for_lock
 from tests.support.system import System
 
 # What a client may see while a service is down or restarting: never a 500.
@@ -32,6 +32,9 @@ async def _until(check: object, timeout: float = 30.0) -> None:
 
 
 async def test_kill_ordering_during_checkouts(rig: Rig, gw: httpx.AsyncClient) -> None:
+    """Killed while checkouts are between their pending order and their charge's answer (the
+    processor's ledger locked, so at least one is): each such order is settled by recovery
+    after the restart, completed with its charge or failed, and none stays pending."""
     system = rig.system
     shop = await market(gw, buyers=6)
     done = asyncio.Event()
@@ -44,7 +47,15 @@ async def test_kill_ordering_during_checkouts(rig: Rig, gw: httpx.AsyncClient) -
         return rows[0].n >= 8
 
     await _until(selling)
-    down_s = await _kill_and_restart(system, "ordering")
+    async with holding(system, "LOCK TABLE ordering.payments IN EXCLUSIVE MODE"):
+        await waiting_for_lock(system, '%"ordering".payments%', stream)
+        pending = await db_rows(
+            system, "SELECT order_id FROM ordering.orders WHERE status = 'pending'"
+        )
+        started = time.monotonic()
+        await asyncio.to_thread(system.stop_app, "ordering", signal.SIGKILL)
+    await asyncio.to_thread(system.start_app, "ordering")
+    down_s = time.monotonic() - started
     done.set()
     out = await stream
     assert set(out.statuses) <= WHILE_DOWN, out
@@ -64,6 +75,14 @@ async def test_kill_ordering_during_checkouts(rig: Rig, gw: httpx.AsyncClient) -
 
         assert await eventually(bought, timeout=STALLED_CHECKOUT_S + 30), again
     assert set(again.statuses) <= {200, 409}, again
+    assert pending, "no checkout was under way when ordering was killed"
+    settled = await db_rows(
+        system,
+        "SELECT status FROM ordering.orders WHERE order_id = ANY(:ids)",
+        ids=[row.order_id for row in pending],
+    )
+    assert len(settled) == len(pending), settled
+    assert {row.status for row in settled} <= {"completed", "failed"}, settled
 
     report = await check_invariants(system)
     print(
@@ -73,6 +92,8 @@ async def test_kill_ordering_during_checkouts(rig: Rig, gw: httpx.AsyncClient) -
 
 
 async def test_kill_resale_during_purchases(rig: Rig, gw: httpx.AsyncClient) -> None:
+    """Killed while purchases wait for their charge's answer (the processor's ledger locked,
+    so at least one does): each is settled after the restart, none stays charging."""
     system = rig.system
     shop = await market(gw, buyers=4, sellers=4, listings_each=3)
     out = Outcomes()
@@ -88,7 +109,15 @@ async def test_kill_resale_during_purchases(rig: Rig, gw: httpx.AsyncClient) -> 
         return rows[0].n >= 3
 
     await _until(selling)
-    down_s = await _kill_and_restart(system, "resale")
+    async with holding(system, "LOCK TABLE resale.payments IN EXCLUSIVE MODE"):
+        await waiting_for_lock(system, '%"resale".payments%', buying)
+        charging = await db_rows(
+            system, "SELECT purchase_id FROM resale.purchases WHERE status = 'charging'"
+        )
+        started = time.monotonic()
+        await asyncio.to_thread(system.stop_app, "resale", signal.SIGKILL)
+    await asyncio.to_thread(system.start_app, "resale")
+    down_s = time.monotonic() - started
     await buying
     assert set(out.statuses) <= WHILE_DOWN, out
     # Buyers whose answer was lost try again with the same key: each ticket is sold once.
@@ -96,6 +125,18 @@ async def test_kill_resale_during_purchases(rig: Rig, gw: httpx.AsyncClient) -> 
         retry = Outcomes()
         await buy_listed(gw, shop.buyers[i % 4], ticket_id, retry)
         assert set(retry.statuses) <= {200, 202, 409}, retry
+    assert charging, "no purchase was being charged when resale was killed"
+
+    async def settled() -> bool:
+        rows = await db_rows(
+            system,
+            "SELECT count(*) AS n FROM resale.purchases"
+            " WHERE purchase_id = ANY(:ids) AND status IN ('completed', 'failed')",
+            ids=[row.purchase_id for row in charging],
+        )
+        return rows[0].n == len(charging)
+
+    await _until(settled, timeout=STALLED_CHECKOUT_S + 30)
 
     report = await check_invariants(system)
     print(
@@ -154,6 +195,7 @@ async def test_kill_consumer_in_the_middle_of_handling(rig: Rig, gw: httpx.Async
     await _until(started)
     before = await in_flight()
     down_s = await _kill_and_restart(system, "ordering")
+    assert before < len(shop.listed) + 1, "every event was handled before the kill"
     await burst
     cancelled = await cancelling
     assert cancelled.status_code == 200, cancelled.text

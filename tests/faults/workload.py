@@ -51,11 +51,18 @@ class Outcomes:
     slowest_s: float = 0.0
     completed: int = 0
     purchases: list[dict[str, Any]] = field(default_factory=list)
+    succeeded_at: list[float] = field(default_factory=list)  # time.monotonic() of each 2xx
+
+    def succeeded_between(self, start: float, end: float) -> int:
+        return sum(start <= at <= end for at in self.succeeded_at)
 
     def record(self, response: httpx.Response | None, started: float) -> None:
-        self.slowest_s = max(self.slowest_s, time.monotonic() - started)
+        answered = time.monotonic()
+        self.slowest_s = max(self.slowest_s, answered - started)
         status = response.status_code if response is not None else 0
         self.statuses[status] += 1
+        if 200 <= status < 300:
+            self.succeeded_at.append(answered)
         if response is not None and status >= 400:
             try:
                 self.details[f"{status} {response.json().get('detail')}"] += 1

@@ -176,7 +176,7 @@ async def holding(system: System, sql: str, *args: Any) -> AsyncIterator[None]:
 
 
 async def waiting_for_lock(
-    system: System, query_like: str, running: asyncio.Task[Any], waiters: int = 1
+    system: System, query_like: str, running: asyncio.Future[Any], waiters: int = 1
 ) -> None:
     """Return once `waiters` backends wait for a lock in a statement LIKE `query_like`; fail
     if `running` ends first. Read on a connection of its own, outside any transaction: inside
