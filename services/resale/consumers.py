@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from sqlalchemy import Update, update
+from sqlalchemy import Update, select, update
 from sqlalchemy.dialects.postgresql import insert
 
-from contracts.auth import UserBanned, UserProfileUpdated, UserRegistered
+from contracts.auth import UserBanned, UserProfileUpdated, UserRegistered, UserUnbanned
 from contracts.catalog import (
     EventApproved,
     EventCancelled,
@@ -228,8 +228,25 @@ async def on_profile_updated(
     await change_copied(uow, change, users.c.user_id == event.user_id, f"user {event.user_id}")
 
 
-async def on_user_banned(event: UserBanned, envelope: Envelope, uow: UnitOfWork) -> None:
-    await cancel_listings(uow, listings.c.seller_id == event.user_id, "seller_banned")
+async def on_ban_changed(
+    event: UserBanned | UserUnbanned, envelope: Envelope, uow: UnitOfWork
+) -> None:
+    """The user's ban as auth last said it; a ban withdraws the seller's listings. An older
+    ban or unban applied later (a retry, a replay's reprocess) changes nothing: a seller
+    unbanned since keeps what they listed after. A user not copied here yet has no ban to
+    compare with: a ban withdraws their listings all the same."""
+    banned = isinstance(event, UserBanned)
+    user = users.c.user_id == event.user_id
+    written = await uow.conn.scalar(
+        update(users)
+        .where(user, older_than(users.c.state_seq, envelope.sequence))
+        .values(banned=banned, state_seq=envelope.sequence)
+        .returning(users.c.user_id)
+    )
+    if written is None and await uow.conn.scalar(select(users.c.user_id).where(user)):
+        return  # a newer ban or unban is here already
+    if banned:
+        await cancel_listings(uow, listings.c.seller_id == event.user_id, "seller_banned")
 
 
 HANDLERS: dict[str, Handler] = {
@@ -248,7 +265,8 @@ HANDLERS: dict[str, Handler] = {
     "ordering.TicketCheckedIn": on_ticket_checked_in,
     "auth.UserRegistered": on_user_registered,
     "auth.UserProfileUpdated": on_profile_updated,
-    "auth.UserBanned": on_user_banned,
+    "auth.UserBanned": on_ban_changed,
+    "auth.UserUnbanned": on_ban_changed,
 }
 
 # Tables that only mirror other services' events, and the events whose handlers write only

@@ -23,6 +23,7 @@ TICKET_NOT_FOUND = "Ticket not found"
 NOT_OWNER = "Not the ticket owner"
 BEING_PURCHASED = "Ticket is being purchased"
 NOT_LISTED = "Ticket is not listed for resale"
+ACCOUNT_BANNED = "Account banned"
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,12 @@ def refusal(row: Any, price: Decimal | None, default_cap: int | None, now: datet
 
 
 async def list_ticket(cmd: ListTicket, uow: UnitOfWork, default_cap: int | None) -> None:
-    """List the ticket, or reprice its open listing; errors in the order of §9.4."""
+    """List the ticket, or reprice its open listing; errors in the order of §9.4, after the
+    ban (§2.2) as resale last heard of it: the seller's row is share-locked, so a ban being
+    applied meanwhile waits for this listing, then withdraws it with the rest."""
+    banned = select(users.c.banned).where(users.c.user_id == cmd.seller_id)
+    if await uow.conn.scalar(banned.with_for_update(read=True)):
+        raise Forbidden(ACCOUNT_BANNED)
     row = await owned_ticket(uow, cmd.ticket_id, cmd.seller_id)
     refused = refusal(row, cmd.price, default_cap, utcnow())
     if refused is not None:

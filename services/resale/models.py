@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Index,
@@ -90,6 +91,9 @@ users = Table(
     Column("email", Text, nullable=False),
     Column("first_name", Text, nullable=False),
     Column("seq", BigInteger),  # auth's sequence of the event that wrote the name
+    # The ban as auth last said it, and the sequence of the ban or unban that wrote it.
+    Column("banned", Boolean, nullable=False, server_default=text("false")),
+    Column("state_seq", BigInteger),
 )
 
 # ---- resale's own data ---------------------------------------------------------------------

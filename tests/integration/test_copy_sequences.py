@@ -8,6 +8,7 @@ consumer as the broker feeds it, every event with the producer's sequence it wou
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -16,7 +17,7 @@ from typing import Any
 
 import pytest
 from msgspec.structs import replace
-from sqlalchemy import Table, select
+from sqlalchemy import Table, select, text
 
 from contracts.auth import (
     OrganizerRejected,
@@ -47,6 +48,7 @@ from contracts.timeutil import utcnow
 from services.kernel import broker
 from services.kernel.consumer import Consumer
 from services.kernel.db import Database
+from services.kernel.errors import Forbidden
 from services.kernel.projections import NotProjectedYet
 from services.resale.listings import ListTicket, list_ticket
 from tests.integration.conftest import migrated_harness
@@ -355,3 +357,66 @@ async def test_one_batch_of_registrations_keeps_an_organizer_beside_a_customer(
         await handler.many(batch, uow)  # type: ignore[attr-defined]
         await uow.commit()
     assert await _organizer(catalog) == (False, "active")
+
+
+def _seller_ban(kind: type[UserBanned]) -> UserBanned:
+    state = "banned" if kind is UserBanned else "active"
+    return kind(user_id=100, role="customer", role_id=100, at=utcnow(), account_state=state)
+
+
+async def _listing(resale: Copies) -> Any:
+    return await resale.row("listings", ticket_id=5)
+
+
+async def test_an_older_ban_applied_after_the_unban_leaves_the_new_listing(resale: Copies) -> None:
+    """Banned (3), unbanned (4), then lists again: the ban applied once more (a retry, a
+    replay's reprocess) withdraws nothing, and a banned seller could not have listed."""
+    await _ticket_on_sale(resale)
+    await resale.apply(_seller_ban(UserBanned), 3, 100)
+    async with resale.db.unit_of_work() as uow:
+        with pytest.raises(Forbidden, match="Account banned"):
+            await list_ticket(ListTicket(5, 100, Decimal("30.00")), uow, None)
+    await resale.apply(_seller_ban(UserUnbanned), 4, 100)
+    async with resale.db.unit_of_work() as uow:
+        await list_ticket(ListTicket(5, 100, Decimal("30.00")), uow, None)
+    await resale.apply(_seller_ban(UserBanned), 3, 100)
+    assert (await _listing(resale)).state == "active"
+    assert (await resale.row("users", user_id=100)).banned is False
+
+
+async def test_a_ban_applied_while_the_seller_lists_withdraws_the_new_listing(
+    resale: Copies,
+) -> None:
+    """The listing's transaction share-locks the seller's row: a ban applied meanwhile waits
+    for it to commit, then withdraws the listing with the rest (it does not miss it)."""
+    await _ticket_on_sale(resale)
+    async with resale.db.engine.connect() as other:
+        # The listing waits for the ticket's row after taking the seller's.
+        await other.exec_driver_sql("SELECT 1 FROM resale.tickets WHERE ticket_id = 5 FOR UPDATE")
+
+        async def listing() -> None:
+            async with resale.db.unit_of_work() as uow:
+                await list_ticket(ListTicket(5, 100, Decimal("30.00")), uow, None)
+
+        listed = asyncio.create_task(listing())
+        await _lock_waited_for(resale, "%resale.tickets%")
+        ban = asyncio.create_task(resale.apply(_seller_ban(UserBanned), 3, 100))
+        await _lock_waited_for(resale, "%UPDATE resale.users%")
+        await other.rollback()
+    await asyncio.wait_for(asyncio.gather(listed, ban), 10)
+    listing = await _listing(resale)
+    assert (listing.state, listing.withdrawn_for) == ("cancelled", None), listing
+
+
+async def _lock_waited_for(resale: Copies, query_like: str) -> None:
+    waiting = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        " AND datname = current_database() AND query LIKE :q"
+    ).bindparams(q=query_like)
+    async with resale.db.engine.connect() as watcher:
+        for _ in range(500):
+            if await watcher.scalar(waiting):
+                return
+            await watcher.rollback()  # a fresh look at pg_stat_activity each time
+            await asyncio.sleep(0.01)
+    raise AssertionError(f"nothing waited for a lock in {query_like!r}")
