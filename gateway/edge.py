@@ -156,6 +156,11 @@ async def proxy(gw: Gateway, scope: dict, receive: object, reply: Reply, h: Requ
             log.warning("gateway: cannot verify tokens: %r", exc)
             await reply.json(503, {"detail": "Service unavailable"})
             return
+        if not gw.denylist.loaded:
+            # Auth's deny-list has not been read since this gateway started: a banned user's
+            # or a revoked token would pass. Closed until it is (it is asked for again).
+            await reply.json(503, {"detail": "Service unavailable"})
+            return
         refusal = gw.denylist.refusal(identity)
         if refusal is not None:
             if refusal[0] == 401:

@@ -37,6 +37,7 @@ from tests.support.actors import (
     mailed_token,
     sign_in,
 )
+from tests.support.shop import eventually, holding
 from tests.support.system import System
 
 KEY = Ed25519PrivateKey.generate()
@@ -323,6 +324,30 @@ async def test_a_restarted_gateway_remembers_bans_and_revocations(
         response = await fresh.get(EDGE_ONLY, headers=logged_out.headers)
         assert response.status_code == 401
         assert response.json() == {"detail": "Token has been revoked"}
+
+
+async def test_a_gateway_that_could_not_read_the_deny_list_lets_no_token_through(
+    client: httpx.AsyncClient, edge: System, admin: str
+) -> None:
+    """Restarted while auth cannot answer its deny-list (one of its tables locked; the keys
+    still verify tokens): a banned user's token, which only the deny-list refuses on a route
+    whose service does not look (the cart), is a 503 rather than let through, and is refused
+    as banned once the deny-list is read."""
+    banned = await active_customer(client, admin)
+    await ban_directly(edge, admin, banned.user_id)
+    async with holding(edge, "LOCK TABLE auth.revoked_access_tokens IN ACCESS EXCLUSIVE MODE"):
+        await asyncio.to_thread(edge.stop_app, "gateway")
+        await asyncio.to_thread(edge.start_app, "gateway")  # after its wait for the deny-list
+        async with httpx.AsyncClient(base_url=edge.gateway_url, timeout=10) as fresh:
+            blind = await fresh.get("/api/cart/items", headers=banned.headers)
+            assert (blind.status_code, blind.json()) == (503, {"detail": "Service unavailable"})
+    async with httpx.AsyncClient(base_url=edge.gateway_url, timeout=10) as fresh:
+
+        async def refused_as_banned() -> bool:
+            response = await fresh.get("/api/cart/items", headers=banned.headers)
+            return (response.status_code, response.json()) == (403, {"detail": "Account banned"})
+
+        assert await eventually(refused_as_banned, timeout=15)
 
 
 async def test_a_stopped_service_is_a_fast_json_503(client: httpx.AsyncClient) -> None:
