@@ -510,6 +510,22 @@ class UnitOfWork:
         finally:
             await asyncio.shield(conn.close())
 
+    @asynccontextmanager
+    async def committed_first(self) -> AsyncIterator[UnitOfWork]:
+        """A transaction of its own, committed as the block ends, before this one goes on:
+        what must stand even if this one then rolls back, such as a status that stops new
+        sales before a handler moves money the processor will not take back. A retry after a
+        crash then finds the same state as the first attempt did. Not in a consumer's batch,
+        whose work commits together: raises there, so that the batch's events are applied
+        one at a time. Its waits for locks end after 2 s (an earlier event of the batch, then
+        retried alone, may have held them)."""
+        if not self.commit_allowed:
+            raise RuntimeError("this work commits on its own: not in a batch")
+        async with self.db.unit_of_work() as early:
+            await early.execute(text("SET LOCAL lock_timeout = '2s'"))
+            yield early
+            await early.commit()
+
     def emit(self, event: Event, aggregate_id: object) -> None:
         """Record an event; it is written to the outbox in this transaction."""
         self._events.append(

@@ -12,7 +12,7 @@ from collections import defaultdict
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import exists, func, select, text, update
+from sqlalchemy import exists, func, select, update
 
 from contracts.catalog import EventCancelled, ParticipantsNotified, TicketTypeDeleted
 from contracts.envelope import Envelope
@@ -117,14 +117,10 @@ async def _cancelled_before_money_moves(uow: UnitOfWork, event_id: int) -> None:
     an earlier event may hold the row in the batch's own transaction: a cancellation fails
     such a batch at once, so that its events are applied one at a time (and it alone); the
     lock timeout bounds any other wait."""
-    if not uow.commit_allowed:
-        raise RuntimeError("a cancellation is applied in a transaction of its own")
-    async with uow.db.unit_of_work() as early:
-        await early.execute(text("SET LOCAL lock_timeout = '2s'"))
+    async with uow.committed_first() as early:
         await early.execute(
             update(events).where(events.c.event_id == event_id).values(status="cancelled")
         )
-        await early.commit()
 
 
 async def _void(

@@ -76,8 +76,14 @@ async def on_event_rejected(event: EventRejected, envelope: Envelope, uow: UnitO
 
 
 async def on_event_cancelled(event: EventCancelled, envelope: Envelope, uow: UnitOfWork) -> None:
-    await event_copies.set_status(uow, events, event.event_id, "cancelled", envelope.sequence)
-    await cancel_listings(uow, listings.c.event_id == event.event_id, "event_cancelled")
+    # Committed before any refund goes to the processor: a buyer cannot claim a listing of
+    # the event between a refund and a crash of this handler, so its retry refunds the same
+    # purchases under the same keys. Otherwise a holder refunded by the first attempt could
+    # sell the ticket meanwhile: the retry would skip them (a later sale), and they would keep
+    # both the refund and the payout.
+    async with uow.committed_first() as early:
+        await event_copies.set_status(early, events, event.event_id, "cancelled", envelope.sequence)
+        await cancel_listings(early, listings.c.event_id == event.event_id, "event_cancelled")
     await settlement.refund_holders(
         uow, purchases.c.event_id == event.event_id, payment_provider(uow.db)
     )

@@ -24,8 +24,9 @@ from contracts.timeutil import utcnow
 from services.kernel import broker
 from services.kernel.consumer import Consumer
 from services.kernel.db import Database
+from services.kernel.errors import BadRequest
 from services.kernel.payments import SimulatedProvider
-from services.resale import purchase
+from services.resale import consumers, purchase
 from services.resale.consumers import HANDLERS
 from services.resale.listings import ListTicket, list_ticket
 from services.resale.models import metadata, outbox, payments, purchases, tickets
@@ -179,3 +180,37 @@ async def test_an_older_transfer_applied_again_does_not_take_the_ticket_back(
         await resale.scalar(select(tickets.c.owner_id).where(tickets.c.ticket_id == TICKET))
         == THIRD
     )
+
+
+async def test_a_cancellation_that_died_after_a_refund_is_retried_with_the_same_purchases(
+    resale: Resale, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BUYER bought the ticket from SELLER and listed it again. The cancellation's handler
+    refunded BUYER at the processor, then died before its commit. The event's cancellation
+    and the listing's withdrawal were committed before the refund, so THIRD cannot buy the
+    listing before the retry, which refunds BUYER the same 40 under the same key. Before,
+    THIRD could: the retry skipped BUYER (a later sale), who kept both the refund and the
+    payout."""
+    await resale.on_sale_with_holder()
+    first = await resale.sold(SELLER, BUYER, "40.00")
+    await resale.deliver(_moved(first, SELLER, BUYER), TICKET)
+    async with resale.db.unit_of_work() as uow:
+        await list_ticket(ListTicket(TICKET, BUYER, Decimal("60.00")), uow, None)
+
+    class DiesAfterRefund(SimulatedProvider):
+        async def refund(self, payment_id: str, amount: Decimal, *, idempotency_key: str) -> None:
+            await super().refund(payment_id, amount, idempotency_key=idempotency_key)
+            raise RuntimeError("the process died here")
+
+    monkeypatch.setattr(consumers, "payment_provider", lambda db: DiesAfterRefund(db, 0))
+    cancelled = envelope(EventCancelled(event_id=EVENT, by=1, at=utcnow()), EVENT)
+    with pytest.raises(RuntimeError, match="died here"):
+        await resale.consumer.handle(cancelled)
+    monkeypatch.undo()
+    async with resale.db.unit_of_work() as uow:
+        with pytest.raises(BadRequest, match="Ticket is not for resale"):
+            await purchase.claim(purchase.BuyTicket(TICKET, THIRD, None, None, None), uow)
+    assert await resale.consumer.handle(cancelled) is True  # the broker's redelivery
+    assert await resale.refunded() == {"40.00": Decimal("40.00")}
+    refunds = select(func.count()).where(outbox.c.type == "resale.ResaleRefunded")
+    assert await resale.scalar(refunds) == 1
