@@ -292,14 +292,20 @@ def _settle_command(requeue: bool) -> Callable[[str, tuple[str, ...], bool], Non
         if not message_ids and not all_:
             raise click.UsageError("name MESSAGE_IDs or pass --all")
         wanted = set(message_ids)
-        n = _run(
-            lambda s, _e: _with_channel(
-                s,
-                lambda ch, names: deadletters.settle(
-                    ch, names, consumer, lambda d: all_ or d.message_id in wanted, requeue
-                ),
+        try:
+            n = _run(
+                lambda s, _e: _with_channel(
+                    s,
+                    lambda ch, names: deadletters.settle(
+                        ch, names, consumer, lambda d: all_ or d.message_id in wanted, requeue
+                    ),
+                )
             )
-        )
+        except broker.Unroutable as exc:
+            raise click.ClickException(
+                f"{exc}: start {consumer} so that it declares its queue, then requeue again"
+                " (the dead letters are kept)"
+            ) from None
         click.echo(f"{'requeued' if requeue else 'dropped'} {n} dead letters")
 
     return command

@@ -22,6 +22,10 @@ class BrokerUnavailable(Exception):
     """RabbitMQ cannot be reached."""
 
 
+class Unroutable(Exception):
+    """The broker sent a message back: the queue it was sent to does not exist."""
+
+
 class TopologyMismatch(Exception):
     """A queue was declared earlier with other arguments (an older version's topology)."""
 
@@ -167,8 +171,10 @@ async def resend(
     channel: AbstractChannel, message: Resendable, queue: str, headers: dict[str, Any]
 ) -> None:
     """Publish a received message again, unchanged but for its headers, straight to `queue`
-    (a retry queue, the dead-letter queue, or back to the consumer's queue)."""
-    await channel.default_exchange.publish(
+    (a retry queue, the dead-letter queue, or back to the consumer's queue). Unroutable if
+    that queue does not exist (deleted to be declared anew, say): the caller keeps the message
+    it took, instead of acknowledging one that went nowhere."""
+    result = await channel.default_exchange.publish(
         aio_pika.Message(
             message.body,
             headers=headers,
@@ -180,4 +186,7 @@ async def resend(
             timestamp=message.timestamp,
         ),
         routing_key=queue,
+        mandatory=True,
     )
+    if isinstance(result, aiormq.abc.DeliveredMessage):  # what the broker sent back
+        raise Unroutable(f"no queue {queue!r}")

@@ -8,10 +8,11 @@ from typing import Any
 
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
-from services.kernel.broker import Names, resend
+from services.kernel.broker import Names, Unroutable, resend
 
-# Headers a requeued letter keeps: what it was sent as, not how it failed.
-KEPT = frozenset({"x-reprocess"})
+# Headers a requeued letter keeps: what it was sent as (a replay's reprocess; a relay pack's
+# aggregates, which it must apply in order with), not how it failed.
+KEPT = frozenset({"x-reprocess", "x-aggregates", "x-events"})
 
 
 @dataclass(frozen=True)
@@ -81,19 +82,25 @@ async def settle(
     queue_name = names.dead_letter_queue(consumer)
     messages = await _drain(channel, queue_name)
     done = 0
-    for message in messages:
+    for i, message in enumerate(messages):
         letter = _describe(message)
-        if not chosen(letter):
-            await _put_back(channel, queue_name, message)
-            continue
-        if requeue:
-            # The failure's bookkeeping goes; a replay's reprocess stays one (its event was
-            # handled before, and would be skipped as a duplicate).
-            headers = {
-                k: v for k, v in letter.headers.items() if not k.startswith("x-") or k in KEPT
-            }
-            headers["x-requeued"] = True
-            await resend(channel, message, names.queue(consumer), headers)
+        try:
+            if not chosen(letter):
+                await _put_back(channel, queue_name, message)
+                continue
+            if requeue:
+                # The failure's bookkeeping goes; a replay's reprocess stays one (its event
+                # was handled before, and would be skipped as a duplicate).
+                headers = {
+                    k: v for k, v in letter.headers.items() if not k.startswith("x-") or k in KEPT
+                }
+                headers["x-requeued"] = True
+                await resend(channel, message, names.queue(consumer), headers)
+        except Unroutable:
+            # The consumer's queue is gone: this letter and the ones not settled yet stay.
+            for left in messages[i:]:
+                await _put_back(channel, queue_name, left)
+            raise
         await message.ack()
         done += 1
     return done

@@ -192,6 +192,26 @@ async def test_poison_event_is_dead_lettered_then_requeued_after_the_fix_and_app
     assert await deadletters.inspect(consumer.bus.channel, consumer.bus.names, "kconsumer") == []
 
 
+async def test_letters_requeued_to_a_queue_that_is_gone_stay_dead_letters(
+    consumer: VersionedConsumer,
+) -> None:
+    """The consumer's queue deleted (to be declared anew with other arguments): a requeue
+    cannot reach it, says so, and both letters stay in the dead-letter queue. Before, the
+    broker dropped them as unroutable and the letters were acknowledged, gone."""
+    consumer.mode = "poison"
+    for note_id in (41, 42):
+        await consumer.add_note(note_id)
+    await consumer.relay.publish_batch()
+    assert len(await _dead_letters(consumer, 2)) == 2
+    await consumer.bus.channel.queue_delete(consumer.bus.names.queue("kconsumer"))
+    with pytest.raises(broker.Unroutable):
+        await deadletters.settle(
+            consumer.bus.channel, consumer.bus.names, "kconsumer", lambda d: True, requeue=True
+        )
+    kept = await deadletters.inspect(consumer.bus.channel, consumer.bus.names, "kconsumer")
+    assert sorted(letter.attempts for letter in kept) == [3, 3]
+
+
 async def _dead_letters(consumer: VersionedConsumer, count: int) -> list[deadletters.DeadLetter]:
     letters: list[deadletters.DeadLetter] = []
     for _ in range(200):
