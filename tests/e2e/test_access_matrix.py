@@ -2,11 +2,13 @@
 the status each one gets, in ONE table (MATRIX). A guard test fails when a route exists in the
 gateway's merged OpenAPI document or in a service's route table without a row here.
 
-The objects named in paths (cart item, order, ticket, listing, event, ticket type, location,
-user) belong to the "customer" and "organizer" callers. Where the allowed caller's success
-would destroy the object (ban, cancel, delete), the row aims at an object on which the
-allowed caller gets that endpoint's own 4xx (e.g. "already banned"), which is only reached
-past the guards; the cart line to remove is made fresh for its row.
+The objects named in paths (cart item, order, ticket, listing, purchase, event, ticket type,
+location, user) belong to the "customer" and "organizer" callers. Where the allowed caller's
+success would destroy the object (ban, cancel, delete, check in), the row aims at an object on
+which the allowed caller gets that endpoint's own 4xx (e.g. "already banned"), which is only
+reached past the guards; the cart line to remove is made fresh for its row. A list that every
+caller may ask for (cart, orders, tickets, listings) is checked for whose objects it shows:
+the customer's answer shows the customer's, every other caller's shows none of them.
 """
 
 from __future__ import annotations
@@ -31,7 +33,18 @@ from tests.support.actors import (
     register_organizer,
     verified_organizer,
 )
-from tests.support.shop import add, approve, buy, create_event, event_on_sale, ticket_type
+from tests.support.resale_actors import listed, purchase
+from tests.support.shop import (
+    add,
+    approve,
+    buy,
+    create_event,
+    db_rows,
+    event_on_sale,
+    ticket_code,
+    ticket_type,
+)
+from tests.support.system import System
 
 CALLERS = (
     "anonymous",
@@ -53,15 +66,28 @@ class World:
     type_id: int
     location_id: int
     ended_event_id: int
+    cart_item_id: int
     order_id: int
     listed_ticket: int
+    listed_code: str
     other_ticket: int
+    bought_ticket: int  # bought from another customer's listing
+    purchase_id: int
     banned_user_id: int
     organizer_id: int
     api: httpx.AsyncClient
 
 
 Ids = Callable[[World], Awaitable[dict[str, Any]] | dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Mine:
+    """The customer's objects in a list answer, each item named by `key`: the customer's 200
+    shows every one of `ids` (so the check is not vacuous), any other caller's 200 none."""
+
+    key: str
+    ids: Callable[[World], set[int]]
 
 
 @dataclass(frozen=True)
@@ -73,6 +99,7 @@ class Row:
     json: Any = None
     data: dict[str, str] | None = None
     query: dict[str, Any] = field(default_factory=dict)
+    mine: Mine | None = None
 
 
 # Guard shorthands (API.md §2.4). A banned caller's token is refused at the gateway (403)
@@ -102,8 +129,8 @@ def organizers(mine: int, theirs: int, admin: int = 403) -> tuple[int, ...]:
     return (401, 403, 403, mine, theirs, 403, 403, admin)
 
 
-def owner_of_ticket(mine: int, theirs: int) -> tuple[int, ...]:
-    """[U] with an owner check: only the customer holds the ticket."""
+def owner_only(mine: int, theirs: int) -> tuple[int, ...]:
+    """[U] with an owner check: only the customer holds the ticket (or made the purchase)."""
     return (401, mine, theirs, theirs, theirs, theirs, 403, theirs)
 
 
@@ -113,7 +140,6 @@ async def fresh_cart_line(w: World) -> dict[str, Any]:
     return {"cart_item_id": response.json()["cart_item_id"]}
 
 
-NOBODY = 2_147_483_647
 PASSWORD_OK = "Another123!"
 
 MATRIX: tuple[Row, ...] = (
@@ -265,7 +291,12 @@ MATRIX: tuple[Row, ...] = (
         ids=lambda w: {"type_id": w.type_id},
     ),
     # ---- cart, checkout, orders (§8)
-    Row("GET", "/api/cart/items", customers(200, 200)),
+    Row(
+        "GET",
+        "/api/cart/items",
+        customers(200, 200),
+        mine=Mine("cart_item_id", lambda w: {w.cart_item_id}),
+    ),
     Row(
         "POST",
         "/api/cart/items",
@@ -284,7 +315,7 @@ MATRIX: tuple[Row, ...] = (
         customers(402, 400),  # a declined card keeps the cart; the other cart is empty
         json={"payment_token": "tok_card_declined"},
     ),
-    Row("GET", "/api/orders", customers(200, 200)),
+    Row("GET", "/api/orders", customers(200, 200), mine=Mine("order_id", lambda w: {w.order_id})),
     Row(
         "GET",
         "/api/orders/{order_id}",
@@ -292,35 +323,45 @@ MATRIX: tuple[Row, ...] = (
         ids=lambda w: {"order_id": w.order_id},
     ),
     # ---- tickets (§9)
-    Row("GET", "/api/tickets", signed_in(200)),
+    Row(
+        "GET",
+        "/api/tickets",
+        signed_in(200),
+        mine=Mine("ticket_id", lambda w: {w.listed_ticket, w.other_ticket, w.bought_ticket}),
+    ),
     Row(
         "GET",
         "/api/tickets/{ticket_id}/download",
-        owner_of_ticket(200, 404),
+        owner_only(200, 404),
         ids=lambda w: {"ticket_id": w.listed_ticket},
     ),
     Row(
         "POST",
         "/api/tickets/check-in",
-        organizers(404, 404),  # "Invalid ticket code" comes before the event's owner
-        json={"code": "not-a-code"},
+        organizers(409, 403),  # the event's organizer passes to "Ticket is listed for resale"
+        ids=lambda w: {"_json": {"code": w.listed_code}},
     ),
     Row(
         "POST",
         "/api/tickets/{ticket_id}/resell",
-        owner_of_ticket(200, 403),  # repricing at the same price
+        owner_only(200, 403),  # repricing at the same price
         json={"price": 40},
         ids=lambda w: {"ticket_id": w.listed_ticket},
     ),
     Row(
         "DELETE",
         "/api/tickets/{ticket_id}/resell",
-        owner_of_ticket(400, 403),  # "Ticket is not listed for resale"
+        owner_only(400, 403),  # "Ticket is not listed for resale"
         ids=lambda w: {"ticket_id": w.other_ticket},
     ),
     # ---- resale (§10)
     Row("GET", "/api/resale/marketplace", public(200)),
-    Row("GET", "/api/resale/my-listings", signed_in(200)),
+    Row(
+        "GET",
+        "/api/resale/my-listings",
+        signed_in(200),
+        mine=Mine("ticket_id", lambda w: {w.listed_ticket}),
+    ),
     Row(
         "POST",
         "/api/resale/purchase",
@@ -330,8 +371,8 @@ MATRIX: tuple[Row, ...] = (
     Row(
         "GET",
         "/api/resale/purchases/{purchase_id}",
-        signed_in(404),
-        ids=lambda w: {"purchase_id": NOBODY},
+        owner_only(200, 404),  # the buyer's alone: "Purchase not found" to anyone else
+        ids=lambda w: {"purchase_id": w.purchase_id},
     ),
     # ---- last: logout revokes the token it is given (3.6: always 200)
     Row("POST", "/api/auth/logout", anyone(200), json={}),
@@ -346,7 +387,7 @@ ROWS = {_key(r.method, r.route): r for r in MATRIX}
 
 
 @pytest.fixture(scope="module")
-async def world(api: httpx.AsyncClient) -> World:
+async def world(api: httpx.AsyncClient, system: System) -> World:
     admin = await admin_token(api)
     customer = await active_customer(api, admin)
     other_customer = await active_customer(api, admin)
@@ -364,9 +405,9 @@ async def world(api: httpx.AsyncClient) -> World:
     await approve(api, admin, ended.event_id)
     tickets = await buy(api, customer, event.type_id, 2)
     orders = await api.get("/api/orders", headers=customer.headers)
-    listed, other = tickets[0]["ticket_id"], tickets[1]["ticket_id"]
+    listed_id, other_id = tickets[0]["ticket_id"], tickets[1]["ticket_id"]
     response = await api.post(
-        f"/api/tickets/{listed}/resell", json={"price": 40}, headers=customer.headers
+        f"/api/tickets/{listed_id}/resell", json={"price": 40}, headers=customer.headers
     )
     assert response.status_code == 200, response.text
     # A line held in the cart, of a type of its own (the cart-line row adds and removes
@@ -374,6 +415,13 @@ async def world(api: httpx.AsyncClient) -> World:
     held = await ticket_type(api, organizer, event.event_id)
     response = await add(api, customer, held["type_id"])
     assert response.status_code == 200, response.text
+    cart_item_id = response.json()["cart_item_id"]
+    seller = await listed(api, admin, price=30)
+    response = await purchase(api, customer, seller.ticket_id)
+    assert response.status_code == 200, response.text
+    [bought] = await db_rows(
+        system, "SELECT purchase_id FROM resale.purchases WHERE ticket_id = :t", t=seller.ticket_id
+    )
     return World(
         tokens={
             "anonymous": None,
@@ -390,9 +438,13 @@ async def world(api: httpx.AsyncClient) -> World:
         type_id=event.type_id,
         location_id=details.json()["location_id"],
         ended_event_id=ended.event_id,
+        cart_item_id=cart_item_id,
         order_id=orders.json()[0]["order_id"],
-        listed_ticket=listed,
-        other_ticket=other,
+        listed_ticket=listed_id,
+        listed_code=await ticket_code(system, listed_id),
+        other_ticket=other_id,
+        bought_ticket=seller.ticket_id,
+        purchase_id=bought.purchase_id,
         banned_user_id=banned.user_id,
         organizer_id=organizer.role_id,
         api=api,
@@ -407,6 +459,7 @@ async def test_access(row: Row, world: World, api: httpx.AsyncClient) -> None:
     body = ids.pop("_json", row.json)
     path = row.route.format(**ids)
     got: dict[str, tuple[int, str]] = {}
+    shown: dict[str, set[int]] = {}  # of a `mine` row: the ids each caller's 200 lists
     for caller in CALLERS:
         token = world.tokens[caller]
         headers = bearer(token) if token else {}
@@ -417,11 +470,18 @@ async def test_access(row: Row, world: World, api: httpx.AsyncClient) -> None:
             kwargs["json"] = body
         response = await api.request(row.method, path, **kwargs)
         got[caller] = (response.status_code, response.text[:120])
+        if row.mine is not None and response.status_code == 200:
+            shown[caller] = {item[row.mine.key] for item in response.json()}
     expected = dict(zip(CALLERS, row.expect, strict=True))
     wrong = {c: (expected[c], got[c]) for c in CALLERS if got[c][0] != expected[c]}
     assert not wrong, f"{row.method} {row.route}: caller: (expected, (got, body))\n" + "\n".join(
         f"  {c}: {v}" for c, v in wrong.items()
     )
+    if row.mine is not None:
+        customers_own = row.mine.ids(world)
+        assert customers_own <= shown["customer"], (customers_own, shown["customer"])
+        leaked = {c: ids & customers_own for c, ids in shown.items() if c != "customer"}
+        assert not any(leaked.values()), f"the customer's {row.mine.key}s shown to: {leaked}"
 
 
 # ---- every route has its row ---------------------------------------------------------------

@@ -6,8 +6,9 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import pytest
 
-from tests.support.actors import active_customer, admin_token
+from tests.support.actors import active_customer, admin_token, bearer
 from tests.support.resale_actors import (
     Holder,
     holder,
@@ -275,16 +276,56 @@ async def test_banned_sellers_listings_are_withdrawn(api: httpx.AsyncClient) -> 
     assert await eventually(gone)
 
 
-async def test_a_listing_withdrawn_while_claimed_is_not_sold_whatever_the_charge_did(
-    api: httpx.AsyncClient, system: System
+async def ban_seller(api: httpx.AsyncClient, system: System, admin: str, seller: Holder) -> None:
+    banned = await api.post(f"/api/auth/ban-user/{seller.account.user_id}", headers=bearer(admin))
+    assert banned.status_code == 200, banned.text
+
+
+async def cancel_event(api: httpx.AsyncClient, system: System, admin: str, seller: Holder) -> None:
+    cancelled = await api.delete(
+        f"/api/events/{seller.event.event_id}", headers=seller.event.organizer.headers
+    )
+    assert cancelled.status_code == 200, cancelled.text
+
+
+async def check_in_after_the_end(
+    api: httpx.AsyncClient, system: System, admin: str, seller: Holder
 ) -> None:
-    """§3.15, §10: a ban withdraws the seller's listings. One a buyer had claimed waits for
-    that buyer's charge (held here at the processor, its ledger locked, until resale has
-    applied the ban), and then is cancelled for the ban (ListingCancelled, the seller told),
-    not put back on sale, and not sold: a declined card is a 402; a charge that went through
-    is given back in full, 409 "Ticket is no longer for sale" (as §10.3 answers a ticket
-    checked in or refunded before its transfer), no payout, the ticket the seller's still. Before, the first went back on sale and the second paid the banned
-    seller (or, for a cancelled event, paid the seller and refunded the holder both)."""
+    """The door admits a ticket whose listing a buyer has claimed only once its event has
+    ended: before, the listing is active and in the way (§9.3's 409)."""
+    moved = await moved_into_the_past(api, seller)
+    assert moved.status_code == 200, moved.text
+    scan = await api.post(
+        "/api/tickets/check-in",
+        json={"code": await ticket_code(system, seller.ticket_id)},
+        headers=seller.event.organizer.headers,
+    )
+    assert scan.status_code == 200, scan.text
+
+
+# What withdraws a seller's listings (README: "seller banned, event cancelled, ticket refunded
+# or used"), by the reason recorded. A ticket is refunded only when its event is cancelled
+# (API.md §11, ordering.TicketRefunded), where the cancellation's reason comes first.
+WITHDRAWALS = {
+    "seller_banned": ban_seller,
+    "event_cancelled": cancel_event,
+    "ticket_used": check_in_after_the_end,
+}
+
+
+@pytest.mark.parametrize("reason", WITHDRAWALS)
+async def test_a_listing_withdrawn_while_claimed_is_not_sold_whatever_the_charge_did(
+    api: httpx.AsyncClient, system: System, reason: str
+) -> None:
+    """§3.15, §6.5, §9.3, §10: a ban, the event's cancellation or the ticket's check-in
+    withdraws the listing. One a buyer had claimed waits for that buyer's charge (held here at the
+    processor, its ledger locked, until resale has applied the withdrawal), and then is
+    cancelled for that reason (ListingCancelled, the seller told), not put back on sale, and
+    not sold: a declined card is a 402; a charge that went through is given back in full,
+    409 "Ticket is no longer for sale" (as §10.3 answers a ticket checked in or refunded
+    before its transfer), no payout, the ticket the seller's still. Before, the first went
+    back on sale and the second paid the banned seller (or, for a cancelled event, paid the
+    seller and refunded the holder both)."""
     admin = await admin_token(api)
     for token, answer in (
         ("tok_card_declined", (402, {"detail": "Payment declined"})),
@@ -297,11 +338,7 @@ async def test_a_listing_withdrawn_while_claimed_is_not_sold_whatever_the_charge
                 purchase(api, buyer, seller.ticket_id, payment_token=token)
             )
             await waiting_for_lock(system, '%INSERT INTO "resale".payments%', buying)
-            banned = await api.post(
-                f"/api/auth/ban-user/{seller.account.user_id}",
-                headers={"Authorization": f"Bearer {admin}"},
-            )
-            assert banned.status_code == 200, banned.text
+            await WITHDRAWALS[reason](api, system, admin, seller)
 
             async def marked(ticket_id: int = seller.ticket_id) -> bool:
                 rows = await db_rows(
@@ -309,7 +346,7 @@ async def test_a_listing_withdrawn_while_claimed_is_not_sold_whatever_the_charge
                     "SELECT withdrawn_for FROM resale.listings WHERE ticket_id = :t",
                     t=ticket_id,
                 )
-                return [r.withdrawn_for for r in rows] == ["seller_banned"]
+                return [r.withdrawn_for for r in rows] == [reason]
 
             assert await eventually(marked)
         answered = await buying
@@ -325,7 +362,7 @@ async def test_a_listing_withdrawn_while_claimed_is_not_sold_whatever_the_charge
             " WHERE type = 'resale.ListingCancelled' AND aggregate_id = :t",
             t=str(seller.ticket_id),
         )
-        assert [r.reason for r in cancelled] == ["seller_banned"]
+        assert [r.reason for r in cancelled] == [reason]
         charges = [
             (c.state, c.amount, c.refunded) for c in await resale_charges(system, seller.ticket_id)
         ]
