@@ -221,9 +221,10 @@ class Consumer:
             async with self.db.unit_of_work() as uow:
                 uow.commit_allowed = False  # a handler's own commit would split the batch
                 fresh = await self._record_many(uow, envelopes, reprocess)
-                duplicates = {e.id for e in envelopes} - fresh
                 todo: list[tuple[Any, Envelope]] = []
+                duplicates: list[bool] = []  # per envelope, for the metrics
                 for envelope, payload in zip(envelopes, payloads, strict=True):
+                    duplicates.append(envelope.id not in fresh)
                     if envelope.id in fresh:
                         fresh.discard(envelope.id)  # the same event twice in one batch: once
                         todo.append((payload, envelope))
@@ -238,10 +239,14 @@ class Consumer:
         self._count(envelopes, duplicates, (time.perf_counter() - started) / len(bodies))
         return True
 
-    def _count(self, envelopes: list[Envelope], duplicates: set[Any], seconds_each: float) -> None:
+    def _count(
+        self, envelopes: list[Envelope], duplicates: list[bool], seconds_each: float
+    ) -> None:
+        """`duplicates`: for each envelope, whether it was skipped as one (handled before, or
+        a copy of one earlier in its batch)."""
         now = utcnow()
-        for envelope in envelopes:
-            if envelope.id in duplicates:
+        for envelope, duplicate in zip(envelopes, duplicates, strict=True):
+            if duplicate:
                 metrics.events_handled.labels(self.name, envelope.type, "duplicate").inc()
                 continue
             metrics.events_handled.labels(self.name, envelope.type, "ok").inc()
@@ -315,7 +320,7 @@ class Consumer:
                     await handler(payload, envelope, uow)
                     if not uow.committed:
                         await uow.commit()
-        self._count([envelope], {envelope.id} - fresh, time.perf_counter() - started)
+        self._count([envelope], [envelope.id not in fresh], time.perf_counter() - started)
         return bool(fresh)
 
     async def _apply_in_order(self, todo: list[tuple[Any, Envelope]], uow: UnitOfWork) -> None:

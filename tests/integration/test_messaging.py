@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
+import aio_pika
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
 from aio_pika.exceptions import QueueEmpty
@@ -13,12 +15,13 @@ from msgspec import Raw, json
 from sqlalchemy import BigInteger, Column, Integer, MetaData, Table, Text, func, select
 from sqlalchemy.dialects.postgresql import insert
 
-from contracts.codec import decode_envelope
+from contracts.codec import decode_envelope, encode
 from contracts.envelope import Envelope, Event, register
+from contracts.timeutil import utcnow
 from services.kernel import broker, metrics
 from services.kernel.consumer import Consumer
 from services.kernel.db import Database, UnitOfWork
-from services.kernel.relay import PACK_CONTENT_TYPE, Relay, unpack
+from services.kernel.relay import PACK_CONTENT_TYPE, Relay, pack, unpack
 from tests.integration.conftest import Bus, drop_schema
 from tests.support.shop import eventually
 
@@ -559,3 +562,40 @@ async def test_a_handler_that_commits_itself_is_never_batched(
         assert await _dead_letters(bus) == []
     finally:
         await h.close()
+
+
+async def test_the_same_event_twice_in_one_batch_is_applied_once_and_counted_a_duplicate(
+    harness: Harness,
+) -> None:
+    """A pack holding one event twice (a relay that died between publishing and marking,
+    then sent it again within the next run): applied once, and the metric says one handled
+    and one duplicate, as it would for the two copies apart."""
+    note = NoteAdded(note_id=77, text="n77")
+    body = encode(
+        Envelope(
+            id=uuid.uuid4(),
+            type=note.TYPE,
+            version=note.VERSION,
+            occurred_at=utcnow(),
+            producer="ktest",
+            aggregate_id="77",
+            sequence=1,
+            payload=Raw(encode(note)),
+        )
+    )
+    await harness.bus.channel.default_exchange.publish(
+        aio_pika.Message(
+            pack([body, body]),
+            content_type=PACK_CONTENT_TYPE,
+            headers={"producer": "ktest", "x-events": 2, "x-aggregates": ["77"]},
+        ),
+        routing_key=harness.bus.names.queue("kconsumer"),
+    )
+    assert await eventually(lambda: _settled_twice(harness))
+    assert harness.handled() == {"ok": 1, "duplicate": 1}
+    assert harness.deliveries == 1
+    assert await harness.applied_times(77) == 1
+
+
+async def _settled_twice(harness: Harness) -> bool:
+    return sum(harness.handled().values()) >= 2
