@@ -408,8 +408,13 @@ class _Unpacked:
 
 
 def _unpacked(pack: AbstractIncomingMessage, body: bytes) -> _Unpacked:
-    envelope = decode_envelope(body)
+    """One event of a pack as a message of its own; one whose envelope does not decode is
+    parked with the pack's own names (it must not stop the pack's other events)."""
     headers = {k: v for k, v in pack.headers.items() if k not in ("x-events", "x-aggregates")}
+    try:
+        envelope = decode_envelope(body)
+    except msgspec.DecodeError:
+        return _Unpacked(body, headers, pack.routing_key, None, pack.type, pack.correlation_id)
     headers.update({"producer": envelope.producer, "aggregate_id": envelope.aggregate_id})
     return _Unpacked(
         body=body,

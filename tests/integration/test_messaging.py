@@ -18,7 +18,7 @@ from sqlalchemy.dialects.postgresql import insert
 from contracts.codec import decode_envelope, encode
 from contracts.envelope import Envelope, Event, register
 from contracts.timeutil import utcnow
-from services.kernel import broker, metrics
+from services.kernel import broker, deadletters, metrics
 from services.kernel.consumer import Consumer
 from services.kernel.db import Database, UnitOfWork
 from services.kernel.relay import PACK_CONTENT_TYPE, Relay, pack, unpack
@@ -564,33 +564,42 @@ async def test_a_handler_that_commits_itself_is_never_batched(
         await h.close()
 
 
-async def test_the_same_event_twice_in_one_batch_is_applied_once_and_counted_a_duplicate(
-    harness: Harness,
-) -> None:
-    """A pack holding one event twice (a relay that died between publishing and marking,
-    then sent it again within the next run): applied once, and the metric says one handled
-    and one duplicate, as it would for the two copies apart."""
-    note = NoteAdded(note_id=77, text="n77")
-    body = encode(
+def _note_envelope(note_id: int) -> bytes:
+    note = NoteAdded(note_id=note_id, text=f"n{note_id}")
+    return encode(
         Envelope(
             id=uuid.uuid4(),
             type=note.TYPE,
             version=note.VERSION,
             occurred_at=utcnow(),
             producer="ktest",
-            aggregate_id="77",
-            sequence=1,
+            aggregate_id=str(note_id),
+            sequence=note_id,
             payload=Raw(encode(note)),
         )
     )
+
+
+async def _send_pack(harness: Harness, bodies: list[bytes]) -> None:
+    """A pack straight into the consumer's queue, as the relay sends a run of events."""
     await harness.bus.channel.default_exchange.publish(
         aio_pika.Message(
-            pack([body, body]),
+            pack(bodies),
             content_type=PACK_CONTENT_TYPE,
-            headers={"producer": "ktest", "x-events": 2, "x-aggregates": ["77"]},
+            headers={"producer": "ktest", "x-events": len(bodies)},
         ),
         routing_key=harness.bus.names.queue("kconsumer"),
     )
+
+
+async def test_the_same_event_twice_in_one_batch_is_applied_once_and_counted_a_duplicate(
+    harness: Harness,
+) -> None:
+    """A pack holding one event twice (a relay that died between publishing and marking,
+    then sent it again within the next run): applied once, and the metric says one handled
+    and one duplicate, as it would for the two copies apart."""
+    body = _note_envelope(77)
+    await _send_pack(harness, [body, body])
     assert await eventually(lambda: _settled_twice(harness))
     assert harness.handled() == {"ok": 1, "duplicate": 1}
     assert harness.deliveries == 1
@@ -599,3 +608,21 @@ async def test_the_same_event_twice_in_one_batch_is_applied_once_and_counted_a_d
 
 async def _settled_twice(harness: Harness) -> bool:
     return sum(harness.handled().values()) >= 2
+
+
+async def test_an_envelope_that_does_not_decode_in_a_pack_holds_back_none_of_the_others(
+    harness: Harness,
+) -> None:
+    """The pack's other events are applied at once, and the bad one alone ends as a dead
+    letter after its retries (it used to stop the pack, unacknowledged, events after it
+    included)."""
+    await _send_pack(harness, [_note_envelope(78), b'{"not": "an envelope"}', _note_envelope(79)])
+    assert await harness.wait_all_applied(2, timeout=5) == 2
+    assert {await harness.applied_times(n) for n in (78, 79)} == {1}
+
+    async def dead_lettered() -> list[deadletters.DeadLetter]:
+        return await deadletters.inspect(harness.bus.channel, harness.bus.names, "kconsumer")
+
+    assert await eventually(dead_lettered)
+    [letter] = await dead_lettered()
+    assert letter.body == b'{"not": "an envelope"}'
