@@ -57,6 +57,16 @@ def _driver_closed(exc: BaseException) -> bool:
     return any(words in str(exc) for words in _CLOSED)
 
 
+def is_deadlock(exc: BaseException) -> bool:
+    """PostgreSQL broke a deadlock by aborting this transaction: none of it was done, and the
+    same work tried again goes through once the other transaction has."""
+    state = getattr(exc, "sqlstate", None)
+    if state is None and isinstance(exc, DBAPIError):
+        orig = exc.orig
+        state = getattr(orig, "sqlstate", None) or getattr(orig.__cause__, "sqlstate", None)
+    return state == "40P01"
+
+
 def is_unavailable(exc: BaseException) -> bool:
     """True when an error means PostgreSQL is unreachable or out of connections (a 503)."""
     if isinstance(exc, DatabaseUnavailable | OSError | ConnectionError):

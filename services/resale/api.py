@@ -28,10 +28,11 @@ from services.kernel.validation import parse_json, parse_query, path_id
 from services.resale import marketplace, purchase
 from services.resale.config import current, payment_provider
 from services.resale.listings import (
+    ACCOUNT_BANNED,
     NOT_LISTED,
     TICKET_NOT_FOUND,
     ListTicket,
-    list_ticket,
+    list_or_reprice,
     withdraw,
 )
 from services.resale.models import purchases
@@ -74,7 +75,9 @@ async def after_catch_up(
     except (NotFound, Forbidden, BadRequest) as exc:
         if exc.detail in INPUT_ERRORS:
             raise
-        await runtime(request).catch_up.before_refusing(*PROJECTED_BY)
+        # A ban as resale last heard of it: the user may have been unbanned a moment ago.
+        banned = ("auth",) if exc.detail == ACCOUNT_BANNED else ()
+        await runtime(request).catch_up.before_refusing(*PROJECTED_BY, *banned)
         return await attempt()
 
 
@@ -110,8 +113,7 @@ async def resell(request: Request, ticket_id: FromPath[str]) -> Doc:
     cmd = ListTicket(tid, identity.user_id, body.price)
 
     async def attempt() -> None:
-        async with db.unit_of_work() as uow:
-            await list_ticket(cmd, uow, current().price_cap_percent)
+        await list_or_reprice(cmd, db, current().price_cap_percent)
 
     await after_catch_up(request, attempt, first=PROJECTED_BY)
     return await ticket_details(db, tid)

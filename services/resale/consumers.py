@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from sqlalchemy import Update, select, update
+from sqlalchemy import Update, update
 from sqlalchemy.dialects.postgresql import insert
 
 from contracts.auth import UserBanned, UserProfileUpdated, UserRegistered, UserUnbanned
@@ -239,17 +239,21 @@ async def on_ban_changed(
 ) -> None:
     """The user's ban as auth last said it; a ban withdraws the seller's listings. An older
     ban or unban applied later (a retry, a replay's reprocess) changes nothing: a seller
-    unbanned since keeps what they listed after. A user not copied here yet has no ban to
-    compare with: a ban withdraws their listings all the same."""
+    unbanned since keeps what they listed after. A user not copied here yet (their
+    registration parked for a retry) gets a row with the ban alone, which the registration
+    then completes."""
     banned = isinstance(event, UserBanned)
-    user = users.c.user_id == event.user_id
-    written = await uow.conn.scalar(
-        update(users)
-        .where(user, older_than(users.c.state_seq, envelope.sequence))
-        .values(banned=banned, state_seq=envelope.sequence)
-        .returning(users.c.user_id)
+    stmt = insert(users).values(
+        user_id=event.user_id, email="", first_name="", banned=banned, state_seq=envelope.sequence
     )
-    if written is None and await uow.conn.scalar(select(users.c.user_id).where(user)):
+    written = await uow.conn.scalar(
+        stmt.on_conflict_do_update(
+            index_elements=[users.c.user_id],
+            set_={"banned": banned, "state_seq": envelope.sequence},
+            where=older_than(users.c.state_seq, envelope.sequence),
+        ).returning(users.c.user_id)
+    )
+    if written is None:
         return  # a newer ban or unban is here already
     if banned:
         await cancel_listings(uow, listings.c.seller_id == event.user_id, "seller_banned")

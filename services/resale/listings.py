@@ -10,10 +10,11 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, case, func, select, update
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import DBAPIError
 
 from contracts.resale import ListingCancelled, ListingCreated, ListingRepriced
 from contracts.timeutil import utcnow
-from services.kernel.db import UnitOfWork
+from services.kernel.db import Database, UnitOfWork, is_deadlock
 from services.kernel.errors import BadRequest, Conflict, Forbidden, NotFound
 from services.kernel.mail import queue_mail
 from services.resale.models import listings, users
@@ -66,6 +67,20 @@ def refusal(row: Any, price: Decimal | None, default_cap: int | None, now: datet
     if cap is not None and price > cap:
         return f"Resale price exceeds the cap of {cap:.2f}"
     return None
+
+
+async def list_or_reprice(cmd: ListTicket, db: Database, default_cap: int | None) -> None:
+    """`list_ticket` in a transaction of its own, tried again when PostgreSQL broke a deadlock
+    with it: a consumer's batch may lock a listing and then its seller's row (a ban), the
+    other way round from a listing. Nothing of an aborted attempt was done."""
+    for attempt in range(3):
+        try:
+            async with db.unit_of_work() as uow:
+                await list_ticket(cmd, uow, default_cap)
+            return
+        except DBAPIError as exc:
+            if attempt == 2 or not is_deadlock(exc):
+                raise
 
 
 async def list_ticket(cmd: ListTicket, uow: UnitOfWork, default_cap: int | None) -> None:
@@ -220,7 +235,7 @@ REASONS = {
 
 async def _tell_seller(uow: UnitOfWork, listing: Any, reason: str) -> None:
     seller = (await uow.execute(select(users).where(users.c.user_id == listing.seller_id))).first()
-    if seller is not None:
+    if seller is not None and seller.email:  # (a ban's row before the registration: no address)
         await queue_mail(
             uow,
             seller.email,

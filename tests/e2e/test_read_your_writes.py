@@ -19,13 +19,16 @@ from tests.support.actors import (
     admin_token,
     bearer,
     register_customer,
+    sign_in,
     verified_organizer,
 )
 from tests.support.shop import (
     OnSale,
     add,
     buy,
+    db_rows,
     event_on_sale,
+    eventually,
     holding,
     iso,
     location,
@@ -296,6 +299,44 @@ async def test_a_ticket_checked_in_a_moment_before_is_not_listed(
         await asyncio.wait([listing], timeout=0.5)
     refused = await listing
     assert (refused.status_code, refused.json()) == (400, {"detail": "Ticket is no longer valid"})
+
+
+async def test_a_seller_unbanned_a_moment_before_can_list(
+    api: httpx.AsyncClient, system: System
+) -> None:
+    """§1.8: once the unban has answered, the seller's listing is not refused as banned,
+    though resale has not applied the unban yet (its consumer held back): resale's "Account
+    banned" rests on auth's events, so it catches up with auth before saying it."""
+    admin, organizer, owner = await cast(api)
+    event = await event_on_sale(api, admin, organizer, price=40)
+    [ticket] = await buy(api, owner, event.type_id)
+    moderation = bearer(admin)
+    banned = await api.post(f"/api/auth/ban-user/{owner.user_id}", headers=moderation)
+    assert banned.status_code == 200, banned.text
+
+    async def ban_applied() -> bool:
+        rows = await db_rows(
+            system, "SELECT banned FROM resale.users WHERE user_id = :u", u=owner.user_id
+        )
+        return bool(rows and rows[0].banned)
+
+    assert await eventually(ban_applied)
+    async with holding(system, "LOCK TABLE resale.inbox IN SHARE MODE"):
+        unbanned = await api.post(f"/api/auth/unban-user/{owner.user_id}", headers=moderation)
+        assert unbanned.status_code == 200, unbanned.text
+        seller = await sign_in(api, owner)  # tokens from before the ban stay invalid (§3.16)
+        listing = asyncio.create_task(
+            api.post(
+                f"/api/tickets/{ticket['ticket_id']}/resell",
+                json={"price": 30},
+                headers=seller.headers,
+            )
+        )
+        await waiting_for_lock(system, "%resale%inbox%", listing)
+        await asyncio.wait([listing], timeout=0.5)
+    listed = await listing
+    assert listed.status_code == 200, listed.text
+    assert listed.json()["resell_price"] == 30
 
 
 async def test_a_producers_head_names_its_newest_event_and_those_just_before_it(

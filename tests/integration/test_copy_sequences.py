@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 from msgspec.structs import replace
-from sqlalchemy import Table, select, text
+from sqlalchemy import Table, select
+from sqlalchemy.engine import make_url
 
 from contracts.auth import (
     OrganizerRejected,
@@ -50,9 +51,10 @@ from services.kernel.consumer import Consumer
 from services.kernel.db import Database
 from services.kernel.errors import Forbidden
 from services.kernel.projections import NotProjectedYet
-from services.resale.listings import ListTicket, list_ticket
+from services.resale.listings import ListTicket, list_or_reprice, list_ticket
 from tests.integration.conftest import migrated_harness
 from tests.integration.test_ordering_reactions import customer_registered, envelope, type_saved
+from tests.support.shop import lock_waited_for
 
 EVENT, HALL, ARENA = 1, 1, 2
 
@@ -64,6 +66,7 @@ class Copies:
         self.models = importlib.import_module(f"services.{service}.models")
         handlers = importlib.import_module(f"services.{service}.consumers").HANDLERS
         self.db = Database(url, service, self.models.metadata, pool_size=4)
+        self.dsn = make_url(url).set(drivername="postgresql").render_as_string(False)
         self.consumer = Consumer(service, self.db, broker.Names("unused"), handlers, (50,))
 
     async def apply(self, event: Event, sequence: int, aggregate: object = 1) -> None:
@@ -399,24 +402,45 @@ async def test_a_ban_applied_while_the_seller_lists_withdraws_the_new_listing(
                 await list_ticket(ListTicket(5, 100, Decimal("30.00")), uow, None)
 
         listed = asyncio.create_task(listing())
-        await _lock_waited_for(resale, "%resale.tickets%")
+        await lock_waited_for(resale.dsn, "%resale.tickets%", listed)
         ban = asyncio.create_task(resale.apply(_seller_ban(UserBanned), 3, 100))
-        await _lock_waited_for(resale, "%UPDATE resale.users%")
+        await lock_waited_for(resale.dsn, "%resale.users%", ban)
         await other.rollback()
     await asyncio.wait_for(asyncio.gather(listed, ban), 10)
     listing = await _listing(resale)
     assert (listing.state, listing.withdrawn_for) == ("cancelled", None), listing
 
 
-async def _lock_waited_for(resale: Copies, query_like: str) -> None:
-    waiting = text(
-        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-        " AND datname = current_database() AND query LIKE :q"
-    ).bindparams(q=query_like)
-    async with resale.db.engine.connect() as watcher:
-        for _ in range(500):
-            if await watcher.scalar(waiting):
-                return
-            await watcher.rollback()  # a fresh look at pg_stat_activity each time
-            await asyncio.sleep(0.01)
-    raise AssertionError(f"nothing waited for a lock in {query_like!r}")
+async def test_an_unknown_users_ban_is_kept_for_their_registration(resale: Copies) -> None:
+    """The ban (2) applied before the registration (1, parked for a retry): the user is
+    copied with the ban, and cannot list."""
+    await resale.apply(_seller_ban(UserBanned), 2, 100)
+    await _ticket_on_sale(resale)  # the registration of customer 100 among the rest
+    row = await resale.row("users", user_id=100)
+    assert (row.banned, row.email) == (True, "c100@example.com")
+    async with resale.db.unit_of_work() as uow:
+        with pytest.raises(Forbidden, match="Account banned"):
+            await list_ticket(ListTicket(5, 100, Decimal("30.00")), uow, None)
+
+
+async def test_a_listing_that_loses_a_deadlock_with_a_batch_is_tried_again(
+    resale: Copies,
+) -> None:
+    """A transaction holding the listing, then locking its seller's row (a consumer's batch:
+    an event update, then a ban), against a reprice holding the seller's row, then waiting for
+    the listing. PostgreSQL aborts the reprice (the other waits longer before it looks for
+    deadlocks): it is tried again once the other has committed, and goes through."""
+    await _ticket_on_sale(resale)
+    async with resale.db.unit_of_work() as uow:
+        await list_ticket(ListTicket(5, 100, Decimal("30.00")), uow, None)
+    async with resale.db.engine.connect() as batch:
+        await batch.exec_driver_sql("SET deadlock_timeout = '10s'")
+        await batch.exec_driver_sql("UPDATE resale.listings SET updated_at = now()")
+        repricing = asyncio.create_task(
+            list_or_reprice(ListTicket(5, 100, Decimal("35.00")), resale.db, None)
+        )
+        await lock_waited_for(resale.dsn, "UPDATE resale.listings SET price%", repricing)
+        await batch.exec_driver_sql("UPDATE resale.users SET state_seq = 1 WHERE user_id = 100")
+        await batch.commit()
+    await asyncio.wait_for(repricing, 10)
+    assert (await _listing(resale)).price == Decimal("35.00")

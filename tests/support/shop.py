@@ -179,15 +179,23 @@ async def waiting_for_lock(
     system: System, query_like: str, running: asyncio.Future[Any], waiters: int = 1
 ) -> None:
     """Return once `waiters` backends wait for a lock in a statement LIKE `query_like`; fail
-    if `running` ends first. Read on a connection of its own, outside any transaction: inside
-    one, PostgreSQL shows the same view of pg_stat_activity on every look."""
-    watcher = await asyncpg.connect(driver_dsn(system))
+    if `running` ends first."""
+    await lock_waited_for(driver_dsn(system), query_like, running, waiters)
+
+
+async def lock_waited_for(
+    dsn: str, query_like: str, running: asyncio.Future[Any], waiters: int = 1
+) -> None:
+    """`waiting_for_lock` on the database at `dsn` (a plain asyncpg DSN). Read on a connection
+    of its own, outside any transaction: inside one, PostgreSQL shows the same view of
+    pg_stat_activity on every look."""
+    watcher = await asyncpg.connect(dsn)
     try:
         for _ in range(500):
             if (
                 await watcher.fetchval(
-                    "SELECT count(*) FROM pg_stat_activity"
-                    " WHERE wait_event_type = 'Lock' AND query LIKE $1",
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND datname = current_database() AND query LIKE $1",
                     query_like,
                 )
                 >= waiters

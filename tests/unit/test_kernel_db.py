@@ -4,6 +4,7 @@ wrong": statements sent straight to asyncpg are judged like SQLAlchemy's."""
 from __future__ import annotations
 
 import asyncpg
+from sqlalchemy.exc import InterfaceError
 
 from services.kernel.db import DatabaseUnavailable, _translated, is_unavailable
 
@@ -34,3 +35,23 @@ def test_errors_of_the_statement_itself_are_not() -> None:
     ):
         assert not is_unavailable(exc), exc
         assert _translated(exc) is exc
+
+
+def _through_sqlalchemy(driver_error: Exception) -> InterfaceError:
+    """The driver's error as SQLAlchemy's asyncpg dialect raises it (its own error around it)."""
+    try:
+        try:
+            raise driver_error
+        except Exception as exc:
+            raise RuntimeError(str(exc)) from exc
+    except RuntimeError as adapted:
+        return InterfaceError("SELECT 1", None, adapted)
+
+
+def test_the_drivers_own_errors_are_judged_the_same_through_sqlalchemy() -> None:
+    closed = _through_sqlalchemy(asyncpg.InterfaceError("connection is closed"))
+    assert is_unavailable(closed)
+    wrong = _through_sqlalchemy(
+        asyncpg.InterfaceError("the server expects 2 arguments for this query, 1 was passed")
+    )
+    assert not is_unavailable(wrong)
