@@ -6,8 +6,8 @@ that arrive while a snapshot is loading are applied at once and re-applied on to
 snapshot, so none is lost between the snapshot and the stream. After a broker reconnect
 (events may have been missed meanwhile) the snapshot is loaded again.
 
-Until the first snapshot arrives the gateway serves with what the events have told it: auth
-being down must not take the whole API down with it.
+Until the first snapshot arrives the gateway answers requests without a token, and a request
+with one 503 (gateway/edge.py): a banned or revoked token must not pass for want of the list.
 """
 
 from __future__ import annotations

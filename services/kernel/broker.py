@@ -173,7 +173,8 @@ async def resend(
     """Publish a received message again, unchanged but for its headers, straight to `queue`
     (a retry queue, the dead-letter queue, or back to the consumer's queue). Unroutable if
     that queue does not exist (deleted to be declared anew, say): the caller keeps the message
-    it took, instead of acknowledging one that went nowhere."""
+    it took, instead of acknowledging one that went nowhere. The channel must have publisher
+    confirms (every caller's has): without them the broker's answer is not waited for."""
     result = await channel.default_exchange.publish(
         aio_pika.Message(
             message.body,

@@ -442,10 +442,7 @@ async def test_relay_killed_between_publish_and_mark_republishes_and_consumer_ap
     assert await harness.wait_applied(3) == 1  # the first copy
     assert await harness.relay.publish_batch() == 1  # published a second time
 
-    async def both_copies_settled() -> bool:
-        return sum(harness.handled().values()) >= 2
-
-    assert await eventually(both_copies_settled)
+    assert await eventually(lambda: _settled_twice(harness))
     assert harness.handled() == {"ok": 1, "duplicate": 1}  # the copy recognised by the inbox
     assert harness.deliveries == 1
     assert await harness.applied_times(3) == 1

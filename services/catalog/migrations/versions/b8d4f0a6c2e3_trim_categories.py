@@ -21,9 +21,10 @@ depends_on = None
 _WITH_CATEGORIES = sa.text(
     "SELECT event_id, categories FROM catalog.events WHERE categories <> '{}'"
 )
+# Only if unchanged since read: an instance still serving may have just written them anew.
 _SET = sa.text(
     "UPDATE catalog.events SET categories = :categories, categories_key = :key"
-    " WHERE event_id = :event_id"
+    " WHERE event_id = :event_id AND categories = :old"
 )
 
 
@@ -48,8 +49,14 @@ def upgrade() -> None:
             _SET.bindparams(
                 sa.bindparam("categories", type_=sa.ARRAY(sa.Text)),
                 sa.bindparam("key", type_=sa.ARRAY(sa.Text)),
+                sa.bindparam("old", type_=sa.ARRAY(sa.Text)),
             ),
-            {"event_id": event_id, "categories": trimmed, "key": [c.lower() for c in trimmed]},
+            {
+                "event_id": event_id,
+                "categories": trimmed,
+                "key": [c.lower() for c in trimmed],
+                "old": categories,
+            },
         )
 
 
