@@ -24,8 +24,11 @@ resource "aws_lb_target_group" "gateway" {
   # Inside the VPC, between the load balancer and the tasks' security group.
   #checkov:skip=CKV_AWS_378:TLS ends at the load balancer; the hop to the task stays in private subnets
   deregistration_delay = 15
+  # /health, not /ready: the gateway's /ready says whether every service can be reached, and
+  # one service away must not take every gateway out of the target group (nor make ECS replace
+  # them all): those requests get their JSON 503 from a gateway that stays.
   health_check {
-    path                = "/ready"
+    path                = "/health"
     matcher             = "200"
     interval            = 10
     healthy_threshold   = 2

@@ -117,7 +117,11 @@ resource "aws_ecs_task_definition" "process" {
     essential    = true
     command      = ["serve", each.key, "--host", "0.0.0.0", "--port", tostring(local.container_port)]
     portMappings = [{ name = "http", containerPort = local.container_port, protocol = "tcp", appProtocol = "http" }]
-    environment  = local.common_environment
+    # The gateway sees every client through the load balancer's nodes, inside the VPC: their
+    # X-Forwarded-For is the client's address (rate limits, logs), no one else's is believed.
+    environment = each.key == "gateway" ? concat(local.common_environment, [
+      { name = "TRUSTED_PROXIES", value = data.aws_vpc.main.cidr_block },
+    ]) : local.common_environment
     secrets      = local.process_secrets[each.key]
     healthCheck = {
       command     = ["CMD", "python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/health', timeout=4)"]
@@ -170,6 +174,8 @@ resource "aws_ecs_service" "process" {
       }
     }
   }
+  # The gateway waits up to DENYLIST_STARTUP_WAIT_S for auth at start-up: not replaced for it.
+  health_check_grace_period_seconds = each.key == "gateway" ? 60 : null
   dynamic "load_balancer" {
     for_each = each.key == "gateway" ? [1] : []
     content {

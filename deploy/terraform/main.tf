@@ -1,7 +1,7 @@
 locals {
   name              = "resellio-${var.environment}"
   data_services     = ["auth", "catalog", "ordering", "resale"]
-  mail_services     = ["auth", "ordering"]
+  mail_services     = ["auth", "ordering", "resale"]
   all_processes     = ["auth", "catalog", "ordering", "resale", "gateway"]
   container_port    = 8080
   service_connect   = { for s in local.all_processes : s => "${s}.${local.name}.internal" }
@@ -10,6 +10,9 @@ locals {
 }
 
 data "aws_caller_identity" "current" {}
+data "aws_vpc" "main" {
+  id = var.vpc_id
+}
 data "aws_partition" "current" {}
 
 # One customer-managed key for everything at rest: secrets, logs, Aurora, Amazon MQ.
