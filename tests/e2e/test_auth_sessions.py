@@ -24,8 +24,10 @@ from tests.support.actors import (
     new_account_fields,
     register_customer,
     register_organizer,
+    sign_in,
     verified_organizer,
 )
+from tests.support.auth_db import expire_refresh_tokens
 from tests.support.shop import holding, waiting_for_lock
 from tests.support.system import System
 
@@ -105,6 +107,36 @@ async def test_wrong_password_and_unknown_email_look_the_same(api: httpx.AsyncCl
     for response in (wrong, unknown):
         assert response.status_code == 401 and response.json() == INCORRECT
         assert response.headers["www-authenticate"] == "Bearer"
+
+
+async def test_a_wrong_password_is_refused_before_the_account_state_is_told(
+    api: httpx.AsyncClient,
+) -> None:
+    """§3.4: the password is checked before the account state, so only whoever knows the
+    password learns that an account is unverified, banned or rejected."""
+    admin = await admin_token(api)
+    unverified = await register_customer(api)
+    banned = await active_customer(api, admin)
+    ban = await api.post(f"/api/auth/ban-user/{banned.user_id}", headers=bearer(admin))
+    assert ban.status_code == 200, ban.text
+    rejected = await register_organizer(api)
+    decision = await api.post(
+        "/api/auth/verify-organizer",
+        json={"organizer_id": rejected.role_id, "approve": False},
+        headers=bearer(admin),
+    )
+    assert decision.status_code == 200, decision.text
+    for account, state in (
+        (unverified, "Email not verified"),
+        (banned, "Account banned"),
+        (rejected, "Account banned"),
+    ):
+        wrong = await login(api, account.email, "WrongPassword1")
+        assert (wrong.status_code, wrong.json()) == (401, INCORRECT), state
+        assert wrong.headers["www-authenticate"] == "Bearer", state
+        # The right password is told the state: the account really is in it.
+        right = await login(api, account.email, account.password)
+        assert (right.status_code, right.json()) == (403, {"detail": state})
 
 
 async def test_login_takes_a_form_not_json(api: httpx.AsyncClient) -> None:
@@ -209,6 +241,19 @@ async def test_reusing_a_rotated_refresh_token_revokes_the_whole_chain(
     # The thief's (or the owner's) newer token of that chain is dead too.
     after = await api.post(REFRESH, json={"refresh_token": successor})
     assert after.status_code == 401 and after.json() == {"detail": "Invalid refresh token"}
+
+
+async def test_an_expired_refresh_token_is_refused(api: httpx.AsyncClient, system: System) -> None:
+    """§2.5, §3.5: a refresh token lives REFRESH_TOKEN_EXPIRE_DAYS; after that it is as
+    invalid as an unknown one, and a new login starts a session that refreshes."""
+    customer = await active_customer(api, await admin_token(api))
+    await expire_refresh_tokens(system, customer.user_id)
+    expired = await api.post(REFRESH, json={"refresh_token": customer.refresh_token})
+    assert (expired.status_code, expired.json()) == (401, {"detail": "Invalid refresh token"})
+    assert expired.headers["www-authenticate"] == "Bearer"
+    await sign_in(api, customer)
+    fresh = await api.post(REFRESH, json={"refresh_token": customer.refresh_token})
+    assert fresh.status_code == 200, fresh.text
 
 
 async def test_concurrent_refresh_of_one_token_has_one_winner(api: httpx.AsyncClient) -> None:

@@ -122,6 +122,24 @@ async def test_expired_token_says_so(
     assert response.status_code == 401 and response.json() == {"detail": "Token has expired"}
 
 
+async def test_a_token_a_minute_past_its_expiry_has_expired(
+    client: httpx.AsyncClient, api: httpx.AsyncClient, system: System
+) -> None:
+    """§2.4: at most 30 s of leeway, so a minute past `exp` is past it."""
+    customer = await active_customer(api, await admin_token(api))
+    kid, key = await signing_key(system)
+    now = time.time()
+    token = jwt.encode(
+        good_claims(claims(customer.token), iat=round(now - 600, 3), exp=int(now) - 60),
+        key,
+        algorithm="EdDSA",
+        headers={"kid": kid},
+    )
+    response = await me(client, token)
+    assert (response.status_code, response.json()) == (401, {"detail": "Token has expired"})
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
 async def test_no_or_non_bearer_authorization(client: httpx.AsyncClient) -> None:
     for headers in ({}, {"Authorization": "Basic abc"}, {"Authorization": "Bearer"}):
         response = await client.get("/api/user/me", headers=headers)

@@ -149,6 +149,15 @@ async def test_an_expired_token_says_so(client: httpx.AsyncClient, admin: str) -
     await assert_refused(client, token, "Token has expired")
 
 
+async def test_a_token_a_minute_past_its_expiry_has_expired(
+    client: httpx.AsyncClient, admin: str
+) -> None:
+    """§2.4: at most 30 s of leeway, so a minute past `exp` is past it at the edge."""
+    now = time.time()
+    token = signed(good_claims(admin, iat=now - 600, exp=int(now) - 60))
+    await assert_refused(client, token, "Token has expired")
+
+
 async def test_a_real_refresh_token_is_no_access_token(
     client: httpx.AsyncClient, admin: str
 ) -> None:

@@ -30,3 +30,13 @@ async def expire_mailed_tokens(system: System, user_id: int) -> None:
         " WHERE user_id = :user_id",
         user_id=user_id,
     )
+
+
+async def expire_refresh_tokens(system: System, user_id: int) -> None:
+    """Every refresh token of the user expires now (instead of in 14 days)."""
+    await auth_sql(
+        system,
+        "UPDATE auth.refresh_tokens SET expires_at = now() - interval '1 second'"
+        " WHERE user_id = :user_id",
+        user_id=user_id,
+    )
