@@ -1,17 +1,19 @@
 """Checkout and orders through the gateway (API.md §8.4–8.6, §1.6 Idempotency-Key): one charge
-per checkout whatever is repeated, a declined card issues nothing and keeps the cart."""
+per checkout whatever is repeated, a declined card or a rule broken since the add issues
+nothing and keeps the cart."""
 
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 
 import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from tests.support.actors import Account, active_customer, admin_token, verified_organizer
-from tests.support.shop import OnSale, add, available, db_rows, event_on_sale, eventually
+from tests.support.actors import Account, active_customer, admin_token, unique, verified_organizer
+from tests.support.shop import OnSale, add, available, db_rows, event_on_sale, eventually, iso
 from tests.support.system import System
 
 
@@ -127,6 +129,34 @@ async def test_declined_card_fails_the_order_and_keeps_cart_and_holds(
     assert sorted(await charges(system, buyer.user_id)) == ["captured", "declined"]
 
 
+async def test_checkout_refuses_an_event_that_ended_since_the_add_before_charging(
+    api: httpx.AsyncClient, system: System
+) -> None:
+    """R3 is checked again at checkout (§8.4): the organizer moves the event into the past
+    after the line was added, and the checkout that follows at once answers R3's message with
+    nothing charged, no order recorded, and the cart and its hold as they were."""
+    event, buyer = await shop(api, tickets=5)
+    assert (await add(api, buyer, event.type_id, 2)).status_code == 200
+    cart = (await api.get("/api/cart/items", headers=buyer.headers)).json()
+    past = datetime.now(UTC) - timedelta(days=2)
+    moved = await api.put(
+        f"/api/events/{event.event_id}",
+        json={"start_date": iso(past), "end_date": iso(past + timedelta(hours=3))},
+        headers=event.organizer.headers,
+    )
+    assert moved.status_code == 200, moved.text
+    refused = await api.post("/api/cart/checkout", headers=buyer.headers)
+    assert (refused.status_code, refused.json()) == (
+        400,
+        {"detail": f"Event '{event.name}' has already ended."},
+    )
+    assert await charges(system, buyer.user_id) == []
+    assert await orders_of(api, buyer) == []
+    assert (await api.get("/api/tickets", headers=buyer.headers)).json() == []
+    assert (await api.get("/api/cart/items", headers=buyer.headers)).json() == cart
+    assert await available(api, event.event_id, event.type_id) == 3
+
+
 async def test_same_checkout_repeated_with_one_key_charges_once(
     api: httpx.AsyncClient, system: System
 ) -> None:
@@ -143,6 +173,28 @@ async def test_same_checkout_repeated_with_one_key_charges_once(
         409,
         {"detail": "Idempotency-Key reused with a different request"},
     )
+
+
+async def test_one_idempotency_key_sent_by_two_customers_checks_out_each_cart(
+    api: httpx.AsyncClient, system: System
+) -> None:
+    """An Idempotency-Key is scoped to its user (§1.6): a second customer who sends the key
+    another customer already used gets a checkout of their own, not the first one's stored
+    answer: each is charged once and holds their own tickets."""
+    event, first = await shop(api)
+    second = await active_customer(api, await admin_token(api))
+    assert (await add(api, first, event.type_id, 1)).status_code == 200
+    assert (await add(api, second, event.type_id, 2)).status_code == 200
+    key = {"Idempotency-Key": unique("checkout-shared-")}
+    for buyer in (first, second):
+        paid = await api.post("/api/cart/checkout", headers={**buyer.headers, **key})
+        assert (paid.status_code, paid.json()) == (200, True)
+    for buyer, bought in ((first, 1), (second, 2)):
+        mine = (await api.get("/api/tickets", headers=buyer.headers)).json()
+        assert [t["owner_id"] for t in mine] == [buyer.user_id] * bought
+        assert await charges(system, buyer.user_id) == ["captured"]
+        assert [o["status"] for o in await orders_of(api, buyer)] == ["completed"]
+        assert (await api.get("/api/cart/items", headers=buyer.headers)).json() == []
 
 
 async def test_a_key_left_in_progress_by_a_request_that_died_is_taken_over(

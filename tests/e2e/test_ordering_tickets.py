@@ -5,18 +5,58 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
+from datetime import datetime
 
 import httpx
 
+from services.ordering.pdf import TicketPrint, render_ticket
 from tests.support.actors import (
+    Account,
     active_customer,
     admin_token,
     bearer,
     register_organizer,
     verified_organizer,
 )
-from tests.support.shop import buy, event_on_sale, eventually, ticket_code, ticket_type
+from tests.support.shop import (
+    add,
+    buy,
+    db_rows,
+    event_on_sale,
+    eventually,
+    ticket_code,
+    ticket_type,
+)
 from tests.support.system import System
+
+IMAGE_STREAM = re.compile(rb"/Subtype /Image.*?stream\r?\n(.*?)\r?\nendstream", re.S)
+
+
+async def qr_image(api: httpx.AsyncClient, holder: Account, ticket_id: int) -> bytes:
+    """The QR code image embedded in the holder's PDF of the ticket (its only image)."""
+    response = await api.get(f"/api/tickets/{ticket_id}/download", headers=holder.headers)
+    assert response.status_code == 200, response.text
+    [image] = IMAGE_STREAM.findall(base64.b64decode(response.json()["pdf_data"]))
+    return image  # type: ignore[no-any-return]
+
+
+def qr_image_of(code: str) -> bytes:
+    """The QR code image a PDF ticket embeds for `code` (the rest of the page aside)."""
+    document = render_ticket(
+        TicketPrint(
+            ticket_id=1,
+            code=code,
+            event_name="-",
+            start_date=datetime(2030, 1, 1),
+            venue="-",
+            ticket_type="-",
+            seat=None,
+            holder="-",
+        )
+    )
+    [image] = IMAGE_STREAM.findall(document)
+    return image  # type: ignore[no-any-return]
 
 
 async def test_ticket_list_filters_and_only_shows_the_callers_own(api: httpx.AsyncClient) -> None:
@@ -150,6 +190,27 @@ async def test_check_in_by_the_events_organizer_exactly_once(
     assert [t["ticket_id"] for t in used.json()] == [ticket["ticket_id"]]
 
 
+async def test_the_default_ticket_list_keeps_a_checked_in_ticket_as_used(
+    api: httpx.AsyncClient, system: System
+) -> None:
+    """With no `status` asked the list holds valid and used tickets (§9.1): a ticket scanned at
+    the door stays in its holder's list, marked used, beside the one not scanned yet."""
+    admin = await admin_token(api)
+    organizer = await verified_organizer(api, admin)
+    buyer = await active_customer(api, admin)
+    event = await event_on_sale(api, admin, organizer)
+    scanned, kept = await buy(api, buyer, event.type_id, 2)
+    code = await ticket_code(system, scanned["ticket_id"])
+    scan = await api.post("/api/tickets/check-in", json={"code": code}, headers=organizer.headers)
+    assert scan.status_code == 200, scan.text
+    listed = await api.get("/api/tickets", headers=buyer.headers)
+    assert [(t["ticket_id"], t["status"]) for t in listed.json()] == [
+        (scanned["ticket_id"], "used"),
+        (kept["ticket_id"], "valid"),
+    ]
+    assert listed.headers["X-Total-Count"] == "2"
+
+
 async def test_cancelled_event_refunds_and_voids_tickets(
     api: httpx.AsyncClient, system: System
 ) -> None:
@@ -235,3 +296,78 @@ async def test_resold_ticket_moves_to_its_buyer_with_a_new_code(
         return [m for m in system.mails(buyer.email) if "is now yours" in str(m["Subject"])]
 
     assert len(await eventually(transfer_notice)) == 1
+
+
+async def test_a_reprice_keeps_the_price_paid_on_issued_tickets_and_their_refund(
+    api: httpx.AsyncClient, system: System
+) -> None:
+    """A new price applies to later checkouts only (§7.3): a ticket bought at 30 still shows
+    original_price 30.0 once its type costs 45, one bought after the change costs 45, and
+    cancelling the event refunds each buyer what they paid (§6.5): 30.00 and 45.00."""
+    admin = await admin_token(api)
+    organizer = await verified_organizer(api, admin)
+    early = await active_customer(api, admin)
+    late = await active_customer(api, admin)
+    event = await event_on_sale(api, admin, organizer, price=30)
+    [bought] = await buy(api, early, event.type_id)
+    assert bought["original_price"] == 30.0
+    repriced = await api.put(
+        f"/api/ticket-types/{event.type_id}", json={"price": 45}, headers=organizer.headers
+    )
+    assert (repriced.status_code, repriced.json()["price"]) == (200, 45.0)
+    # The cart shows catalog's prices once ordering has caught up with them (§1.8): the new
+    # price has reached ordering, and with it whatever a reprice would do to issued tickets.
+    assert (await add(api, late, event.type_id)).status_code == 200
+    [line] = (await api.get("/api/cart/items", headers=late.headers)).json()
+    assert line["ticket_type"]["price"] == 45.0
+    assert (await api.post("/api/cart/checkout", headers=late.headers)).status_code == 200
+    [dearer] = (await api.get("/api/tickets", headers=late.headers)).json()
+    assert dearer["original_price"] == 45.0
+    assert (await api.get("/api/tickets", headers=early.headers)).json() == [bought]
+
+    assert (await api.delete(f"/api/events/{event.event_id}", headers=organizer.headers)).json()
+
+    async def refunded() -> list:
+        return [
+            t
+            for buyer in (early, late)
+            for t in (
+                await api.get("/api/tickets", params={"status": "refunded"}, headers=buyer.headers)
+            ).json()
+        ]
+
+    assert len(await eventually(refunded)) == 2
+    for buyer, paid in ((early, "30.00"), (late, "45.00")):
+        ledger = await db_rows(
+            system,
+            "SELECT p.amount, p.refunded FROM ordering.payments p JOIN ordering.orders o"
+            " ON p.authorize_key = 'order-' || o.order_id WHERE o.user_id = :u",
+            u=buyer.user_id,
+        )
+        assert [(str(p.amount), str(p.refunded)) for p in ledger] == [(paid, paid)]
+
+
+async def test_the_pdf_qr_code_follows_the_ticket_to_its_new_code(
+    api: httpx.AsyncClient, system: System
+) -> None:
+    """The PDF's QR code is the ticket's current code (§9.2): before a resale it is the
+    seller's code; after it the buyer's PDF carries the QR code of the new code, which differs
+    from the one the seller printed."""
+    admin = await admin_token(api)
+    organizer = await verified_organizer(api, admin)
+    seller = await active_customer(api, admin)
+    buyer = await active_customer(api, admin)
+    event = await event_on_sale(api, admin, organizer, price=50)
+    [ticket] = await buy(api, seller, event.type_id)
+    tid = ticket["ticket_id"]
+    printed = await qr_image(api, seller, tid)
+    assert printed == qr_image_of(await ticket_code(system, tid))
+    listed = await api.post(
+        f"/api/tickets/{tid}/resell", json={"price": 60}, headers=seller.headers
+    )
+    assert listed.status_code == 200, listed.text
+    bought = await api.post("/api/resale/purchase", json={"ticket_id": tid}, headers=buyer.headers)
+    assert bought.status_code == 200, bought.text
+    reprinted = await qr_image(api, buyer, tid)
+    assert reprinted == qr_image_of(await ticket_code(system, tid))
+    assert reprinted != printed

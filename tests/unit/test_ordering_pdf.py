@@ -1,11 +1,17 @@
-"""The PDF ticket (API.md §9.2) shows every field on the page, beside the QR code."""
+"""The PDF ticket (API.md §9.2) shows every field on the page, beside the QR code of the
+ticket's current code."""
 
 from __future__ import annotations
 
 import re
 import zlib
 from datetime import datetime
+from typing import Any
 
+import pytest
+import segno
+
+from services.ordering import pdf
 from services.ordering.pdf import TicketPrint, render_ticket
 
 A5_LANDSCAPE_WIDTH_PT = 595.28
@@ -25,18 +31,20 @@ def text_runs(document: bytes) -> dict[str, float]:
     return runs
 
 
+TICKET = TicketPrint(
+    ticket_id=7,
+    code="c0de",
+    event_name="Jazz Night",
+    start_date=datetime(2030, 1, 1, 20, 0),
+    venue="Blue Hall",
+    ticket_type="VIP",
+    seat=None,
+    holder="Ann Lee",
+)
+
+
 def test_every_field_is_on_the_page_left_of_the_qr_code() -> None:
-    ticket = TicketPrint(
-        ticket_id=7,
-        code="c0de",
-        event_name="Jazz Night",
-        start_date=datetime(2030, 1, 1, 20, 0),
-        venue="Blue Hall",
-        ticket_type="VIP",
-        seat=None,
-        holder="Ann Lee",
-    )
-    runs = text_runs(render_ticket(ticket))
+    runs = text_runs(render_ticket(TICKET))
     shown = {
         "Jazz Night", "Date:", "2030-01-01 20:00 UTC", "Venue:", "Blue Hall", "Type:", "VIP",
         "Seat:", "General admission", "Ticket:", "#7", "Holder:", "Ann Lee",
@@ -44,3 +52,18 @@ def test_every_field_is_on_the_page_left_of_the_qr_code() -> None:
     assert shown <= set(runs)
     assert all(0 < runs[text] < QR_LEFT_PT for text in shown), runs
     assert all(x < A5_LANDSCAPE_WIDTH_PT for x in runs.values()), runs
+
+
+def test_the_qr_code_encodes_the_code_it_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The one QR code on the page is made from the ticket's code, the secret the door scans,
+    and from nothing else (not its id, not a URL around it)."""
+    encoded: list[Any] = []
+    make = segno.make
+
+    def recording(content: Any, *args: Any, **kwargs: Any) -> segno.QRCode:
+        encoded.append(content)
+        return make(content, *args, **kwargs)
+
+    monkeypatch.setattr(pdf.segno, "make", recording)
+    render_ticket(TICKET)
+    assert encoded == ["c0de"]
