@@ -38,30 +38,38 @@ def _fail(message: str) -> None:
     sys.exit(1)
 
 
-async def _preflight(cfg: settings_mod.Settings) -> None:
-    """One clear message per missing dependency, instead of a traceback."""
+async def _preflight(cfg: settings_mod.Settings, serving: str | None = None) -> None:
+    """One clear message per missing dependency, instead of a traceback. `serving`: the one
+    process about to run, which needs only its own database (a service's URL, as deployed
+    with RESELLIO_<SERVICE>_DATABASE_URL and no RESELLIO_DATABASE_URL) or none (the
+    gateway); otherwise the server of RESELLIO_DATABASE_URL, through its `postgres` database
+    (the one to create may not exist yet)."""
     import asyncpg
     from sqlalchemy.engine import make_url
 
     from services.kernel.broker import BrokerUnavailable, connect
 
-    url = make_url(cfg.database_url)
-    try:
-        conn = await asyncpg.connect(
-            host=url.host,
-            port=url.port or 5432,
-            user=url.username,
-            password=url.password,
-            database="postgres",
-            timeout=5,
-        )
-        await conn.close()
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        _fail(
-            f"PostgreSQL is not reachable at {url.host}:{url.port or 5432} ({exc}).\n"
-            "  Start it (e.g. `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`)"
-            " or set RESELLIO_DATABASE_URL."
-        )
+    if serving != "gateway":
+        url = make_url(cfg.database_url if serving is None else cfg.database_url_for(serving))
+        try:
+            conn = await asyncpg.connect(
+                host=url.host,
+                port=url.port or 5432,
+                user=url.username,
+                password=url.password,
+                database="postgres" if serving is None else url.database,
+                timeout=5,
+            )
+            await conn.close()
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            variable = "RESELLIO_DATABASE_URL"
+            if serving is not None and serving in cfg.service_database_urls:
+                variable = f"RESELLIO_{serving.upper()}_DATABASE_URL"
+            _fail(
+                f"PostgreSQL is not reachable at {url.host}:{url.port or 5432} ({exc}).\n"
+                "  Start it (e.g. `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`)"
+                f" or set {variable}."
+            )
     try:
         connection = await connect(cfg.amqp_url)
         await connection.close()
@@ -142,7 +150,7 @@ def serve(name: str, host: str, port: int | None) -> None:
 
     from services.kernel.app import served
 
-    asyncio.run(_preflight(_settings()))
+    asyncio.run(_preflight(_settings(), serving=name))
     port = port or int(os.environ.get(f"RESELLIO_{name.upper()}_PORT", DEFAULT_PORTS[name]))
 
     def built() -> Any:

@@ -13,8 +13,8 @@ from sqlalchemy import text
 from services.kernel.db import create_engine
 from services.kernel.eventlog import FIND_SQL
 from tests.support.actors import admin_token, verified_organizer
-from tests.support.shop import location
-from tests.support.system import ROOT, System
+from tests.support.shop import eventually, location
+from tests.support.system import ROOT, System, free_port
 
 
 def resellio(system: System, *args: str) -> subprocess.CompletedProcess[str]:
@@ -215,3 +215,43 @@ async def test_tail_shows_the_last_ten_then_only_what_is_new(
     assert [line for line in lines if "corr=before-" in line] == lines[:10], lines
     # Then what is new only, not whole logs: the registration's own events.
     assert lines[10:] and all(request_id in line for line in lines[10:]), (lines, err.decode())
+
+
+async def test_a_process_starts_with_only_the_database_url_it_is_deployed_with(
+    system: System,
+) -> None:
+    """As Compose, Kubernetes and ECS run them: a service with its own
+    RESELLIO_<SERVICE>_DATABASE_URL and no usable RESELLIO_DATABASE_URL, the gateway with no
+    database at all. Each starts and answers; the start-up check used to try
+    RESELLIO_DATABASE_URL's server (127.0.0.1 by default) and exit."""
+    deployed = {**system.env, "RESELLIO_DATABASE_URL": "postgresql+asyncpg://nobody@127.0.0.1:9/x"}
+    deployed["RESELLIO_CATALOG_DATABASE_URL"] = system.database_url
+    for name in ("catalog", "gateway"):
+        assert await _serves(name, deployed), name
+
+
+async def _serves(name: str, env: dict[str, str]) -> bool:
+    """Whether `resellio serve <name>` with `env` comes to answer /health (stopped after)."""
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.cli", "serve", name, "--port", str(port),
+        env=env, cwd=ROOT, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+
+    async def answers() -> bool:
+        assert process.returncode is None, "exited"
+        try:
+            async with httpx.AsyncClient(timeout=1) as http:
+                return (await http.get(f"http://127.0.0.1:{port}/health")).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        return bool(await eventually(answers, timeout=30))
+    except AssertionError:
+        assert process.stderr is not None
+        raise AssertionError((await process.stderr.read()).decode()[-2000:]) from None
+    finally:
+        if process.returncode is None:
+            process.terminate()
+        await process.wait()
