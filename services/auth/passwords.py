@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TypeVar
 
 from argon2 import PasswordHasher, Type
@@ -29,11 +31,25 @@ T = TypeVar("T")
 _pool: ThreadPoolExecutor | None = None
 
 
+# A container's CPU limit (cgroup v2: "<quota> <period>" in µs, or "max <period>").
+CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
 def usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity, where the system tells it)."""
+    """The cores this process may run on: its CPU affinity, capped by its container's CPU
+    limit (a pod limited to one CPU on a 32-core node hashes on one thread, not 32 at 19 MiB
+    each), where the system tells them."""
     if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+        cores = len(os.sched_getaffinity(0))
+    else:
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = CPU_MAX.read_text().split()
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 limit to read
+    return cores
 
 
 def start_hasher(workers: int) -> None:

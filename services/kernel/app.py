@@ -28,6 +28,7 @@ from services.kernel.consumer import Consumer, Handler
 from services.kernel.db import Database, DatabaseUnavailable, is_unavailable
 from services.kernel.errors import DomainError, NotFound, RequestValidationError
 from services.kernel.mail import MailSender, SmtpSettings
+from services.kernel.migrate import schema_behind
 from services.kernel.notifications import Notifications
 from services.kernel.openapi import describe_requests
 from services.kernel.relay import Relay, consumed_types
@@ -65,6 +66,15 @@ class Runtime:
 
     async def broker_ok(self) -> bool:
         return self.connection is not None and not self.connection.is_closed
+
+    async def schema_ok(self) -> bool:
+        """The service's schema migrated to this code's head (or past it, by a later release):
+        a new release's instance is not ready until its migrations have run, so a rolling
+        update keeps the old instances serving meanwhile. Once ready, it stays so."""
+        if not self.extras.get("schema_ok"):
+            async with self.db.engine.connect() as conn:
+                self.extras["schema_ok"] = not await schema_behind(conn, self.service)
+        return bool(self.extras["schema_ok"])
 
 
 def runtime(request: Request) -> Runtime:
@@ -261,6 +271,7 @@ async def ready(request: Request) -> Response[dict[str, str]]:
     checks = {"database": "ok", "broker": "ok" if await rt.broker_ok() else "unreachable"}
     try:
         await asyncio.wait_for(rt.db.ping(), 2)
+        checks["schema"] = "ok" if await asyncio.wait_for(rt.schema_ok(), 2) else "migrating"
     except Exception:
         checks["database"] = "unreachable"
     ok = all(v == "ok" for v in checks.values())

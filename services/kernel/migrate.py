@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import MetaData, text
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 SERVICES_DIR = Path(__file__).resolve().parent.parent
 
@@ -24,6 +26,27 @@ def alembic_config(service: str, database_url: str) -> Config:
 
 def upgrade(service: str, database_url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(service, database_url), revision)
+
+
+@functools.cache
+def code_revisions(service: str) -> tuple[str, frozenset[str]]:
+    """The head of a service's migrations in this code, and every revision this code knows."""
+    script = ScriptDirectory.from_config(alembic_config(service, "postgresql://unused"))
+    head = script.get_current_head()
+    assert head is not None, f"{service} has no migrations"
+    return head, frozenset(r.revision for r in script.walk_revisions())
+
+
+async def schema_behind(conn: AsyncConnection, service: str) -> bool:
+    """Whether the service's schema is still to be migrated to this code's head: not migrated
+    at all, or at an older revision this code knows. One at a revision this code does not know
+    is a later release's (its migrations add, never take away): this code still runs on it."""
+    head, known = code_revisions(service)
+    table = f'"{service}".alembic_version'
+    if await conn.scalar(text("SELECT to_regclass(:t)"), {"t": table}) is None:
+        return True  # never migrated
+    version = await conn.scalar(text(f"SELECT version_num FROM {table}"))
+    return version != head and (version is None or version in known)
 
 
 def run_env(metadata: MetaData) -> None:

@@ -17,7 +17,8 @@ async def test_every_service_is_live_ready_and_exposes_its_metrics(system: Syste
             base = system.url(service)
             assert (await client.get(f"{base}/health")).status_code == 200
             ready = await client.get(f"{base}/ready")
-            assert ready.status_code == 200 and ready.json() == {"database": "ok", "broker": "ok"}
+            assert ready.status_code == 200
+            assert ready.json() == {"database": "ok", "broker": "ok", "schema": "ok"}
             await client.get(f"{base}/api/nothing")  # one request, so the route metrics exist
             text = (await client.get(f"{base}/metrics")).text
             assert "resellio_http_requests_total{" in text, service

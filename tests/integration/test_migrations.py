@@ -16,7 +16,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from services.kernel.migrate import alembic_config, upgrade
+from services.kernel.migrate import alembic_config, schema_behind, upgrade
 from tests.integration.conftest import migrated_database
 
 
@@ -111,3 +111,28 @@ async def test_categories_stored_before_they_were_trimmed_are_trimmed() -> None:
         (["Rock", "Pop"], ["rock", "pop"]),
         ([], []),
     ]
+
+
+async def test_a_schema_is_behind_until_migrated_to_this_codes_head() -> None:
+    """What a service's /ready reads: its schema never migrated, or at an older revision this
+    code knows, is behind (a new release's instance waits for its migrations); at the head,
+    or at a revision this code does not know (a later release's), it is not."""
+    async with migrated_database("catalog") as url:
+        engine = create_async_engine(url)
+        try:
+
+            async def behind() -> bool:
+                async with engine.connect() as conn:
+                    return await schema_behind(conn, "catalog")
+
+            assert await behind() is False
+            await asyncio.to_thread(command.downgrade, alembic_config("catalog", url), "-1")
+            assert await behind() is True
+            async with engine.begin() as conn:
+                await conn.execute(text("UPDATE catalog.alembic_version SET version_num = 'f00d'"))
+            assert await behind() is False
+            async with engine.begin() as conn:
+                await conn.execute(text("DROP TABLE catalog.alembic_version"))
+            assert await behind() is True
+        finally:
+            await engine.dispose()

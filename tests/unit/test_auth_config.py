@@ -4,10 +4,13 @@ secrets, with one message naming every missing one; development has defaults."""
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
+from pathlib import Path
 
 import pytest
 
+from services.auth import passwords
 from services.auth.config import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD, load_auth_config
 from services.auth.passwords import (
     HASHER,
@@ -72,6 +75,21 @@ def test_password_rules_in_the_documented_order() -> None:
 def test_hasher_meets_owasp_argon2id() -> None:
     assert HASHER.memory_cost >= 19456 and HASHER.time_cost >= 2 and HASHER.parallelism == 1
     assert HASHER.hash("Abcdefg1").startswith("$argon2id$")
+
+
+@pytest.mark.parametrize(
+    ("cpu_max", "cores"), [("100000 100000", 1), ("150000 100000", 2), ("max 100000", None)]
+)
+def test_the_usable_cores_are_capped_by_the_containers_cpu_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cpu_max: str, cores: int | None
+) -> None:
+    """A pod limited to one CPU hashes on one thread, whatever the node's cores; no limit
+    ("max") leaves the cores the process may run on (at most 2 CPUs' worth rounds up)."""
+    limit = tmp_path / "cpu.max"
+    limit.write_text(f"{cpu_max}\n")
+    monkeypatch.setattr(passwords, "CPU_MAX", limit)
+    affinity = len(os.sched_getaffinity(0))
+    assert usable_cores() == (affinity if cores is None else min(cores, affinity))
 
 
 def test_password_hashing_threads_default_to_the_usable_cores() -> None:
