@@ -22,8 +22,11 @@ async def listing(api: httpx.AsyncClient, token: str = "", **params: Any) -> htt
 
 
 def names(response: httpx.Response) -> list[str]:
+    """The names of an unpaged answer, whose X-Total-Count must be exactly their number."""
     assert response.status_code == 200, response.text
-    return [e["name"] for e in response.json()]
+    found = [e["name"] for e in response.json()]
+    assert response.headers["x-total-count"] == str(len(found)), response.request.url
+    return found
 
 
 async def test_search_is_a_literal_case_insensitive_substring(
@@ -83,6 +86,33 @@ async def test_sorting_is_byte_order_with_event_id_as_tie_breaker(
     )
 
 
+async def test_start_date_is_the_default_sort_with_event_id_tie_breaker(
+    api: httpx.AsyncClient, admin: str, organizer: Account
+) -> None:
+    tag = unique("day")
+    lid = (await new_location(api, admin))["location_id"]
+    # The latest made first, names against the dates: no order by event_id or name passes.
+    for suffix, day in (
+        ("a", "2035-03-03"),
+        ("b", "2035-03-01"),
+        ("c", "2035-03-02"),
+        ("d", "2035-03-01"),
+    ):
+        await approved_event(
+            api,
+            admin,
+            organizer,
+            lid,
+            name=f"{tag} {suffix}",
+            start_date=day,
+            end_date="2035-03-04",
+        )
+    assert names(await listing(api, search=tag)) == [f"{tag} {s}" for s in "bdca"]
+    descending = await listing(api, search=tag, sort_by="start_date", sort_order="desc")
+    assert names(descending) == [f"{tag} {s}" for s in "acbd"]  # ties: event_id ascending
+    assert names(await listing(api, search=tag, sort_order="desc")) == names(descending)
+
+
 async def test_paging_never_overlaps_and_counts_before_paging(
     api: httpx.AsyncClient, admin: str, organizer: Account
 ) -> None:
@@ -117,19 +147,8 @@ async def test_filters_combine(api: httpx.AsyncClient, admin: str, organizer: Ac
     hall = await new_location(api, admin, name=f"Hall {tag} 50%")
     park = await new_location(api, admin, name=f"Park {tag}")
     other = await verified_organizer(api, admin)
-    cheap = await approved_event(
-        api,
-        admin,
-        organizer,
-        hall["location_id"],
-        name=f"{tag} cheap",
-        standard_ticket_price=10,
-        start_date="2034-01-10",
-        end_date="2034-01-11",
-        minimum_age=None,
-        category=["Jazz", " Blues ", "blues"],  # stored trimmed, once: found as "blues"
-    )
-    assert cheap["categories"] == ["Jazz", "Blues"]
+    # Made later-dated first (ids: dear < theirs < cheap), so no order by event_id can
+    # pass for the start-date order, ascending or descending.
     dear = await approved_event(
         api,
         admin,
@@ -155,6 +174,19 @@ async def test_filters_combine(api: httpx.AsyncClient, admin: str, organizer: Ac
         minimum_age=18,
         category=[],
     )
+    cheap = await approved_event(
+        api,
+        admin,
+        organizer,
+        hall["location_id"],
+        name=f"{tag} cheap",
+        standard_ticket_price=10,
+        start_date="2034-01-10",
+        end_date="2034-01-11",
+        minimum_age=None,
+        category=["Jazz", " Blues ", "blues"],  # stored trimmed, once: found as "blues"
+    )
+    assert cheap["categories"] == ["Jazz", "Blues"]
     assert names(await listing(api, search=tag, location=f"{tag} 50%")) == [f"{tag} cheap"]
     assert names(await listing(api, search=tag, location=f"park {tag}".upper())) == [
         f"{tag} dear",

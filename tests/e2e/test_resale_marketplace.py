@@ -8,9 +8,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.actors import Account, active_customer, admin_token
+from tests.support.actors import Account, active_customer, admin_token, unique
 from tests.support.resale_actors import holder_of, marketplace, organizer_event, resell
-from tests.support.shop import buy, ticket_type
+from tests.support.shop import OnSale, buy, ticket_type
 
 LISTING = {
     "ticket_id",
@@ -55,11 +55,27 @@ async def _tickets(api: httpx.AsyncClient, who: Account) -> list[dict[str, Any]]
     return (await api.get("/api/tickets", headers=who.headers)).json()  # type: ignore[no-any-return]
 
 
-async def ids(api: httpx.AsyncClient, who: Account | None = None, **params: Any) -> list[int]:
+async def ids(
+    api: httpx.AsyncClient, who: Account | None = None, *, total: int | None = None, **params: Any
+) -> list[int]:
+    """The listed ticket ids; X-Total-Count must be `total` (the matches before paging), or
+    for an unpaged question exactly the number of listings answered."""
     response = await marketplace(api, who, **params)
     assert response.status_code == 200, response.text
-    assert int(response.headers["X-Total-Count"]) >= len(response.json())
-    return [x["ticket_id"] for x in response.json()]
+    found = [x["ticket_id"] for x in response.json()]
+    assert response.headers["X-Total-Count"] == str(len(found) if total is None else total)
+    return found
+
+
+async def named_event(api: httpx.AsyncClient, admin: str, name: str, start: datetime) -> OnSale:
+    """An approved event on sale starting at `start`, renamed `name` by its organizer."""
+    event = await organizer_event(api, admin, start=start)
+    response = await api.put(
+        f"/api/events/{event.event_id}", json={"name": name}, headers=event.organizer.headers
+    )
+    assert response.status_code == 200, response.text
+    event.name = name
+    return event
 
 
 async def test_listing_shape_total_and_own_listings_excluded(
@@ -95,6 +111,39 @@ async def test_sorts_with_ticket_id_tie_breaker(
     assert await ids(api, event_id=eid, sort_by="event_name") == sorted(same_day)
 
 
+async def test_event_date_and_event_name_sorts_across_events_in_byte_order(
+    api: httpx.AsyncClient,
+) -> None:
+    """Two events whose names sort against their dates ("B" < "b" in byte order), listed so
+    that ticket ids follow neither order: each sort and its direction gives its own answer."""
+    admin = await admin_token(api)
+    tag = unique("sort")
+    now = datetime.now(UTC)
+    later = await named_event(api, admin, f"B {tag}", now + timedelta(days=50))
+    earlier = await named_event(api, admin, f"b {tag}", now + timedelta(days=45))
+    listed: list[int] = []
+    for event in (later, earlier, later):
+        seller = await holder_of(api, admin, event)
+        response = await resell(api, seller.account, seller.ticket_id, 40)
+        assert response.status_code == 200, response.text
+        listed.append(seller.ticket_id)
+    late_1, early, late_2 = listed
+    assert late_1 < early < late_2
+    assert await ids(api, search=tag) == [early, late_1, late_2]  # event_date is the default
+    assert await ids(api, search=tag, sort_by="event_date", sort_order="desc") == [
+        late_1,
+        late_2,
+        early,
+    ]  # ties still by ticket_id ascending
+    assert await ids(api, search=tag, sort_by="event_name") == [late_1, late_2, early]
+    assert await ids(api, search=tag, sort_by="event_name", sort_order="desc") == [
+        early,
+        late_1,
+        late_2,
+    ]
+    assert await ids(api, search=tag, sort_by="event_name", limit=2, page=2, total=3) == [early]
+
+
 async def test_filters(api: httpx.AsyncClient, market: dict[str, Any]) -> None:
     eid = market["event"].event_id
     assert len(await ids(api, event_id=eid, min_price=60, max_price=60)) == 2
@@ -122,7 +171,10 @@ async def test_filters(api: httpx.AsyncClient, market: dict[str, Any]) -> None:
 async def test_paging(api: httpx.AsyncClient, market: dict[str, Any]) -> None:
     eid = market["event"].event_id
     everything = await ids(api, event_id=eid, sort_by="resell_price")
-    pages = [await ids(api, event_id=eid, sort_by="resell_price", page=p, limit=3) for p in (1, 2)]
+    pages = [
+        await ids(api, event_id=eid, sort_by="resell_price", page=p, limit=3, total=4)
+        for p in (1, 2)
+    ]
     assert pages[0] + pages[1] == everything
     past = await marketplace(api, event_id=eid, page=9, limit=3)
     assert past.json() == [] and past.headers["X-Total-Count"] == "4"
