@@ -117,10 +117,11 @@ resource "aws_ecs_task_definition" "process" {
     essential    = true
     command      = ["serve", each.key, "--host", "0.0.0.0", "--port", tostring(local.container_port)]
     portMappings = [{ name = "http", containerPort = local.container_port, protocol = "tcp", appProtocol = "http" }]
-    # The gateway sees every client through the load balancer's nodes, inside the VPC: their
-    # X-Forwarded-For is the client's address (rate limits, logs), no one else's is believed.
+    # The gateway sees every client through the load balancer's nodes, in its public subnets:
+    # their X-Forwarded-For is the client's address (rate limits, logs); no one else's (another
+    # task in the VPC) is believed.
     environment = each.key == "gateway" ? concat(local.common_environment, [
-      { name = "TRUSTED_PROXIES", value = data.aws_vpc.main.cidr_block },
+      { name = "TRUSTED_PROXIES", value = join(",", [for s in data.aws_subnet.public : s.cidr_block]) },
     ]) : local.common_environment
     secrets      = local.process_secrets[each.key]
     healthCheck = {

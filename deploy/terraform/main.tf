@@ -10,8 +10,10 @@ locals {
 }
 
 data "aws_caller_identity" "current" {}
-data "aws_vpc" "main" {
-  id = var.vpc_id
+# The load balancer's subnets: its nodes, the only proxies whose X-Forwarded-For is believed.
+data "aws_subnet" "public" {
+  for_each = toset(var.public_subnet_ids)
+  id       = each.value
 }
 data "aws_partition" "current" {}
 

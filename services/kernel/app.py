@@ -73,7 +73,8 @@ class Runtime:
         update keeps the old instances serving meanwhile. Once ready, it stays so."""
         if not self.extras.get("schema_ok"):
             async with self.db.engine.connect() as conn:
-                self.extras["schema_ok"] = not await schema_behind(conn, self.service)
+                behind = await schema_behind(conn, self.service, self.db.schema)
+                self.extras["schema_ok"] = not behind
         return bool(self.extras["schema_ok"])
 
 
@@ -270,12 +271,38 @@ async def ready(request: Request) -> Response[dict[str, str]]:
     rt = runtime(request)
     checks = {"database": "ok", "broker": "ok" if await rt.broker_ok() else "unreachable"}
     try:
-        await asyncio.wait_for(rt.db.ping(), 2)
-        checks["schema"] = "ok" if await asyncio.wait_for(rt.schema_ok(), 2) else "migrating"
+        await asyncio.wait_for(rt.db.ping(), 1.5)
     except Exception:
         checks["database"] = "unreachable"
+    else:
+        try:
+            migrated = await asyncio.wait_for(rt.schema_ok(), 1.0)
+        except Exception:
+            checks["schema"] = "unknown"
+        else:
+            checks["schema"] = "ok" if migrated else "migrating"
     ok = all(v == "ok" for v in checks.values())
     return Response(checks, status_code=200 if ok else 503)
+
+
+async def _schema_migrated(rt: Runtime) -> None:
+    """Before any background work (the relay, the consumer, the mail sender) and before the
+    server answers: wait while the service's schema is known to be behind this code's version,
+    so that an instance of a new release started beside its migrations applies no event to the
+    old schema. The database unreachable says nothing: the start goes on, as it always has."""
+    waited = False
+    while True:
+        try:
+            if await rt.schema_ok():
+                return
+        except Exception as exc:
+            if is_unavailable(exc):
+                return
+            raise
+        if not waited:
+            log.warning("%s: waiting for its schema to be migrated to this version", rt.service)
+            waited = True
+        await asyncio.sleep(1.0)
 
 
 async def _sample_gauges(rt: Runtime) -> None:
@@ -451,6 +478,7 @@ def create_service_app(
             assert rt.exchange is not None
             return rt.exchange
 
+        await _schema_migrated(rt)
         notifications = Notifications(db)
         if caches_answers and settings.answer_cache:
             feed = ChangeFeed(db)

@@ -37,12 +37,12 @@ def code_revisions(service: str) -> tuple[str, frozenset[str]]:
     return head, frozenset(r.revision for r in script.walk_revisions())
 
 
-async def schema_behind(conn: AsyncConnection, service: str) -> bool:
+async def schema_behind(conn: AsyncConnection, service: str, schema: str | None = None) -> bool:
     """Whether the service's schema is still to be migrated to this code's head: not migrated
     at all, or at an older revision this code knows. One at a revision this code does not know
     is a later release's (its migrations add, never take away): this code still runs on it."""
     head, known = code_revisions(service)
-    table = f'"{service}".alembic_version'
+    table = f'"{schema or service}".alembic_version'
     if await conn.scalar(text("SELECT to_regclass(:t)"), {"t": table}) is None:
         return True  # never migrated
     version = await conn.scalar(text(f"SELECT version_num FROM {table}"))

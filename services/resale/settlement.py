@@ -126,7 +126,8 @@ async def _mail_parties(uow: UnitOfWork, purchase: Any) -> None:
     found = await uow.execute(
         select(users).where(users.c.user_id.in_([purchase.seller_id, purchase.buyer_id]))
     )
-    people = {u.user_id: u for u in found}
+    # (a row a ban wrote before the user's registration has no address yet: nobody to mail)
+    people = {u.user_id: u for u in found if u.email}
     price = f"{purchase.price:.2f} {purchase.currency}"
     if seller := people.get(purchase.seller_id):
         await queue_mail(

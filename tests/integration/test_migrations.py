@@ -16,6 +16,8 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from services.kernel.app import Runtime, _schema_migrated
+from services.kernel.db import Database
 from services.kernel.migrate import alembic_config, schema_behind, upgrade
 from tests.integration.conftest import migrated_database
 
@@ -136,3 +138,22 @@ async def test_a_schema_is_behind_until_migrated_to_this_codes_head() -> None:
             assert await behind() is True
         finally:
             await engine.dispose()
+
+
+async def test_a_service_starts_its_work_only_once_its_schema_is_migrated() -> None:
+    """A new release's instance started beside its migrations waits for them (before its
+    relay, consumer and mail sender, and before it answers), then goes on."""
+    async with migrated_database("catalog") as url:
+        await asyncio.to_thread(command.downgrade, alembic_config("catalog", url), "-1")
+        metadata = importlib.import_module("services.catalog.models").metadata
+        db = Database(url, "catalog", metadata, pool_size=2)
+        rt = Runtime("catalog", None, db, None, None, None, None)  # type: ignore[arg-type]
+        try:
+            waiting = asyncio.create_task(_schema_migrated(rt))
+            await asyncio.sleep(1.5)
+            assert not waiting.done()
+            await asyncio.to_thread(upgrade, "catalog", url)
+            await asyncio.wait_for(waiting, 5)
+            assert await rt.schema_ok()
+        finally:
+            await db.dispose()
