@@ -273,6 +273,22 @@ async def test_an_event_moved_into_the_past_takes_its_listings_off_the_marketpla
         assert (shown.json(), shown.headers["X-Total-Count"]) == ([], "0")
 
 
+async def _listed_while_resale_held_back(
+    api: httpx.AsyncClient, system: System, ticket_id: int, write: Callable[[], Awaitable[Account]]
+) -> httpx.Response:
+    """`write` answered, then the ticket listed at 30 by the account it returns, while resale's
+    consumer is held back (its inbox locked against inserts, reads still allowed): the
+    listing's answer, given once resale was let go."""
+    async with holding(system, "LOCK TABLE resale.inbox IN SHARE MODE"):
+        seller = await write()
+        listing = asyncio.create_task(
+            api.post(f"/api/tickets/{ticket_id}/resell", json={"price": 30}, headers=seller.headers)
+        )
+        await waiting_for_lock(system, "%resale%inbox%", listing)
+        await asyncio.wait([listing], timeout=0.5)
+    return await listing
+
+
 async def test_a_ticket_checked_in_a_moment_before_is_not_listed(
     api: httpx.AsyncClient, system: System
 ) -> None:
@@ -283,21 +299,15 @@ async def test_a_ticket_checked_in_a_moment_before_is_not_listed(
     event = await event_on_sale(api, admin, organizer, price=40)
     [ticket] = await buy(api, owner, event.type_id)
     code = await ticket_code(system, ticket["ticket_id"])
-    async with holding(system, "LOCK TABLE resale.inbox IN SHARE MODE"):
+
+    async def checked_in() -> Account:
         scan = await api.post(
             "/api/tickets/check-in", json={"code": code}, headers=organizer.headers
         )
         assert scan.status_code == 200, scan.text
-        listing = asyncio.create_task(
-            api.post(
-                f"/api/tickets/{ticket['ticket_id']}/resell",
-                json={"price": 30},
-                headers=owner.headers,
-            )
-        )
-        await waiting_for_lock(system, "%resale%inbox%", listing)
-        await asyncio.wait([listing], timeout=0.5)
-    refused = await listing
+        return owner
+
+    refused = await _listed_while_resale_held_back(api, system, ticket["ticket_id"], checked_in)
     assert (refused.status_code, refused.json()) == (400, {"detail": "Ticket is no longer valid"})
 
 
@@ -321,20 +331,13 @@ async def test_a_seller_unbanned_a_moment_before_can_list(
         return bool(rows and rows[0].banned)
 
     assert await eventually(ban_applied)
-    async with holding(system, "LOCK TABLE resale.inbox IN SHARE MODE"):
-        unbanned = await api.post(f"/api/auth/unban-user/{owner.user_id}", headers=moderation)
-        assert unbanned.status_code == 200, unbanned.text
-        seller = await sign_in(api, owner)  # tokens from before the ban stay invalid (§3.16)
-        listing = asyncio.create_task(
-            api.post(
-                f"/api/tickets/{ticket['ticket_id']}/resell",
-                json={"price": 30},
-                headers=seller.headers,
-            )
-        )
-        await waiting_for_lock(system, "%resale%inbox%", listing)
-        await asyncio.wait([listing], timeout=0.5)
-    listed = await listing
+
+    async def unbanned() -> Account:
+        lifted = await api.post(f"/api/auth/unban-user/{owner.user_id}", headers=moderation)
+        assert lifted.status_code == 200, lifted.text
+        return await sign_in(api, owner)  # tokens from before the ban stay invalid (§3.16)
+
+    listed = await _listed_while_resale_held_back(api, system, ticket["ticket_id"], unbanned)
     assert listed.status_code == 200, listed.text
     assert listed.json()["resell_price"] == 30
 

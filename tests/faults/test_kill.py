@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from typing import Any
 
 import httpx
 
@@ -25,6 +26,21 @@ async def _kill_and_restart(system: System, name: str) -> float:
     await asyncio.to_thread(system.stop_app, name, signal.SIGKILL)
     await asyncio.to_thread(system.start_app, name)
     return time.monotonic() - started
+
+
+async def _kill_mid_charge(
+    system: System, name: str, running: asyncio.Future[Any], in_flight: str
+) -> tuple[list[Any], float]:
+    """Kill `name` while `running`'s work waits on the processor's ledger (the test holds its
+    table), then start it again: the rows `in_flight` (SQL) named at the kill, and how long it
+    was down."""
+    async with holding(system, f"LOCK TABLE {name}.payments IN EXCLUSIVE MODE"):
+        await waiting_for_lock(system, f'%"{name}".payments%', running)
+        rows = await db_rows(system, in_flight)
+        started = time.monotonic()
+        await asyncio.to_thread(system.stop_app, name, signal.SIGKILL)
+    await asyncio.to_thread(system.start_app, name)
+    return rows, time.monotonic() - started
 
 
 async def _until(check: object, timeout: float = 30.0) -> None:
@@ -47,15 +63,9 @@ async def test_kill_ordering_during_checkouts(rig: Rig, gw: httpx.AsyncClient) -
         return rows[0].n >= 8
 
     await _until(selling)
-    async with holding(system, "LOCK TABLE ordering.payments IN EXCLUSIVE MODE"):
-        await waiting_for_lock(system, '%"ordering".payments%', stream)
-        pending = await db_rows(
-            system, "SELECT order_id FROM ordering.orders WHERE status = 'pending'"
-        )
-        started = time.monotonic()
-        await asyncio.to_thread(system.stop_app, "ordering", signal.SIGKILL)
-    await asyncio.to_thread(system.start_app, "ordering")
-    down_s = time.monotonic() - started
+    pending, down_s = await _kill_mid_charge(
+        system, "ordering", stream, "SELECT order_id FROM ordering.orders WHERE status = 'pending'"
+    )
     done.set()
     out = await stream
     assert set(out.statuses) <= WHILE_DOWN, out
@@ -109,15 +119,12 @@ async def test_kill_resale_during_purchases(rig: Rig, gw: httpx.AsyncClient) -> 
         return rows[0].n >= 3
 
     await _until(selling)
-    async with holding(system, "LOCK TABLE resale.payments IN EXCLUSIVE MODE"):
-        await waiting_for_lock(system, '%"resale".payments%', buying)
-        charging = await db_rows(
-            system, "SELECT purchase_id FROM resale.purchases WHERE status = 'charging'"
-        )
-        started = time.monotonic()
-        await asyncio.to_thread(system.stop_app, "resale", signal.SIGKILL)
-    await asyncio.to_thread(system.start_app, "resale")
-    down_s = time.monotonic() - started
+    charging, down_s = await _kill_mid_charge(
+        system,
+        "resale",
+        buying,
+        "SELECT purchase_id FROM resale.purchases WHERE status = 'charging'",
+    )
     await buying
     assert set(out.statuses) <= WHILE_DOWN, out
     # Buyers whose answer was lost try again with the same key: each ticket is sold once.

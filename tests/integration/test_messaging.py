@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
@@ -15,14 +14,14 @@ from msgspec import Raw, json
 from sqlalchemy import BigInteger, Column, Integer, MetaData, Table, Text, func, select
 from sqlalchemy.dialects.postgresql import insert
 
-from contracts.codec import decode_envelope, encode
+from contracts.codec import decode_envelope
 from contracts.envelope import Envelope, Event, register
-from contracts.timeutil import utcnow
 from services.kernel import broker, deadletters, metrics
 from services.kernel.consumer import Consumer
 from services.kernel.db import Database, UnitOfWork
 from services.kernel.relay import PACK_CONTENT_TYPE, Relay, pack, unpack
 from tests.integration.conftest import Bus, drop_schema
+from tests.integration.test_ordering_reactions import envelope
 from tests.support.shop import eventually
 
 
@@ -562,19 +561,7 @@ async def test_a_handler_that_commits_itself_is_never_batched(
 
 
 def _note_envelope(note_id: int) -> bytes:
-    note = NoteAdded(note_id=note_id, text=f"n{note_id}")
-    return encode(
-        Envelope(
-            id=uuid.uuid4(),
-            type=note.TYPE,
-            version=note.VERSION,
-            occurred_at=utcnow(),
-            producer="ktest",
-            aggregate_id=str(note_id),
-            sequence=note_id,
-            payload=Raw(encode(note)),
-        )
-    )
+    return envelope(NoteAdded(note_id=note_id, text=f"n{note_id}"), note_id, note_id)
 
 
 async def _send_pack(harness: Harness, bodies: list[bytes]) -> None:
