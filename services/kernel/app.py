@@ -63,6 +63,7 @@ class Runtime:
     consumer: Consumer | None = None
     extras: dict[str, Any] = field(default_factory=dict)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    schema_migrated: bool = False  # seen at this code's version once: stays so
 
     async def broker_ok(self) -> bool:
         return self.connection is not None and not self.connection.is_closed
@@ -71,11 +72,11 @@ class Runtime:
         """The service's schema migrated to this code's head (or past it, by a later release):
         a new release's instance is not ready until its migrations have run, so a rolling
         update keeps the old instances serving meanwhile. Once ready, it stays so."""
-        if not self.extras.get("schema_ok"):
+        if not self.schema_migrated:
             async with self.db.engine.connect() as conn:
                 behind = await schema_behind(conn, self.service, self.db.schema)
-                self.extras["schema_ok"] = not behind
-        return bool(self.extras["schema_ok"])
+            self.schema_migrated = not behind
+        return self.schema_migrated
 
 
 def runtime(request: Request) -> Runtime:

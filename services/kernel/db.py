@@ -57,14 +57,20 @@ def _driver_closed(exc: BaseException) -> bool:
     return any(words in str(exc) for words in _CLOSED)
 
 
+def _sqlstate(exc: BaseException) -> str:
+    """PostgreSQL's SQLSTATE of an error, raised by the driver or by SQLAlchemy around it
+    ("" when there is none)."""
+    if isinstance(exc, DBAPIError):
+        orig = exc.orig
+        state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+        return str(state or getattr(getattr(orig, "__cause__", None), "sqlstate", "") or "")
+    return str(getattr(exc, "sqlstate", "") or "")
+
+
 def is_deadlock(exc: BaseException) -> bool:
     """PostgreSQL broke a deadlock by aborting this transaction: none of it was done, and the
     same work tried again goes through once the other transaction has."""
-    state = getattr(exc, "sqlstate", None)
-    if state is None and isinstance(exc, DBAPIError):
-        orig = exc.orig
-        state = getattr(orig, "sqlstate", None) or getattr(orig.__cause__, "sqlstate", None)
-    return state == "40P01"
+    return _sqlstate(exc) == "40P01"
 
 
 def is_unavailable(exc: BaseException) -> bool:
@@ -80,14 +86,12 @@ def is_unavailable(exc: BaseException) -> bool:
         driver = cause if isinstance(cause, asyncpg.InterfaceError) else None
         return exc.connection_invalidated or driver is None or _driver_closed(driver)
     if isinstance(exc, asyncpg.PostgresError):
-        return str(getattr(exc, "sqlstate", "") or "").startswith(_UNAVAILABLE_SQLSTATES)
+        return _sqlstate(exc).startswith(_UNAVAILABLE_SQLSTATES)
     if isinstance(exc, DBAPIError):
         if exc.connection_invalidated:
             return True
-        orig = exc.orig
-        state = str(getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None) or "")
-        cause = getattr(orig, "__cause__", None)
-        state = state or str(getattr(cause, "sqlstate", "") or "")
+        state = _sqlstate(exc)
+        cause = getattr(exc.orig, "__cause__", None)
         if state.startswith(_UNAVAILABLE_SQLSTATES) or isinstance(cause, OSError | ConnectionError):
             return True
         return isinstance(exc, OperationalError) and not state
