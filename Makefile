@@ -15,7 +15,7 @@ BIN := $(VENV)/bin
 
 export ENVIRONMENT ?= development
 
-.PHONY: install run test test-unit test-integration test-e2e test-faults lint format bench clean
+.PHONY: install run reset test test-unit test-integration test-e2e test-faults lint format bench clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -29,6 +29,9 @@ install: $(VENV)/.installed
 
 run: install  ## migrate, seed demo data, start every service + gateway (127.0.0.1:8080)
 	$(BIN)/resellio run
+
+reset: install  ## development only: wipe every schema and queue, migrate, re-seed
+	$(BIN)/resellio db reset --yes
 
 test: install  ## the whole suite against the PostgreSQL and RabbitMQ of the environment
 	$(BIN)/pytest -q

@@ -233,7 +233,12 @@ def mail(directory: str, last: int) -> None:
     """Show the newest messages the development mail catcher received."""
     from services.devmail import read_messages, readable
 
-    for message in read_messages(directory)[-last:]:
+    messages = read_messages(directory)
+    if not messages:  # the catcher's Maildir is missing or empty: say so, not nothing
+        raise click.ClickException(
+            f"no mail in {directory} (run from the repository, or name the catcher's --dir)"
+        )
+    for message in messages[-last:]:
         click.echo(readable(message))
 
 

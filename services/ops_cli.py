@@ -217,6 +217,8 @@ def events_replay(
                     reprocess,
                     progress,
                 )
+        if not click.get_text_stream("stderr").isatty():  # off a terminal: its label alone
+            click.echo(err=True)
         elapsed = max(time.monotonic() - started, 1e-6)
         click.echo(f"replayed {sent} events in {elapsed:.2f}s ({sent / elapsed:,.0f} events/s)")
 
@@ -276,15 +278,18 @@ def dlq_show(consumer: str, message_id: str) -> None:
     )
     for letter in letters:
         if letter.message_id == message_id:
-            click.echo(
-                json.dumps(
-                    {"headers": letter.headers, "envelope": json.loads(letter.body)},
-                    indent=2,
-                    default=str,
-                )
-            )
+            click.echo(json.dumps(_shown(letter), indent=2, default=str))
             return
     raise click.ClickException(f"no dead letter {message_id} for {consumer}")
+
+
+def _shown(letter: deadletters.DeadLetter) -> dict[str, Any]:
+    """The letter's headers and envelope; a body that is not JSON (the usual poison message)
+    as its text instead, undecodable bytes replaced."""
+    try:
+        return {"headers": letter.headers, "envelope": json.loads(letter.body)}
+    except ValueError:  # not JSON, or not UTF-8
+        return {"headers": letter.headers, "body": letter.body.decode("utf-8", "replace")}
 
 
 def _settle_command(requeue: bool) -> Callable[[str, tuple[str, ...], bool], None]:
@@ -292,13 +297,18 @@ def _settle_command(requeue: bool) -> Callable[[str, tuple[str, ...], bool], Non
         if not message_ids and not all_:
             raise click.UsageError("name MESSAGE_IDs or pass --all")
         wanted = set(message_ids)
+        found: set[str] = set()
+
+        def chosen(letter: deadletters.DeadLetter) -> bool:
+            if letter.message_id in wanted:
+                found.add(letter.message_id)
+                return True
+            return all_
+
         try:
             n = _run(
                 lambda s, _e: _with_channel(
-                    s,
-                    lambda ch, names: deadletters.settle(
-                        ch, names, consumer, lambda d: all_ or d.message_id in wanted, requeue
-                    ),
+                    s, lambda ch, names: deadletters.settle(ch, names, consumer, chosen, requeue)
                 )
             )
         except broker.Unroutable as exc:
@@ -307,6 +317,9 @@ def _settle_command(requeue: bool) -> Callable[[str, tuple[str, ...], bool], Non
                 " (the dead letters are kept)"
             ) from None
         click.echo(f"{'requeued' if requeue else 'dropped'} {n} dead letters")
+        if wanted - found:  # as `show` does: a mistyped id is an error, not a silent no-op
+            missing = ", ".join(sorted(wanted - found))
+            raise click.ClickException(f"no dead letter {missing} for {consumer}")
 
     return command
 

@@ -337,7 +337,9 @@ async def metrics_endpoint(request: Request) -> Response[bytes]:
     except Exception as exc:  # a scrape still answers with what it has
         log.warning("could not sample gauges: %s", exc)
     body, content_type = metrics.render()
-    return Response(body, media_type=content_type)
+    # Litestar appends the charset to a text/ type itself: given once more, the header would
+    # carry it twice, which a strict scraper refuses.
+    return Response(body, media_type=content_type.replace("; charset=utf-8", ""))
 
 
 @get("/internal/events/head", include_in_schema=False)

@@ -60,7 +60,11 @@ async def limit(uow: UnitOfWork, type_id: int, change: InventoryLimit) -> LimitA
     if sold is not None:
         return LimitAnswer(applied=True, sold=sold)
     row = await uow.fetchrow(_REFUSED, type_id, change.revision)
-    return None if row is None else LimitAnswer(applied=False, sold=row.sold, stale=row.stale)
+    if row is None or (not row.stale and row.sold <= change.max_count):
+        # Not here when the UPDATE ran (the type's creation was applied just after): as not
+        # known yet, so the caller tries again, rather than refused "below what is sold".
+        return None
+    return LimitAnswer(applied=False, sold=row.sold, stale=row.stale)
 
 
 _RELEASE = "UPDATE ordering.ticket_types SET held = held - $2 WHERE type_id = $1"

@@ -20,7 +20,10 @@ async def test_every_service_is_live_ready_and_exposes_its_metrics(system: Syste
             assert ready.status_code == 200
             assert ready.json() == {"database": "ok", "broker": "ok", "schema": "ok"}
             await client.get(f"{base}/api/nothing")  # one request, so the route metrics exist
-            text = (await client.get(f"{base}/metrics")).text
+            scraped = await client.get(f"{base}/metrics")
+            # One charset parameter: Prometheus refuses a media type with a duplicate one.
+            assert scraped.headers["content-type"] == "text/plain; version=1.0.0; charset=utf-8"
+            text = scraped.text
             assert "resellio_http_requests_total{" in text, service
             assert "resellio_http_request_seconds_bucket{" in text, service
             assert f'resellio_outbox_backlog{{producer="{service}"}}' in text, service
@@ -94,7 +97,10 @@ async def test_the_gateway_is_ready_and_counts_what_it_answered(system: System) 
         assert (await client.get("/api/events")).status_code == 200
         assert (await client.get("/api/nothing-here")).status_code == 404
         page = await client.get("/metrics")
-        assert page.status_code == 200 and page.headers["content-type"].startswith("text/plain")
+        assert (
+            page.status_code == 200
+            and page.headers["content-type"] == "text/plain; version=1.0.0; charset=utf-8"
+        )
         after = _gateway_counts(page.text)
         assert after[("catalog", "GET", "200")] - before.get(("catalog", "GET", "200"), 0) == 1
         assert after[("unrouted", "GET", "404")] - before.get(("unrouted", "GET", "404"), 0) == 1

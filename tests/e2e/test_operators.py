@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import uuid
 
+import aio_pika
 import httpx
 from sqlalchemy import text
 
+from services.kernel import broker
 from services.kernel.db import create_engine
 from services.kernel.eventlog import FIND_SQL
 from tests.support.actors import admin_token, verified_organizer
@@ -168,6 +171,38 @@ async def test_dead_letters_are_asked_of_a_consumer_only(system: System) -> None
         assert "Traceback" not in refused.stderr
     listed = await asyncio.to_thread(resellio, system, "dlq", "list", "ordering")
     assert listed.returncode == 0 and "(0 dead letters)" in listed.stdout, listed.stderr
+
+
+async def test_a_poison_letter_that_is_not_json_is_shown_and_dropped_by_its_id(
+    system: System,
+) -> None:
+    """The usual poison message is not JSON at all: `dlq show` shows its text (it raised
+    JSONDecodeError), and `dlq drop` of an id that names no letter is an error, not a silent
+    "dropped 0", while the letter named with it goes."""
+    letter_id = str(uuid.uuid4())
+    connection = await aio_pika.connect(system.env["RESELLIO_AMQP_URL"])
+    async with connection:
+        channel = await connection.channel()
+        await channel.default_exchange.publish(
+            aio_pika.Message(b"not json \xff at all", message_id=letter_id),
+            routing_key=broker.Names(system.env["RESELLIO_BROKER_PREFIX"]).queue("ordering"),
+        )
+
+    async def dead_lettered() -> bool:
+        listed = await asyncio.to_thread(resellio, system, "dlq", "list", "ordering")
+        return letter_id in listed.stdout
+
+    assert await eventually(dead_lettered, timeout=30)
+    shown = await asyncio.to_thread(resellio, system, "dlq", "show", "ordering", letter_id)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["body"] == "not json \ufffd at all"
+    dropped = await asyncio.to_thread(
+        resellio, system, "dlq", "drop", "ordering", letter_id, "no-such-letter"
+    )
+    assert dropped.returncode == 1 and "no dead letter no-such-letter" in dropped.stderr
+    assert "dropped 1 dead letters" in dropped.stdout
+    listed = await asyncio.to_thread(resellio, system, "dlq", "list", "ordering")
+    assert "(0 dead letters)" in listed.stdout, listed.stdout
 
 
 async def _register(api: httpx.AsyncClient, request_id: str) -> None:

@@ -722,6 +722,29 @@ async def test_catalogs_limit_below_what_is_sold_changes_nothing(ordering: Order
         assert await holds.limit(uow, 999, InventoryLimit(1, 0)) is None  # not known here
 
 
+async def test_a_type_applied_between_the_limit_and_its_refusal_is_limited_not_refused(
+    ordering: Ordering,
+) -> None:
+    """The type's creation lands just after the limit's UPDATE found no row, before the read
+    of why it was refused: that read finds the row, nothing sold, not stale. The limit is not
+    refused "below what is sold (0)" (catalog's 400 for a capacity lowered a moment after the
+    type was created): it counts as not known yet, and the endpoint's next try applies it."""
+
+    async with ordering.db.transaction() as uow:
+        sent = uow.fetchval
+
+        async def fetchval(query: str, *args: Any) -> Any:
+            value = await sent(query, *args)
+            if query == holds._LIMIT:
+                await ordering.on_sale(event_id=12, type_id=121, capacity=10)
+            return value
+
+        uow.fetchval = fetchval  # type: ignore[method-assign]
+        assert await holds.limit(uow, 121, InventoryLimit(1, 4)) is None
+    assert await _limit(ordering, 121, revision=1, max_count=4) == LimitAnswer(True, 0)
+    assert await ordering.scalar(select(ticket_types.c.max_count)) == 4
+
+
 async def test_a_limit_that_arrives_after_a_later_one_changes_nothing(ordering: Ordering) -> None:
     """Catalog gave up on a limit (revision 5, capacity 8: ordering was slow) and rolled back;
     the retried change (revision 7, capacity 3) was limited and committed. The first limit,
