@@ -28,7 +28,9 @@ def _latin1(text: str) -> str:
 
 
 def render_ticket(ticket: TicketPrint) -> bytes:
-    pdf = FPDF(format="A5", orientation="landscape")
+    # A5 in millimetres: fpdf2 warns on the name (its size was corrected in 2.8.5), in the log
+    # of every first download.
+    pdf = FPDF(format=(148, 210), orientation="landscape", unit="mm")
     pdf.set_title(f"Ticket {ticket.ticket_id}")
     pdf.set_creator("Resellio")
     pdf.add_page()

@@ -4,6 +4,7 @@ ticket's current code."""
 from __future__ import annotations
 
 import re
+import warnings
 import zlib
 from datetime import datetime
 from typing import Any
@@ -67,3 +68,12 @@ def test_the_qr_code_encodes_the_code_it_is_given(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(pdf.segno, "make", recording)
     render_ticket(TICKET)
     assert encoded == ["c0de"]
+
+
+def test_the_page_is_a5_landscape_and_rendering_it_warns_of_nothing() -> None:
+    """A warning here is a plain-text line in the service's JSON log (fpdf2 warns on "A5" by
+    name since 2.8.5 corrected its size)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        document = render_ticket(TICKET)
+    assert b"/MediaBox [0 0 595.28 419.53]" in document
