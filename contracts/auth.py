@@ -35,6 +35,8 @@ class OrganizerVerified(Event, frozen=True):
     organizer_id: int
     by: int | None = None
     account_state: str | None = None  # after the decision (a ban-user ban outlives approval)
+    # An approval that lifted a rejection: tokens issued before it stay invalid (§2.4).
+    at: datetime | None = None
 
 
 class OrganizerRejected(Event, frozen=True):

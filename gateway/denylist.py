@@ -127,8 +127,13 @@ class DenyList:
                 # (a rejected organizer); tokens issued before the ban stay invalid.
                 self._follow_state(event.user_id, event.account_state)
                 self._invalidate_before(event.user_id, _unix(event.at))
-            case events.OrganizerRejected() | events.OrganizerVerified():
+            case events.OrganizerRejected():
                 self._follow_state(event.user_id, event.account_state or "")
+            case events.OrganizerVerified():
+                # An approval that lifted a rejection leaves older tokens invalid, as an unban.
+                self._follow_state(event.user_id, event.account_state or "")
+                if event.at is not None:
+                    self._invalidate_before(event.user_id, _unix(event.at))
             case events.PasswordChanged():
                 self._invalidate_before(event.user_id, _unix(event.changed_at))
             case events.AccessTokenRevoked():

@@ -23,7 +23,7 @@ from services.auth.tokens import (
     revoke_refresh_tokens_of,
     supersede_mailed_tokens,
 )
-from services.kernel.app import Runtime
+from services.kernel.app import Runtime, applied_by
 from services.kernel.db import UnitOfWork
 from services.kernel.errors import BadRequest, Forbidden, NotFound
 
@@ -82,6 +82,7 @@ async def ban(rt: Runtime, admin_id: int, user_id: int) -> None:
             aggregate_id=user_id,
         )
         await uow.commit()
+    await applied_by(rt, uow)  # "effective immediately everywhere" (§3.15): listings, events
 
 
 async def unban(rt: Runtime, admin_id: int, user_id: int) -> None:
@@ -112,6 +113,7 @@ async def unban(rt: Runtime, admin_id: int, user_id: int) -> None:
             aggregate_id=user_id,
         )
         await uow.commit()
+    await applied_by(rt, uow)
 
 
 async def decide_organizer(
@@ -137,6 +139,7 @@ async def decide_organizer(
             await _apply_decision(uow, admin_id, row, approve)
         after = await user_by_id(uow.conn, row.user_id)
         await uow.commit()
+    await applied_by(rt, uow)  # nothing written when the decision was made before
     return user_details(after)
 
 
@@ -146,9 +149,17 @@ async def _apply_decision(uow: UnitOfWork, admin_id: int, row: Any, approve: boo
         .where(organizers.c.organizer_id == row.role_id)
         .values(is_verified=approve)
     )
-    # Approval lifts a rejection; a ban-user ban stays (banned_at is untouched).
+    # Approval lifts a rejection; a ban-user ban stays (banned_at is untouched). A rejection
+    # is a ban (§3.12): tokens issued before it stay invalid once it is lifted, as after an
+    # unban, and none can have been issued while rejected, so the line moves to now.
+    lifted = now_ms() if approve and row.organizer_rejected else None
     await uow.execute(
-        update(users).where(users.c.user_id == row.user_id).values(organizer_rejected=not approve)
+        update(users)
+        .where(users.c.user_id == row.user_id)
+        .values(
+            organizer_rejected=not approve,
+            **({"tokens_invalid_before": lifted} if lifted else {}),
+        )
     )
     if not approve:
         await revoke_refresh_tokens_of(uow, row.user_id)
@@ -158,7 +169,7 @@ async def _apply_decision(uow: UnitOfWork, admin_id: int, row: Any, approve: boo
     )
     common = {"user_id": row.user_id, "organizer_id": row.role_id, "by": admin_id}
     event = (
-        OrganizerVerified(**common, account_state=state)
+        OrganizerVerified(**common, account_state=state, at=lifted)
         if approve
         else OrganizerRejected(**common, account_state=state, at=now_ms())
     )

@@ -9,7 +9,14 @@ from email_validator import EmailNotValidError
 
 from services.auth.passwords import strong_password
 from services.kernel.credentials import normalized_email
-from services.kernel.validation import INT32_MAX, Check, FieldError, Int32, NonBlank255
+from services.kernel.validation import (
+    INT32_MAX,
+    Check,
+    FieldError,
+    Int32,
+    NonBlank,
+    NonBlank255,
+)
 
 
 def valid_email(value: str) -> str:
@@ -37,11 +44,11 @@ class OrganizerRegistration(CustomerRegistration, frozen=True):
 
 
 class AdminRegistration(CustomerRegistration, frozen=True):
-    admin_secret_key: str
+    admin_secret_key: NonBlank
 
 
 class RefreshRequest(msgspec.Struct, frozen=True):
-    refresh_token: str
+    refresh_token: NonBlank
 
 
 class LogoutRequest(msgspec.Struct, frozen=True):
@@ -53,16 +60,16 @@ class EmailRequest(msgspec.Struct, frozen=True):
 
 
 class VerifyEmailQuery(msgspec.Struct, frozen=True):
-    token: str
+    token: NonBlank
 
 
 class PasswordReset(msgspec.Struct, frozen=True):
-    token: str
+    token: NonBlank
     new_password: Password
 
 
 class PasswordChange(msgspec.Struct, frozen=True):
-    current_password: str
+    current_password: NonBlank
     new_password: Password
 
 
@@ -98,6 +105,6 @@ def _password_grant(value: str) -> str:
 class LoginForm(msgspec.Struct, frozen=True):
     """OAuth2 password form; `scope`, `client_id` and `client_secret` are ignored."""
 
-    username: str
-    password: str
+    username: NonBlank
+    password: NonBlank
     grant_type: Annotated[str, Check(_password_grant)] | None = None

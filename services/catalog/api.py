@@ -34,7 +34,7 @@ from services.catalog.schemas import (
     ticket_type_doc,
 )
 from services.kernel.answers import AnswerCache, respond
-from services.kernel.app import Runtime, runtime
+from services.kernel.app import Runtime, applied_by, runtime
 from services.kernel.db import UnitOfWork
 from services.kernel.errors import NotFound, RequestValidationError, ServiceUnavailable
 from services.kernel.openapi import accepts
@@ -86,10 +86,11 @@ async def put_location(request: Request, location_id: FromPath[str]) -> Doc:
     await administrator(request)
     lid = path_id(location_id, "location_id")
     cmd = parse_json(await request.body(), LocationUpdate, empty_ok=True)
-    async with runtime(request).db.unit_of_work() as uow:
-        return location_doc(
-            await domain.update_location(lid, cmd, uow, shown=shown_id(location_id))
-        )
+    rt = runtime(request)
+    async with rt.db.unit_of_work() as uow:
+        row = await domain.update_location(lid, cmd, uow, shown=shown_id(location_id))
+    await applied_by_sellers(rt, uow)  # a rename is its events' EventUpdated: shown at once
+    return location_doc(row)
 
 
 @delete("/api/locations/{location_id:str}", status_code=200)
@@ -256,26 +257,11 @@ SELLERS = ("ordering", "resale")
 
 
 async def applied_by_sellers(rt: Runtime, uow: UnitOfWork) -> None:
-    """After a change that sales rest on has committed, before it is answered: wait (bounded)
-    until the services that sell have applied its events, so that a checkout the next moment
-    sells at the new price, or not at all for an event just cancelled (API.md §1.8, §7.3), at
-    no cost to the purchase path. A seller unreachable or slow is logged; the change stands."""
-    if not uow.written:
-        return
-    written = {"events": [[str(event_id), event_type] for event_id, event_type in uow.written]}
-
-    async def applied_by(service: str) -> None:
-        target = "/internal/catch-up/catalog"
-        timeout = rt.settings.catch_up_timeout_s + 1.0
-        try:
-            answer = await rt.catch_up.upstreams.post_json(service, target, written, timeout)
-        except UpstreamError as exc:
-            log.warning("%s did not confirm catalog's change: %s", service, exc)
-            return
-        if not answer.get("caught_up"):
-            log.warning("%s had not applied catalog's change in time", service)
-
-    await asyncio.gather(*(applied_by(service) for service in SELLERS))
+    """After a change that sales rest on has committed, before it is answered: the services
+    that sell have applied its events (bounded), so that a checkout the next moment sells at
+    the new price, or not at all for an event just cancelled (API.md §1.8, §7.3), at no cost
+    to the purchase path."""
+    await applied_by(rt, uow, SELLERS)
 
 
 class LimitUnconfirmed(ServiceUnavailable):

@@ -25,7 +25,7 @@ from services.kernel import broker, context, metrics
 from services.kernel.answers import AnswerCache, ChangeFeed, answer_key
 from services.kernel.catchup import CatchUp
 from services.kernel.consumer import Consumer, Handler
-from services.kernel.db import Database, DatabaseUnavailable, is_unavailable
+from services.kernel.db import Database, DatabaseUnavailable, UnitOfWork, is_unavailable
 from services.kernel.errors import DomainError, NotFound, RequestValidationError
 from services.kernel.mail import MailSender, SmtpSettings
 from services.kernel.migrate import schema_behind
@@ -34,8 +34,9 @@ from services.kernel.openapi import describe_requests
 from services.kernel.relay import Relay, consumed_types
 from services.kernel.settings import Settings
 from services.kernel.tokens import TokenVerifier
-from services.kernel.upstream import Upstreams
+from services.kernel.upstream import UpstreamError, Upstreams
 from services.kernel.validation import parse_json
+from services.topology import subscriptions
 
 log = logging.getLogger("resellio.app")
 MAX_BODY_BYTES = 1024 * 1024
@@ -378,6 +379,36 @@ async def catch_up_with(request: Request, producer: FromPath[str]) -> dict[str, 
     if written.events:
         return {"caught_up": await rt.catch_up.handled(written.events)}
     return {"caught_up": await rt.catch_up(producer)}
+
+
+async def applied_by(rt: Runtime, uow: UnitOfWork, consumers: Sequence[str] | None = None) -> None:
+    """After a unit of work committed, before its change is answered: wait (bounded) until
+    these services (by default every one that consumes an event it wrote) have applied its
+    events, so that their next answers show it (API.md §1.8), at the cost of this rare write
+    rather than of every read. A consumer unreachable or slow is logged; the change stands."""
+    if not uow.written:
+        return
+    if consumers is None:
+        types = {event_type for _, event_type in uow.written}
+        consumers = [
+            service
+            for service, handled in subscriptions().items()
+            if service != rt.service and types.intersection(handled)
+        ]
+    written = {"events": [[str(event_id), event_type] for event_id, event_type in uow.written]}
+    target = f"/internal/catch-up/{rt.service}"
+    timeout = rt.settings.catch_up_timeout_s + 1.0
+
+    async def applied_by_one(service: str) -> None:
+        try:
+            answer = await rt.catch_up.upstreams.post_json(service, target, written, timeout)
+        except UpstreamError as exc:
+            log.warning("%s did not confirm %s's change: %s", service, rt.service, exc)
+            return
+        if not answer.get("caught_up"):
+            log.warning("%s had not applied %s's change in time", service, rt.service)
+
+    await asyncio.gather(*(applied_by_one(service) for service in consumers))
 
 
 # Asked before every read that catches up (a marketplace page, say), so one prepared

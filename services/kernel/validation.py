@@ -89,6 +89,9 @@ def parse_utc_datetime(value: Any) -> datetime:
 Int32 = Annotated[int, msgspec.Meta(ge=-(2**31), le=INT32_MAX)]
 PositiveInt32 = Annotated[int, msgspec.Meta(ge=1, le=INT32_MAX)]
 NonBlank255 = Annotated[str, msgspec.Meta(min_length=1, max_length=255), Check(not_blank)]
+# A required string with no length of its own (a token, a secret, a password to check):
+# blank is refused like missing (API.md §1.4), before it is looked up or compared.
+NonBlank = Annotated[str, msgspec.Meta(min_length=1), Check(not_blank)]
 # What a client hands the payment provider (API.md §8.4, §10.3): a card processor's token is
 # short; a longer one is refused (422) before anything is reserved or charged.
 PaymentToken = Annotated[str, msgspec.Meta(max_length=255)]

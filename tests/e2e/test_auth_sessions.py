@@ -166,6 +166,55 @@ async def test_login_takes_a_form_not_json(api: httpx.AsyncClient) -> None:
     assert (await api.post("/api/auth/token", data=form)).status_code == 200
 
 
+async def test_blank_required_strings_are_422_not_looked_up(api: httpx.AsyncClient) -> None:
+    """§1.4: a required string that is empty or only spaces is refused as invalid input, as a
+    blank login or name is, never taken for a wrong token, key or password (401, 400, 403)."""
+    admin = await admin_token(api)
+    customer = await active_customer(api, admin)
+    valid = {"username": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
+    for blank in ("", "   "):
+        refused = [
+            (await api.post(REFRESH, json={"refresh_token": blank}), ["body", "refresh_token"]),
+            (
+                await api.post(
+                    "/api/auth/reset-password", json={"token": blank, "new_password": "Strong123"}
+                ),
+                ["body", "token"],
+            ),
+            (
+                await api.get("/api/auth/verify-email", params={"token": blank}),
+                ["query", "token"],
+            ),
+            (
+                await api.post(
+                    "/api/user/change-password",
+                    json={"current_password": blank, "new_password": "Strong123"},
+                    headers=customer.headers,
+                ),
+                ["body", "current_password"],
+            ),
+            (
+                await api.post(
+                    "/api/auth/register/admin",
+                    json={**new_account_fields(), "admin_secret_key": blank},
+                    headers=bearer(admin),
+                ),
+                ["body", "admin_secret_key"],
+            ),
+        ]
+        if blank:  # an empty form field is a missing one (above)
+            for field in ("username", "password"):
+                login_form = {**valid, field: blank}
+                refused.append(
+                    (await api.post("/api/auth/token", data=login_form), ["body", field])
+                )
+        for response, loc in refused:
+            assert response.status_code == 422, (loc, response.text)
+            assert [entry["loc"] for entry in response.json()["detail"]] == [loc], response.text
+    # Nothing changed: the customer's password is still the one they signed in with.
+    assert (await sign_in(api, customer)).token
+
+
 async def test_login_takes_an_urlencoded_form_only_and_never_fails_on_its_bytes(
     api: httpx.AsyncClient,
 ) -> None:

@@ -119,6 +119,25 @@ async def test_a_price_change_shows_at_once_in_the_cart(api: httpx.AsyncClient) 
         assert lines.headers["X-Total-Count"] == "1"
 
 
+async def test_a_venue_renamed_a_moment_before_shows_at_once_on_the_holders_tickets(
+    api: httpx.AsyncClient,
+) -> None:
+    """A rename reaches ordering as its events' EventUpdated; the administrator's 200 waits
+    for the services that show it, as an event's own change does."""
+    admin, organizer, holder = await cast(api)
+    event = await event_on_sale(api, admin, organizer)
+    await buy(api, holder, event.type_id)
+    venue = (await api.get(f"/api/events/{event.event_id}")).json()["location_id"]
+    for i in range(ROUNDS):
+        name = f"Hall {i} {event.name}"[:255]
+        renamed = await api.put(
+            f"/api/locations/{venue}", json={"name": name}, headers=bearer(admin)
+        )
+        assert renamed.status_code == 200, renamed.text
+        mine = await api.get("/api/tickets", headers=holder.headers)
+        assert [t["event_location"] for t in mine.json()] == [name]
+
+
 async def answered_once_ordering_applied_it(
     api: httpx.AsyncClient,
     system: System,
@@ -242,6 +261,20 @@ async def test_a_rejected_organizer_is_refused_at_once_whatever_token_they_hold(
             "/api/auth/verify-organizer", json={**decision, "approve": True}, headers=bearer(admin)
         )
         assert approved.status_code == 200 and approved.json()["account_state"] == "active"
+        # A rejection is a ban (§2.2): tokens issued before it stay invalid once it is lifted
+        # (§2.4, as after an unban, §3.16), at auth at once and at the gateway once it has
+        # auth's event; a new sign-in is let in.
+        old = await api.get("/api/user/me", headers=organizer.headers)
+        assert (old.status_code, old.json()) == (401, {"detail": "Token has been revoked"})
+
+        async def old_token_refused(code: str = code, held: Account = organizer) -> bool:
+            scan = await api.post(
+                "/api/tickets/check-in", json={"code": code}, headers=held.headers
+            )
+            return scan.json() == {"detail": "Token has been revoked"}
+
+        assert await eventually(old_token_refused)
+        organizer = await sign_in(api, organizer)
         scan = await api.post(
             "/api/tickets/check-in", json={"code": code}, headers=organizer.headers
         )

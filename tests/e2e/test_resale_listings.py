@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from tests.support.actors import active_customer, admin_token, bearer
+from tests.support.actors import active_customer, admin_token, bearer, sign_in
 from tests.support.resale_actors import (
     Holder,
     holder,
@@ -263,17 +263,26 @@ async def test_cancelled_event_withdraws_listings_and_tells_the_seller(
 
 
 async def test_banned_sellers_listings_are_withdrawn(api: httpx.AsyncClient) -> None:
+    """At once (§3.15 "effective immediately everywhere", §1.8): the ban's answer waits for
+    resale to apply it, so neither the marketplace nor the event page offers the listing a
+    moment later. Three times: banned, unbanned, listed again, banned again."""
     admin = await admin_token(api)
     seller = await listed(api, admin, price=60)
-    banned = await api.post(
-        f"/api/auth/ban-user/{seller.account.user_id}", headers={"Authorization": f"Bearer {admin}"}
-    )
-    assert banned.status_code == 200, banned.text
-
-    async def gone() -> bool:
-        return (await marketplace(api, event_id=seller.event.event_id)).json() == []
-
-    assert await eventually(gone)
+    account = seller.account
+    for price in (61, 62, 0):
+        banned = await api.post(f"/api/auth/ban-user/{account.user_id}", headers=bearer(admin))
+        assert banned.status_code == 200, banned.text
+        assert (await marketplace(api, event_id=seller.event.event_id)).json() == []
+        page = await api.get(f"/api/events/{seller.event.event_id}")
+        assert page.status_code == 200 and page.json()["resale"]["listing_count"] == 0, page.text
+        if price:
+            lifted = await api.post(
+                f"/api/auth/unban-user/{account.user_id}", headers=bearer(admin)
+            )
+            assert lifted.status_code == 200, lifted.text
+            account = await sign_in(api, account)  # tokens from before the ban stay invalid
+            again = await resell(api, account, seller.ticket_id, price)
+            assert again.status_code == 200, again.text
 
 
 async def ban_seller(api: httpx.AsyncClient, system: System, admin: str, seller: Holder) -> None:

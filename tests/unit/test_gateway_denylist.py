@@ -88,8 +88,8 @@ def test_organizer_decisions_follow_the_account_state() -> None:
 
 def test_unbanning_a_rejected_organizer_keeps_their_older_tokens_invalid() -> None:
     """API.md §3.16: tokens issued before the ban stay invalid after an unban, also when the
-    ban was an organizer's rejection (§2.2), which sets no line of its own; an approval (§3.12)
-    lifts a rejection without one."""
+    ban was an organizer's rejection (§2.2), which sets no line of its own; so does an
+    approval (§3.12) that lifts a rejection, once its event (which carries the line) is here."""
     t1 = T0.timestamp() + 60
     denylist = DenyList()
     denylist.apply(
@@ -116,6 +116,12 @@ def test_unbanning_a_rejected_organizer_keeps_their_older_tokens_invalid() -> No
     approved.follow_decision(b'{"user_id":9,"account_state":"banned"}')
     approved.follow_decision(b'{"user_id":9,"account_state":"active"}')
     assert approved.refusal(token(user_id=9)) is None
+    lifted = datetime.fromtimestamp(t1, UTC)
+    approved.apply(
+        events.OrganizerVerified(user_id=9, organizer_id=2, account_state="active", at=lifted)
+    )
+    assert approved.refusal(token(user_id=9, iat=T0.timestamp() - 5)) == REVOKED
+    assert approved.refusal(token(user_id=9, iat=t1)) is None
 
 
 async def test_the_follower_applies_every_event_of_a_pack_from_the_relay() -> None:
