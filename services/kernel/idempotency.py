@@ -92,7 +92,10 @@ async def fingerprint(request: Request) -> str:
     digest = hashlib.sha256()
     digest.update(request.method.encode())
     digest.update(b"\0" + request.url.path.rstrip("/").encode() + b"\0")
-    digest.update("&".join(sorted(f"{k}={v}" for k, v in request.query_params.items())).encode())
+    # In key order, a repeated key's values in the order sent: the first is the one read, so
+    # `?q=1&q=5` and `?q=5&q=1` are different requests.
+    params = sorted(request.query_params.items(), key=lambda kv: kv[0])
+    digest.update("&".join(f"{k}={v}" for k, v in params).encode())
     digest.update(b"\0" + await request.body())
     return digest.hexdigest()
 

@@ -177,23 +177,37 @@ class MailSender:
             try:
                 for row in rows:
                     try:
+                        address, options = _envelope(row.recipient)
+                        message = self._message(row, address)
                         smtp = await self._session()
-                        await smtp.sendmail(self.sender, [row.recipient], self._message(row))
+                        await smtp.sendmail(self.sender, [address], message, mail_options=options)
                         sent.append(row.id)
-                    except (aiosmtplib.SMTPException, OSError) as exc:
+                    except (ValueError, aiosmtplib.SMTPNotSupported) as exc:
+                        # This message can never go (an address or text that cannot be encoded,
+                        # or SMTPUTF8 this server lacks): given up at once, with its reason,
+                        # and no pause for the others (UnicodeError is a ValueError).
+                        log.warning("mail %s to %r given up: %s", row.id, row.recipient, exc)
+                        self._hang_up()
+                        await self._count_attempt(conn, row, exc, final=True)
+                    except Exception as exc:  # refused, or the server away: tried again later
                         failed += 1
                         self._hang_up()
-                        await conn.execute(
-                            update(t)
-                            .where(t.c.id == row.id)
-                            .values(attempts=t.c.attempts + 1, last_error=str(exc)[:500])
-                        )
+                        await self._count_attempt(conn, row, exc)
             finally:
                 if sent:
                     await conn.execute(
                         update(t).where(t.c.id.in_(sent)).values(sent_at=text("now()"))
                     )
         return len(sent), failed
+
+    async def _count_attempt(
+        self, conn: Any, row: Any, exc: Exception, *, final: bool = False
+    ) -> None:
+        t = self.table
+        attempts = self.max_attempts if final else t.c.attempts + 1
+        await conn.execute(
+            update(t).where(t.c.id == row.id).values(attempts=attempts, last_error=str(exc)[:500])
+        )
 
     def _client(self) -> aiosmtplib.SMTP:
         return aiosmtplib.SMTP(
@@ -206,18 +220,32 @@ class MailSender:
             local_hostname=_local_hostname(),
         )
 
-    def _message(self, row: Any) -> bytes:
+    def _message(self, row: Any, address: str) -> bytes:
         # The compat32 message classes: a fifth of the CPU of EmailMessage's header registry
         # for the same plain-text message (each purchase sends one).
         message = MIMEText(row.body, "plain", "utf-8")
         message["From"] = self.smtp.sender
-        message["To"] = row.recipient
-        message["Subject"] = row.subject if row.subject.isascii() else Header(row.subject, "utf-8")
+        message["To"] = address if address.isascii() else Header(address, "utf-8")
+        # One line: a subject carries an event's name, which may hold line breaks (a header
+        # injection, which the email package refuses, or a broken header, which it does not).
+        subject = " ".join(row.subject.splitlines())
+        message["Subject"] = subject if subject.isascii() else Header(subject, "utf-8")
         # RFC 5322's required Date (when the change that sends it committed), and an id that
         # stays the same if the message is sent again after a lost answer.
         message["Date"] = format_datetime(row.created_at)
         message["Message-ID"] = f"<{self.db.schema}.{row.id}@{_local_hostname()}>"
         return message.as_bytes()
+
+
+def _envelope(recipient: str) -> tuple[str, list[str]]:
+    """The address as the SMTP envelope carries it, and the MAIL options it needs: a domain
+    beyond ASCII in its ASCII form (IDNA), and SMTPUTF8 only for a local part beyond ASCII
+    (auth takes both, API.md §2.3)."""
+    if recipient.isascii():
+        return recipient, []
+    local, _, domain = recipient.rpartition("@")
+    address = f"{local}@{domain.encode('idna').decode('ascii')}"
+    return address, [] if address.isascii() else ["SMTPUTF8"]
 
 
 def _drop(smtp: aiosmtplib.SMTP | None) -> None:

@@ -76,14 +76,15 @@ def parse_utc_datetime(value: Any) -> datetime:
             ) from exc
     else:
         raise FieldError("Input should be a valid datetime", "datetime_type")
-    if parsed.tzinfo is None:
-        return parsed.replace(tzinfo=UTC)
     try:
-        return parsed.astimezone(UTC)
-    except OverflowError as exc:  # e.g. 0001-01-01T00:00+01:00 has no UTC equivalent
-        raise FieldError(
-            "Input should be a valid datetime, date out of range", "datetime_parsing"
-        ) from exc
+        utc = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00+01:00 has no UTC equivalent
+        utc = None
+    # The driver stores the very first and last instants Python has as PostgreSQL's -infinity
+    # and infinity, which read back without a time zone and break every later comparison.
+    if utc is None or utc.replace(tzinfo=None) in (datetime.min, datetime.max):
+        raise FieldError("Input should be a valid datetime, date out of range", "datetime_parsing")
+    return utc
 
 
 Int32 = Annotated[int, msgspec.Meta(ge=-(2**31), le=INT32_MAX)]
@@ -268,6 +269,10 @@ def parse_json(raw: bytes, model: type[S], *, empty_ok: bool = False) -> S:
     except msgspec.DecodeError as exc:
         raise RequestValidationError.single(
             ["body"], f"JSON decode error: {exc}", "json_invalid"
+        ) from exc
+    except UnicodeDecodeError as exc:  # a string that is not UTF-8 (msgspec's own error)
+        raise RequestValidationError.single(
+            ["body"], "JSON decode error: invalid UTF-8", "json_invalid"
         ) from exc
     except RecursionError as exc:  # msgspec's nesting limit (~1000 levels): bad input, not a 500
         raise RequestValidationError.single(

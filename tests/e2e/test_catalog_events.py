@@ -101,6 +101,10 @@ async def test_create_accepts_past_dates_and_no_categories(
         ({"category": ["a\x00"]}, "category"),
         ({"description": "d" * 5001}, "description"),
         ({"start_date": "not a date"}, "start_date"),
+        # The first and last instants Python has: stored as -infinity and infinity.
+        ({"start_date": "0001-01-01"}, "start_date"),
+        ({"end_date": "9999-12-31T23:59:59.999999"}, "end_date"),
+        ({"end_date": "9999-12-31T23:59:59.999999Z"}, "end_date"),
         ({"minimum_age": 151}, "minimum_age"),
         ({"minimum_age": -1}, "minimum_age"),
         ({"location_id": "abc"}, "location_id"),

@@ -179,6 +179,30 @@ async def test_deeply_nested_json_is_a_quick_422(
     assert response.status_code == 422, response.text
 
 
+@pytest.mark.parametrize("body", [b'{"email":"\xff"}', b'"\xff"', b'{"x":"\xed\xa0\x80"}'])
+async def test_a_string_that_is_not_utf8_is_a_422_on_every_service(
+    body: bytes,
+    api: httpx.AsyncClient,
+    people: People,
+) -> None:
+    """msgspec raises UnicodeDecodeError, not its DecodeError, for bytes that are not UTF-8
+    inside a string: refused like any malformed JSON, not a 500; logout still answers 200."""
+    json = {"content-type": "application/json"}
+    targets = [
+        ("/api/auth/register/customer", {}),
+        ("/api/events", people.organizer),
+        ("/api/cart/items", people.customer),
+        ("/api/resale/purchase", people.customer),
+        ("/api/locations", people.admin),
+    ]
+    for path, headers in targets:
+        response = await api.post(path, content=body, headers={**json, **headers})
+        assert response.status_code == 422, (path, response.text)
+        assert response.json()["detail"][0]["type"] == "json_invalid", path
+    logout = await api.post("/api/auth/logout", content=body, headers=json)
+    assert logout.status_code == 200, logout.text
+
+
 async def test_moderate_nesting_in_an_ignored_key_is_fine(api: httpx.AsyncClient) -> None:
     """Unknown keys are ignored (§1.2), however nested, within the decoder's depth."""
     body = {**new_account_fields(), "extra": [[[[[[[[[[1]]]]]]]]]]}

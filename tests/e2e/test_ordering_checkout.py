@@ -277,6 +277,16 @@ async def test_add_repeated_with_one_key_is_counted_once(api: httpx.AsyncClient)
         409,
         "Idempotency-Key reused with a different request",
     )
+    # A repeated query parameter's first value is the one read: its order makes the request.
+    keyed = {**buyer.headers, "Idempotency-Key": "add-3"}
+    as_sent = f"/api/cart/items?ticket_type_id={event.type_id}&quantity=1&quantity=3"
+    assert (await api.post(as_sent, headers=keyed)).status_code == 200
+    swapped = as_sent.replace("quantity=1&quantity=3", "quantity=3&quantity=1")
+    reordered = await api.post(swapped, headers=keyed)
+    assert (reordered.status_code, reordered.json()["detail"]) == (
+        409,
+        "Idempotency-Key reused with a different request",
+    )
     # Stored errors are answered again too (a 404 is kept).
     gone = await add(api, buyer, 999999, **{"Idempotency-Key": "add-2"})
     assert (await add(api, buyer, 999999, **{"Idempotency-Key": "add-2"})).json() == gone.json()

@@ -179,6 +179,73 @@ async def test_a_refused_message_is_tried_so_many_times_then_left_with_the_serve
     await sender.close()
 
 
+async def _queue_rows(db: Database, rows: list[tuple[str, str]]) -> None:
+    async with db.engine.begin() as conn:
+        await conn.execute(
+            insert(mail_table(db.metadata)),
+            [{"recipient": r, "subject": subject, "body": "Thank you\n"} for r, subject in rows],
+        )
+
+
+@pytest.fixture
+def smtp_ascii() -> AsyncIterator[tuple[Controller, Recorder]]:
+    """A server without SMTPUTF8 (aiosmtpd's Controller offers it unless told not to)."""
+    recorder = Recorder()
+    controller = Controller(recorder, hostname="127.0.0.1", port=free_port(), enable_SMTPUTF8=False)
+    controller.start()
+    yield controller, recorder
+    controller.stop()
+
+
+async def test_an_address_or_subject_beyond_ascii_or_one_line_never_holds_the_rest_back(
+    db: Database, smtp_ascii: tuple[Controller, Recorder]
+) -> None:
+    """Auth takes addresses beyond ASCII (API.md §2.3), and an event's name (in a subject)
+    may hold a line break. A domain beyond ASCII goes as its IDNA form; a subject goes on one
+    line (no header injected); a local part beyond ASCII to a server without SMTPUTF8 can
+    never go, and is given up at once with its reason: the mail after it is sent in the same
+    batch, not after minutes of retries."""
+    controller, server = smtp_ascii
+    await _queue_rows(
+        db,
+        [
+            ("üabc@example.com", "Welcome"),
+            ("a@bücher.example", "Welcome"),
+            ("gala@example.com", "Your ticket for Gala\nX-Injected: yes was sold"),
+            ("ok@example.com", "Your order"),
+        ],
+    )
+    sender = sender_for(db, controller)
+    assert await sender.send_batch() == (3, 0)
+    assert [rcpt for _, rcpt in server.messages] == [
+        "a@xn--bcher-kva.example",
+        "gala@example.com",
+        "ok@example.com",
+    ]
+    injected = message_from_bytes(server.contents[1])
+    assert injected["X-Injected"] is None
+    assert injected["Subject"] == "Your ticket for Gala X-Injected: yes was sold"
+    t = mail_table(db.metadata)
+    async with db.engine.connect() as conn:
+        row = (await conn.execute(select(t).where(t.c.recipient == "üabc@example.com"))).one()
+    assert (row.attempts, row.sent_at) == (8, None) and "SMTPUTF8" in row.last_error
+    assert await sender.send_batch() == (0, 0)
+    await sender.close()
+
+
+async def test_a_local_part_beyond_ascii_goes_to_a_server_with_smtputf8(
+    db: Database, smtp: tuple[Controller, Recorder]
+) -> None:
+    """As to the development mail catcher, which offers SMTPUTF8."""
+    controller, server = smtp
+    await _queue_rows(db, [("üabc@bücher.example", "Willkommen, Ü")])
+    sender = sender_for(db, controller)
+    assert await sender.send_batch() == (1, 0)
+    assert [rcpt for _, rcpt in server.messages] == ["üabc@xn--bcher-kva.example"]
+    assert message_from_bytes(server.contents[0])["Subject"] is not None
+    await sender.close()
+
+
 async def test_mail_queued_with_a_change_that_rolls_back_is_never_sent(
     db: Database, smtp: tuple[Controller, Recorder]
 ) -> None:

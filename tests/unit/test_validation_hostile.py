@@ -8,7 +8,14 @@ import pytest
 
 from services.catalog.schemas import EventQuery
 from services.kernel.errors import RequestValidationError
-from services.kernel.validation import parse_json, parse_query, path_id, shown_id
+from services.kernel.validation import (
+    FieldError,
+    parse_json,
+    parse_query,
+    parse_utc_datetime,
+    path_id,
+    shown_id,
+)
 from services.resale.schemas import ListingPrice
 
 
@@ -90,3 +97,25 @@ def test_a_path_id_is_named_as_its_number_reads() -> None:
         "-12",
     ]
     assert shown_id("9" * 5000) == "9" * 5000  # beyond what int() takes from a string
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "0001-01-01",
+        "0001-01-01T00:00:00",
+        "9999-12-31T23:59:59.999999",
+        "9999-12-31T23:59:59.999999Z",
+    ],
+)
+def test_the_first_and_last_instants_are_out_of_range(raw: str) -> None:
+    """The driver stores them as PostgreSQL's -infinity and infinity, which read back naive:
+    every later comparison with an aware time would be a 500."""
+    with pytest.raises(FieldError) as caught:
+        parse_utc_datetime(raw)
+    assert caught.value.type == "datetime_parsing"
+
+
+def test_the_instants_next_to_them_are_taken() -> None:
+    assert parse_utc_datetime("0001-01-01T00:00:00.000001").year == 1
+    assert parse_utc_datetime("9999-12-31T23:59:59.999998").year == 9999
