@@ -124,6 +124,9 @@ async def proxy(gw: Gateway, scope: dict, receive: object, reply: Reply, h: Requ
         await _too_many(reply, wait)
         return
 
+    if h.declares_too_large():
+        await reply.json(413, {"detail": "Request body too large"})
+        return
     try:
         body = await read_body(receive)  # type: ignore[arg-type]
     except ClientGone:

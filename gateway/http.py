@@ -23,6 +23,7 @@ class RequestHeaders:
 
     __slots__ = (
         "authorization",
+        "content_length",
         "cors_headers",
         "cors_method",
         "forwarded_for",
@@ -38,6 +39,7 @@ class RequestHeaders:
         self.forwarded_for: str | None = None
         self.cors_method: bytes | None = None
         self.cors_headers: bytes | None = None
+        self.content_length: bytes | None = None
         # Bytes of every name and value (what the header limits of GatewayConfig bound).
         self.size = 0
         for name, value in raw:
@@ -56,6 +58,17 @@ class RequestHeaders:
                 self.cors_method = value
             elif name == b"access-control-request-headers":
                 self.cors_headers = value
+            elif name == b"content-length":
+                self.content_length = value
+
+    def declares_too_large(self) -> bool:
+        """A Content-Length over the limit: refused before a byte of the body is read (so a
+        client that sent `Expect: 100-continue` is not told to send it)."""
+        declared = self.content_length
+        if declared is None or not declared.isdigit():
+            return False
+        digits = declared.lstrip(b"0")
+        return len(digits) > len(str(MAX_BODY_BYTES)) or int(digits or b"0") > MAX_BODY_BYTES
 
 
 class Reply:

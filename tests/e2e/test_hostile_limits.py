@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 
@@ -79,6 +80,27 @@ async def test_a_body_over_one_mib_is_413(
     # Streamed without a Content-Length: counted as it arrives.
     response = await client.post(path, content=_chunks(MIB + 1), headers=json)
     assert (response.status_code, response.json()) == (413, TOO_LARGE)
+
+
+@pytest.mark.parametrize("where", ["gateway", "service"])
+async def test_a_body_declared_over_one_mib_is_413_before_it_is_sent(
+    where: str, system: System
+) -> None:
+    """A client that asks first (`Expect: 100-continue`) is told 413 at once, not asked for
+    the body and then kept waiting for it."""
+    port = system.ports["gateway" if where == "gateway" else "auth"]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(
+            b"POST /api/auth/register/customer HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 2000000\r\n"
+            b"Expect: 100-continue\r\n\r\n"
+        )
+        await writer.drain()
+        status_line = await asyncio.wait_for(reader.readline(), timeout=5)
+    finally:
+        writer.close()
+    assert status_line.split()[1] == b"413", status_line
 
 
 # ---- page size ---------------------------------------------------------------------------
