@@ -101,13 +101,18 @@ class DenyList:
         else:
             self._change(lambda: self.banned.discard(user_id))
 
-    def follow_decision(self, answer: bytes) -> None:
-        """An organizer approved or rejected, from auth's answer: a rejection bans at once,
-        before auth's event arrives, as a ban does; an approval lifts it."""
+    def follow_decision(self, answer: bytes, at: float) -> None:
+        """An organizer approved or rejected, from auth's answer (`at`: a moment before it):
+        a rejection bans at once, before auth's event arrives, as a ban does; an approval that
+        lifts it leaves the tokens issued before invalid, as an unban does (the event then
+        tells auth's own line)."""
         try:
             decision = msgspec.json.decode(answer, type=Decision)
         except msgspec.DecodeError:
             return  # not the answer expected: auth's event will tell
+        if decision.account_state == "active" and decision.user_id in self.banned:
+            self.unban(decision.user_id, at)
+            return
         self._follow_state(decision.user_id, decision.account_state)
 
     def _invalidate_before(self, user_id: int, at: float) -> None:

@@ -215,7 +215,7 @@ async def proxy(gw: Gateway, scope: dict, receive: object, reply: Reply, h: Requ
             # run ahead of auth's, and no token was issued while the user was banned.
             gw.denylist.unban(user_id, time.time() - 1)
     elif status == 200 and method == "POST" and path == VERIFY_ORGANIZER:
-        gw.denylist.follow_decision(answer.body)
+        gw.denylist.follow_decision(answer.body, time.time() - 1)
     elif status == 200 and method == "POST" and path == LOGOUT and h.authorization is not None:
         await _revoke_presented(gw, h.authorization)
     elif status == 200 and method == "POST" and path in PASSWORD_CHANGES:

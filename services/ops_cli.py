@@ -217,8 +217,6 @@ def events_replay(
                     reprocess,
                     progress,
                 )
-        if not click.get_text_stream("stderr").isatty():  # off a terminal: its label alone
-            click.echo(err=True)
         elapsed = max(time.monotonic() - started, 1e-6)
         click.echo(f"replayed {sent} events in {elapsed:.2f}s ({sent / elapsed:,.0f} events/s)")
 

@@ -10,11 +10,13 @@ import logging
 import socket
 from email.header import Header
 from email.mime.text import MIMEText
+from email.policy import SMTPUTF8
 from email.utils import format_datetime, parseaddr
 from typing import Any
 
 import aiosmtplib
 import msgspec
+from email_validator import validate_email
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -178,18 +180,22 @@ class MailSender:
                 for row in rows:
                     try:
                         address, options = _envelope(row.recipient)
-                        message = self._message(row, address)
+                        message = self._message(row, address, utf8=bool(options))
+                    except ValueError as exc:  # UnicodeError is one
+                        await self._give_up(conn, row, exc)  # this message cannot be written
+                        continue
+                    try:
                         smtp = await self._session()
                         await smtp.sendmail(self.sender, [address], message, mail_options=options)
                         sent.append(row.id)
-                    except (ValueError, aiosmtplib.SMTPNotSupported) as exc:
-                        # This message can never go (an address or text that cannot be encoded,
-                        # or SMTPUTF8 this server lacks): given up at once, with its reason,
-                        # and no pause for the others (UnicodeError is a ValueError).
-                        log.warning("mail %s to %r given up: %s", row.id, row.recipient, exc)
+                    except aiosmtplib.SMTPNotSupported as exc:
                         self._hang_up()
-                        await self._count_attempt(conn, row, exc, final=True)
-                    except Exception as exc:  # refused, or the server away: tried again later
+                        if options and self.sender.isascii():  # SMTPUTF8 for this address
+                            await self._give_up(conn, row, exc)
+                            continue
+                        failed += 1
+                        await self._count_attempt(conn, row, exc)
+                    except (aiosmtplib.SMTPException, OSError) as exc:
                         failed += 1
                         self._hang_up()
                         await self._count_attempt(conn, row, exc)
@@ -209,6 +215,13 @@ class MailSender:
             update(t).where(t.c.id == row.id).values(attempts=attempts, last_error=str(exc)[:500])
         )
 
+    async def _give_up(self, conn: Any, row: Any, exc: Exception) -> None:
+        """A message that can never go as it is (its address or text cannot be written, or it
+        needs SMTPUTF8, which this server lacks): left unsent at once with its reason, and no
+        pause for the others. What the server refuses, or its absence, is tried again."""
+        log.warning("mail %s to %r given up: %s", row.id, row.recipient, exc)
+        await self._count_attempt(conn, row, exc, final=True)
+
     def _client(self) -> aiosmtplib.SMTP:
         return aiosmtplib.SMTP(
             hostname=self.smtp.host,
@@ -220,21 +233,23 @@ class MailSender:
             local_hostname=_local_hostname(),
         )
 
-    def _message(self, row: Any, address: str) -> bytes:
+    def _message(self, row: Any, address: str, *, utf8: bool = False) -> bytes:
         # The compat32 message classes: a fifth of the CPU of EmailMessage's header registry
         # for the same plain-text message (each purchase sends one).
         message = MIMEText(row.body, "plain", "utf-8")
         message["From"] = self.smtp.sender
-        message["To"] = address if address.isascii() else Header(address, "utf-8")
+        message["To"] = address  # beyond ASCII only with SMTPUTF8: then written as UTF-8
         # One line: a subject carries an event's name, which may hold line breaks (a header
         # injection, which the email package refuses, or a broken header, which it does not).
         subject = " ".join(row.subject.splitlines())
-        message["Subject"] = subject if subject.isascii() else Header(subject, "utf-8")
+        message["Subject"] = subject if utf8 or subject.isascii() else Header(subject, "utf-8")
         # RFC 5322's required Date (when the change that sends it committed), and an id that
         # stays the same if the message is sent again after a lost answer.
         message["Date"] = format_datetime(row.created_at)
         message["Message-ID"] = f"<{self.db.schema}.{row.id}@{_local_hostname()}>"
-        return message.as_bytes()
+        # RFC 6532: with SMTPUTF8 the headers are UTF-8 as they are; an address is never an
+        # encoded-word (RFC 2047 §5).
+        return message.as_bytes(policy=SMTPUTF8) if utf8 else message.as_bytes()
 
 
 def _envelope(recipient: str) -> tuple[str, list[str]]:
@@ -243,8 +258,11 @@ def _envelope(recipient: str) -> tuple[str, list[str]]:
     (auth takes both, API.md §2.3)."""
     if recipient.isascii():
         return recipient, []
-    local, _, domain = recipient.rpartition("@")
-    address = f"{local}@{domain.encode('idna').decode('ascii')}"
+    # The domain's ASCII form as auth's email_validator took it (IDNA 2008, UTS #46 without
+    # transitional mapping): Python's codec, IDNA 2003, would send straße.de's mail to
+    # strasse.de, somebody else's domain. An address it no longer takes is a ValueError.
+    checked = validate_email(recipient, check_deliverability=False)
+    address = f"{checked.local_part}@{checked.ascii_domain}"
     return address, [] if address.isascii() else ["SMTPUTF8"]
 
 

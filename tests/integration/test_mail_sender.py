@@ -211,18 +211,20 @@ async def test_an_address_or_subject_beyond_ascii_or_one_line_never_holds_the_re
         [
             ("üabc@example.com", "Welcome"),
             ("a@bücher.example", "Welcome"),
+            ("x@straße.de", "Welcome"),  # not strasse.de (IDNA 2003), somebody else's domain
             ("gala@example.com", "Your ticket for Gala\nX-Injected: yes was sold"),
             ("ok@example.com", "Your order"),
         ],
     )
     sender = sender_for(db, controller)
-    assert await sender.send_batch() == (3, 0)
+    assert await sender.send_batch() == (4, 0)
     assert [rcpt for _, rcpt in server.messages] == [
         "a@xn--bcher-kva.example",
+        "x@xn--strae-oqa.de",
         "gala@example.com",
         "ok@example.com",
     ]
-    injected = message_from_bytes(server.contents[1])
+    injected = message_from_bytes(server.contents[2])
     assert injected["X-Injected"] is None
     assert injected["Subject"] == "Your ticket for Gala X-Injected: yes was sold"
     t = mail_table(db.metadata)
@@ -242,8 +244,22 @@ async def test_a_local_part_beyond_ascii_goes_to_a_server_with_smtputf8(
     sender = sender_for(db, controller)
     assert await sender.send_batch() == (1, 0)
     assert [rcpt for _, rcpt in server.messages] == ["üabc@xn--bcher-kva.example"]
-    assert message_from_bytes(server.contents[0])["Subject"] is not None
+    # RFC 6532: the address as it is, in UTF-8, never an encoded-word (RFC 2047 §5).
+    assert "To: üabc@xn--bcher-kva.example\r\n".encode() in server.contents[0]
     await sender.close()
+
+
+async def test_a_sender_misconfigured_gives_up_no_mail(db: Database) -> None:
+    """A setting the SMTP client refuses (a host name with a line break, from a secret file)
+    is no fault of the messages: none is given up or counted, and they go once it is fixed."""
+    await queue(db, 2)
+    broken = MailSender(db, SmtpSettings(host="127.0.0.1\n", port=free_port()))
+    with pytest.raises(ValueError):
+        await broken.send_batch()
+    t = mail_table(db.metadata)
+    async with db.engine.connect() as conn:
+        attempts = (await conn.execute(select(t.c.attempts))).scalars().all()
+    assert attempts == [0, 0]
 
 
 async def test_mail_queued_with_a_change_that_rolls_back_is_never_sent(

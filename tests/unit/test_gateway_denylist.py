@@ -108,20 +108,32 @@ def test_unbanning_a_rejected_organizer_keeps_their_older_tokens_invalid() -> No
     assert denylist.refusal(token(user_id=9, iat=t1)) is None
     # At once from auth's answer, before its event.
     answered = DenyList()
-    answered.follow_decision(b'{"user_id":9,"account_state":"banned"}')
+    answered.follow_decision(b'{"user_id":9,"account_state":"banned"}', t1)
     assert answered.refusal(token(user_id=9)) == BANNED
     answered.unban(9, t1)
     assert answered.refusal(token(user_id=9)) == REVOKED
     approved = DenyList()
-    approved.follow_decision(b'{"user_id":9,"account_state":"banned"}')
-    approved.follow_decision(b'{"user_id":9,"account_state":"active"}')
-    assert approved.refusal(token(user_id=9)) is None
+    approved.follow_decision(b'{"user_id":9,"account_state":"banned"}', T0.timestamp())
+    # An approval that lifts the rejection: tokens from before it are refused at once, before
+    # its event, as after an unban (the answer's moment, a second back for the clocks).
+    approved.follow_decision(b'{"user_id":9,"account_state":"active"}', t1)
+    assert approved.refusal(token(user_id=9, iat=t1 - 5)) == REVOKED
+    assert approved.refusal(token(user_id=9, iat=t1 + 1)) is None
+    # An approval of an organizer never rejected here lifts nothing and revokes nothing.
+    fresh = DenyList()
+    fresh.follow_decision(b'{"user_id":9,"account_state":"active"}', t1)
+    assert fresh.refusal(token(user_id=9, iat=T0.timestamp())) is None
+    # A gateway that learns both from auth's events: the approval's event carries the line.
+    by_event = DenyList()
+    by_event.apply(
+        events.OrganizerRejected(user_id=9, organizer_id=2, account_state="banned", at=T0)
+    )
     lifted = datetime.fromtimestamp(t1, UTC)
-    approved.apply(
+    by_event.apply(
         events.OrganizerVerified(user_id=9, organizer_id=2, account_state="active", at=lifted)
     )
-    assert approved.refusal(token(user_id=9, iat=T0.timestamp() - 5)) == REVOKED
-    assert approved.refusal(token(user_id=9, iat=t1)) is None
+    assert by_event.refusal(token(user_id=9, iat=T0.timestamp() - 5)) == REVOKED
+    assert by_event.refusal(token(user_id=9, iat=t1)) is None
 
 
 async def test_the_follower_applies_every_event_of_a_pack_from_the_relay() -> None:
