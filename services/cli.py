@@ -149,6 +149,7 @@ def serve(name: str, host: str, port: int | None) -> None:
     from uvicorn.importer import import_from_string
 
     from services.kernel.app import served
+    from services.kernel.server import JsonErrorsProtocol
 
     asyncio.run(_preflight(_settings(), serving=name))
     port = port or int(os.environ.get(f"RESELLIO_{name.upper()}_PORT", DEFAULT_PORTS[name]))
@@ -168,7 +169,7 @@ def serve(name: str, host: str, port: int | None) -> None:
         log_config=None,
         access_log=False,
         loop="uvloop",
-        http="httptools",
+        http=JsonErrorsProtocol,  # httptools, its own 400 in JSON
         lifespan="on",
         timeout_graceful_shutdown=5,
         backlog=2048,

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 
@@ -101,6 +102,33 @@ async def test_a_body_declared_over_one_mib_is_413_before_it_is_sent(
     finally:
         writer.close()
     assert status_line.split()[1] == b"413", status_line
+
+
+@pytest.mark.parametrize("where", ["gateway", "ordering"])
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /api/events HTTP/1.1\r\nHost: x\r\nBad\x7fName: 1\r\n\r\n",
+        b"NOT A REQUEST\r\n\r\n",
+        b"POST /api/cart/items HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n"
+        b"Content-Length: 2\r\n\r\nab",
+    ],
+)
+async def test_a_request_the_server_cannot_parse_is_a_json_400(
+    where: str, request_bytes: bytes, system: System
+) -> None:
+    """§1.2: every refusal but a 422 has a JSON `detail`, the HTTP server's own included."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", system.ports[where])
+    try:
+        writer.write(request_bytes)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), timeout=5)
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), answer
+    assert b"content-type: application/json" in head.lower(), answer
+    assert json.loads(body) == {"detail": "Invalid HTTP request received."}
 
 
 # ---- page size ---------------------------------------------------------------------------
