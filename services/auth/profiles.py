@@ -11,7 +11,7 @@ from contracts.auth import UserProfileUpdated
 from services.auth.models import users
 from services.auth.queries import user_by_id, user_details
 from services.auth.schemas import ProfileUpdate
-from services.kernel.app import Runtime
+from services.kernel.app import Runtime, applied_by
 from services.kernel.errors import BadRequest, NotFound
 from services.kernel.tokens import Identity
 
@@ -53,6 +53,7 @@ async def update_profile(rt: Runtime, user_id: int, cmd: ProfileUpdate) -> dict[
     except IntegrityError as exc:
         # Another user took the login between the check and the update.
         raise BadRequest(LOGIN_TAKEN) from exc
+    await applied_by(rt, uow)  # the name on the holder's tickets (ordering's PDF), at once
     return user_details(user)
 
 

@@ -376,6 +376,7 @@ async def delete_ticket_type(request: Request, type_id: FromPath[str]) -> bool:
     inventory = OrderingInventory(rt)
     async with limits_given_back(rt, tid, inventory), rt.db.unit_of_work() as uow:
         await domain.delete_ticket_type(tid, identity, uow, inventory)
+    await applied_by_sellers(rt, uow)  # its cart lines gone: no longer counted by R5
     return True
 
 

@@ -6,6 +6,7 @@ ids of API.md §1.2 shown as sent, and the list header of §1.5 on the cart."""
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
@@ -22,6 +23,7 @@ from tests.support.actors import (
     sign_in,
     verified_organizer,
 )
+from tests.support.pdf import text_runs
 from tests.support.shop import (
     OnSale,
     add,
@@ -33,6 +35,7 @@ from tests.support.shop import (
     iso,
     location,
     ticket_code,
+    ticket_type,
     waiting_for_lock,
 )
 from tests.support.system import System
@@ -136,6 +139,44 @@ async def test_a_venue_renamed_a_moment_before_shows_at_once_on_the_holders_tick
         assert renamed.status_code == 200, renamed.text
         mine = await api.get("/api/tickets", headers=holder.headers)
         assert [t["event_location"] for t in mine.json()] == [name]
+
+
+async def test_a_name_changed_a_moment_before_is_the_holder_on_the_ticket_pdf(
+    api: httpx.AsyncClient,
+) -> None:
+    """Auth's profile change reaches ordering as UserProfileUpdated; its 200 waits for it."""
+    admin, organizer, holder = await cast(api)
+    event = await event_on_sale(api, admin, organizer)
+    [ticket] = await buy(api, holder, event.type_id)
+    for i in range(ROUNDS):
+        renamed = await api.put(
+            "/api/user/update-profile",
+            json={"first_name": f"Zed{i}", "last_name": f"Quill{i}"},
+            headers=holder.headers,
+        )
+        assert renamed.status_code == 200, renamed.text
+        pdf = await api.get(f"/api/tickets/{ticket['ticket_id']}/download", headers=holder.headers)
+        assert f"Zed{i} Quill{i}" in text_runs(base64.b64decode(pdf.json()["pdf_data"]))
+
+
+async def test_a_type_deleted_a_moment_before_no_longer_counts_toward_the_event_limit(
+    api: httpx.AsyncClient,
+) -> None:
+    """R5 counts the customer's held tickets of the event: a deleted type's lines, which
+    ordering removes once it has catalog's event, must not refuse an add of another type."""
+    admin, organizer, buyer = await cast(api)
+    event = await event_on_sale(api, admin, organizer)
+    for _ in range(ROUNDS):
+        doomed = await ticket_type(api, organizer, event.event_id, max_count=50)
+        assert (await add(api, buyer, doomed["type_id"], 20)).status_code == 200
+        deleted = await api.delete(
+            f"/api/ticket-types/{doomed['type_id']}", headers=organizer.headers
+        )
+        assert deleted.status_code == 200, deleted.text
+        added = await add(api, buyer, event.type_id, 1)
+        assert added.status_code == 200, added.text
+        for line in (await api.get("/api/cart/items", headers=buyer.headers)).json():
+            await api.delete(f"/api/cart/items/{line['cart_item_id']}", headers=buyer.headers)
 
 
 async def answered_once_ordering_applied_it(

@@ -3,9 +3,7 @@ ticket's current code."""
 
 from __future__ import annotations
 
-import re
 import warnings
-import zlib
 from datetime import datetime
 from typing import Any
 
@@ -14,22 +12,10 @@ import segno
 
 from services.ordering import pdf
 from services.ordering.pdf import TicketPrint, render_ticket
+from tests.support.pdf import text_runs
 
 A5_LANDSCAPE_WIDTH_PT = 595.28
 QR_LEFT_PT = 140 / 25.4 * 72  # the QR code starts 140 mm from the left
-
-
-def text_runs(document: bytes) -> dict[str, float]:
-    """Each text run's left edge (points), from the page's content stream."""
-    runs: dict[str, float] = {}
-    for stream in re.finditer(rb"stream\r?\n(.*?)\r?\nendstream", document, re.S):
-        try:
-            content = zlib.decompress(stream.group(1))
-        except zlib.error:
-            continue  # the QR image
-        for x, _, text in re.findall(rb"BT ([\d.]+) ([\d.]+) Td \((.*?)\) Tj ET", content):
-            runs[text.decode("latin-1")] = float(x)
-    return runs
 
 
 TICKET = TicketPrint(
