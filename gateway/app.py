@@ -99,7 +99,8 @@ class Gateway:
         reply = Reply(send, request_id, self.cors.response_headers(h.origin))
         path: str = scope["path"]
         try:
-            if path.startswith("/api/") or path == "/api":
+            api = path.lstrip("/")  # "//api/events" is routed as "/api//events" is (proxy)
+            if api.startswith("api/") or api == "api":
                 await proxy(self, scope, receive, reply, h)
             else:
                 await self._own(path, method, reply, scope, h)

@@ -182,8 +182,10 @@ async def proxy(gw: Gateway, scope: dict, receive: object, reply: Reply, h: Requ
     headers.append((b"x-forwarded-for", ip.encode()))
     query = scope.get("query_string")
     target = raw + b"?" + query if query else raw
+    # HEAD is a GET whose body is not sent (RFC 9110 §9.3.2): the services route GET only.
+    upstream_method = "GET" if method == "HEAD" else method
     try:
-        if method == "GET" and (event_id := event_page_id(path)) is not None:
+        if upstream_method == "GET" and (event_id := event_page_id(path)) is not None:
             reply.route = EVENT_PAGE
             answer = await event_page(
                 gw.upstreams,
@@ -194,7 +196,7 @@ async def proxy(gw: Gateway, scope: dict, receive: object, reply: Reply, h: Requ
                 gw.config.part_timeout_s,
             )
         else:
-            answer = await gw.upstreams.send(service, method, target, headers, body)
+            answer = await gw.upstreams.send(service, upstream_method, target, headers, body)
     except UpstreamError as exc:
         log.warning("gateway: %s unavailable: %s", service, exc)
         gw.traffic.unavailable(service)
@@ -238,8 +240,8 @@ async def _revoke_presented(gw: Gateway, authorization: bytes) -> None:
 
 async def _relay(reply: Reply, answer: Answer, head: bool) -> None:
     headers = [(k, v) for k, v in answer.headers if k not in _RESPONSE_DROP]
-    if head:
-        headers += [(k, v) for k, v in answer.headers if k == b"content-length"]
+    if head:  # the GET's length (its body was read: a composed page's is not its parts')
+        headers.append((b"content-length", str(len(answer.body)).encode()))
         await reply.send(answer.status, headers, b"", length=False)
     else:
         await reply.send(answer.status, headers, answer.body)

@@ -176,6 +176,7 @@ def serve(name: str, host: str, port: int | None) -> None:
         # The client is the connecting address: X-Forwarded-For is the gateway's to believe,
         # from TRUSTED_PROXIES only (uvicorn's default believed it from any loopback peer).
         proxy_headers=False,
+        server_header=False,  # which server answers is nobody's business
     )
 
 

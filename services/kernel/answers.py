@@ -98,13 +98,29 @@ def answer_key(scope: Any) -> str:
     return f"{scope['path']}?{scope['query_string'].decode('latin-1')}"
 
 
-class AnswerCache:
-    """At most `size` answers, least recently used first out."""
+# What the answers kept may weigh in all (keys and bodies): a key is the query as received, so
+# URLs that differ only in parameters nobody reads (64 KB of junk each) would otherwise make
+# every one of `size` entries a copy, hundreds of MB that no client ever asked for twice.
+MAX_BYTES = 32 * 1024 * 1024
 
-    def __init__(self, feed: ChangeFeed, size: int = 2048) -> None:
+
+class AnswerCache:
+    """At most `size` answers weighing `max_bytes` in all, least recently used first out;
+    those of an earlier generation go as soon as the cache sees a newer one (none of them
+    can be served again)."""
+
+    def __init__(self, feed: ChangeFeed, size: int = 2048, max_bytes: int = MAX_BYTES) -> None:
         self.feed = feed
         self.size = size
+        self.max_bytes = max_bytes
         self._answers: OrderedDict[str, Answer] = OrderedDict()
+        self._bytes = 0
+        self._generation = feed.generation
+
+    @property
+    def weight(self) -> int:
+        """The bytes of the keys and bodies kept."""
+        return self._bytes
 
     def get(self, key: str) -> Answer | None:
         answer = self._valid(key)
@@ -122,7 +138,14 @@ class AnswerCache:
         metrics.child(metrics.answers_served, self.feed.db.schema, "hit").inc()
         return answer
 
+    def _forget_older(self) -> None:
+        if self._generation != self.feed.generation:
+            self._answers.clear()
+            self._bytes = 0
+            self._generation = self.feed.generation
+
     def _valid(self, key: str) -> Answer | None:
+        self._forget_older()
         answer = self._answers.get(key)
         if (
             answer is None
@@ -137,10 +160,18 @@ class AnswerCache:
     def put(self, key: str, answer: Answer) -> None:
         if answer.generation != self.feed.generation or not self.feed.live:
             return  # built from data that changed meanwhile (or unobserved): not kept
+        weight = len(key) + len(answer.body)
+        if weight > self.max_bytes:
+            return
+        self._forget_older()
+        replaced = self._answers.pop(key, None)
+        if replaced is not None:
+            self._bytes -= len(key) + len(replaced.body)
         self._answers[key] = answer
-        self._answers.move_to_end(key)
-        while len(self._answers) > self.size:
-            self._answers.popitem(last=False)
+        self._bytes += weight
+        while len(self._answers) > self.size or self._bytes > self.max_bytes:
+            gone_key, gone = self._answers.popitem(last=False)
+            self._bytes -= len(gone_key) + len(gone.body)
 
 
 Build = Callable[[], Awaitable[tuple[Any, dict[str, str]]]]

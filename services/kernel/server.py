@@ -4,6 +4,8 @@ refusal is (API.md §1.2)."""
 
 from __future__ import annotations
 
+import uuid
+
 import msgspec
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -11,7 +13,13 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 class JsonErrorsProtocol(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         body = msgspec.json.encode({"detail": msg})
-        head = [b"HTTP/1.1 400 Bad Request\r\n"]
+        # Its own id, as every answer has one (API.md §1.6): nothing in the request was read.
+        head = [
+            b"HTTP/1.1 400 Bad Request\r\n",
+            b"x-request-id: ",
+            str(uuid.uuid4()).encode(),
+            b"\r\n",
+        ]
         for name, value in self.server_state.default_headers:
             head.extend([name, b": ", value, b"\r\n"])
         head.extend(

@@ -72,6 +72,41 @@ async def test_trailing_slash_answers_identically(api: httpx.AsyncClient) -> Non
     assert (await api.get("/health/")).text == "API Gateway is healthy"
 
 
+async def test_leading_slashes_route_as_doubled_ones_do(api: httpx.AsyncClient) -> None:
+    plain = await api.get("/api/locations")
+    for path in (b"//api/locations", b"/api//locations"):
+        # As sent: httpx would read "//api" as a host.
+        doubled = await api.get(api.base_url.copy_with(raw_path=path))
+        assert (doubled.status_code, doubled.json()) == (200, plain.json()), path
+
+
+async def test_head_answers_what_get_would_without_its_body(
+    api: httpx.AsyncClient, system: System
+) -> None:
+    """RFC 9110 §9.3.2: the services route GET only; the gateway asks them a GET for a HEAD."""
+    admin = await admin_token(api)
+    event = await event_on_sale(api, admin, await verified_organizer(api, admin))
+    for path in ("/api/events", f"/api/events/{event.event_id}", "/api/resale/marketplace"):
+        got = await api.get(path)
+        head = await api.head(path)
+        assert (head.status_code, head.content) == (200, b""), path
+        assert head.headers["content-length"] == str(len(got.content)), path
+        assert head.headers.get("x-total-count") == got.headers.get("x-total-count"), path
+    assert (await api.head("/api/nothing-here")).status_code == 404
+
+
+async def test_no_answer_names_the_server(api: httpx.AsyncClient, system: System) -> None:
+    async with httpx.AsyncClient(timeout=10) as client:
+        answers = [
+            await api.get("/"),
+            await api.get("/api/events"),
+            await api.get("/api/nothing-here"),
+            await client.get(f"{system.url('catalog')}/api/events"),
+        ]
+    for answer in answers:
+        assert "server" not in answer.headers, answer.request.url
+
+
 async def test_cors_allows_configured_origins_only(api: httpx.AsyncClient) -> None:
     origin = "http://localhost:3000"  # a development default of CORS_ALLOWED_ORIGINS
     preflight = await api.options(

@@ -128,6 +128,7 @@ async def test_a_request_the_server_cannot_parse_is_a_json_400(
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 400 "), answer
     assert b"content-type: application/json" in head.lower(), answer
+    assert b"x-request-id: " in head.lower(), answer  # every answer has one (§1.6)
     assert json.loads(body) == {"detail": "Invalid HTTP request received."}
 
 

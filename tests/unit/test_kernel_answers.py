@@ -83,3 +83,35 @@ def test_every_listed_table_notifies_on_every_kind_of_write() -> None:
         assert f'ON "catalog"."{table}"' in statement
         assert "AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE" in statement
         assert "FOR EACH STATEMENT" in statement
+
+
+def test_the_answers_kept_weigh_no_more_than_the_budget() -> None:
+    """URLs that differ only in junk parameters (each a new key) cannot fill the memory: the
+    least recently used go once keys and bodies weigh more than the budget."""
+    db = Database("postgresql+asyncpg://u@127.0.0.1:1/x", "catalog", MetaData(schema="catalog"))
+    feed = ChangeFeed(db)
+    feed.live = True
+    c = AnswerCache(feed, size=2048, max_bytes=10_000)
+    body = b"x" * 1_000
+    for i in range(100):
+        c.put(f"/api/events?junk={i}", Answer(feed.generation, body, {}))
+        assert c.weight <= 10_000
+    assert c.get("/api/events?junk=99") is not None  # the newest kept
+    assert c.get("/api/events?junk=0") is None  # the oldest gone
+    c.put("/api/events?huge", Answer(feed.generation, b"x" * 20_000, {}))  # over on its own
+    assert c.get("/api/events?huge") is None and c.weight <= 10_000
+    c.put("/api/events?junk=99", Answer(feed.generation, b"y", {}))  # replaced: weighed again
+    assert (
+        c.weight
+        == sum(len(f"/api/events?junk={i}") + 1_000 for i in range(91, 99))
+        + len("/api/events?junk=99")
+        + 1
+    )
+
+
+def test_a_change_lets_go_of_every_answer_kept_before_it() -> None:
+    c = cache()
+    c.put("/a?", Answer(c.feed.generation, b"x" * 5_000, {}))
+    assert c.weight > 5_000
+    c.feed.changed()
+    assert c.get("/b?") is None and c.weight == 0

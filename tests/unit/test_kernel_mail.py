@@ -30,7 +30,7 @@ def test_message_reads_back_as_written_in_any_alphabet() -> None:
         row = SimpleNamespace(
             id=7, recipient="ann@example.com", subject=subject, body=body, created_at=queued
         )
-        parsed = message_from_bytes(mail._message(row))
+        parsed = message_from_bytes(mail._message(row, row.recipient))
         assert parsedate_to_datetime(parsed["Date"]) == queued
         assert parsed["Message-ID"].startswith("<svc.7@")
         assert str(make_header(decode_header(parsed["Subject"]))) == subject
