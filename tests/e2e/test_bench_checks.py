@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import sys
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -98,10 +100,11 @@ async def _databases() -> set[str]:
         await conn.close()
 
 
-async def _bench_database(before: set[str], proc: asyncio.subprocess.Process) -> str:
-    """The database the benchmark's own system created (the one that was not there before)."""
+async def _bench_database(prefix: str, proc: asyncio.subprocess.Process) -> str:
+    """The database the benchmark's own system created (its run id starts with `prefix`:
+    another suite's system may create one meanwhile)."""
     while proc.returncode is None:
-        new = sorted(n for n in await _databases() - before if n.startswith("resellio_t_"))
+        new = sorted(n for n in await _databases() if n.startswith(f"resellio_t_{prefix}"))
         if new:
             return new[0]
         await asyncio.sleep(0.2)
@@ -111,17 +114,18 @@ async def _bench_database(before: set[str], proc: asyncio.subprocess.Process) ->
 async def test_the_benchmark_exits_non_zero_and_says_failed_when_a_drop_oversells(
     tmp_path: Path,
 ) -> None:
-    before = await _databases()
+    prefix = f"bench{uuid.uuid4().hex[:6]}"
     results = tmp_path / "results"
     args = "--seconds 1 --events 2 --customers 30 --capacity 10 --scenarios drop --instances 1"
     proc = await asyncio.create_subprocess_exec(
         *(sys.executable, "-m", "bench", *args.split(), "--results", str(results)),
         cwd=ROOT,
+        env={**os.environ, "RESELLIO_RUN_PREFIX": prefix},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
     try:
-        name = await _bench_database(before, proc)
+        name = await _bench_database(prefix, proc)
         dsn = _driver_dsn(database_url(), name)
         # Sabotage once ordering's tables exist, long before the drop (after the dataset).
         while True:

@@ -55,7 +55,9 @@ class System:
     def __init__(
         self, extra_env: dict[str, str] | None = None, instances: dict[str, int] | None = None
     ) -> None:
-        self.run_id = uuid.uuid4().hex[:10]
+        # RESELLIO_RUN_PREFIX marks the systems a process starts (the benchmark's, for the test
+        # that watches it), so that those of other suites on the machine are not taken for them.
+        self.run_id = os.environ.get("RESELLIO_RUN_PREFIX", "") + uuid.uuid4().hex[:10]
         self.workdir = Path(tempfile.mkdtemp(prefix=f"resellio-{self.run_id}-"))
         self.mail_dir = self.workdir / "mail"
         db = make_url(database_url()).set(database=f"resellio_t_{self.run_id}")
