@@ -66,6 +66,8 @@ _RESPONSE_DROP = frozenset(
     }
 )
 _TOO_MANY = "Too many requests. Try again later."
+# GETs with an effect (API.md §3.8: the emailed link verifies the address, once).
+_ACTING_GETS = frozenset({"/api/auth/verify-email"})
 
 
 # Longer than any address auth would store, even spelt with every character decomposed.
@@ -182,8 +184,10 @@ async def proxy(gw: Gateway, scope: dict, receive: object, reply: Reply, h: Requ
     headers.append((b"x-forwarded-for", ip.encode()))
     query = scope.get("query_string")
     target = raw + b"?" + query if query else raw
-    # HEAD is a GET whose body is not sent (RFC 9110 §9.3.2): the services route GET only.
-    upstream_method = "GET" if method == "HEAD" else method
+    # HEAD is a GET whose body is not sent (RFC 9110 §9.3.2): the services route GET only. Not
+    # for the one GET that changes something (a link scanner's HEAD would use up a one-time
+    # verification link): its service answers HEAD 405.
+    upstream_method = "GET" if method == "HEAD" and path not in _ACTING_GETS else method
     try:
         if upstream_method == "GET" and (event_id := event_page_id(path)) is not None:
             reply.route = EVENT_PAGE

@@ -177,6 +177,7 @@ def serve(name: str, host: str, port: int | None) -> None:
         # from TRUSTED_PROXIES only (uvicorn's default believed it from any loopback peer).
         proxy_headers=False,
         server_header=False,  # which server answers is nobody's business
+        ws="none",  # no WebSocket route: an Upgrade request is an HTTP request like any other
     )
 
 

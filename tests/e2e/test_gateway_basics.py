@@ -95,6 +95,26 @@ async def test_head_answers_what_get_would_without_its_body(
     assert (await api.head("/api/nothing-here")).status_code == 404
 
 
+async def test_an_upgrade_to_a_websocket_is_an_http_request_like_any_other(
+    api: httpx.AsyncClient, system: System
+) -> None:
+    """No route speaks WebSocket: an Upgrade is answered as the plain request it is (the
+    server's WebSocket handling answered in plain text, or passed a scope the gateway does not
+    serve: a 500)."""
+    upgrade = {
+        "Connection": "Upgrade",
+        "Upgrade": "websocket",
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+    }
+    async with httpx.AsyncClient(timeout=10) as client:
+        for base in (system.gateway_url, system.url("catalog")):
+            for headers in (upgrade, {**upgrade, "Sec-WebSocket-Key": ""}):
+                answer = await client.get(f"{base}/api/events", headers=headers)
+                assert answer.status_code == 200, (base, answer.text)
+                assert isinstance(answer.json(), list)
+
+
 async def test_no_answer_names_the_server(api: httpx.AsyncClient, system: System) -> None:
     async with httpx.AsyncClient(timeout=10) as client:
         answers = [

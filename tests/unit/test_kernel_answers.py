@@ -115,3 +115,10 @@ def test_a_change_lets_go_of_every_answer_kept_before_it() -> None:
     assert c.weight > 5_000
     c.feed.changed()
     assert c.get("/b?") is None and c.weight == 0
+    # The same through a put, and through the lookup before routing.
+    c.put("/a?", Answer(c.feed.generation, b"x" * 5_000, {}, anonymous=True))
+    c.feed.changed()
+    c.put("/c?", Answer(c.feed.generation, b"yy", {}))
+    assert c.weight == len("/c?") + 2
+    c.feed.changed()
+    assert c.for_anyone("/c?") is None and c.weight == 0
