@@ -393,14 +393,15 @@ async def _sold_out(db: Database, item: Any) -> BadRequest:
 
 
 def _check_line(item: Any, now: datetime) -> None:
-    """An order line can be sold from its hold, or the cart changed meanwhile (400)."""
+    """An order line can be sold from its hold, or the cart changed meanwhile (400). The event
+    first: cancelled during the charge, its cart lines went with it, and R1 says why."""
+    offer = offer_from(item)
+    check_on_sale(offer, now)
     if item.cart_item_id is None:
         raise BadRequest(
             f"Not enough tickets available for '{item.ordered_event_name} - "
             f"{item.description or 'selected type'}'. Only {max(0, item.left)} left."
         )
-    offer = offer_from(item)
-    check_on_sale(offer, now)
     if item.held_quantity < item.quantity:
         raise not_enough(offer, offer.max_count - offer.sold - offer.held + item.held_quantity)
 

@@ -13,7 +13,17 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from tests.support.actors import Account, active_customer, admin_token, unique, verified_organizer
-from tests.support.shop import OnSale, add, available, db_rows, event_on_sale, eventually, iso
+from tests.support.shop import (
+    OnSale,
+    add,
+    available,
+    db_rows,
+    event_on_sale,
+    eventually,
+    holding,
+    iso,
+    waiting_for_lock,
+)
 from tests.support.system import System
 
 
@@ -324,3 +334,31 @@ async def test_orders_are_paged_newest_first_and_private(api: httpx.AsyncClient)
         assert (hidden.status_code, hidden.json()) == (404, {"detail": "Order not found"})
     assert (await api.get("/api/orders/abc", headers=buyer.headers)).status_code == 422
     assert (await api.get("/api/orders", headers=stranger.headers)).json() == []
+
+
+async def test_an_event_cancelled_during_the_charge_is_the_refusal_given(
+    api: httpx.AsyncClient, system: System
+) -> None:
+    """The charge goes through, then the sale finds the event cancelled (its cart lines gone
+    with it): the money is given back and the answer is R1, not an R4 that says plenty left."""
+    event, buyer = await shop(api, tickets=50)
+    assert (await add(api, buyer, event.type_id, 2)).status_code == 200
+    async with holding(system, "LOCK TABLE ordering.payments IN EXCLUSIVE MODE"):
+        paying = asyncio.ensure_future(api.post("/api/cart/checkout", headers=buyer.headers))
+        await waiting_for_lock(system, '%INSERT INTO "ordering".payments%', paying)
+        cancelled = await api.delete(
+            f"/api/events/{event.event_id}", headers=event.organizer.headers
+        )
+        assert cancelled.status_code == 200, cancelled.text
+    refused = await paying
+    assert (refused.status_code, refused.json()) == (
+        400,
+        {"detail": f"Event '{event.name}' has been cancelled."},
+    )
+    rows = await db_rows(
+        system,
+        "SELECT p.amount, p.refunded FROM ordering.payments p JOIN ordering.orders o"
+        " ON p.authorize_key = 'order-' || o.order_id WHERE o.user_id = :u",
+        u=buyer.user_id,
+    )
+    assert [(row.amount, row.refunded) for row in rows] == [(30, 30)]
