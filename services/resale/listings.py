@@ -69,24 +69,26 @@ def refusal(row: Any, price: Decimal | None, default_cap: int | None, now: datet
     return None
 
 
-async def list_or_reprice(cmd: ListTicket, db: Database, default_cap: int | None) -> None:
+async def list_or_reprice(cmd: ListTicket, db: Database, default_cap: int | None) -> Any:
     """`list_ticket` in a transaction of its own, tried again when PostgreSQL broke a deadlock
     with it: a consumer's batch may lock a listing and then its seller's row (a ban), the
-    other way round from a listing. Nothing of an aborted attempt was done."""
+    other way round from a listing. Nothing of an aborted attempt was done. The ticket as it
+    left it."""
     for attempt in range(3):
         try:
             async with db.unit_of_work() as uow:
-                await list_ticket(cmd, uow, default_cap)
-            return
+                return await list_ticket(cmd, uow, default_cap)
         except DBAPIError as exc:
             if attempt == 2 or not is_deadlock(exc):
                 raise
+    raise AssertionError("unreachable")  # the third attempt returns or raises
 
 
-async def list_ticket(cmd: ListTicket, uow: UnitOfWork, default_cap: int | None) -> None:
+async def list_ticket(cmd: ListTicket, uow: UnitOfWork, default_cap: int | None) -> Any:
     """List the ticket, or reprice its open listing; errors in the order of §9.4, after the
     ban (§2.2) as resale last heard of it: the seller's row is share-locked, so a ban being
-    applied meanwhile waits for this listing, then withdraws it with the rest."""
+    applied meanwhile waits for this listing, then withdraws it with the rest. The ticket as
+    this transaction left it (read after, another request's change would show)."""
     banned = select(users.c.banned).where(users.c.user_id == cmd.seller_id)
     if await uow.conn.scalar(banned.with_for_update(read=True)):
         raise Forbidden(ACCOUNT_BANNED)
@@ -137,11 +139,19 @@ async def list_ticket(cmd: ListTicket, uow: UnitOfWork, default_cap: int | None)
         ),
         aggregate_id=row.ticket_id,
     )
+    return await _committed_with(uow, cmd.ticket_id)
+
+
+async def _committed_with(uow: UnitOfWork, ticket_id: int) -> Any:
+    """The ticket as this unit of work leaves it, read before its commit (its row is locked
+    by `owned_ticket`, so no other change of its listing is in between)."""
+    shown = await ticket_row(uow.conn, ticket_id)
     await uow.commit()
+    return shown
 
 
-async def withdraw(ticket_id: int, seller_id: int, uow: UnitOfWork) -> None:
-    """§9.5: the owner takes the ticket off the market."""
+async def withdraw(ticket_id: int, seller_id: int, uow: UnitOfWork) -> Any:
+    """§9.5: the owner takes the ticket off the market; the ticket as it left it."""
     row = await owned_ticket(uow, ticket_id, seller_id)
     if row.event_end_date <= utcnow():  # its listing, if any, is no longer active (§10)
         raise BadRequest(NOT_LISTED)
@@ -153,7 +163,7 @@ async def withdraw(ticket_id: int, seller_id: int, uow: UnitOfWork) -> None:
             select(listings.c.state).where(open_listing_of(ticket_id)).limit(1)
         )
         raise (Conflict(BEING_PURCHASED) if state in OPEN else BadRequest(NOT_LISTED))
-    await uow.commit()
+    return await _committed_with(uow, ticket_id)
 
 
 async def cancel_listings(

@@ -14,6 +14,7 @@ from tests.support.resale_actors import (
     my_tickets,
     purchase,
     resale_charges,
+    resell,
     withdraw,
 )
 from tests.support.shop import db_rows, holding, waiting_for_lock
@@ -128,3 +129,29 @@ async def test_buyer_and_seller_withdrawing_at_once_end_consistent(
                 seller.ticket_id
             ]
             assert await sale_records(system, seller.ticket_id) == ([], [], [])
+
+
+async def test_the_sellers_concurrent_changes_each_answer_what_they_did(
+    api: httpx.AsyncClient,
+) -> None:
+    """A reprice, a re-listing and a withdrawal of one ticket at once: each 200 shows the
+    ticket as that request left it (the answer was read after the commit, and another one's
+    change showed: a withdrawal answered with a price, a reprice with none)."""
+    admin = await admin_token(api)
+    seller = await listed(api, admin, price=60)
+    account, tid = seller.account, seller.ticket_id
+    for round_ in range(8):
+        prices = [61 + round_, 70 + round_]
+        answers = await asyncio.gather(
+            *(resell(api, account, tid, price) for price in prices),
+            withdraw(api, account, tid),
+            withdraw(api, account, tid),
+        )
+        for price, answer in zip(prices, answers[:2], strict=True):
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["resell_price"] == price
+        for answer in answers[2:]:
+            if answer.status_code == 200:
+                assert answer.json()["resell_price"] is None, answer.text
+            else:
+                assert answer.json() == {"detail": "Ticket is not listed for resale"}, answer.text
