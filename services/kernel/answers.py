@@ -104,6 +104,11 @@ def answer_key(scope: Any) -> str:
 MAX_BYTES = 32 * 1024 * 1024
 
 
+def _weight(key: str, answer: Answer) -> int:
+    """What an answer kept counts against MAX_BYTES: its key and its body."""
+    return len(key) + len(answer.body)
+
+
 class AnswerCache:
     """At most `size` answers weighing `max_bytes` in all, least recently used first out;
     those of an earlier generation go as soon as the cache sees a newer one (none of them
@@ -160,18 +165,16 @@ class AnswerCache:
     def put(self, key: str, answer: Answer) -> None:
         if answer.generation != self.feed.generation or not self.feed.live:
             return  # built from data that changed meanwhile (or unobserved): not kept
-        weight = len(key) + len(answer.body)
-        if weight > self.max_bytes:
+        if _weight(key, answer) > self.max_bytes:
             return
         self._forget_older()
         replaced = self._answers.pop(key, None)
         if replaced is not None:
-            self._bytes -= len(key) + len(replaced.body)
+            self._bytes -= _weight(key, replaced)
         self._answers[key] = answer
-        self._bytes += weight
+        self._bytes += _weight(key, answer)
         while len(self._answers) > self.size or self._bytes > self.max_bytes:
-            gone_key, gone = self._answers.popitem(last=False)
-            self._bytes -= len(gone_key) + len(gone.body)
+            self._bytes -= _weight(*self._answers.popitem(last=False))
 
 
 Build = Callable[[], Awaitable[tuple[Any, dict[str, str]]]]

@@ -111,13 +111,12 @@ async def resell(request: Request, ticket_id: FromPath[str]) -> Doc:
     body = _price_body(await request.body())
     db = runtime(request).db
     cmd = ListTicket(tid, identity.user_id, body.price)
-    shown: list[Any] = []
 
-    async def attempt() -> None:
-        shown.append(await list_or_reprice(cmd, db, current().price_cap_percent))
+    async def attempt() -> Any:
+        return await list_or_reprice(cmd, db, current().price_cap_percent)
 
-    await after_catch_up(request, attempt, first=PROJECTED_BY)
-    return ticket_doc(shown[-1])  # as this request left it, not as a concurrent one did
+    # As this request left it, not as a concurrent one did.
+    return ticket_doc(await after_catch_up(request, attempt, first=PROJECTED_BY))
 
 
 @delete("/api/tickets/{ticket_id:str}/resell", status_code=200)
@@ -126,15 +125,12 @@ async def withdraw_listing(request: Request, ticket_id: FromPath[str]) -> Doc:
     tid = path_id(ticket_id, "ticket_id")
     db = runtime(request).db
 
-    shown: list[Any] = []
-
-    async def attempt() -> None:
+    async def attempt() -> Any:
         async with db.unit_of_work() as uow:
-            shown.append(await withdraw(tid, identity.user_id, uow))
+            return await withdraw(tid, identity.user_id, uow)
 
     # The event may just have ended or been cancelled: then there is no listing to withdraw.
-    await after_catch_up(request, attempt, first=("catalog",))
-    return ticket_doc(shown[-1])
+    return ticket_doc(await after_catch_up(request, attempt, first=("catalog",)))
 
 
 # ---- marketplace (§10.1, §10.2) --------------------------------------------------------------

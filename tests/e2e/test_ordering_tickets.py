@@ -19,6 +19,7 @@ from tests.support.actors import (
     register_organizer,
     verified_organizer,
 )
+from tests.support.resale_actors import holder, resell
 from tests.support.shop import (
     add,
     buy,
@@ -245,16 +246,11 @@ async def test_resold_ticket_moves_to_its_buyer_with_a_new_code(
     api: httpx.AsyncClient, system: System
 ) -> None:
     admin = await admin_token(api)
-    organizer = await verified_organizer(api, admin)
-    seller = await active_customer(api, admin)
+    original = await holder(api, admin, price=50)
+    seller, organizer, tid = original.account, original.event.organizer, original.ticket_id
     buyer = await active_customer(api, admin)
-    event = await event_on_sale(api, admin, organizer, price=50)
-    [ticket] = await buy(api, seller, event.type_id)
-    tid = ticket["ticket_id"]
     old_code = await ticket_code(system, tid)
-    listed = await api.post(
-        f"/api/tickets/{tid}/resell", json={"price": 60}, headers=seller.headers
-    )
+    listed = await resell(api, seller, tid, 60)
     assert listed.status_code == 200, listed.text
 
     async def shows_listing() -> bool:
@@ -354,17 +350,12 @@ async def test_the_pdf_qr_code_follows_the_ticket_to_its_new_code(
     seller's code; after it the buyer's PDF carries the QR code of the new code, which differs
     from the one the seller printed."""
     admin = await admin_token(api)
-    organizer = await verified_organizer(api, admin)
-    seller = await active_customer(api, admin)
+    original = await holder(api, admin, price=50)
+    seller, tid = original.account, original.ticket_id
     buyer = await active_customer(api, admin)
-    event = await event_on_sale(api, admin, organizer, price=50)
-    [ticket] = await buy(api, seller, event.type_id)
-    tid = ticket["ticket_id"]
     printed = await qr_image(api, seller, tid)
     assert printed == qr_image_of(await ticket_code(system, tid))
-    listed = await api.post(
-        f"/api/tickets/{tid}/resell", json={"price": 60}, headers=seller.headers
-    )
+    listed = await resell(api, seller, tid, 60)
     assert listed.status_code == 200, listed.text
     bought = await api.post("/api/resale/purchase", json={"ticket_id": tid}, headers=buyer.headers)
     assert bought.status_code == 200, bought.text

@@ -22,21 +22,20 @@ async def auth_sql(system: System, statement: str, **params: Any) -> list[Any]:
         await engine.dispose()
 
 
-async def expire_mailed_tokens(system: System, user_id: int) -> None:
-    """Every emailed token of the user expires now."""
+async def _expire_now(system: System, table: str, user_id: int) -> None:
     await auth_sql(
         system,
-        "UPDATE auth.mailed_tokens SET expires_at = now() - interval '1 second'"
+        f"UPDATE auth.{table} SET expires_at = now() - interval '1 second'"
         " WHERE user_id = :user_id",
         user_id=user_id,
     )
+
+
+async def expire_mailed_tokens(system: System, user_id: int) -> None:
+    """Every emailed token of the user expires now."""
+    await _expire_now(system, "mailed_tokens", user_id)
 
 
 async def expire_refresh_tokens(system: System, user_id: int) -> None:
     """Every refresh token of the user expires now (instead of in 14 days)."""
-    await auth_sql(
-        system,
-        "UPDATE auth.refresh_tokens SET expires_at = now() - interval '1 second'"
-        " WHERE user_id = :user_id",
-        user_id=user_id,
-    )
+    await _expire_now(system, "refresh_tokens", user_id)
