@@ -14,6 +14,7 @@ from sqlalchemy import delete, exists, func, insert, select, update
 
 from contracts import catalog as ev
 from contracts.timeutil import utcnow
+from services.catalog.access import PUBLIC_STATUSES
 from services.catalog.listing import EVENT_ROW
 from services.catalog.models import events, locations, ticket_types, tickets
 from services.catalog.schemas import (
@@ -126,6 +127,17 @@ async def _event_for_change(
     return row
 
 
+def _owner_only(event: Any, identity: Identity, forbidden: str, unknown: str) -> None:
+    """Another organizer's event: 403 where they may see it, else the endpoint's 404 (API.md
+    §1.2, §6: an event invisible to the caller is answered like an unknown one, so a 403
+    would tell them it exists)."""
+    if identity.role == "administrator" or event.organizer_id == identity.role_id:
+        return
+    if event.status in PUBLIC_STATUSES:
+        raise Forbidden(forbidden)
+    raise NotFound(unknown)
+
+
 async def _emit_event(uow: UnitOfWork, event_id: int, kind: type[ev.EventCreated]) -> Any:
     row = await event_row(uow, event_id)
     uow.emit(
@@ -184,8 +196,7 @@ async def create_event(cmd: EventCreate, organizer_id: int, uow: UnitOfWork) -> 
 
 async def update_event(event_id: int, cmd: EventUpdate, identity: Identity, uow: UnitOfWork) -> Any:
     current = await _event_for_change(uow, event_id)
-    if current.organizer_id != identity.role_id:
-        raise Forbidden("Not authorized to update this event")
+    _owner_only(current, identity, "Not authorized to update this event", "Event not found")
     if current.status == "cancelled":
         raise BadRequest("Cannot update a cancelled event")
     changes = {k: v for k, v in _fields(cmd).items() if v is not None}
@@ -207,8 +218,7 @@ async def update_event(event_id: int, cmd: EventUpdate, identity: Identity, uow:
 
 async def cancel_event(event_id: int, identity: Identity, uow: UnitOfWork) -> None:
     current = await _event_for_change(uow, event_id)
-    if identity.role != "administrator" and current.organizer_id != identity.role_id:
-        raise Forbidden("Not authorized to cancel this event")
+    _owner_only(current, identity, "Not authorized to cancel this event", "Event not found")
     if current.status == "cancelled":
         return
     at = utcnow()
@@ -240,8 +250,9 @@ async def notify_participants(
     event_id: int, note: Notification, identity: Identity, uow: UnitOfWork
 ) -> dict[str, Any]:
     current = await _event_for_change(uow, event_id)
-    if current.organizer_id != identity.role_id:
-        raise Forbidden("Not authorized to notify participants of this event")
+    _owner_only(
+        current, identity, "Not authorized to notify participants of this event", "Event not found"
+    )
     holders = await uow.execute(
         select(tickets.c.owner_id)
         .where(tickets.c.event_id == event_id, tickets.c.valid)
@@ -348,9 +359,11 @@ async def _tell_again(uow: UnitOfWork, event: Any, which: Any) -> None:
         )
 
 
-def _check_manager(event: Any, identity: Identity) -> None:
-    if event.organizer_id != identity.role_id:
-        raise Forbidden("Not authorized to manage ticket types for this event")
+_NOT_MANAGER = "Not authorized to manage ticket types for this event"
+
+
+def _check_manager(event: Any, identity: Identity, unknown: str = "Ticket type not found") -> None:
+    _owner_only(event, identity, _NOT_MANAGER, unknown)
     if event.status in ("rejected", "cancelled"):
         raise BadRequest(f"Cannot modify ticket types of an event with status '{event.status}'")
 
@@ -359,8 +372,9 @@ async def create_ticket_type(
     event_id: int, body: Mapping[str, Any], identity: Identity, uow: UnitOfWork
 ) -> Any:
     """7.2: the event is checked before the body's other fields are validated."""
-    event = await _event_for_change(uow, event_id, f"Event with id {event_id} not found")
-    _check_manager(event, identity)
+    unknown = f"Event with id {event_id} not found"
+    event = await _event_for_change(uow, event_id, unknown)
+    _check_manager(event, identity, unknown)
     cmd = parse_mapping(body, TicketTypeCreate)
     row = await _insert_ticket_type(uow, event, cmd)
     await _sync_capacity(uow, event_id)
@@ -425,8 +439,7 @@ async def delete_ticket_type(
     type_id: int, identity: Identity, uow: UnitOfWork, inventory: Inventory
 ) -> None:
     event, current = await _ticket_type_for_change(uow, type_id)
-    if event.organizer_id != identity.role_id:
-        raise Forbidden("Not authorized to manage ticket types for this event")
+    _owner_only(event, identity, _NOT_MANAGER, "Ticket type not found")
     if (
         current.issued > 0
         or await inventory.limit(type_id, await _next_revision(uow), 0) is not None

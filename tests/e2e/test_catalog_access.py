@@ -22,6 +22,7 @@ from tests.support.catalog_actors import (
     approved_event,
     event_body,
     iso,
+    new_event,
     ticket_types_of,
 )
 from tests.support.catalog_fixtures import admin, venue  # noqa: F401  (fixtures)
@@ -111,6 +112,41 @@ async def test_strangers_customers_and_anonymous_are_refused_everywhere(
             )
             assert (denied.status_code, denied.json()["detail"]) == (403, "Not an administrator")
     assert await snapshot(api, admin, target) == before
+
+
+async def test_another_organizers_hidden_event_is_answered_like_an_unknown_one(
+    api: httpx.AsyncClient, admin: str, owner: Account, venue: dict[str, Any]
+) -> None:
+    """A pending or rejected event is invisible to other organizers (API.md §6), so each write
+    naming it answers that endpoint's 404, as for an id naming nothing (§1.2): a 403 would
+    tell them it exists. Its owner and an administrator are not refused."""
+    stranger = await verified_organizer(api, admin)
+    pending = await new_event(api, owner, venue["location_id"])
+    rejected = await new_event(api, owner, venue["location_id"])
+    assert (
+        await api.post(f"/api/events/reject/{rejected['event_id']}", headers=bearer(admin))
+    ).status_code == 200
+    for event in (pending, rejected):
+        [standard] = await ticket_types_of(api, event["event_id"], admin)
+        hidden = {**event, "type_id": standard["type_id"]}
+        before = await snapshot(api, admin, hidden)
+        unknown = {
+            "/api/ticket-types": f"Event with id {event['event_id']} not found",
+            f"/api/ticket-types/{standard['type_id']}": "Ticket type not found",
+        }
+        for method, path, kwargs in organizer_writes(hidden, venue["location_id"]):
+            if path == "/api/events":
+                continue
+            answer = await api.request(method, path, headers=stranger.headers, **kwargs)
+            wanted = unknown.get(path, "Event not found")
+            assert (answer.status_code, answer.json()["detail"]) == (404, wanted), (method, path)
+        assert await snapshot(api, admin, hidden) == before
+    renamed = await api.put(
+        f"/api/events/{pending['event_id']}", json={"name": "Mine"}, headers=owner.headers
+    )
+    assert renamed.status_code == 200 and renamed.json()["name"] == "Mine"
+    cancelled = await api.delete(f"/api/events/{pending['event_id']}", headers=bearer(admin))
+    assert cancelled.status_code == 200 and cancelled.json() is True
 
 
 async def test_an_unverified_organizer_cannot_write(

@@ -12,6 +12,7 @@ import pytest
 
 from tests.support.actors import Account, active_customer, bearer, verified_organizer
 from tests.support.catalog_actors import (
+    approve,
     approved_event,
     event_body,
     iso,
@@ -262,8 +263,14 @@ async def test_update_errors_in_order(
     assert bad_query.status_code == 422 and detail(bad_query)[0]["loc"] == ["query", "minimum_age"]
     missing = await api.put("/api/events/99999999", json={"name": "x"}, headers=organizer.headers)
     assert (missing.status_code, detail(missing)) == (404, "Event not found")
+    # Pending, the event is invisible to another organizer: answered like an unknown one
+    # (API.md §1.2, §6), a 403 would tell them it exists. Approved, it is theirs to see.
+    hidden = await api.put(path, json={"name": "x"}, headers=other.headers)
+    assert (hidden.status_code, detail(hidden)) == (404, "Event not found")
+    await approve(api, admin, event["event_id"])
     foreign = await api.put(path, json={"name": "x"}, headers=other.headers)
     assert (foreign.status_code, detail(foreign)) == (403, "Not authorized to update this event")
+    event["status"] = "created"
     backwards = await api.put(path, json={"end_date": iso(days=1)}, headers=organizer.headers)
     assert backwards.status_code == 422 and detail(backwards)[0]["loc"] == ["body", "end_date"]
     nowhere = await api.put(path, json={"location_id": 987_654}, headers=organizer.headers)

@@ -9,6 +9,7 @@ import httpx
 
 from tests.support.actors import Account, active_customer, bearer, verified_organizer
 from tests.support.catalog_actors import (
+    approve,
     approved_event,
     iso,
     new_event,
@@ -69,9 +70,15 @@ async def test_create_checks_the_event_before_other_fields(
     for body in ({"max_count": 5}, {"event_id": "abc"}, {"event_id": None}):
         invalid = await api.post("/api/ticket-types", json=body, headers=organizer.headers)
         assert invalid.status_code == 422 and detail(invalid)[0]["loc"] == ["body", "event_id"]
-    foreign = await api.post(
-        "/api/ticket-types", json={**bad_rest, "event_id": event["event_id"]}, headers=other.headers
+    as_other = {**bad_rest, "event_id": event["event_id"]}
+    # Pending, another organizer's event is answered like an unknown one (API.md §1.2, §6).
+    hidden = await api.post("/api/ticket-types", json=as_other, headers=other.headers)
+    assert (hidden.status_code, detail(hidden)) == (
+        404,
+        f"Event with id {event['event_id']} not found",
     )
+    await approve(api, admin, event["event_id"])
+    foreign = await api.post("/api/ticket-types", json=as_other, headers=other.headers)
     assert (foreign.status_code, detail(foreign)) == (
         403,
         "Not authorized to manage ticket types for this event",
@@ -175,6 +182,9 @@ async def test_delete_lowers_capacity_and_refuses_strangers(
     vip = await new_ticket_type(api, organizer, event["event_id"], max_count=7)
     path = f"/api/ticket-types/{vip['type_id']}"
     other = await verified_organizer(api, admin)
+    hidden = await api.delete(path, headers=other.headers)  # a pending event's: unknown to them
+    assert (hidden.status_code, detail(hidden)) == (404, "Ticket type not found")
+    await approve(api, admin, event["event_id"])
     foreign = await api.delete(path, headers=other.headers)
     assert (foreign.status_code, detail(foreign)) == (
         403,
