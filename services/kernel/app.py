@@ -225,7 +225,12 @@ class AnsweredFromMemory:
             cache = rt.extras.get("answers") if rt is not None else None
             if cache is not None and await self._answered(rt, cache, scope, send):
                 return
-        await self.app(scope, receive, send)
+        try:
+            await self.app(scope, receive, send)
+        except asyncio.CancelledError:
+            if scope["type"] == "http":
+                await _cut_off(scope, send)
+            raise
 
     @staticmethod
     async def _answered(rt: Any, cache: AnswerCache, scope: Scope, send: Send) -> bool:
@@ -252,6 +257,33 @@ class AnsweredFromMemory:
         await send({"type": "http.response.body", "body": answer.body})
         _observe(rt.service, "GET", answer.route or "unmatched", 200, started)
         return True
+
+
+_CUT_OFF = msgspec.json.encode({"detail": "Service unavailable"})
+
+
+async def _cut_off(scope: Scope, send: Send) -> None:
+    """A request cut off by a shutdown that outlasted its grace: a 503 the client may retry
+    (the server's own answer would be a plain-text 500), unless its answer had begun."""
+    incoming = next(
+        (v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), None
+    )
+    try:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 503,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(_CUT_OFF)).encode()),
+                    (b"x-request-id", _request_id(incoming).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": _CUT_OFF})
+    except Exception:  # its answer had begun: the server closes the connection
+        pass
 
 
 def served(app: Any) -> Any:

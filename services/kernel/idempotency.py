@@ -130,6 +130,11 @@ _FREE = """
 DELETE FROM "{schema}".idempotency_keys
 WHERE user_id = $1 AND method = $2 AND path = $3 AND key = $4
 """
+# Freed only while still held by a request whose answer never came (a crashed checkout's).
+_FREE_HELD = """
+DELETE FROM "{schema}".idempotency_keys
+WHERE user_id = $1 AND method = $2 AND path = $3 AND key = $4 AND state = 'in_progress'
+"""
 # Freed only if it still holds this very answer (not one stored since by another request).
 _FREE_ANSWERED = """
 DELETE FROM "{schema}".idempotency_keys
@@ -150,6 +155,7 @@ def _statements(schema: str) -> dict[str, str]:
             ("stored", _STORED),
             ("store", _STORE),
             ("free", _FREE),
+            ("free_held", _FREE_HELD),
             ("free_answered", _FREE_ANSWERED),
         )
     }
@@ -211,7 +217,7 @@ class _Claim:
     """The key the running request holds (or will hold once the transaction of its effect
     commits, when `deferred`), and the units of work that claim it and store its answer."""
 
-    __slots__ = ("claimed_in", "deferred", "print_", "scope", "uow")
+    __slots__ = ("claimed_in", "deferred", "handed_over", "print_", "scope", "uow")
 
     def __init__(self, scope: tuple[int, str, str, str], print_: str, deferred: bool) -> None:
         self.scope = scope
@@ -219,6 +225,8 @@ class _Claim:
         self.deferred = deferred
         self.claimed_in: UnitOfWork | None = None
         self.uow: UnitOfWork | None = None
+        # The key was recorded with an effect that outlives the request (`running_key`).
+        self.handed_over = False
 
     @property
     def held(self) -> bool:
@@ -255,6 +263,23 @@ async def claim_in(uow: UnitOfWork) -> None:
         return
     await uow.begin_with(_statements(uow.db.schema)["claim_new"], *claim.scope, claim.print_)
     claim.claimed_in = uow
+
+
+def running_key() -> tuple[str, str] | None:
+    """The path and Idempotency-Key of the running request, if it sent one, for an effect that
+    outlives the request to record: whoever settles that effect answers the key. From now on
+    an error of unknown outcome (not a domain error) leaves the key held."""
+    claim = _claim.get()
+    if claim is None:
+        return None
+    claim.handed_over = True
+    return claim.scope[2], claim.scope[3]
+
+
+async def free_with_commit(uow: UnitOfWork, scope: tuple[int, str, str, str]) -> None:
+    """The key of `scope` freed in `uow`'s COMMIT if a request that never answered still holds
+    it: its effect failed, so a retry is a new attempt (as after any answer that is not kept)."""
+    await uow.at_commit(_statements(uow.db.schema)["free_held"], *scope)
 
 
 async def answer_with_commit(uow: UnitOfWork, body: Any) -> None:
@@ -317,13 +342,19 @@ async def _produce(
         except Exception as exc:
             if isinstance(exc, asyncpg.UniqueViolationError) and _held_before(exc, keys):
                 raise  # the claim with the effect failed: `idempotent` claims on its own
+            handed_over = claim.held and claim.handed_over
             if not claim.held:
                 # Nothing was done (the claim goes with the first effect): answer as if the
                 # key had been claimed first.
                 if (stored := await keys.claim(*scope, print_)) is not None:
                     return _stored(stored)
-            if not claim.answered:  # else the effect and its answer were committed: they stand
-                failed = exc if isinstance(exc, DomainError) else None
+            failed = exc if isinstance(exc, DomainError) else None
+            # Unless the effect and its answer were committed (they stand), or its outcome is
+            # unknown and left to what settles the effect: a request cut off (a shutdown past
+            # its grace) or failed after its key went with an effect that outlives it keeps
+            # the key held, as if its process had died, until that effect's settling answers
+            # it (a checkout's crash recovery) or it goes stale.
+            if not claim.answered and (failed or not handed_over):
                 await keys.finish(
                     *scope,
                     failed.status_code if failed else 500,
@@ -331,7 +362,7 @@ async def _produce(
                 )
             raise
         except BaseException:
-            if claim.held and not claim.answered:
+            if claim.held and not claim.answered and not claim.handed_over:
                 await keys.finish(*scope, 500, b"")
             raise
     if not claim.held:

@@ -176,6 +176,7 @@ class MailSender:
                     .with_for_update(skip_locked=True)
                 )
             ).all()
+            cut_off = False
             try:
                 for row in rows:
                     try:
@@ -199,11 +200,17 @@ class MailSender:
                         failed += 1
                         self._hang_up()
                         await self._count_attempt(conn, row, exc)
+            except asyncio.CancelledError:
+                # Stopped (a shutdown): what went is marked and committed before stopping, or
+                # the next process would send it again.
+                cut_off = True
             finally:
                 if sent:
                     await conn.execute(
                         update(t).where(t.c.id.in_(sent)).values(sent_at=text("now()"))
                     )
+        if cut_off:
+            raise asyncio.CancelledError
         return len(sent), failed
 
     async def _count_attempt(

@@ -31,7 +31,12 @@ from contracts.ordering import (
 )
 from services.kernel.db import Database, Refused, UnitOfWork
 from services.kernel.errors import BadRequest, Conflict, PaymentRequired, ServiceUnavailable
-from services.kernel.idempotency import answer_with_commit, claim_in
+from services.kernel.idempotency import (
+    answer_with_commit,
+    claim_in,
+    free_with_commit,
+    running_key,
+)
 from services.kernel.mail import queue_mail
 from services.kernel.payments import (
     MAX_CHARGE,
@@ -158,8 +163,9 @@ _FLAGGED_AT = "SELECT checkout_started_at FROM ordering.carts WHERE user_id = $1
 # Sent with the COMMIT: the pending order and its lines.
 _RECORD_ORDER = """
 WITH placed AS (
-  INSERT INTO ordering.orders (order_id, user_id, status, currency, total_amount)
-  VALUES ($1, $2, 'pending', $3, $4)
+  INSERT INTO ordering.orders (order_id, user_id, status, currency, total_amount, request_path,
+                               request_key)
+  VALUES ($1, $2, 'pending', $3, $4, $12, $13)
 )
 INSERT INTO ordering.order_items (order_id, position, ticket_type_id, event_id, event_name,
                                   ticket_type_description, quantity, unit_price)
@@ -290,6 +296,7 @@ async def _record_order(
         [offer.description for offer, _ in lines],
         [quantity for _, quantity in lines],
         [offer.price for offer, _ in lines],
+        *(running_key() or (None, None)),  # what crash recovery answers if this request dies
     )
     uow.emit(
         OrderPlaced(
@@ -312,11 +319,21 @@ async def _record_order(
     return PlacedOrder(order_id=order_id, total=total, currency=currency)
 
 
-async def _fail(db: Database, user_id: int, order_id: int, reason: str) -> None:
-    """The order failed, unless it was settled already (then nothing)."""
+async def _fail(
+    db: Database,
+    user_id: int,
+    order_id: int,
+    reason: str,
+    request: tuple[int, str, str, str] | None = None,
+) -> None:
+    """The order failed, unless it was settled already (then nothing); with `request`, the key
+    of the checkout that placed it is freed if that request never answered (a retry is a new
+    attempt)."""
     async with db.transaction() as uow:
         if not await uow.fetchval(_FAIL, user_id, order_id):
             return
+        if request is not None:
+            await free_with_commit(uow, request)
         uow.emit(
             OrderFailed(order_id=order_id, user_id=user_id, reason=reason), aggregate_id=order_id
         )

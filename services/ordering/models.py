@@ -139,6 +139,10 @@ orders = Table(
     Column("total_amount", Numeric(12, 2), nullable=False),
     Column("payment_id", Text),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    # The Idempotency-Key of the checkout that placed it, and the path it was sent to: crash
+    # recovery stores that request's answer when it settles the order.
+    Column("request_path", Text),
+    Column("request_key", Text),
     Index("orders_by_user", "user_id", "created_at"),
 )
 

@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from contextlib import nullcontext
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import select, text
 
 from contracts.timeutil import utcnow
 from services.kernel.db import Database
 from services.kernel.errors import BadRequest
+from services.kernel.idempotency import claimed
 from services.kernel.payments import PaymentDeclined, PaymentProvider, PaymentRejected
 from services.ordering.checkout import Checkout, PlacedOrder, Settled, _complete, _fail
 from services.ordering.models import orders
@@ -51,18 +54,29 @@ async def recover_stalled(db: Database, payments: PaymentProvider, after: timede
     return len(stalled)
 
 
+def _request_of(order: Any) -> tuple[int, str, str, str] | None:
+    """The Idempotency-Key of the checkout that placed the order, as its claim names it."""
+    if order.request_key is None:
+        return None
+    return order.user_id, "POST", order.request_path, order.request_key
+
+
 async def _finish(db: Database, payments: PaymentProvider, order_id: int) -> None:
+    """The order settled. The checkout that placed it never answered, so its key is answered
+    here: completed, it is the checkout's 200 (stored with the sale); failed, the key is freed
+    (a retry is a new attempt), as that checkout's own answer would have done."""
     async with db.engine.connect() as conn:
         order = (await conn.execute(select(orders).where(orders.c.order_id == order_id))).one()
     if order.status != "pending":  # finished meanwhile
         return
+    request = _request_of(order)
     key = f"order-{order_id}"
     try:
         payment_id = await payments.authorize(
             idempotency_key=key, amount=order.total_amount, currency=order.currency, token=None
         )
     except PaymentDeclined:
-        await _fail(db, order.user_id, order_id, "payment_declined")
+        await _fail(db, order.user_id, order_id, "payment_declined", request)
         return
     try:
         await payments.void(payment_id, idempotency_key=f"{key}-void")
@@ -71,19 +85,20 @@ async def _finish(db: Database, payments: PaymentProvider, order_id: int) -> Non
             # The checkout (or an earlier recovery) refunded it, the cart having changed under
             # the payment, and died before failing the order: it stays failed, whatever the
             # cart holds now (a line added back would otherwise get tickets for free).
-            await _fail(db, order.user_id, order_id, "cart_changed")
+            await _fail(db, order.user_id, order_id, "cart_changed", request)
             return
         placed = PlacedOrder(order_id=order_id, total=order.total_amount, currency=order.currency)
         try:
-            await _complete(db, Checkout(user_id=order.user_id), placed, payment_id, utcnow())
+            with claimed(request) if request else nullcontext():  # its answer, with the sale
+                await _complete(db, Checkout(user_id=order.user_id), placed, payment_id, utcnow())
         except Settled:  # the checkout itself finished it meanwhile
             return
         except BadRequest:
             await payments.refund(payment_id, order.total_amount, idempotency_key=f"{key}-refund")
-            await _fail(db, order.user_id, order_id, "cart_changed")
+            await _fail(db, order.user_id, order_id, "cart_changed", request)
         log.info("completed order %s that a crashed checkout had charged", order_id)
         return
-    await _fail(db, order.user_id, order_id, "checkout_interrupted")
+    await _fail(db, order.user_id, order_id, "checkout_interrupted", request)
     log.info("failed order %s that a crashed checkout left uncharged", order_id)
 
 

@@ -102,6 +102,48 @@ async def test_batch_after_batch_goes_over_one_session_until_the_queue_is_empty(
     assert await unsent(db) == 0
 
 
+class Slow(Recorder):
+    """Answers each message after a moment, as a remote server does."""
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        answer = await super().handle_DATA(server, session, envelope)
+        await asyncio.sleep(0.05)
+        return answer
+
+
+async def test_a_sender_stopped_mid_batch_marks_what_went_and_nothing_goes_twice(
+    db: Database,
+) -> None:
+    """A shutdown cancels the sender in the middle of a batch: the messages that went are
+    marked sent before it stops (before, the batch's transaction rolled their marks back and
+    the next process sent them again), and the next sender sends only the rest."""
+    server = Slow()
+    controller = Controller(server, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        recipients = await queue(db, 20)
+        first = sender_for(db, controller)
+        batch = asyncio.create_task(first.send_batch(limit=20))
+
+        async def five_went() -> bool:
+            return len(server.messages) >= 5
+
+        assert await eventually(five_went)
+        batch.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await batch
+        went = len(server.messages)
+        assert 5 <= went < 20
+        assert await unsent(db) in (20 - went, 20 - went + 1)  # the one in flight may go again
+        await sender_for(db, controller).send_batch(limit=20)
+        delivered = [rcpt for _, rcpt in server.messages]
+        assert sorted(set(delivered)) == sorted(recipients)
+        assert len(delivered) - len(set(delivered)) <= 1
+        assert await unsent(db) == 0
+    finally:
+        controller.stop()
+
+
 async def test_a_session_carries_at_most_so_many_messages(
     db: Database, smtp: tuple[Controller, Recorder], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -803,6 +803,75 @@ async def test_a_checkout_stores_its_answer_in_the_commit_of_its_sale(
     assert (await _key_row(ordering, "key-refused")).state == "in_progress"
 
 
+async def test_recovery_answers_the_key_of_the_checkout_it_settles(ordering: Ordering) -> None:
+    """A keyed checkout whose outcome its request never learnt (the processor's answer lost,
+    or the request cut off by a shutdown mid-charge) leaves its key held, as a crash would;
+    recovery, settling the order, answers it: completed, a retry under the key gets the 200
+    (before, the key was freed or left in progress, and a retry once it went stale was
+    answered "Shopping cart is empty", or checked out the cart again and charged the card a
+    second time); failed, the key is freed and a retry is a new attempt."""
+    await ordering.on_sale(event_id=15, type_id=151, capacity=9)
+    keys = idempotency.IdempotencyKeys(ordering.db)
+    path = "/api/cart/checkout"
+
+    class AnswerLost(SimulatedProvider):
+        async def charge(self, **kw: Any) -> str:
+            await super().charge(**kw)
+            raise ConnectionResetError("the processor's answer was lost")
+
+    class CutOff(SimulatedProvider):
+        async def charge(self, **kw: Any) -> str:
+            await super().charge(**kw)
+            raise asyncio.CancelledError  # the shutdown's cancellation, after the charge
+
+    class NeverCharged(SimulatedProvider):
+        async def charge(self, **kw: Any) -> str:
+            raise asyncio.CancelledError  # cut off before the processor heard of it
+
+    async def keyed_checkout(user: int, key: str, provider: SimulatedProvider) -> Any:
+        """As `idempotent` runs a checkout: claimed with its pending order, else claimed first."""
+        scope = (user, "POST", path, key)
+
+        async def produce() -> bool:
+            cmd = checkout.Checkout(user_id=user)
+            return await checkout.checkout(cmd, ordering.db, provider, RULES, utcnow, no_refresh)
+
+        try:
+            return await idempotency._produce(keys, scope, "print", produce, deferred=True)
+        except asyncpg.UniqueViolationError:
+            return await keys.claim(*scope, "print")
+
+    for user, key, provider, failure in (
+        (150, "lost", AnswerLost, ConnectionResetError),
+        (151, "cut", CutOff, asyncio.CancelledError),
+        (152, "uncharged", NeverCharged, asyncio.CancelledError),
+    ):
+        await ordering.customer(user)
+        await cart.add_item(cart.AddToCart(user, 151, 1), ordering.db, RULES, utcnow())
+        with pytest.raises(failure):
+            await keyed_checkout(user, key, provider(ordering.db, latency_ms=0))
+        assert (await _key_row(ordering, key)).state == "in_progress"
+        with pytest.raises(Conflict, match="in progress"):
+            await keys.claim(user, "POST", path, key, "print")
+    assert await recovery.recover_stalled(ordering.db, ordering.payments, timedelta(0)) == 3
+    for user, key in ((150, "lost"), (151, "cut")):
+        stored = await _key_row(ordering, key)
+        assert (stored.state, stored.status_code, bytes(stored.body)) == ("done", 200, b"true")
+        await cart.add_item(cart.AddToCart(user, 151, 1), ordering.db, RULES, utcnow())
+        retry = await keyed_checkout(user, key, ordering.payments)
+        assert retry == (200, b"true")  # the stored answer, nothing done again
+    assert await _key_row(ordering, "uncharged") is None  # failed, nothing taken: freed
+    async with ordering.db.driver() as conn:
+        statuses = await conn.fetch("SELECT status FROM ordering.orders ORDER BY user_id")
+        charged = await conn.fetchval(
+            "SELECT count(*) FROM ordering.payments WHERE state = 'captured'"
+        )
+    assert [row[0] for row in statuses] == ["completed", "completed", "failed"]
+    assert charged == 2  # once each: the retries charged nothing
+    assert await ordering.count(tickets) == 2
+    assert await ordering.count(cart_items) == 3  # the retries' new lines wait, uncharged
+
+
 async def test_a_checkout_claims_its_key_with_its_pending_order(ordering: Ordering) -> None:
     """A checkout that claims its Idempotency-Key with its effect (`claim_in`): the key is
     held once the pending order commits, and nothing is placed under a key held before (the

@@ -152,7 +152,9 @@ async def _one_owner(system: System) -> tuple[str, list[str]]:
                 f"ticket {r.ticket_id}: ordering says {r.owner_id}/{r.status}, "
                 f"resale {r.resale_owner}/{r.resale_status}"
             )
-        if r.catalog_owner != r.owner_id or r.catalog_valid != (r.status == "valid"):
+        # Catalog's `valid` is "not refunded": a ticket checked in (used) still counts as sold
+        # and its holder is still told of the event (notify).
+        if r.catalog_owner != r.owner_id or r.catalog_valid != (r.status != "refunded"):
             problems.append(
                 f"ticket {r.ticket_id}: ordering says {r.owner_id}/{r.status}, "
                 f"catalog {r.catalog_owner}/{r.catalog_valid}"
