@@ -233,6 +233,12 @@ class _Claim:
         return not self.deferred or (self.claimed_in is not None and self.claimed_in.committed)
 
     @property
+    def left_to_settle(self) -> bool:
+        """Held, and recorded with an effect that outlives the request: whoever settles that
+        effect answers the key (a checkout's crash recovery)."""
+        return self.held and self.handed_over
+
+    @property
     def answered(self) -> bool:
         return self.uow is not None and self.uow.committed
 
@@ -342,7 +348,6 @@ async def _produce(
         except Exception as exc:
             if isinstance(exc, asyncpg.UniqueViolationError) and _held_before(exc, keys):
                 raise  # the claim with the effect failed: `idempotent` claims on its own
-            handed_over = claim.held and claim.handed_over
             if not claim.held:
                 # Nothing was done (the claim goes with the first effect): answer as if the
                 # key had been claimed first.
@@ -354,7 +359,7 @@ async def _produce(
             # its grace) or failed after its key went with an effect that outlives it keeps
             # the key held, as if its process had died, until that effect's settling answers
             # it (a checkout's crash recovery) or it goes stale.
-            if not claim.answered and (failed or not handed_over):
+            if not claim.answered and (failed or not claim.left_to_settle):
                 await keys.finish(
                     *scope,
                     failed.status_code if failed else 500,
@@ -362,7 +367,7 @@ async def _produce(
                 )
             raise
         except BaseException:
-            if claim.held and not claim.answered and not claim.handed_over:
+            if claim.held and not claim.answered and not claim.left_to_settle:
                 await keys.finish(*scope, 500, b"")
             raise
     if not claim.held:
